@@ -1,0 +1,88 @@
+"""The one place that builds boto3 sessions and clients.
+
+Region/profile resolution, AWS_ENDPOINT_URL (local mode and tests), adaptive retries with a
+bounded attempt count, a `pipeline-tools/<version>` user agent, clients cached per service.
+Nothing here runs at import time; boto3 is imported on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import __version__
+from .errors import AwsError, UsageError
+
+DEFAULT_MAX_ATTEMPTS = 5
+
+
+def endpoint_url() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def is_local() -> bool:
+    """True when pointed at a local AWS (moto server in `pt local up` and the tests)."""
+    return endpoint_url() is not None
+
+
+class AwsFactory:
+    """Builds and caches clients. Pass `factory.client("lambda")` etc. to library functions."""
+
+    def __init__(self, region: str | None = None, profile: str | None = None,
+                 endpoint: str | None = None, max_attempts: int | None = None):
+        self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        self.profile = profile or None
+        self.endpoint = endpoint if endpoint is not None else endpoint_url()
+        self.max_attempts = max_attempts or int(os.environ.get("PT_AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
+        self._session = None
+        self._clients: dict[tuple[str, str | None], Any] = {}
+
+    @property
+    def session(self):
+        if self._session is None:
+            import boto3
+            import botocore.exceptions
+
+            try:
+                self._session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
+            except botocore.exceptions.ProfileNotFound as e:
+                raise UsageError(str(e), "list profiles with `aws configure list-profiles`") from None
+        return self._session
+
+    def client_config(self):
+        from botocore.config import Config as BotoConfig
+
+        return BotoConfig(
+            retries={"mode": "adaptive", "max_attempts": self.max_attempts},
+            user_agent_extra=f"pipeline-tools/{__version__}",
+            connect_timeout=10,
+            read_timeout=60,
+        )
+
+    def client(self, service: str, region: str | None = None):
+        key = (service, region)
+        if key not in self._clients:
+            region = region or self.region or self.session.region_name
+            if not region:
+                raise AwsError("no AWS region configured",
+                               "set `region:` in pipeline.yml, pass --region or set AWS_REGION",
+                               exit_code=2)
+            kwargs: dict[str, Any] = {"region_name": region, "config": self.client_config()}
+            if self.endpoint:
+                kwargs["endpoint_url"] = self.endpoint
+            self._clients[key] = self.session.client(service, **kwargs)
+        return self._clients[key]
+
+    def caller_arn(self) -> str:
+        """The STS caller identity ARN (who is acting), cached."""
+        if not hasattr(self, "_caller"):
+            self._caller = self.client("sts").get_caller_identity()["Arn"]
+        return self._caller
+
+
+def client_error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ClientError, else None."""
+    resp = getattr(exc, "response", None)
+    if isinstance(resp, dict):
+        return resp.get("Error", {}).get("Code")
+    return None

@@ -1,0 +1,217 @@
+"""`pt`: the click group, lazy command registry and the one top-level error handler.
+
+Commands live in `pipeline_tools.commands.*` and are imported only when invoked, so
+`pt --help` imports neither boto3, docker nor aws_cdk.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import sys
+
+import click
+
+from . import __version__
+from .context import App
+from .errors import EXIT_FAILURE, EXIT_USAGE
+
+# name -> ("module:attribute", one-line help shown by `pt --help` without importing the module)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("pipeline_tools.commands.config_cmd:config", "Validate pipeline.yml, show it resolved, export its JSON Schema."),
+    "init": ("pipeline_tools.commands.init_cmd:init", "Start a repository: pipeline.yml, Dockerfile, GitHub workflows."),
+    "build-push": ("pipeline_tools.commands.images_cmd:build_push", "Build images (content-addressed tags) and push what the registry lacks."),
+    "test": ("pipeline_tools.commands.images_cmd:test", "Run an image's test command inside the built image."),
+    "deploy": ("pipeline_tools.commands.deploy_cmd:deploy", "Deploy an image digest to a stage's Lambdas (canary/linear/all-at-once)."),
+    "rollback": ("pipeline_tools.commands.deploy_cmd:rollback", "Point a stage back to its previous succeeded deploy."),
+    "recover": ("pipeline_tools.commands.deploy_cmd:recover", "Finish or roll back a deploy that died mid-way."),
+    "status": ("pipeline_tools.commands.deploy_cmd:status", "Show what runs where: versions, digests, weights, last deploy."),
+    "history": ("pipeline_tools.commands.deploy_cmd:history", "List a stage's deploys from the ledger."),
+    "gate": ("pipeline_tools.commands.promote_cmd:gate", "Decide PASS/FAIL/WAIT for a stage from its CloudWatch alarms."),
+    "approve": ("pipeline_tools.commands.promote_cmd:approve", "Approve the digest waiting for a stage."),
+    "reject": ("pipeline_tools.commands.promote_cmd:reject", "Reject the digest waiting for a stage."),
+    "approvals": ("pipeline_tools.commands.promote_cmd:approvals", "List approvals for a stage; sync CodePipeline approvals."),
+    "promote": ("pipeline_tools.commands.promote_cmd:promote", "Promote the digest that passed the previous stage."),
+    "artifacts": ("pipeline_tools.commands.artifacts_cmd:artifacts", "SHA-256 manifests and content-addressed sync of model artifacts."),
+    "logs": ("pipeline_tools.commands.logs_cmd:logs", "Scan logs for sensitive identifiers; archive logs to S3."),
+    "teardown": ("pipeline_tools.commands.teardown_cmd:teardown", "Delete what a stage owns, in order, with an evidence report."),
+    "local": ("pipeline_tools.commands.local_cmd:local", "Start/stop the embedded local stack (moto server + registry)."),
+    "release": ("pipeline_tools.commands.local_cmd:release", "Run the whole release pipeline (locally with --local)."),
+    "invoke": ("pipeline_tools.commands.local_cmd:invoke", "Invoke a function's image locally like Lambda does."),
+}
+
+
+def available_commands() -> dict[str, tuple[str, str]]:
+    """Registered commands whose module is part of this build."""
+    from importlib.util import find_spec
+
+    out = {}
+    for name, (target, help_) in COMMANDS.items():
+        module = target.split(":")[0]
+        try:
+            if find_spec(module) is not None:
+                out[name] = (target, help_)
+        except ModuleNotFoundError:
+            pass
+    return out
+
+
+def _setter(attr: str):
+    def callback(ctx: click.Context, _param: click.Parameter, value):
+        if value is not None and value is not False:
+            setattr(ctx.ensure_object(App), attr, value)
+        return value
+
+    return callback
+
+
+# Group options that every subcommand also accepts, so `pt config validate --config F` works.
+_COMMON = [
+    (("--config", "-c"), "config_path", {"metavar": "FILE", "help": "pipeline.yml to use (env PT_CONFIG)."}),
+    (("--output",), "output_mode", {"type": click.Choice(["human", "json"]), "help": "Output format."}),
+    (("--region",), "region", {"metavar": "REGION", "help": "AWS region."}),
+    (("--profile",), "profile", {"metavar": "NAME", "help": "AWS profile."}),
+    (("--verbose", "-v"), "verbose", {"is_flag": True, "default": None, "help": "More detail on stderr."}),
+]
+
+
+def with_common_options(cmd: click.Command) -> click.Command:
+    """Add the group's common options to a command (and its subcommands), once."""
+    if getattr(cmd, "_pt_common", False):
+        return cmd
+    cmd._pt_common = True  # type: ignore[attr-defined]
+    taken = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
+    for decls, attr, kw in _COMMON:
+        decls = tuple(d for d in decls if d not in taken)
+        if not decls or decls[0] != _COMMON_FIRST[attr]:
+            continue
+        cmd.params.append(click.Option(decls, f"_common_{attr}", expose_value=False, is_eager=True,
+                                       allow_from_autoenv=False, callback=_setter(attr), **kw))
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            with_common_options(sub)
+    return cmd
+
+
+_COMMON_FIRST = {attr: decls[0] for decls, attr, _ in _COMMON}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(available_commands())
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        entry = available_commands().get(name)
+        if entry is None:
+            return None
+        module, attr = entry[0].split(":")
+        return with_common_options(getattr(importlib.import_module(module), attr))
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            match = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.5)
+            hint = f" (did you mean '{match[0]}'?)" if match else ""
+            raise click.UsageError(f"unknown command '{name}'{hint}", ctx)
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_) for name, (_, help_) in available_commands().items()]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="pt", message="%(prog)s %(version)s")
+@click.option("--config", "-c", "config_path", metavar="FILE", envvar="PT_CONFIG",
+              help="pipeline.yml to use (default ./pipeline.yml; env PT_CONFIG).")
+@click.option("--stage", "-s", metavar="STAGE", envvar="PT_STAGE", help="Stage to act on (env PT_STAGE).")
+@click.option("--region", metavar="REGION", envvar="PT_REGION", help="AWS region (default: stage, then config).")
+@click.option("--profile", metavar="NAME", envvar="PT_PROFILE", help="AWS profile (env PT_PROFILE or AWS_PROFILE).")
+@click.option("--output", "output_mode", type=click.Choice(["human", "json"]), default="human", envvar="PT_OUTPUT",
+              show_default=True, help="Output format; json prints one document on stdout.")
+@click.option("--verbose", "-v", is_flag=True, envvar="PT_VERBOSE", help="More detail on stderr.")
+@click.pass_context
+def cli(ctx: click.Context, config_path, stage, region, profile, output_mode, verbose) -> None:
+    """pt: build, test, deploy, gate and promote ML model services on AWS.
+
+    One pipeline.yml describes the service and its stages; every command reads it.
+    Every option can also be set from the environment with a PT_ prefix
+    (PT_STAGE, PT_OUTPUT, PT_DEPLOY_STRATEGY, …).
+
+    \b
+    Exit codes: 0 ok, 1 failure, 2 usage/config error, 3 gate WAIT, 4 stage locked.
+    Shell completion:  eval "$(_PT_COMPLETE=bash_source pt)"   (zsh_source, fish_source)
+    """
+    app = ctx.ensure_object(App)
+    app.config_path = config_path
+    app.stage = stage
+    app.region = region
+    app.profile = profile
+    app.output_mode = output_mode
+    app.verbose = verbose
+    _state["app"] = app
+
+
+_state: dict[str, App] = {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `pt` console script: one clear error line, never a traceback."""
+    debug = os.environ.get("PT_DEBUG") == "1"
+    try:
+        rv = cli.main(args=argv, prog_name="pt", standalone_mode=False, auto_envvar_prefix="PT")
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        sys.stderr.write("aborted\n")
+        return 130
+    except click.ClickException as e:
+        msg = e.format_message()
+        ctx = getattr(e, "ctx", None)
+        where = f" ({ctx.command_path})" if ctx is not None and ctx.command_path != "pt" else ""
+        sys.stderr.write(f"error: {msg}{where}\n")
+        if isinstance(e, click.UsageError) and ctx is not None:
+            sys.stderr.write(f"hint: see `{ctx.command_path} --help`\n")
+        return e.exit_code if e.exit_code else EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except Exception as e:
+        return _report(e, debug)
+    if isinstance(rv, int):
+        return rv
+    return 0
+
+
+def _report(e: BaseException, debug: bool) -> int:
+    from .errors import translate
+    from .output import Output
+
+    app = _state.get("app")
+    out = app.out if app else Output()
+    err = translate(e)
+    if debug:
+        import traceback
+
+        traceback.print_exception(e, file=sys.stderr)
+    if err is None:
+        out.error([f"internal error: {type(e).__name__}: {e}"],
+                  "this is a bug in pt; re-run with PT_DEBUG=1 and report the traceback")
+        return EXIT_FAILURE
+    from .errors import ConfigError
+
+    out.error(err.lines(), err.hint, prefix=not isinstance(err, ConfigError))
+    if out.json:
+        out.result(err.to_dict())
+    return err.exit_code
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

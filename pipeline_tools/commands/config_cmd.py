@@ -1,0 +1,74 @@
+"""`pt config validate|show|schema`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..clikit import output_option, pass_app, stage_option
+from ..context import App
+
+
+@click.group()
+def config() -> None:
+    """Validate pipeline.yml, show it resolved, export its JSON Schema."""
+
+
+@config.command()
+@output_option
+@pass_app
+def validate(app: App) -> int:
+    """Check pipeline.yml; print every problem as FILE:LINE: PATH: MESSAGE (exit 2)."""
+    cfg = app.config()
+    shown = app.config_path or "pipeline.yml"
+    summary = {
+        "valid": True,
+        "file": shown,
+        "project": cfg.project,
+        "images": list(cfg.images),
+        "functions": list(cfg.functions),
+        "stages": list(cfg.stages),
+    }
+    app.out.result(summary, f"OK {shown}: project {cfg.project}, {len(cfg.images)} image(s), "
+                            f"{len(cfg.functions)} function(s), stages {', '.join(cfg.stages)}")
+    return 0
+
+
+@config.command()
+@stage_option()
+@output_option
+@pass_app
+def show(app: App) -> int:
+    """Print the config resolved (names, buckets, registries); secrets stay references."""
+    cfg = app.config()
+    if app.stage:
+        cfg.stage(app.stage)
+    data = cfg.resolved(app.stage)
+    if app.out.json:
+        app.out.result(data)
+    else:
+        import yaml
+
+        app.out.info(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
+    return 0
+
+
+@config.command()
+@click.option("--out", "-o", "out_file", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to FILE instead of stdout.")
+def schema(out_file: str | None) -> int:
+    """Print the JSON Schema of pipeline.yml (for editor completion and validation).
+
+    \b
+    VS Code (redhat.vscode-yaml):  "yaml.schemas": {"pipeline.schema.json": "pipeline.yml"}
+    """
+    from ..config import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if out_file:
+        with open(out_file, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        click.echo(text, nl=False)
+    return 0

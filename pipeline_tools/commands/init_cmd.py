@@ -1,0 +1,31 @@
+"""`pt init`: a starter pipeline.yml, model Dockerfile and GitHub workflows for a new repo."""
+
+from __future__ import annotations
+
+import click
+
+from ..clikit import output_option, pass_app
+from ..context import App
+
+
+@click.command()
+@click.option("--project", default=None, help="Service name (default: the directory name).")
+@click.option("--region", "region_", default="us-east-1", show_default=True, help="AWS region.")
+@click.option("--directory", "-C", default=".", type=click.Path(file_okay=False), help="Repository root.")
+@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+@click.option("--dry-run", is_flag=True, help="List what would be written, write nothing.")
+@output_option
+@pass_app
+def init(app: App, project: str | None, region_: str, directory: str, force: bool, dry_run: bool) -> int:
+    """Write pipeline.yml, docker/model/Dockerfile and .github/workflows for a new repository.
+
+    Refuses to overwrite existing files unless --force.
+    """
+    from ..scaffold import write_scaffold
+
+    written = write_scaffold(directory, project=project, region=region_, force=force, dry_run=dry_run)
+    verb = "would write" if dry_run else "wrote"
+    app.out.result({"written": written, "dry_run": dry_run},
+                   lambda o: [o.info(f"{verb} {p}") for p in written]
+                   + [o.info("next: edit pipeline.yml, then `pt config validate`")])
+    return 0

@@ -1,0 +1,45 @@
+"""The naming contract (ARCHITECTURE.md, "Names"): every module derives names from here."""
+
+from __future__ import annotations
+
+LIVE_ALIAS = "live"
+
+
+def ecr_repository(project: str, image: str) -> str:
+    return f"{project}-{image}"
+
+
+def function_name(project: str, stage: str, function: str) -> str:
+    return f"{project}-{stage}-{function}"
+
+
+def default_bucket_template() -> str:
+    return "{project}-{stage}-artifacts"
+
+
+def ledger_table(project: str) -> str:
+    return f"{project}-ledger"
+
+
+def sns_topic(project: str, stage: str) -> str:
+    return f"{project}-{stage}-events"
+
+
+def alarm_name(project: str, stage: str, function: str, metric: str) -> str:
+    return f"{project}-{stage}-{function}-{metric}"
+
+
+def ecr_registry(account: str, region: str) -> str:
+    return f"{account}.dkr.ecr.{region}.amazonaws.com"
+
+
+def stage_stack(project: str, stage: str) -> str:
+    return f"{project}-{stage}-stage"
+
+
+def pipeline_stack(project: str, stage: str) -> str:
+    return f"{project}-{stage}-pipeline"
+
+
+def deploy_role(project: str, stage: str) -> str:
+    return f"{project}-{stage}-deploy"

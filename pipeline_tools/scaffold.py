@@ -1,0 +1,41 @@
+"""Files `pt init` writes into a new repository (templates ship inside the package)."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+from .errors import UsageError
+
+# template in pipeline_tools/templates -> path in the user's repository
+FILES = {
+    "pipeline.yml": "pipeline.yml",
+    "Dockerfile": "docker/model/Dockerfile",
+    "workflows/staging.yml": ".github/workflows/pt-staging.yml",
+    "workflows/prod.yml": ".github/workflows/pt-prod.yml",
+}
+
+
+def template_text(name: str) -> str:
+    return resources.files("pipeline_tools").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+def write_scaffold(directory: str, *, project: str | None, region: str, force: bool, dry_run: bool) -> list[str]:
+    root = Path(directory)
+    project = project or re.sub(r"[^a-z0-9-]", "-", root.resolve().name.lower()).strip("-") or "service"
+    if not re.match(r"^[a-z][a-z0-9-]{0,39}$", project):
+        raise UsageError(f"--project {project!r}: must be lowercase letters, digits and dashes, "
+                         "starting with a letter", "pass --project NAME")
+    existing = [dst for dst in FILES.values() if (root / dst).exists()]
+    if existing and not force:
+        raise UsageError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                         "nothing written", "pass --force to overwrite")
+    written = []
+    for src, dst in FILES.items():
+        text = template_text(src).replace("__PROJECT__", project).replace("__REGION__", region)
+        if not dry_run:
+            (root / dst).parent.mkdir(parents=True, exist_ok=True)
+            (root / dst).write_text(text, encoding="utf-8")
+        written.append(dst)
+    return written

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Services the tests and the local release need: a Docker daemon, a local registry and a local
+# Python base image (there is no Docker Hub here). Each step runs only when needed.
+#
+#   source scripts/services.sh        # exports DOCKER_HOST, PT_TEST_REGISTRY, PT_BASE_IMAGE
+#   bash scripts/services.sh stop     # stops the daemon and registry this script started
+#
+# STATE dir: $PT_DOCKER_STATE (default /tmp/pt-docker). Registry port: $REGISTRY_PORT (5055).
+set -u
+STATE=${PT_DOCKER_STATE:-/tmp/pt-docker}
+REGISTRY_PORT=${REGISTRY_PORT:-5055}
+BASE_IMAGE=${PT_BASE_IMAGE:-pt-local/python:3.11}
+mkdir -p "$STATE"
+_fail() { echo "services.sh: $*" >&2; return 1 2>/dev/null || exit 1; }
+
+if [ "${1:-}" = "stop" ]; then
+  for pidfile in "$STATE/registry.pid" "$STATE/dockerd.pid"; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null && echo "stopped $(basename "$pidfile" .pid)"
+    rm -f "$pidfile"
+  done
+  return 0 2>/dev/null || exit 0
+fi
+
+if ! command -v dockerd >/dev/null || ! command -v docker-registry >/dev/null || ! command -v debootstrap >/dev/null; then
+  echo "services.sh: installing docker.io docker-registry debootstrap (apt)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-registry debootstrap; } \
+    >"$STATE/apt.log" 2>&1 || _fail "apt-get install failed, see $STATE/apt.log" || return 1 2>/dev/null || exit 1
+fi
+
+export DOCKER_HOST="unix://$STATE/docker.sock"
+if ! docker info >/dev/null 2>&1; then
+  # vfs storage and no bridge/iptables: what works inside this sandbox (see docs/local.md)
+  nohup dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs \
+    --data-root "$STATE/data" --exec-root "$STATE/exec" --pidfile "$STATE/dockerd.pid" \
+    --host "$DOCKER_HOST" >"$STATE/dockerd.log" 2>&1 &
+  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || _fail "dockerd did not start, see $STATE/dockerd.log" || return 1 2>/dev/null || exit 1
+fi
+
+export PT_TEST_REGISTRY="127.0.0.1:$REGISTRY_PORT"
+if ! curl -fsS "http://$PT_TEST_REGISTRY/v2/" >/dev/null 2>&1; then
+  cat >"$STATE/registry.yml" <<YML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $STATE/registry
+  delete:
+    enabled: true
+http:
+  addr: $PT_TEST_REGISTRY
+YML
+  nohup docker-registry serve "$STATE/registry.yml" >"$STATE/registry.log" 2>&1 &
+  echo $! >"$STATE/registry.pid"
+  for _ in $(seq 1 80); do curl -fsS "http://$PT_TEST_REGISTRY/v2/" >/dev/null 2>&1 && break; sleep 0.25; done
+  curl -fsS "http://$PT_TEST_REGISTRY/v2/" >/dev/null 2>&1 || _fail "registry did not start, see $STATE/registry.log" || return 1 2>/dev/null || exit 1
+fi
+
+export PT_BASE_IMAGE="$BASE_IMAGE"
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  bash "$(dirname "${BASH_SOURCE[0]}")/../docker/base/build-base.sh" "$BASE_IMAGE" "$STATE" \
+    || _fail "base image build failed" || return 1 2>/dev/null || exit 1
+fi
+echo "DOCKER_HOST=$DOCKER_HOST PT_TEST_REGISTRY=$PT_TEST_REGISTRY PT_BASE_IMAGE=$PT_BASE_IMAGE"
