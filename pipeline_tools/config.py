@@ -222,6 +222,18 @@ class ArtifactsConfig(_Strict):
     paths: list[str] = Field(default_factory=list)
 
 
+class CdkConfig(_Strict):
+    """Settings only the CDK stacks read (cdk/app.py); context values of the same name override them."""
+
+    github_repository: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+                                          description="OWNER/NAME of the GitHub repository (pipeline source, OIDC)")
+    connection_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:(codestar-connections|codeconnections):",
+                                       description="CodeStar/CodeConnections connection ARN for the pipeline source")
+    pt_install: str = Field("pipeline-tools", description="pip requirement CodeBuild installs to get `pt`")
+    log_retention_days: int = Field(30, ge=1, description="Lambda log group retention")
+    untagged_images_kept: int = Field(10, ge=1, description="ECR lifecycle: untagged images kept per repository")
+
+
 class Config(_Strict):
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{0,39}$",
                          description="service name; lowercase, prefixes every resource")
@@ -232,6 +244,7 @@ class Config(_Strict):
     stages: dict[str, StageConfig] = Field(min_length=1)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
+    cdk: CdkConfig = Field(default_factory=CdkConfig)
 
     # Set by load(): where the file lives (paths in it are relative to its directory).
     source: str | None = Field(None, exclude=True, json_schema_extra={"readOnly": True})
