@@ -1,0 +1,89 @@
+"""`pt logs scan|archive`."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from ..clikit import dry_run_option, output_option, pass_app, stage_option
+from ..context import App
+
+
+@click.group()
+def logs() -> None:
+    """Scan logs for sensitive identifiers; archive logs to S3."""
+
+
+@logs.command()
+@stage_option(required=True)
+@click.option("--since", default="24h", show_default=True, metavar="DURATION",
+              help="How far back to read CloudWatch (30m, 24h, 7d).")
+@click.option("--log-group", "log_groups", multiple=True, metavar="GROUP",
+              help="Another CloudWatch log group to scan (repeatable).")
+@click.option("--path", "paths", multiple=True, type=click.Path(), metavar="PATH",
+              help="Local file or directory to scan too (repeatable; .gz read as text).")
+@click.option("--patterns", type=click.Path(dir_okay=False), metavar="FILE",
+              help="YAML/JSON list of {name, regex}: extra patterns to report.")
+@click.option("--no-cloudwatch", is_flag=True, help="Scan only --path, not CloudWatch.")
+@output_option
+@pass_app
+def scan(app: App, since: str, log_groups: tuple[str, ...], paths: tuple[str, ...], patterns: str | None,
+         no_cloudwatch: bool) -> int:
+    """Find emails, phones, IPs, AWS keys, cards, SSNs, JWTs in logs; exit 1 if any."""
+    from ..ops import logs as ops_logs
+
+    cfg = app.config()
+    stage = app.require_stage()
+    report = ops_logs.scan(cfg, stage, logs_client=None if no_cloudwatch else app.aws(stage).client("logs"),
+                           since=ops_logs.parse_since(since), extra_groups=log_groups, paths=paths,
+                           patterns=patterns, cloudwatch=not no_cloudwatch, clock=time.time)
+
+    def human(out) -> None:
+        for group, info in report.groups.items():
+            out.log(f"{group}: {info['status']} ({info['events']} events)")
+        for path, info in report.files.items():
+            if info["status"] != "scanned":
+                out.log(f"{path}: {info['status']}")
+        if report.clean:
+            out.info(f"clean: nothing sensitive in {len(report.groups)} log group(s), {len(report.files)} file(s)")
+            return
+        out.table([(f.kind, f.where, f.excerpt) for f in report.findings], ["kind", "where", "excerpt"],
+                  title=f"{len(report.findings)} finding(s): "
+                        + ", ".join(f"{k} {n}" for k, n in report.counts().items()))
+
+    app.out.result({"stage": stage, **report.to_dict()}, human)
+    app.out.github_output({"clean": str(report.clean).lower(), "findings": len(report.findings)})
+    return 0 if report.clean else 1
+
+
+@logs.command()
+@stage_option(required=True)
+@click.option("--to", "to", required=True, metavar="s3://BUCKET/PREFIX", help="Where to archive.")
+@click.option("--since", default=None, metavar="DURATION",
+              help="Only events newer than this (default: everything not archived yet).")
+@click.option("--log-group", "log_groups", multiple=True, metavar="GROUP", help="Another group (repeatable).")
+@click.option("--method", type=click.Choice(["auto", "export", "stream"]), default="auto", show_default=True,
+              help="export: CloudWatch export task; stream: download + gzip upload; auto: export, else stream.")
+@dry_run_option
+@output_option
+@pass_app
+def archive(app: App, to: str, since: str | None, log_groups: tuple[str, ...], method: str, dry_run: bool) -> int:
+    """Export the stage's log groups to S3 with a manifest and SHA-256 checksums (idempotent)."""
+    from ..ops import logs as ops_logs
+
+    cfg = app.config()
+    stage = app.require_stage()
+    aws = app.aws(stage)
+    res = ops_logs.archive(cfg, stage, to, logs_client=aws.client("logs"), s3=aws.client("s3"),
+                           since=ops_logs.parse_since(since), extra_groups=log_groups, method=method,
+                           clock=time.time, sleep=time.sleep, dry_run=dry_run)
+
+    def human(out) -> None:
+        out.table([(g, i["status"], i.get("objects", ""), i.get("method", "")) for g, i in res.groups.items()],
+                  ["log group", "status", "objects", "method"],
+                  title=("plan (dry run): " if dry_run else "") + f"s3://{res.bucket}/{res.manifest_key}")
+        out.info(f"{len(res.new_objects)} new object(s); manifest lists {len(res.objects)}")
+
+    app.out.result({"stage": stage, "dry_run": dry_run, **res.to_dict()}, human)
+    return 0

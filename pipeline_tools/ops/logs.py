@@ -1,0 +1,431 @@
+"""`pt logs scan` and `pt logs archive`: sensitive identifiers in a stage's logs; logs to S3.
+
+Library functions take their clients (`logs_client`, `s3`) and a `clock`/`sleep`; nothing here
+prints. Findings never carry a raw value: only the kind, where, and a redacted excerpt.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import AwsError, NotFoundError, UsageError
+from . import detectors
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+MANIFEST = "manifest.json"
+CHECKSUMS = "SHA256SUMS"
+_MAX_LINE = 64 * 1024  # longer lines are scanned in this many characters
+
+
+def stage_log_groups(cfg: Config, stage: str, extra: Sequence[str] = ()) -> list[str]:
+    """The stage's Lambda log groups (`/aws/lambda/<function name>`) plus any extra groups."""
+    groups = [f"/aws/lambda/{cfg.function_name(stage, fn)}" for fn in cfg.functions]
+    for g in extra:
+        if g not in groups:
+            groups.append(g)
+    return groups
+
+
+def parse_since(text: str | None) -> float | None:
+    """'24h', '7d', '30m', '90s' (or None) → seconds."""
+    if text is None or text == "":
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(text))
+    if not m:
+        raise UsageError(f"--since: expected a duration like 30m, 24h or 7d (got {text!r})")
+    return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m[2]]
+
+
+# --- scan --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Finding:
+    kind: str
+    source: str            # "cloudwatch" | "file"
+    where: str             # group/stream@timestamp, or file:line
+    excerpt: str           # redacted
+    group: str | None = None
+    stream: str | None = None
+    timestamp: int | None = None   # epoch millis
+    file: str | None = None
+    line: int | None = None
+
+
+@dataclass
+class ScanReport:
+    findings: list[Finding] = field(default_factory=list)
+    groups: dict[str, dict] = field(default_factory=dict)   # group -> {status, events}
+    files: dict[str, dict] = field(default_factory=dict)    # path -> {status, lines}
+    since: float | None = None
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in self.findings:
+            out[f.kind] = out.get(f.kind, 0) + 1
+        return dict(sorted(out.items()))
+
+    def to_dict(self) -> dict:
+        return {
+            "clean": self.clean,
+            "total": len(self.findings),
+            "counts": self.counts(),
+            "since_seconds": self.since,
+            "groups": self.groups,
+            "files": self.files,
+            "findings": [{k: v for k, v in asdict(f).items() if v is not None} for f in self.findings],
+        }
+
+
+def scan_text(lines: Iterable[str], extra: Sequence[detectors.Detector] = ()) -> Iterator[tuple[int, str, str]]:
+    """(line number, kind, redacted excerpt) for every hit in `lines` (1-based numbers)."""
+    for n, line in enumerate(lines, 1):
+        line = line[:_MAX_LINE]
+        hits = detectors.find(line, extra)
+        if hits:
+            excerpt = detectors.redact(line, hits)
+            for h in hits:
+                yield n, h.kind, excerpt
+
+
+def iter_log_events(logs_client, group: str, start_ms: int | None, end_ms: int | None = None,
+                    page_size: int = 10000) -> Iterator[dict]:
+    """Every event of a group (filter_log_events, following nextToken)."""
+    kwargs: dict[str, Any] = {"logGroupName": group, "limit": page_size}
+    if start_ms is not None:
+        kwargs["startTime"] = start_ms
+    if end_ms is not None:
+        kwargs["endTime"] = end_ms
+    token = None
+    while True:
+        resp = logs_client.filter_log_events(**kwargs, **({"nextToken": token} if token else {}))
+        yield from resp.get("events", [])
+        new = resp.get("nextToken")
+        if not new or new == token:
+            return
+        token = new
+
+
+def _code(exc: BaseException) -> str | None:
+    from ..aws import client_error_code
+
+    return client_error_code(exc)
+
+
+def scan_groups(logs_client, groups: Sequence[str], since: float | None, clock: Callable[[], float],
+                extra: Sequence[detectors.Detector] = (), report: ScanReport | None = None) -> ScanReport:
+    report = report or ScanReport(since=since)
+    start_ms = int((clock() - since) * 1000) if since else None
+    for group in groups:
+        events = 0
+        try:
+            for ev in iter_log_events(logs_client, group, start_ms):
+                events += 1
+                msg = ev.get("message", "")
+                for _n, kind, excerpt in scan_text(msg.splitlines() or [msg], extra):
+                    ts = int(ev.get("timestamp", 0))
+                    stream = ev.get("logStreamName", "")
+                    report.findings.append(Finding(kind, "cloudwatch", f"{group}/{stream}@{_iso(ts)}", excerpt,
+                                                   group=group, stream=stream, timestamp=ts))
+        except Exception as e:
+            if _code(e) == "ResourceNotFoundException":
+                report.groups[group] = {"status": "missing", "events": 0}
+                continue
+            raise
+        report.groups[group] = {"status": "scanned", "events": events}
+    return report
+
+
+def _is_binary(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return b"\0" in fh.read(8192)
+
+
+def _iter_files(paths: Sequence[str | os.PathLike]) -> Iterator[tuple[Path, str | None]]:
+    """(file, why skipped or None). Directories recursively; symlinks and special files skipped."""
+    for raw in paths:
+        p = Path(raw)
+        if p.is_symlink():
+            yield p, "symlink"
+        elif p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for name in sorted(files):
+                    yield from _iter_files([Path(root) / name])
+        elif p.is_file():
+            yield p, None
+        elif not p.exists():
+            raise UsageError(f"--path {p}: no such file or directory")
+        else:
+            yield p, "not a regular file"
+
+
+def scan_paths(paths: Sequence[str | os.PathLike], extra: Sequence[detectors.Detector] = (),
+               report: ScanReport | None = None) -> ScanReport:
+    report = report or ScanReport()
+    for path, skipped in _iter_files(paths):
+        key = str(path)
+        if skipped is None and _is_binary(path):
+            skipped = "binary"
+        if skipped:
+            report.files[key] = {"status": f"skipped: {skipped}", "lines": 0}
+            continue
+        opener = gzip.open if path.suffix == ".gz" else open
+        counter = [0]
+
+        def counted(fh, c=counter):
+            for line in fh:
+                c[0] += 1
+                yield line
+
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+            for n, kind, excerpt in scan_text(counted(fh), extra):
+                report.findings.append(Finding(kind, "file", f"{key}:{n}", excerpt, file=key, line=n))
+        report.files[key] = {"status": "scanned", "lines": counter[0]}
+    return report
+
+
+def scan(cfg: Config, stage: str, *, logs_client=None, since: float | None = 86400.0,
+         extra_groups: Sequence[str] = (), paths: Sequence[str] = (), patterns: str | None = None,
+         cloudwatch: bool = True, clock: Callable[[], float]) -> ScanReport:
+    """Scan the stage's log groups (unless `cloudwatch=False`) and local `paths`."""
+    extra = detectors.load_patterns(patterns) if patterns else []
+    report = ScanReport(since=since)
+    if cloudwatch:
+        scan_groups(logs_client, stage_log_groups(cfg, stage, extra_groups), since, clock, extra, report)
+    if paths:
+        scan_paths(paths, extra, report)
+    return report
+
+
+def _iso(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# --- archive ----------------------------------------------------------------------------------
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    m = re.fullmatch(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?", url or "")
+    if not m:
+        raise UsageError(f"--to: expected s3://BUCKET[/PREFIX] (got {url!r})")
+    return m[1], (m[2] or "").strip("/")
+
+
+def _slug(group: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", group.strip("/")) or "_"
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+@dataclass
+class ArchiveResult:
+    bucket: str
+    prefix: str
+    manifest_key: str
+    groups: dict[str, dict]
+    new_objects: list[str]
+    objects: list[dict]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _read_manifest(s3, bucket: str, key: str) -> dict | None:
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as e:
+        if _code(e) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+    return json.loads(body)
+
+
+def _sha256_object(s3, bucket: str, key: str) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    for chunk in iter(lambda: body.read(1 << 20), b""):
+        h.update(chunk)
+        size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _check_bucket(s3, bucket: str) -> None:
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except Exception as e:
+        if _code(e) in ("404", "NoSuchBucket", "NotFound"):
+            raise NotFoundError(f"archive bucket s3://{bucket} does not exist",
+                                "create it first (aws s3 mb s3://BUCKET) or pass another --to") from None
+        if _code(e) in ("403", "AccessDenied", "Forbidden"):
+            raise AwsError(f"no access to archive bucket s3://{bucket} (HeadBucket: 403)",
+                           "grant s3:ListBucket/s3:PutObject on it to this role", code="AccessDenied") from None
+        raise
+
+
+def _stream_export(logs_client, s3, group: str, bucket: str, key: str, start_ms: int, end_ms: int) -> int:
+    """Download the group's events in [start, end) as gzipped NDJSON; one put_object. Returns events.
+
+    The gzip is built in a spooled temporary file, so memory stays bounded for big groups."""
+    import tempfile
+
+    n = 0
+    with tempfile.SpooledTemporaryFile(max_size=32 << 20) as tmp:
+        with gzip.GzipFile(fileobj=tmp, mode="wb", mtime=0) as gz:
+            for ev in iter_log_events(logs_client, group, start_ms, end_ms - 1):
+                rec = {"timestamp": ev.get("timestamp"), "stream": ev.get("logStreamName"),
+                       "message": ev.get("message"), "ingestionTime": ev.get("ingestionTime")}
+                gz.write(json.dumps(rec, ensure_ascii=False).encode() + b"\n")
+                n += 1
+        if n == 0:
+            return 0
+        tmp.seek(0)
+        s3.upload_fileobj(tmp, bucket, key, ExtraArgs={"ContentType": "application/x-ndjson",
+                                                       "ContentEncoding": "gzip"})
+    return n
+
+
+def _export_task(logs_client, s3, group: str, bucket: str, prefix: str, start_ms: int, end_ms: int,
+                 clock: Callable[[], float], sleep: Callable[[float], None], timeout: float) -> list[str]:
+    """create_export_task and wait for it; returns the object keys it wrote."""
+    task = logs_client.create_export_task(taskName=f"pt-{_slug(group)}-{start_ms}"[:512], logGroupName=group,
+                                          fromTime=start_ms, to=end_ms - 1, destination=bucket,
+                                          destinationPrefix=prefix)["taskId"]
+    deadline = clock() + timeout
+    while True:
+        tasks = logs_client.describe_export_tasks(taskId=task).get("exportTasks", [])
+        code = tasks[0]["status"]["code"] if tasks else "PENDING"
+        if code == "COMPLETED":
+            break
+        if code in ("FAILED", "CANCELLED"):
+            raise AwsError(f"log export task {task} for {group} ended {code}: "
+                           f"{tasks[0]['status'].get('message', '')}")
+        if clock() > deadline:
+            raise AwsError(f"log export task {task} for {group} did not finish in {timeout:.0f}s",
+                           "re-run `pt logs archive` later; finished ranges are not exported twice")
+        sleep(2.0)
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=_join(prefix, task) + "/"):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+_EXPORT_FALLBACK = {"InvalidParameterException", "LimitExceededException", "OperationAbortedException",
+                    "InternalFailure", "ServiceUnavailableException", "InternalServerError", "500"}
+
+
+def archive(cfg: Config, stage: str, to: str, *, logs_client, s3, since: float | None = None,
+            extra_groups: Sequence[str] = (), method: str = "auto", clock: Callable[[], float],
+            sleep: Callable[[float], None], export_timeout: float = 900.0,
+            dry_run: bool = False, groups: Sequence[str] | None = None) -> ArchiveResult:
+    """Export the stage's log groups to s3://bucket/prefix incrementally.
+
+    Idempotent: the manifest records, per group, up to which millisecond it is archived; a
+    re-run exports only newer events (nothing new → no new object). The manifest (with SHA-256
+    and size of every object) and a `SHA256SUMS` file are written last.
+    """
+    bucket, prefix = parse_s3_url(to)
+    if bucket == cfg.bucket(stage):
+        raise UsageError(f"--to s3://{bucket}: that is the stage's own artifacts bucket",
+                         "archive to a bucket that outlives the stage")
+    if method not in ("auto", "export", "stream"):
+        raise UsageError(f"--method must be auto, export or stream (got {method!r})")
+    _check_bucket(s3, bucket)
+    manifest_key = _join(prefix, MANIFEST)
+    manifest = _read_manifest(s3, bucket, manifest_key) or {"version": 1, "stage": stage, "project": cfg.project,
+                                                            "groups": {}, "objects": []}
+    now_ms = int(clock() * 1000)
+    default_start = int((clock() - since) * 1000) if since else 0
+    result_groups: dict[str, dict] = {}
+    new_objects: list[str] = []
+    for group in groups if groups is not None else stage_log_groups(cfg, stage, extra_groups):
+        if not _group_exists(logs_client, group):
+            result_groups[group] = {"status": "missing"}
+            continue
+        done = manifest["groups"].get(group, {}).get("archived_to_ms")
+        start_ms = max(default_start, done) if done is not None else default_start
+        if start_ms >= now_ms:
+            result_groups[group] = {"status": "up to date", "archived_to_ms": done}
+            continue
+        if dry_run:
+            result_groups[group] = {"status": "would export", "from_ms": start_ms, "to_ms": now_ms}
+            continue
+        gprefix = _join(prefix, "logs", _slug(group))
+        keys: list[str] = []
+        used = method
+        if method in ("auto", "export"):
+            try:
+                keys = _export_task(logs_client, s3, group, bucket, gprefix, start_ms, now_ms, clock, sleep,
+                                    export_timeout)
+                used = "export"
+            except Exception as e:
+                if method == "export" or _code(e) not in _EXPORT_FALLBACK:
+                    raise
+                used = "stream"
+        if used == "stream":
+            key = _join(gprefix, f"{start_ms}-{now_ms}.ndjson.gz")
+            if _stream_export(logs_client, s3, group, bucket, key, start_ms, now_ms):
+                keys = [key]
+        for key in keys:
+            digest, size = _sha256_object(s3, bucket, key)
+            manifest["objects"] = [o for o in manifest["objects"] if o["key"] != key]
+            manifest["objects"].append({"key": key, "sha256": digest, "size": size, "group": group,
+                                        "from_ms": start_ms, "to_ms": now_ms, "method": used})
+            new_objects.append(key)
+        manifest["groups"][group] = {"archived_to_ms": now_ms, "method": used}
+        result_groups[group] = {"status": "exported", "from_ms": start_ms, "to_ms": now_ms,
+                                "objects": len(keys), "method": used}
+    if new_objects and not dry_run:
+        manifest["updated_at_ms"] = now_ms
+        sums = "".join(f"{o['sha256']}  {o['key'][len(prefix) + 1 if prefix else 0:]}\n"
+                       for o in sorted(manifest["objects"], key=lambda o: o["key"]))
+        s3.put_object(Bucket=bucket, Key=_join(prefix, CHECKSUMS), Body=sums.encode(), ContentType="text/plain")
+        s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest, indent=2).encode(),
+                      ContentType="application/json")
+    return ArchiveResult(bucket, prefix, manifest_key, result_groups, new_objects, manifest["objects"])
+
+
+def _group_exists(logs_client, group: str) -> bool:
+    for page in logs_client.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=group):
+        if any(g["logGroupName"] == group for g in page.get("logGroups", [])):
+            return True
+    return False
+
+
+def verify_archive(s3, bucket: str, prefix: str) -> list[str]:
+    """Keys whose content no longer matches the manifest (empty list = all good)."""
+    manifest = _read_manifest(s3, bucket, _join(prefix, MANIFEST)) or {"objects": []}
+    bad = []
+    for o in manifest["objects"]:
+        try:
+            digest, _ = _sha256_object(s3, bucket, o["key"])
+        except Exception:
+            bad.append(o["key"])
+            continue
+        if digest != o["sha256"]:
+            bad.append(o["key"])
+    return bad
+
+
+def gunzip_lines(data: bytes) -> list[str]:
+    return gzip.GzipFile(fileobj=io.BytesIO(data)).read().decode("utf-8", "replace").splitlines()
