@@ -53,7 +53,7 @@ class AwsFactory:
         from botocore.config import Config as BotoConfig
 
         return BotoConfig(
-            retries={"mode": "adaptive", "max_attempts": self.max_attempts},
+            retries={"mode": "adaptive", "total_max_attempts": self.max_attempts},
             user_agent_extra=f"pipeline-tools/{__version__}",
             connect_timeout=10,
             read_timeout=60,
