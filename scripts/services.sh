@@ -56,8 +56,10 @@ YML
 fi
 
 export PT_BASE_IMAGE="$BASE_IMAGE"
-if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+# Lambda-like base (plain base + awslambdaric + pytest) for docker/model/Dockerfile: BASE_IMAGE.
+export PT_LAMBDA_BASE_IMAGE="${PT_LAMBDA_BASE_IMAGE:-pt-local/lambda-python:3.11}"
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 || ! docker image inspect "$PT_LAMBDA_BASE_IMAGE" >/dev/null 2>&1; then
   bash "$(dirname "${BASH_SOURCE[0]}")/../docker/base/build-base.sh" "$BASE_IMAGE" "$STATE" \
     || _fail "base image build failed" || return 1 2>/dev/null || exit 1
 fi
-echo "DOCKER_HOST=$DOCKER_HOST PT_TEST_REGISTRY=$PT_TEST_REGISTRY PT_BASE_IMAGE=$PT_BASE_IMAGE"
+echo "DOCKER_HOST=$DOCKER_HOST PT_TEST_REGISTRY=$PT_TEST_REGISTRY PT_BASE_IMAGE=$PT_BASE_IMAGE PT_LAMBDA_BASE_IMAGE=$PT_LAMBDA_BASE_IMAGE"
