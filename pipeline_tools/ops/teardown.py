@@ -1,0 +1,550 @@
+"""`pt teardown`: delete what a stage owns, in a safe order, and keep evidence of it.
+
+Order (each step is idempotent, so a re-run after a partial failure finishes the job):
+
+  1. archive the stage's log groups (only with --archive-to; if it fails, log groups are kept)
+  2. stop traffic: reserved concurrency 0 on every function (invocations are throttled at once)
+  3. empty the artifacts bucket: every object version and delete marker
+  4. delete ECR images (only when the repositories are not shared, see below)
+  5. delete the CloudFormation stage stack when it exists, and wait for it
+  6. sweep what is left by name: functions (aliases, versions, function), the bucket, log groups
+  7. ledger records of the stage (only with --purge-ledger; the table is shared by all stages)
+  8. ECR repositories, last
+  9. a final listing of everything again: the evidence shows nothing remains
+
+ECR repositories are named per image (`<project>-<image>`), not per stage, so they are shared by
+every stage that deploys to the same account and region. They are deleted only when no other
+stage in the config uses this stage's account and region; otherwise they are kept and the
+evidence says which stages share them.
+
+Library code: clients come in through `Clients`; time through `clock`/`sleep`; nothing prints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import names
+from ..aws import client_error_code
+from ..errors import PtError, UsageError, translate
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+_ABSENT = {"ResourceNotFoundException", "NoSuchBucket", "404", "NotFound", "RepositoryNotFoundException",
+           "ImageNotFoundException", "NoSuchKey"}
+
+
+@dataclass
+class Clients:
+    lambda_client: Any
+    s3: Any
+    ecr: Any
+    logs: Any
+    cloudformation: Any
+    dynamodb: Any | None = None
+
+
+@dataclass
+class Action:
+    step: str
+    resource_type: str
+    resource: str
+    action: str
+    result: str        # done | absent | kept | skipped | failed | planned
+    at: str
+    detail: str = ""
+
+
+@dataclass
+class Evidence:
+    project: str
+    stage: str
+    account: str
+    region: str
+    dry_run: bool
+    started_at: str
+    finished_at: str = ""
+    found: list[dict] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    remaining: list[dict] = field(default_factory=list)
+    kept: list[dict] = field(default_factory=list)
+    archive: dict | None = None
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Action]:
+        return [a for a in self.actions if a.result == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.remaining
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ok"] = self.ok
+        d["failed"] = len(self.failed)
+        return d
+
+    def markdown(self) -> str:
+        from ..output import markdown_table
+
+        status = "DRY RUN (nothing deleted)" if self.dry_run else ("complete" if self.ok else "INCOMPLETE")
+        lines = [f"# Teardown of {self.project} stage `{self.stage}`: {status}", "",
+                 f"- account {self.account}, region {self.region}",
+                 f"- started {self.started_at}, finished {self.finished_at}", ""]
+        if self.archive:
+            lines += [f"- logs archived to s3://{self.archive.get('bucket')}/{self.archive.get('manifest_key')}", ""]
+        lines += ["## Found", "", markdown_table([(f["type"], f["name"], f.get("detail", "")) for f in self.found],
+                                                  ["type", "name", "detail"]), ""]
+        lines += ["## Actions", "", markdown_table([(a.at, a.step, a.resource_type, a.resource, a.action, a.result,
+                                                     a.detail) for a in self.actions],
+                                                    ["at", "step", "type", "resource", "action", "result", "detail"]),
+                  ""]
+        if self.kept:
+            lines += ["## Kept on purpose", "", markdown_table([(k["type"], k["name"], k["why"]) for k in self.kept],
+                                                               ["type", "name", "why"]), ""]
+        lines += ["## Final listing", ""]
+        if self.remaining:
+            lines += [markdown_table([(r["type"], r["name"]) for r in self.remaining], ["type", "name"])]
+        else:
+            lines += ["Nothing owned by the stage remains" + (" (dry run: listing before deletion)" if self.dry_run
+                                                               else "") + "."]
+        return "\n".join(lines) + "\n"
+
+
+# --- discovery (read-only) ---------------------------------------------------------------------
+
+
+@dataclass
+class Inventory:
+    functions: dict[str, dict] = field(default_factory=dict)   # name -> {aliases: [...], versions: [...]}
+    bucket: str | None = None
+    object_versions: list[dict] = field(default_factory=list)  # {Key, VersionId, marker}
+    repositories: dict[str, list[str]] = field(default_factory=dict)  # repo -> image digests
+    log_groups: list[str] = field(default_factory=list)
+    stack: dict | None = None
+    ledger_items: int | None = None
+
+    def listing(self) -> list[dict]:
+        out = []
+        if self.stack:
+            out.append({"type": "cloudformation:stack", "name": self.stack["StackName"],
+                        "detail": self.stack.get("StackStatus", "")})
+        for fn, info in self.functions.items():
+            detail = f"aliases {','.join(info['aliases']) or '-'}; versions {','.join(info['versions']) or '-'}"
+            out.append({"type": "lambda:function", "name": fn, "detail": detail})
+        if self.bucket:
+            markers = sum(1 for o in self.object_versions if o["marker"])
+            out.append({"type": "s3:bucket", "name": self.bucket,
+                        "detail": f"{len(self.object_versions) - markers} object versions, {markers} delete markers"})
+        for repo, digests in self.repositories.items():
+            out.append({"type": "ecr:repository", "name": repo, "detail": f"{len(digests)} images"})
+        for g in self.log_groups:
+            out.append({"type": "logs:group", "name": g})
+        if self.ledger_items:
+            out.append({"type": "dynamodb:items", "name": "ledger", "detail": f"{self.ledger_items} items"})
+        return out
+
+
+def _prefix_excluding_others(cfg: Config, stage: str) -> tuple[str, list[str]]:
+    """Name prefix of the stage's resources, and longer prefixes that belong to other stages
+    (stage `staging` must not sweep `iris-staging-eu-predict` of stage `staging-eu`)."""
+    mine = f"{cfg.project}-{stage}-"
+    others = [f"{cfg.project}-{s}-" for s in cfg.stages if s != stage and f"{cfg.project}-{s}-".startswith(mine)]
+    return mine, others
+
+
+def _owned(name: str, prefix: str, others: list[str]) -> bool:
+    return name.startswith(prefix) and not any(name.startswith(o) for o in others)
+
+
+def shared_with(cfg: Config, stage: str) -> list[str]:
+    """Other stages in the same account and region (they share the ECR repositories)."""
+    st = cfg.stages[stage]
+    return [s for s, o in cfg.stages.items()
+            if s != stage and o.account == st.account and cfg.stage_region(s) == cfg.stage_region(stage)]
+
+
+def _paginate(client, op: str, key: str, **kw) -> list:
+    out: list = []
+    for page in client.get_paginator(op).paginate(**kw):
+        out += page.get(key, [])
+    return out
+
+
+def discover(cfg: Config, stage: str, c: Clients, *, purge_ledger: bool = False) -> Inventory:
+    inv = Inventory()
+    prefix, others = _prefix_excluding_others(cfg, stage)
+    # stack
+    try:
+        stacks = c.cloudformation.describe_stacks(StackName=names.stage_stack(cfg.project, stage))["Stacks"]
+        if stacks and stacks[0].get("StackStatus") != "DELETE_COMPLETE":
+            inv.stack = {"StackName": stacks[0]["StackName"], "StackStatus": stacks[0].get("StackStatus")}
+    except Exception as e:
+        if not (client_error_code(e) == "ValidationError" and "does not exist" in str(e)):
+            raise
+    # functions: from config, plus leftovers by prefix
+    wanted = {cfg.function_name(stage, fn) for fn in cfg.functions}
+    for f in _paginate(c.lambda_client, "list_functions", "Functions"):
+        if _owned(f["FunctionName"], prefix, others):
+            wanted.add(f["FunctionName"])
+    for fn in sorted(wanted):
+        try:
+            aliases = [a["Name"] for a in _paginate(c.lambda_client, "list_aliases", "Aliases", FunctionName=fn)]
+            versions = [v["Version"] for v in _paginate(c.lambda_client, "list_versions_by_function", "Versions",
+                                                         FunctionName=fn) if v["Version"] != "$LATEST"]
+        except Exception as e:
+            if client_error_code(e) in _ABSENT:
+                continue
+            raise
+        inv.functions[fn] = {"aliases": aliases, "versions": versions}
+    # bucket
+    bucket = cfg.bucket(stage)
+    try:
+        c.s3.head_bucket(Bucket=bucket)
+        inv.bucket = bucket
+        inv.object_versions = list_object_versions(c.s3, bucket)
+    except Exception as e:
+        if client_error_code(e) not in _ABSENT:
+            raise
+    # ECR
+    for image in cfg.images:
+        repo = cfg.ecr_repository(image)
+        try:
+            c.ecr.describe_repositories(repositoryNames=[repo])
+        except Exception as e:
+            if client_error_code(e) in _ABSENT:
+                continue
+            raise
+        ids = _paginate(c.ecr, "list_images", "imageIds", repositoryName=repo)
+        inv.repositories[repo] = sorted({i["imageDigest"] for i in ids if i.get("imageDigest")})
+    # log groups: the functions' groups, plus leftovers by prefix
+    lg_prefix = f"/aws/lambda/{prefix}"
+    other_lg = [f"/aws/lambda/{o}" for o in others]
+    for g in _paginate(c.logs, "describe_log_groups", "logGroups", logGroupNamePrefix=lg_prefix):
+        if _owned(g["logGroupName"], lg_prefix, other_lg):
+            inv.log_groups.append(g["logGroupName"])
+    if purge_ledger and c.dynamodb is not None:
+        inv.ledger_items = len(ledger_keys(c.dynamodb, cfg, stage))
+    return inv
+
+
+def list_object_versions(s3, bucket: str) -> list[dict]:
+    out = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        for v in page.get("Versions", []):
+            out.append({"Key": v["Key"], "VersionId": v.get("VersionId") or "null", "marker": False})
+        for m in page.get("DeleteMarkers", []):
+            out.append({"Key": m["Key"], "VersionId": m.get("VersionId") or "null", "marker": True})
+    return out
+
+
+# --- ledger ------------------------------------------------------------------------------------
+
+
+def ledger_keys(dynamodb, cfg: Config, stage: str) -> list[dict]:
+    """Keys of the ledger items of `stage` (records and lock). The ledger's partition key is the
+    stage name (pipeline_tools/ledger.py), so this is one paginated Query. Table missing → []."""
+    table = cfg.ledger_table()
+    try:
+        schema = dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]
+    except Exception as e:
+        if client_error_code(e) in _ABSENT:
+            return []
+        raise
+    key_names = [k["AttributeName"] for k in schema]
+    pk = next(k["AttributeName"] for k in schema if k["KeyType"] == "HASH")
+    out = []
+    pages = dynamodb.get_paginator("query").paginate(
+        TableName=table, KeyConditionExpression="#pk = :stage", ExpressionAttributeNames={"#pk": pk},
+        ExpressionAttributeValues={":stage": {"S": stage}})
+    for page in pages:
+        out += [{k: item[k] for k in key_names} for item in page.get("Items", [])]
+    return out
+
+
+def check_not_locked(dynamodb, cfg: Config, stage: str, now: float) -> None:
+    """Refuse (exit 4) while a deploy holds the stage's ledger lock with a live lease."""
+    from ..errors import LockedError
+    from ..ledger import Ledger
+
+    try:
+        lock = Ledger(dynamodb, cfg.ledger_table()).current_lock(stage)
+    except Exception as e:
+        if client_error_code(e) in _ABSENT:
+            return
+        raise
+    if lock is not None and lock.lease_until > now:
+        raise LockedError(lock.describe(),
+                          "wait for the deploy to finish (or `pt recover`), then re-run teardown")
+
+
+def purge_ledger(dynamodb, cfg: Config, stage: str) -> int:
+    """Delete the stage's ledger items (records and lock). ledger.py has no delete API (it is an
+    append-only log by design), so teardown deletes by key here, with --purge-ledger only."""
+    keys = ledger_keys(dynamodb, cfg, stage)
+    for k in keys:
+        dynamodb.delete_item(TableName=cfg.ledger_table(), Key=k)
+    return len(keys)
+
+
+# --- execution ---------------------------------------------------------------------------------
+
+
+class _Run:
+    def __init__(self, ev: Evidence, clock: Callable[[], float], dry_run: bool):
+        self.ev, self.clock, self.dry_run = ev, clock, dry_run
+
+    def now(self) -> str:
+        return _iso(self.clock())
+
+    def record(self, step: str, rtype: str, name: str, action: str, result: str, detail: str = "") -> Action:
+        a = Action(step, rtype, name, action, result, self.now(), detail)
+        self.ev.actions.append(a)
+        return a
+
+    def do(self, step: str, rtype: str, name: str, action: str, fn: Callable[[], Any],
+           detail: str = "") -> bool:
+        """Run one mutating call (or plan it in a dry run); record the result. True on success."""
+        if self.dry_run:
+            self.record(step, rtype, name, action, "planned", detail)
+            return True
+        try:
+            extra = fn()
+        except Exception as e:
+            if client_error_code(e) in _ABSENT:
+                self.record(step, rtype, name, action, "absent", "already gone")
+                return True
+            err = translate(e) or PtError(f"{type(e).__name__}: {e}")
+            self.record(step, rtype, name, action, "failed", err.message)
+            return False
+        self.record(step, rtype, name, action, "done", extra if isinstance(extra, str) else detail)
+        return True
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def check_allowed(cfg: Config, stage: str) -> None:
+    cfg.stage(stage)
+    if cfg.is_protected(stage):
+        raise UsageError(f"stage '{stage}' is protected: teardown refused",
+                         f"set `protected: false` under stages.{stage} in pipeline.yml if you really mean it")
+
+
+def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float], sleep: Callable[[float], None],
+             dry_run: bool = False, purge_ledger: bool = False, archive_to: str | None = None,
+             evidence_dir: str | Path = "reports", stack_timeout: float = 1800.0,
+             ledger_purge: Callable[[Any, Config, str], int] | None = None) -> Evidence:
+    """Tear the stage down (see the module doc for the order). Returns the evidence, also written
+    as JSON + markdown to `evidence_dir` and, with `archive_to`, next to the archived logs."""
+    from . import logs as ops_logs
+
+    check_allowed(cfg, stage)
+    if archive_to:
+        arch_bucket, _ = ops_logs.parse_s3_url(archive_to)
+        if arch_bucket == cfg.bucket(stage):
+            raise UsageError(f"--archive-to s3://{arch_bucket} is the stage's own artifacts bucket, which "
+                             "teardown deletes", "archive to a bucket that outlives the stage")
+    if c.dynamodb is not None:
+        check_not_locked(c.dynamodb, cfg, stage, clock())
+    ev = Evidence(cfg.project, stage, cfg.stages[stage].account, cfg.stage_region(stage), dry_run, _iso(clock()))
+    run = _Run(ev, clock, dry_run)
+    inv = discover(cfg, stage, c, purge_ledger=purge_ledger)
+    ev.found = inv.listing()
+    sharing = shared_with(cfg, stage)
+    ecr_mine = not sharing
+    if not ecr_mine:
+        for repo in inv.repositories:
+            ev.kept.append({"type": "ecr:repository", "name": repo,
+                            "why": f"shared with stage(s) {', '.join(sharing)} in account "
+                                   f"{ev.account}/{ev.region}"})
+    if not purge_ledger:
+        ev.kept.append({"type": "dynamodb:table", "name": cfg.ledger_table(),
+                        "why": "ledger kept (shared by all stages); pass --purge-ledger to delete this stage's items"})
+
+    # 1. archive logs
+    logs_archived = True
+    if archive_to and inv.log_groups:
+        if dry_run:
+            run.record("archive-logs", "logs:group", ", ".join(inv.log_groups), "archive", "planned", archive_to)
+        else:
+            try:
+                res = ops_logs.archive(cfg, stage, archive_to, logs_client=c.logs, s3=c.s3, clock=clock,
+                                       sleep=sleep, groups=inv.log_groups)
+                ev.archive = {"bucket": res.bucket, "prefix": res.prefix, "manifest_key": res.manifest_key,
+                              "new_objects": res.new_objects}
+                run.record("archive-logs", "logs:group", ", ".join(inv.log_groups), "archive", "done",
+                           f"s3://{res.bucket}/{res.manifest_key}")
+            except Exception as e:
+                logs_archived = False
+                err = translate(e) or PtError(str(e))
+                run.record("archive-logs", "logs:group", ", ".join(inv.log_groups), "archive", "failed", err.message)
+
+    # 2. stop traffic
+    for fn in inv.functions:
+        run.do("stop-traffic", "lambda:function", fn, "set reserved concurrency 0",
+               lambda fn=fn: c.lambda_client.put_function_concurrency(FunctionName=fn, ReservedConcurrentExecutions=0))
+
+    # 3. empty the bucket (all versions and delete markers)
+    if inv.bucket:
+        _empty_bucket(run, c.s3, inv.bucket, inv.object_versions)
+
+    # 4. ECR images
+    if ecr_mine:
+        for repo, digests in inv.repositories.items():
+            for i in range(0, len(digests), 100):
+                batch = digests[i:i + 100]
+                run.do("delete-images", "ecr:image", f"{repo} ({len(batch)} images)", "batch_delete_image",
+                       lambda repo=repo, batch=batch: _ecr_delete(c.ecr, repo, batch))
+
+    # 5. the stage stack
+    if inv.stack:
+        run.do("delete-stack", "cloudformation:stack", inv.stack["StackName"], "delete_stack + wait",
+               lambda: _delete_stack(c.cloudformation, inv.stack["StackName"], clock, sleep, stack_timeout))
+
+    # 6. sweep by name: functions, bucket, log groups
+    for fn, info in inv.functions.items():
+        for alias in info["aliases"]:
+            run.do("delete-functions", "lambda:alias", f"{fn}:{alias}", "delete_alias",
+                   lambda fn=fn, alias=alias: c.lambda_client.delete_alias(FunctionName=fn, Name=alias))
+        for v in info["versions"]:
+            run.do("delete-functions", "lambda:version", f"{fn}:{v}", "delete_function(version)",
+                   lambda fn=fn, v=v: c.lambda_client.delete_function(FunctionName=fn, Qualifier=v))
+        run.do("delete-functions", "lambda:function", fn, "delete_function",
+               lambda fn=fn: c.lambda_client.delete_function(FunctionName=fn))
+    if inv.bucket:
+        run.do("delete-bucket", "s3:bucket", inv.bucket, "delete_bucket",
+               lambda: _delete_bucket(run, c.s3, inv.bucket))
+    for g in inv.log_groups:
+        if archive_to and not logs_archived:
+            run.record("delete-log-groups", "logs:group", g, "delete_log_group", "skipped",
+                       "archive failed; log group kept")
+            continue
+        run.do("delete-log-groups", "logs:group", g, "delete_log_group",
+               lambda g=g: c.logs.delete_log_group(logGroupName=g))
+
+    # 7. ledger
+    if purge_ledger and c.dynamodb is not None:
+        purge = ledger_purge or purge_ledger_fn()
+        run.do("purge-ledger", "dynamodb:items", f"{cfg.ledger_table()} (stage {stage})", "delete items",
+               lambda: f"{purge(c.dynamodb, cfg, stage)} items deleted",
+               detail=f"{inv.ledger_items or 0} items")
+
+    # 8. ECR repositories last
+    if ecr_mine:
+        for repo in inv.repositories:
+            run.do("delete-repositories", "ecr:repository", repo, "delete_repository",
+                   lambda repo=repo: c.ecr.delete_repository(repositoryName=repo))
+
+    # 9. final listing
+    if not dry_run:
+        after = discover(cfg, stage, c, purge_ledger=purge_ledger)
+        kept_names = {k["name"] for k in ev.kept}
+        ev.remaining = [r for r in after.listing() if r["name"] not in kept_names]
+    ev.finished_at = _iso(clock())
+    write_evidence(ev, evidence_dir, c.s3 if (archive_to and not dry_run) else None, archive_to)
+    return ev
+
+
+def purge_ledger_fn() -> Callable[[Any, Config, str], int]:
+    """The ledger module's purge function when it has one, else the fallback here."""
+    try:
+        from .. import ledger  # type: ignore[attr-defined]
+    except ImportError:
+        return purge_ledger
+    fn = getattr(ledger, "purge_stage", None)
+    return fn if callable(fn) else purge_ledger
+
+
+def _empty_bucket(run: _Run, s3, bucket: str, versions: list[dict]) -> bool:
+    ok = True
+    for i in range(0, len(versions), 1000):
+        batch = versions[i:i + 1000]
+        markers = sum(1 for v in batch if v["marker"])
+        ok &= run.do("empty-bucket", "s3:object-versions", f"{bucket} ({len(batch)})", "delete_objects",
+                     lambda batch=batch: _delete_versions(s3, bucket, batch),
+                     detail=f"{len(batch) - markers} versions, {markers} delete markers")
+    return ok
+
+
+def _delete_versions(s3, bucket: str, batch: list[dict]) -> str:
+    resp = s3.delete_objects(Bucket=bucket, Delete={
+        "Objects": [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in batch], "Quiet": True})
+    errors = resp.get("Errors", [])
+    if errors:
+        e = errors[0]
+        raise PtError(f"{len(errors)} of {len(batch)} deletions failed, first {e.get('Key')}: "
+                      f"{e.get('Code')} {e.get('Message', '')}".strip())
+    return f"{len(batch)} deleted"
+
+
+def _delete_bucket(run: _Run, s3, bucket: str) -> str:
+    late = list_object_versions(s3, bucket)  # written since discovery
+    if late:
+        resp_detail = _delete_versions(s3, bucket, late[:1000])
+        if len(late) > 1000:
+            raise PtError(f"bucket {bucket} still has {len(late)} object versions; re-run teardown")
+        run.record("delete-bucket", "s3:object-versions", f"{bucket} ({len(late)})", "delete_objects", "done",
+                   f"written after discovery: {resp_detail}")
+    s3.delete_bucket(Bucket=bucket)
+    return ""
+
+
+def _ecr_delete(ecr, repo: str, digests: list[str]) -> str:
+    resp = ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageDigest": d} for d in digests])
+    failures = [f for f in resp.get("failures", []) if f.get("failureCode") != "ImageNotFound"]
+    if failures:
+        f = failures[0]
+        raise PtError(f"{len(failures)} image deletions failed, first {f.get('imageId', {}).get('imageDigest')}: "
+                      f"{f.get('failureCode')} {f.get('failureReason', '')}".strip())
+    return f"{len(digests) - len(failures)} deleted"
+
+
+def _delete_stack(cfn, name: str, clock, sleep, timeout: float) -> str:
+    cfn.delete_stack(StackName=name)
+    deadline = clock() + timeout
+    while True:
+        try:
+            st = cfn.describe_stacks(StackName=name)["Stacks"][0]
+        except Exception as e:
+            if client_error_code(e) == "ValidationError":
+                return "deleted"
+            raise
+        status = st.get("StackStatus", "")
+        if status == "DELETE_COMPLETE":
+            return "deleted"
+        if status == "DELETE_FAILED":
+            raise PtError(f"stack {name} DELETE_FAILED: {st.get('StackStatusReason', '')}")
+        if clock() > deadline:
+            raise PtError(f"stack {name} still {status} after {timeout:.0f}s")
+        sleep(5.0)
+
+
+def write_evidence(ev: Evidence, evidence_dir: str | Path, s3=None, archive_to: str | None = None) -> list[str]:
+    from . import logs as ops_logs
+
+    stamp = ev.started_at.replace(":", "").replace("-", "").split(".")[0] + "Z"
+    base = f"teardown-{ev.project}-{ev.stage}-{stamp}" + ("-dry-run" if ev.dry_run else "")
+    d = Path(evidence_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    ev.files = [str(d / f"{base}.json"), str(d / f"{base}.md")]
+    if s3 is not None and archive_to:
+        bucket, prefix = ops_logs.parse_s3_url(archive_to)
+        ev.files += [f"s3://{bucket}/{ops_logs._join(prefix, 'evidence', base)}.{x}" for x in ("json", "md")]
+    body_json = json.dumps(ev.to_dict(), indent=2)
+    body_md = ev.markdown()
+    (d / f"{base}.json").write_text(body_json, encoding="utf-8")
+    (d / f"{base}.md").write_text(body_md, encoding="utf-8")
+    if s3 is not None and archive_to:
+        for ext, body, ctype in (("json", body_json, "application/json"), ("md", body_md, "text/markdown")):
+            s3.put_object(Bucket=bucket, Key=f"{ops_logs._join(prefix, 'evidence', base)}.{ext}",
+                          Body=body.encode(), ContentType=ctype)
+    return ev.files
