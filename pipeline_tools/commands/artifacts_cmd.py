@@ -1,0 +1,217 @@
+"""`pt artifacts manifest|push|pull|verify|copy`: thin wrappers over pipeline_tools.artifacts."""
+
+from __future__ import annotations
+
+import click
+
+from ..clikit import dry_run_option, output_option, pass_app, stage_option
+from ..context import App
+
+_prefix = click.option("--prefix", "-p", default="", metavar="PREFIX",
+                       help="Key prefix in the bucket, e.g. models/iris/v3 (default: bucket root).")
+_workers = click.option("--workers", "-j", type=click.IntRange(1, 64), default=None,
+                        help="Parallel hashing/transfer threads (default 8 for S3, 2×CPUs for hashing).")
+
+
+@click.group()
+def artifacts() -> None:
+    """SHA-256 manifests and content-addressed sync of model artifacts.
+
+    \b
+    Remote layout: s3://BUCKET/PREFIX/<relative path> for every file, then
+    SHA256SUMS and manifest.json, written last (the commit point of a push).
+    """
+
+
+def _stage_target(app: App, prefix: str):
+    from ..artifacts import Location, s3_client
+    from ..names import stage_stack
+
+    cfg = app.config()
+    stage = app.require_stage()
+    return (cfg, stage, Location.of(cfg.bucket(stage), prefix), stage_stack(cfg.project, stage),
+            lambda workers: s3_client(app.aws(stage), workers))
+
+
+def _problems_table(out, problems: list[dict]) -> None:
+    out.table([(p["path"], p["problem"], p.get("expected", ""), p.get("actual", "")) for p in problems],
+              ["PATH", "PROBLEM", "EXPECTED", "ACTUAL"])
+
+
+@artifacts.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "-o", "out_file", type=click.Path(dir_okay=False), default=None,
+              help="manifest.json to write (default PATH/manifest.json); SHA256SUMS goes next to it.")
+@_workers
+@output_option
+@pass_app
+def manifest(app: App, path: str, out_file: str | None, workers: int | None) -> int:
+    """Hash every file under PATH; write manifest.json and SHA256SUMS (`sha256sum -c` format)."""
+    from pathlib import Path
+
+    from .. import manifest as mf
+
+    m = mf.build(path, workers=workers, progress=app.out.log, warn=app.out.warn)
+    target = Path(out_file) if out_file else Path(path) / mf.MANIFEST_NAME
+    man_path, sums_path = mf.write(m, target)
+    data = {"root": path, "manifest": str(man_path), "sha256sums": str(sums_path),
+            "files": len(m.files), "bytes": m.total_bytes, "skipped": [s.to_dict() for s in m.skipped]}
+    app.out.result(data, f"{len(m.files)} files, {mf.human_bytes(m.total_bytes)} -> {man_path}, {sums_path}"
+                         f"{f' ({len(m.skipped)} skipped)' if m.skipped else ''}")
+    return 0
+
+
+@artifacts.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@stage_option(required=True)
+@_prefix
+@click.option("--delete", is_flag=True,
+              help="Delete remote files that are gone locally (bucket versioning keeps them).")
+@click.option("--multipart-threshold", type=click.IntRange(5, None), default=64, show_default=True, metavar="MiB",
+              help="Files at least this big go up multipart.")
+@_workers
+@dry_run_option
+@output_option
+@pass_app
+def push(app: App, path: str, prefix: str, delete: bool, multipart_threshold: int, workers: int | None,
+         dry_run: bool) -> int:
+    """Upload what changed under PATH to the stage's artifacts bucket, then the manifest."""
+    from .. import artifacts as art
+
+    _cfg, _stage, loc, stack, client = _stage_target(app, prefix)
+    workers = workers or art.DEFAULT_WORKERS
+    report = art.push(client(workers), path, loc, delete=delete, dry_run=dry_run, workers=workers,
+                      multipart_threshold=multipart_threshold << 20, stack=stack,
+                      progress=app.out.log, warn=app.out.warn)
+
+    def human(out) -> None:
+        head = "plan" if dry_run else "pushed"
+        out.info(f"{head} {path} -> {loc.url}: upload {report['upload']} "
+                 f"({art.human_bytes(report['upload_bytes'])}), unchanged {report['unchanged']}, "
+                 f"already uploaded {report['already_uploaded']}, delete {report['delete']}"
+                 + ("" if dry_run else f" in {report['seconds']:.2f}s"))
+        for line in art.plan_lines("push", report):
+            out.info(line)
+
+    app.out.result(report, human)
+    app.out.github_output({"artifacts_manifest": f"{loc.url}/manifest.json"} if not dry_run else {})
+    return 0
+
+
+@artifacts.command()
+@click.argument("dest", type=click.Path(file_okay=False))
+@stage_option(required=True)
+@_prefix
+@_workers
+@dry_run_option
+@output_option
+@pass_app
+def pull(app: App, dest: str, prefix: str, workers: int | None, dry_run: bool) -> int:
+    """Download the set named by the remote manifest into DEST, verifying every file."""
+    from .. import artifacts as art
+
+    _cfg, _stage, loc, stack, client = _stage_target(app, prefix)
+    workers = workers or art.DEFAULT_WORKERS
+    report = art.pull(client(workers), loc, dest, dry_run=dry_run, workers=workers, stack=stack,
+                      progress=app.out.log)
+
+    def human(out) -> None:
+        out.info(f"{'plan' if dry_run else 'pulled'} {loc.url} -> {dest}: download {report['download']} "
+                 f"({art.human_bytes(report['download_bytes'])}), unchanged {report['unchanged']}")
+        for line in art.plan_lines("pull", report):
+            out.info(line)
+        if report.get("problems"):
+            _problems_table(out, report["problems"])
+
+    app.out.result(report, human)
+    if report.get("problems"):
+        app.out.error([f"{len(report['problems'])} file(s) did not match the manifest; they were not written"],
+                      "re-push the artifacts, then pull again")
+        return 1
+    return 0
+
+
+@artifacts.command()
+@click.argument("path", required=False, type=click.Path(exists=True, file_okay=False))
+@stage_option()
+@_prefix
+@click.option("--rehash", is_flag=True, help="Download and re-hash every object instead of trusting S3 checksums.")
+@_workers
+@output_option
+@pass_app
+def verify(app: App, path: str | None, prefix: str, rehash: bool, workers: int | None) -> int:
+    """Check the stage's remote set against its manifest (or a local PATH against PATH/manifest.json).
+
+    Exit 1 when anything is missing or does not match.
+    """
+    from .. import artifacts as art
+
+    if app.stage:
+        _cfg, _stage, loc, stack, client = _stage_target(app, prefix)
+        workers = workers or art.DEFAULT_WORKERS
+        report = art.verify(client(workers), loc, rehash=rehash, workers=workers, stack=stack, progress=app.out.log)
+    elif path:
+        report = art.verify_local(path, workers=workers, progress=app.out.log, warn=app.out.warn)
+    else:
+        raise click.UsageError("give --stage (verify the remote set) or PATH (verify a local tree)")
+
+    def human(out) -> None:
+        if report["ok"]:
+            out.info(f"OK {report['location']}: {report['files']} files match the manifest")
+        else:
+            _problems_table(out, report["problems"])
+
+    app.out.result(report, human)
+    if not report["ok"]:
+        app.out.error([f"{len(report['problems'])} of {report['files']} file(s) at {report['location']} "
+                       "do not match the manifest"], "re-push from a good copy (`pt artifacts push`)")
+        return 1
+    return 0
+
+
+@artifacts.command()
+@click.option("--from-stage", "from_stage", required=True, metavar="STAGE", help="Source stage.")
+@_prefix
+@click.option("--to-stage", "to_stage", default=None, metavar="STAGE", help="Destination stage (its artifacts bucket).")
+@click.option("--to", "to_url", default=None, metavar="S3URL",
+              help="Destination s3://bucket/prefix instead of a stage (vendor or persistent bucket).")
+@click.option("--to-prefix", default=None, metavar="PREFIX",
+              help="Destination prefix with --to-stage (default: --prefix).")
+@click.option("--delete", is_flag=True, help="Delete destination files that are not in the set.")
+@_workers
+@dry_run_option
+@output_option
+@pass_app
+def copy(app: App, from_stage: str, prefix: str, to_stage: str | None, to_url: str | None, to_prefix: str | None,
+         delete: bool, workers: int | None, dry_run: bool) -> int:
+    """Copy a verified set to another stage's bucket or an s3:// URL, then write its manifest."""
+    from .. import artifacts as art
+    from ..names import stage_stack
+
+    if bool(to_stage) == bool(to_url):
+        raise click.UsageError("give exactly one of --to-stage or --to s3://bucket/prefix")
+    cfg = app.config()
+    cfg.stage(from_stage)
+    workers = workers or art.DEFAULT_WORKERS
+    src = art.Location.of(cfg.bucket(from_stage), prefix)
+    src_s3 = art.s3_client(app.aws(from_stage), workers)
+    if to_stage:
+        cfg.stage(to_stage)
+        dst = art.Location.of(cfg.bucket(to_stage), prefix if to_prefix is None else to_prefix)
+        dst_s3 = art.s3_client(app.aws(to_stage), workers)
+        dst_stack = stage_stack(cfg.project, to_stage)
+    else:
+        dst = art.parse_s3_url(to_url or "")
+        dst_s3, dst_stack = src_s3, None
+    report = art.copy(src_s3, src, dst_s3, dst, dry_run=dry_run, delete=delete, workers=workers,
+                      src_stack=stage_stack(cfg.project, from_stage), dst_stack=dst_stack, progress=app.out.log)
+
+    def human(out) -> None:
+        out.info(f"{'plan' if dry_run else 'copied'} {src.url} -> {dst.url}: copy {report['copy']} "
+                 f"({art.human_bytes(report['copy_bytes'])}), already there {report['already_there']}, "
+                 f"delete {report['delete']}")
+        for line in art.plan_lines("copy", report):
+            out.info(line)
+
+    app.out.result(report, human)
+    return 0
