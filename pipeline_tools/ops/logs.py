@@ -152,8 +152,11 @@ def scan_groups(logs_client, groups: Sequence[str], since: float | None, clock: 
 
 
 def _is_binary(path: Path) -> bool:
-    with path.open("rb") as fh:
-        return b"\0" in fh.read(8192)
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as fh:
+            return b"\0" in fh.read(8192)
+    except (OSError, EOFError):  # not really gzip
+        return True
 
 
 def _iter_files(paths: Sequence[str | os.PathLike]) -> Iterator[tuple[Path, str | None]]:
@@ -307,7 +310,8 @@ def _stream_export(logs_client, s3, group: str, bucket: str, key: str, start_ms:
 
 def _export_task(logs_client, s3, group: str, bucket: str, prefix: str, start_ms: int, end_ms: int,
                  clock: Callable[[], float], sleep: Callable[[float], None], timeout: float) -> list[str]:
-    """create_export_task and wait for it; returns the object keys it wrote."""
+    """create_export_task and wait for it; returns the object keys it wrote (new under `prefix`)."""
+    before = set(_list_keys(s3, bucket, prefix + "/"))
     task = logs_client.create_export_task(taskName=f"pt-{_slug(group)}-{start_ms}"[:512], logGroupName=group,
                                           fromTime=start_ms, to=end_ms - 1, destination=bucket,
                                           destinationPrefix=prefix)["taskId"]
@@ -324,8 +328,13 @@ def _export_task(logs_client, s3, group: str, bucket: str, prefix: str, start_ms
             raise AwsError(f"log export task {task} for {group} did not finish in {timeout:.0f}s",
                            "re-run `pt logs archive` later; finished ranges are not exported twice")
         sleep(2.0)
-    keys = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=_join(prefix, task) + "/"):
+    return sorted(k for k in set(_list_keys(s3, bucket, prefix + "/")) - before
+                  if not k.endswith("aws-logs-write-test"))
+
+
+def _list_keys(s3, bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys += [o["Key"] for o in page.get("Contents", [])]
     return keys
 
