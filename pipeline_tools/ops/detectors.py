@@ -175,7 +175,9 @@ BUILTIN: tuple[Detector, ...] = (
     Detector("aws_secret_access_key", re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
              _aws_secret),
     Detector("email", re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b")),
-    Detector("credit_card", re.compile(r"(?<![\w.-])\d(?:[ -]?\d){12,18}(?![\w-]|\.\d)"), _card),
+    Detector("credit_card", re.compile(r"(?<![\w.-])(?:\d{4}(?P<a>[ -])\d{6}(?P=a)\d{4,5}|"
+                                       r"\d{4}(?P<b>[ -])\d{4}(?P=b)\d{4}(?P=b)\d{1,4}|\d{13,19})"
+                                       r"(?![\w-]|\.\d)"), _card),
     Detector("us_ssn", re.compile(r"(?<![\w.-])(\d{3})-(\d{2})-(\d{4})(?![\w-]|\.\d)"), _ssn),
     Detector("phone", re.compile(r"(?<![\w+])\+[1-9]\d{0,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?![\w:.]|-\d)"),
              _phone_e164),
@@ -235,13 +237,15 @@ def find(line: str, extra: Sequence[Detector] = ()) -> list[Hit]:
     hits: list[Hit] = []
     taken: list[tuple[int, int]] = []
     for det in BUILTIN:
-        for m in det.regex.finditer(line):
+        pos = 0
+        while (m := det.regex.search(line, pos)) is not None:
             s, e = m.span(det.group)
-            if any(s < te and ts < e for ts, te in taken):
-                continue
-            if det.validate is None or det.validate(m, line):
+            if not any(s < te and ts < e for ts, te in taken) and (det.validate is None or det.validate(m, line)):
                 hits.append(Hit(det.name, s, e))
                 taken.append((s, e))
+                pos = max(e, m.start() + 1)
+            else:
+                pos = m.start() + 1  # a rejected candidate may hide a valid one starting inside it
     for det in extra:
         for m in det.regex.finditer(line):
             if m.end() > m.start():
