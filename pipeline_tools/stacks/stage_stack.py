@@ -1,0 +1,352 @@
+"""StageStack: everything one stage runs on, in that stage's account and region.
+
+ECR repositories (one per image), the artifacts bucket, one container-image Lambda per
+function with its `live` alias, log group, role and alarms, the stage's SNS topic, the
+ledger table, and the deploy role that `pt` assumes.
+
+Shared per account+region: ECR repository names (`<project>-<image>`) and the ledger table
+(`<project>-ledger`) have no stage in their name, so when several stages share an account and
+region only the first of them (in pipeline.yml order) creates them; the others refer to them
+by name. See `owns_shared_resources`.
+
+Seed problem: a Lambda from an image needs an image that exists, but the repository it lives
+in is created by this same stack. Each image therefore has a CloudFormation parameter
+`<Image>ImageDigest` (empty by default; CDK context `image_digests` sets the default). While it
+is empty the stack creates everything except that image's functions, aliases and alarms
+(CloudFormation condition `Has<Image>Image`). Bootstrapping a stage is:
+  1. `cdk deploy <project>-<stage>-stage`            (repositories, bucket, topic, table, roles)
+  2. `pt build-push` → prints the image digest
+  3. `cdk deploy <project>-<stage>-stage --parameters ModelImageDigest=sha256:…`
+From then on `pt deploy` moves the functions to new digests; later stack updates keep the
+parameter (CDK reuses previous parameter values) and do not touch the running code.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import (
+    CfnCondition,
+    CfnOutput,
+    CfnParameter,
+    CfnResource,
+    Duration,
+    Fn,
+    RemovalPolicy,
+    Stack,
+)
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from .. import names
+from ..config import AlarmConfig, Config, FunctionConfig
+from .constructs import SecureBucket, acknowledge_wildcards, arn, logical, nag_arn, ref
+
+DIGEST_PATTERN = r"^(sha256:[0-9a-f]{64})?$"
+# Ledger item keys (pipeline_tools/ledger.py): partition key `pk`, sort key `sk`, both strings.
+LEDGER_PARTITION_KEY = "pk"
+LEDGER_SORT_KEY = "sk"
+
+_COMPARISON = {
+    "gt": cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+    "ge": cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+    "lt": cw.ComparisonOperator.LESS_THAN_THRESHOLD,
+    "le": cw.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
+}
+
+
+def owns_shared_resources(cfg: Config, stage: str) -> bool:
+    """True if `stage` is the first stage in its account+region: it creates the ECR
+    repositories and the ledger table that all stages there share."""
+    key = (cfg.stages[stage].account, cfg.stage_region(stage))
+    first = next(s for s in cfg.stages if (cfg.stages[s].account, cfg.stage_region(s)) == key)
+    return first == stage
+
+
+def generated_alarm_names(cfg: Config, stage: str, function: str) -> list[str]:
+    """Names of the alarms the stack creates for one function (generated + user-defined)."""
+    metrics = ["errors", "throttles", "duration-p99"] + [a.name for a in cfg.functions[function].alarms]
+    return [names.alarm_name(cfg.project, stage, function, m) for m in metrics]
+
+
+class StageStack(Stack):
+    def __init__(self, scope: Construct, id: str, *, cfg: Config, stage: str,
+                 image_digests: dict[str, str] | None = None, local: bool = False, **kwargs) -> None:
+        super().__init__(scope, id, **kwargs)
+        self.cfg, self.stage_name = cfg, stage
+        project = cfg.project
+        image_digests = image_digests or {}
+        owner = owns_shared_resources(cfg, stage)
+        removal = RemovalPolicy.DESTROY if local else RemovalPolicy.RETAIN
+
+        # --- ECR repositories ---
+        self.repositories: dict[str, ecr.IRepository] = {}
+        for image in cfg.images:
+            repo_name = cfg.ecr_repository(image)
+            if owner:
+                self.repositories[image] = ecr.Repository(
+                    self, f"Repo{logical(image)}",
+                    repository_name=repo_name,
+                    image_tag_mutability=ecr.TagMutability.IMMUTABLE,
+                    image_scan_on_push=True,
+                    encryption=ecr.RepositoryEncryption.AES_256,
+                    lifecycle_rules=[ecr.LifecycleRule(
+                        description=f"keep the last {cfg.cdk.untagged_images_kept} untagged images",
+                        tag_status=ecr.TagStatus.UNTAGGED,
+                        max_image_count=cfg.cdk.untagged_images_kept,
+                    )],
+                    removal_policy=removal,
+                )
+            else:
+                self.repositories[image] = ecr.Repository.from_repository_name(
+                    self, f"Repo{logical(image)}", repo_name)
+
+        # --- artifacts bucket ---
+        self.artifacts = SecureBucket(self, "Artifacts", bucket_name=cfg.bucket(stage), removal_policy=removal)
+
+        # --- notifications ---
+        self.topic_key = kms.Key(self, "EventsKey", enable_key_rotation=True, removal_policy=removal,
+                                 description=f"encrypts SNS topic {cfg.sns_topic(stage)}")
+        # CloudWatch alarm actions publish to the encrypted topic; they need the key.
+        self.topic_key.add_to_resource_policy(iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+            resources=["*"],
+            conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+        ))
+        self.topic = sns.Topic(self, "Events", topic_name=cfg.sns_topic(stage), master_key=self.topic_key,
+                               enforce_ssl=True)
+
+        # --- ledger ---
+        if owner:
+            self.ledger: dynamodb.ITable = dynamodb.Table(
+                self, "Ledger",
+                table_name=cfg.ledger_table(),
+                partition_key=dynamodb.Attribute(name=LEDGER_PARTITION_KEY, type=dynamodb.AttributeType.STRING),
+                sort_key=dynamodb.Attribute(name=LEDGER_SORT_KEY, type=dynamodb.AttributeType.STRING),
+                billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+                point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                    point_in_time_recovery_enabled=True),
+                encryption=dynamodb.TableEncryption.AWS_MANAGED,
+                deletion_protection=not local,
+                removal_policy=removal,
+            )
+        else:
+            self.ledger = dynamodb.Table.from_table_name(self, "Ledger", cfg.ledger_table())
+
+        # --- functions (conditional on their image's digest parameter) ---
+        self.functions: dict[str, ModelFunction] = {}
+        conditions: dict[str, CfnCondition] = {}
+        for image in cfg.images:
+            if not cfg.functions_for_image(image):
+                continue
+            param = CfnParameter(
+                self, f"{logical(image)}ImageDigest", type="String", default=image_digests.get(image, ""),
+                allowed_pattern=DIGEST_PATTERN,
+                constraint_description="empty, or an image digest sha256:<64 hex> (from `pt build-push`)",
+                description=f"digest of image '{image}' in {cfg.ecr_repository(image)} the functions start "
+                            "from; empty = create the stack without them (first deploy, before any push)",
+            )
+            conditions[image] = CfnCondition(
+                self, f"Has{logical(image)}Image",
+                expression=Fn.condition_not(Fn.condition_equals(param.value_as_string, "")))
+            for fname, fcfg in cfg.functions_for_image(image).items():
+                fn = ModelFunction(self, f"Fn{logical(fname)}", cfg=cfg, stage=stage, function=fname, fcfg=fcfg,
+                                   repository=self.repositories[image], digest=param.value_as_string,
+                                   topic=self.topic, removal=removal)
+                for child in fn.node.find_all():
+                    if isinstance(child, CfnResource):
+                        child.cfn_options.condition = conditions[image]
+                self.functions[fname] = fn
+
+        # --- deploy role ---
+        self.deploy_role = DeployRole(self, "Deploy", stage_stack=self).role
+
+        CfnOutput(self, "DeployRoleArn", value=self.deploy_role.role_arn)
+        CfnOutput(self, "TopicArn", value=self.topic.topic_arn)
+        CfnOutput(self, "ArtifactsBucket", value=self.artifacts.bucket.bucket_name)
+
+
+class ModelFunction(Construct):
+    """One function: image Lambda + `live` alias + log group + role + alarms."""
+
+    def __init__(self, scope: Construct, id: str, *, cfg: Config, stage: str, function: str,
+                 fcfg: FunctionConfig, repository: ecr.IRepository, digest: str, topic: sns.ITopic,
+                 removal: RemovalPolicy) -> None:
+        super().__init__(scope, id)
+        name = cfg.function_name(stage, function)
+        self.log_group = logs.LogGroup(self, "Logs", log_group_name=f"/aws/lambda/{name}", removal_policy=removal)
+        self.log_group.node.default_child.retention_in_days = _retention(cfg.cdk.log_retention_days)  # type: ignore
+        self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                             description=f"runtime role of {name}: write its own logs, pull its image")
+        # Only the two calls the runtime makes; no managed policy (that would grant all log groups).
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+            resources=[self.log_group.log_group_arn, f"{self.log_group.log_group_arn}:log-stream:*"]))
+        acknowledge_wildcards(self.role, "streams of the function's own log group; Lambda names them at run time",
+                              [f"Resource::{ref(self.log_group)}:log-stream:*"])
+        self.function = lambda_.DockerImageFunction(
+            self, "Function",
+            function_name=name,
+            description=f"{cfg.project} {stage} {function} (image {fcfg.image}); code moved by `pt deploy`",
+            code=lambda_.DockerImageCode.from_ecr(repository, tag_or_digest="bootstrap",
+                                                  cmd=[fcfg.handler] if fcfg.handler else None),
+            memory_size=fcfg.memory,
+            timeout=Duration.seconds(fcfg.timeout),
+            role=self.role,
+            log_group=self.log_group,
+            environment={**fcfg.environment, "PT_PROJECT": cfg.project, "PT_STAGE": stage},
+        )
+        # The image is addressed by digest, never by tag (the bootstrap tag above is replaced).
+        self.function.node.default_child.add_property_override(  # type: ignore[union-attr]
+            "Code.ImageUri", Fn.join("", [repository.repository_uri, "@", digest]))
+        self.alias = lambda_.Alias(self, "Live", alias_name=names.LIVE_ALIAS,
+                                   version=self.function.current_version)
+
+        self.alarms: list[cw.Alarm] = []
+        minute = Duration.minutes(1)
+        self._alarm(cfg, stage, function, "errors", self.function.metric_errors(period=minute, statistic="Sum"),
+                    threshold=1, evaluation_periods=1)
+        self._alarm(cfg, stage, function, "throttles", self.function.metric_throttles(period=minute, statistic="Sum"),
+                    threshold=1, evaluation_periods=1)
+        # p99 duration within 10 % of the timeout: requests are about to time out.
+        self._alarm(cfg, stage, function, "duration-p99",
+                    self.function.metric_duration(period=minute, statistic="p99"),
+                    threshold=round(fcfg.timeout * 1000 * 0.9), evaluation_periods=3, datapoints=2)
+        for a in fcfg.alarms:
+            self._user_alarm(cfg, stage, function, name, a)
+        for alarm in self.alarms:
+            alarm.add_alarm_action(cw_actions.SnsAction(topic))
+            alarm.add_ok_action(cw_actions.SnsAction(topic))
+
+    def _alarm(self, cfg: Config, stage: str, function: str, metric_name: str, metric: cw.IMetric, *,
+               threshold: float, evaluation_periods: int, datapoints: int | None = None,
+               comparison: cw.ComparisonOperator = cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD) -> None:
+        alarm_name = names.alarm_name(cfg.project, stage, function, metric_name)
+        self.alarms.append(cw.Alarm(
+            self, f"Alarm{logical(metric_name)}",
+            alarm_name=alarm_name,
+            alarm_description=f"{metric_name} of {cfg.function_name(stage, function)}; read by `pt gate --stage {stage}`",
+            metric=metric,
+            threshold=threshold,
+            evaluation_periods=evaluation_periods,
+            datapoints_to_alarm=datapoints,
+            comparison_operator=comparison,
+            # No invocations means no errors: missing data is OK, not INSUFFICIENT_DATA, so an idle
+            # function does not hold the gate (which fails closed on INSUFFICIENT_DATA).
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        ))
+
+    def _user_alarm(self, cfg: Config, stage: str, function: str, physical: str, a: AlarmConfig) -> None:
+        metric = cw.Metric(namespace=a.namespace, metric_name=a.metric, statistic=a.statistic,
+                           period=Duration.seconds(a.period), dimensions_map={"FunctionName": physical})
+        self._alarm(cfg, stage, function, a.name, metric, threshold=a.threshold,
+                    evaluation_periods=a.evaluation_periods, comparison=_COMPARISON[a.comparison])
+
+
+class DeployRole(Construct):
+    """The role `pt` assumes for one stage: exactly what its commands call, on this stage's resources.
+
+    Trusted by the account (the GitHub OIDC role and the pipeline's CodeBuild role assume it;
+    each of them needs its own sts:AssumeRole grant on this role's ARN)."""
+
+    def __init__(self, scope: Construct, id: str, *, stage_stack: StageStack) -> None:
+        super().__init__(scope, id)
+        st = stage_stack
+        cfg, stage = st.cfg, st.stage_name
+        fn_names = [cfg.function_name(stage, f) for f in cfg.functions]
+        self.role = iam.Role(
+            self, "Role",
+            role_name=names.deploy_role(cfg.project, stage),
+            assumed_by=iam.AccountRootPrincipal(),
+            max_session_duration=Duration.hours(2),
+            description=f"assumed by pt (CI) to build, deploy, gate and promote {cfg.project} {stage}",
+        )
+        statements: list[iam.PolicyStatement] = []
+        if fn_names:
+            statements.append(iam.PolicyStatement(
+                sid="LambdaDeploy",
+                actions=["lambda:GetFunction", "lambda:GetFunctionConfiguration", "lambda:UpdateFunctionCode",
+                         "lambda:PublishVersion", "lambda:ListVersionsByFunction", "lambda:DeleteFunction",
+                         "lambda:GetAlias", "lambda:CreateAlias", "lambda:UpdateAlias", "lambda:ListAliases",
+                         "lambda:InvokeFunction", "lambda:ListTags"],
+                resources=[arn(st, "lambda", f"function:{n}{q}") for n in fn_names for q in ("", ":*")]))
+            statements.append(iam.PolicyStatement(
+                sid="Logs",
+                actions=["logs:FilterLogEvents", "logs:GetLogEvents", "logs:DescribeLogStreams",
+                         "logs:CreateExportTask"],
+                resources=[arn(st, "logs", f"log-group:/aws/lambda/{n}{q}") for n in fn_names for q in ("", ":*")]))
+        statements += [
+            # DescribeAlarms/DescribeAlarmHistory are read-only and filtered by name prefix in the
+            # request; they do not support resource-level scoping for prefix queries.
+            iam.PolicyStatement(sid="AlarmsRead", actions=["cloudwatch:DescribeAlarms",
+                                                          "cloudwatch:DescribeAlarmHistory"],
+                                resources=["*"]),
+            iam.PolicyStatement(sid="Metrics", actions=["cloudwatch:GetMetricData"], resources=["*"]),
+            iam.PolicyStatement(
+                sid="Ledger",
+                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                         "dynamodb:Query", "dynamodb:ConditionCheckItem",
+                         "dynamodb:DescribeTable"],
+                resources=[arn(st, "dynamodb", f"table/{cfg.ledger_table()}")]),
+            iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+            iam.PolicyStatement(
+                sid="EcrPushPull",
+                actions=["ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
+                         "ecr:CompleteLayerUpload", "ecr:PutImage", "ecr:BatchGetImage",
+                         "ecr:GetDownloadUrlForLayer", "ecr:DescribeImages", "ecr:DescribeRepositories"],
+                resources=[arn(st, "ecr", f"repository/{cfg.ecr_repository(i)}") for i in cfg.images]),
+            iam.PolicyStatement(
+                sid="Artifacts",
+                actions=["s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketVersioning", "s3:GetObject",
+                         "s3:GetObjectVersion", "s3:PutObject", "s3:GetObjectAttributes"],
+                resources=[st.artifacts.bucket.bucket_arn, st.artifacts.bucket.arn_for_objects("*")]),
+            iam.PolicyStatement(sid="Notify", actions=["sns:Publish"], resources=[st.topic.topic_arn]),
+            iam.PolicyStatement(sid="NotifyKey", actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                                resources=[st.topic_key.key_arn]),
+            iam.PolicyStatement(
+                sid="Approvals",
+                actions=["codepipeline:GetPipelineState", "codepipeline:PutApprovalResult"],
+                resources=[arn(st, "codepipeline", names.pipeline_stack(cfg.project, stage)),
+                           arn(st, "codepipeline", f"{names.pipeline_stack(cfg.project, stage)}/*")]),
+        ]
+        params = [ref.split(":", 1)[1] for ref in (cfg.notifications.slack_webhook, cfg.notifications.teams_webhook)
+                  if ref and ref.startswith("ssm:")]
+        if params:
+            statements.append(iam.PolicyStatement(
+                sid="NotificationSecrets", actions=["ssm:GetParameter"],
+                resources=[arn(st, "ssm", f"parameter/{p.lstrip('/')}") for p in params]))
+            statements.append(iam.PolicyStatement(
+                sid="NotificationSecretsKey", actions=["kms:Decrypt"],
+                resources=[arn(st, "kms", "key/*")],
+                conditions={"StringEquals": {"kms:ViaService": f"ssm.{st.region}.amazonaws.com"}}))
+        policy = iam.ManagedPolicy(self, "Policy", statements=statements,
+                                   description=f"what pt needs for {cfg.project} {stage}")
+        self.role.add_managed_policy(policy)
+        findings = ["Resource::*", f"Resource::{ref(st.artifacts.bucket)}/*"]
+        findings += [f"Resource::{nag_arn(st, 'lambda', f'function:{n}:*')}" for n in fn_names]
+        findings += [f"Resource::{nag_arn(st, 'logs', f'log-group:/aws/lambda/{n}:*')}" for n in fn_names]
+        findings.append(f"Resource::{nag_arn(st, 'codepipeline', names.pipeline_stack(cfg.project, stage) + '/*')}")
+        if params:
+            findings.append(f"Resource::{nag_arn(st, 'kms', 'key/*')}")
+        acknowledge_wildcards(self, (
+            "each wildcard is scoped: versions/aliases (`:*`) of this stage's functions, their log groups' "
+            "streams, objects in this stage's artifacts bucket, approval actions of this stage's pipeline, "
+            "the AWS-managed SSM key only via SSM; `*` only for calls without resource scope "
+            "(cloudwatch:DescribeAlarms/DescribeAlarmHistory/GetMetricData read-only, ecr:GetAuthorizationToken)"),
+            findings)
+
+
+_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                   2922, 3288, 3653)
+
+
+def _retention(days: int) -> int:
+    """The smallest retention CloudWatch Logs allows that is at least `days`."""
+    return min((d for d in _RETENTION_DAYS if d >= days), default=_RETENTION_DAYS[-1])
