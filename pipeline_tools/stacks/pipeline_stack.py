@@ -1,7 +1,7 @@
 """PipelineStack: one CodePipeline (V2) per stage, source = the stage's branch on GitHub.
 
-Stages without `promote_from` build:   Source → Build (pt test, pt build-push) → [Approve] → Deploy
-(pt deploy --from-build) → Gate (pt gate).
+Stages without `promote_from` build:   Source → Build (pt build-push, pt test) → [Approve] → Deploy
+(pt deploy --from-build) → Gate (pt gate --wait).
 Stages with `promote_from` never rebuild: Source → [Approve] → Promote (pt promote) → Gate.
 `Approve` (a Manual approval notifying the stage's SNS topic) exists when the stage has `approvals`.
 
@@ -81,14 +81,14 @@ class PipelineStack(Stack):
         else:
             build_out = codepipeline.Artifact("Build")
             self._step("Build", cfg, stage, source_out, [
-                "pt test",
                 f"pt build-push --stage {stage} --output json > {BUILD_OUTPUT}",
+                f"pt test --stage {stage} --junit {REPORTS_DIR}/junit.xml",
             ], docker=True, output=build_out, reports=True)
             approve()
             self._step("Deploy", cfg, stage, source_out,
                        [f"pt deploy --stage {stage} --from-build $CODEBUILD_SRC_DIR_Build/{BUILD_OUTPUT}"],
                        extra_inputs=[build_out])
-        self._step("Gate", cfg, stage, source_out, [f"pt gate --stage {stage}"])
+        self._step("Gate", cfg, stage, source_out, [f"pt gate --stage {stage} --wait"])
         # CDK's own grants to the pipeline, source and CodeBuild roles on this pipeline's artifact
         # store and key, and CodeBuild's default log group / report group patterns per project.
         findings = [f"Action::{a}" for a in ("s3:Abort*", "s3:DeleteObject*", "s3:GetBucket*", "s3:GetObject*",

@@ -46,12 +46,13 @@ from constructs import Construct
 
 from .. import names
 from ..config import AlarmConfig, Config, FunctionConfig
+from ..ledger import PK, SK
 from .constructs import SecureBucket, acknowledge_wildcards, arn, logical, nag_arn, ref
 
 DIGEST_PATTERN = r"^(sha256:[0-9a-f]{64})?$"
-# Ledger item keys (pipeline_tools/ledger.py): partition key `pk`, sort key `sk`, both strings.
-LEDGER_PARTITION_KEY = "pk"
-LEDGER_SORT_KEY = "sk"
+# Ledger item keys: the same constants pipeline_tools/ledger.py reads and writes (both strings).
+LEDGER_PARTITION_KEY = PK
+LEDGER_SORT_KEY = SK
 
 _COMPARISON = {
     "gt": cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
@@ -80,7 +81,6 @@ class StageStack(Stack):
                  image_digests: dict[str, str] | None = None, local: bool = False, **kwargs) -> None:
         super().__init__(scope, id, **kwargs)
         self.cfg, self.stage_name = cfg, stage
-        project = cfg.project
         image_digests = image_digests or {}
         owner = owns_shared_resources(cfg, stage)
         removal = RemovalPolicy.DESTROY if local else RemovalPolicy.RETAIN
@@ -232,7 +232,8 @@ class ModelFunction(Construct):
         self.alarms.append(cw.Alarm(
             self, f"Alarm{logical(metric_name)}",
             alarm_name=alarm_name,
-            alarm_description=f"{metric_name} of {cfg.function_name(stage, function)}; read by `pt gate --stage {stage}`",
+            alarm_description=(f"{metric_name} of {cfg.function_name(stage, function)}; "
+                               f"read by `pt gate --stage {stage}`"),
             metric=metric,
             threshold=threshold,
             evaluation_periods=evaluation_periods,
