@@ -134,7 +134,7 @@ def evaluate(approvals: Iterable[Approval], *, stage: str, digest: str | None, r
     two_person = bool(rule and rule.two_person_rule)
     ignored: list[tuple[str, str]] = []
     latest: dict[str, Approval] = {}
-    for a in sorted(approvals, key=lambda a: a.at):
+    for a in sorted(approvals, key=lambda a: (a.at, a.id or "")):
         if a.stage != stage:
             continue
         if digest is None or a.digest != digest:

@@ -1,0 +1,384 @@
+"""`pt gate`, `pt approve`, `pt reject`, `pt approvals [list|sync-codepipeline]`, `pt promote`."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import click
+
+from ..clikit import dry_run_option, output_option, pass_app, stage_option
+from ..config import format_duration, parse_duration
+from ..context import App
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_WAIT, UsageError
+
+
+class _Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float | int):
+            return float(value)
+        try:
+            return parse_duration(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+DURATION = _Duration()
+
+
+# --- wiring (clients, ledger, actor, notifications) --------------------------------------------
+
+
+def _ledger(app: App, stage: str, clock=time.time):
+    from ..aws import is_local
+    from ..ledger import Ledger, ensure_table
+
+    cfg = app.config()
+    client = app.aws(stage).client("dynamodb")
+    ensure_table(client, cfg.ledger_table(), project=cfg.project, stage=stage, local=is_local())
+    return Ledger(client, cfg.ledger_table(), clock=clock)
+
+
+def _actor(app: App, stage: str) -> dict:
+    from ..actor import identify
+
+    try:
+        arn = app.aws(stage).caller_arn()
+    except Exception as e:  # no identity → no approvals/records in someone else's name
+        from ..errors import translate
+
+        raise translate(e) or e from None
+    return identify(arn)
+
+
+def _notifier(app: App, clock=time.time):
+    """notify(kind, stage, info) → NotifyResult; never raises."""
+    from ..ops import notify as n
+
+    cfg = app.config()
+
+    def send(kind: str, stage: str, info: dict) -> Any:
+        try:
+            ctx = _ctx_cache.setdefault("actor", {})
+            event = n.Event(kind=kind, project=cfg.project, stage=stage, summary=info.get("summary", kind),
+                            digest=info.get("digest"), deploy_id=info.get("deploy_id"),
+                            actor=ctx.get("name"), run_url=ctx.get("run_url"), at=clock(),
+                            details={k: v for k, v in info.items() if k not in ("summary", "digest", "deploy_id")})
+            return n.notify_from_factory(cfg, event, app.aws(stage), warn=app.out.warn)
+        except Exception as e:
+            app.out.warn(f"notification {kind} not sent: {type(e).__name__}: {e}")
+            return None
+
+    return send
+
+
+_ctx_cache: dict[str, dict] = {}
+
+
+def _summary_md(title: str, rows: list[list[Any]], columns: list[str], lines: list[str]) -> str:
+    from ..output import markdown_table
+
+    parts = [f"### {title}", *lines]
+    if rows:
+        parts.append(markdown_table(rows, columns))
+    return "\n\n".join(parts)
+
+
+# --- pt gate ---------------------------------------------------------------------------------------
+
+GATE_COLUMNS = ["alarm", "status", "state", "since", "threshold", "why"]
+
+
+@click.command()
+@stage_option(required=True)
+@click.option("--bake", type=DURATION, default=None, help="Bake window instead of the stage's deploy.bake (e.g. 10m).")
+@click.option("--wait", "wait_", is_flag=True, help="Poll until PASS or FAIL (or --timeout).")
+@click.option("--timeout", type=DURATION, default=None, help="With --wait: give up (WAIT, exit 3) after this long.")
+@click.option("--codepipeline-approve", "cp_approve", is_flag=True,
+              help="Answer the pipeline's pending Manual approval: Approved on PASS, Rejected on FAIL.")
+@click.option("--pipeline", metavar="NAME", default=None,
+              help="CodePipeline name for --codepipeline-approve (default: from CODEBUILD_INITIATOR).")
+@click.option("--approval-stage", default=None, help="Pipeline stage of the approval action (if several wait).")
+@click.option("--approval-action", default=None, help="Name of the approval action (if several wait).")
+@output_option
+@pass_app
+def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, approval_action) -> int:
+    """Decide PASS/FAIL/WAIT for a stage from its CloudWatch alarms over the bake window.
+
+    The window starts when the stage's last deploy succeeded (ledger). Exit 0 PASS, 1 FAIL,
+    3 WAIT. Fails closed: a missing alarm, an API error or no deploy is a FAIL (or WAIT).
+    """
+    from .. import promote as p
+
+    cfg = app.config()
+    stage = app.stage
+    if cp_approve:
+        pipeline = pipeline or _pipeline_from_env()
+    ledger = _ledger(app, stage)
+    cw = app.aws(stage).client("cloudwatch")
+    if wait_:
+        report = p.wait_gate(cfg, stage, ledger=ledger, cloudwatch=cw, clock=time.time, sleep=time.sleep, bake=bake,
+                             timeout=timeout, on_poll=lambda r: app.out.log(f"gate {stage}: {r.explanation}"))
+    else:
+        report = p.evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cw, clock=time.time, bake=bake)
+    actor = None
+    if report.status != "WAIT":
+        try:
+            actor = _actor(app, stage)
+        except Exception:
+            actor = {"name": os.environ.get("PT_ACTOR") or "unknown"}
+        _ctx_cache["actor"] = actor
+        rec = p.record_gate(ledger, report, actor)
+        if report.status == "FAIL":
+            res = _notifier(app)("gate_failed", stage, {"summary": report.explanation, "digest": report.digest,
+                                                       "deploy_id": report.deploy_id})
+            if rec is not None:
+                p._record_notification(ledger, stage, rec.id, res)
+    answered = None
+    if cp_approve and report.status != "WAIT":
+        answered = _answer_codepipeline(app, stage, pipeline, report, approval_stage, approval_action)
+    data = {**report.to_dict(), **({"codepipeline": answered} if answered else {})}
+
+    def human(out) -> None:
+        out.info(f"gate {stage}: {report.status}: {report.explanation}")
+        if report.rows():
+            out.table(report.rows(), GATE_COLUMNS)
+        if answered:
+            out.info(f"CodePipeline {answered['pipeline']}: {answered['stage']}/{answered['action']} "
+                     f"answered {answered['result']}")
+
+    app.out.result(data, human)
+    app.out.github_output({"gate": report.status, "digest": report.digest or ""})
+    app.out.step_summary(_summary_md(f"Gate {stage}: {report.status}", report.rows(), GATE_COLUMNS,
+                                     [report.explanation]))
+    return {"PASS": EXIT_OK, "WAIT": EXIT_WAIT}.get(report.status, EXIT_FAILURE)
+
+
+def _pipeline_from_env() -> str:
+    initiator = os.environ.get("CODEBUILD_INITIATOR", "")
+    if initiator.startswith("codepipeline/"):
+        return initiator.split("/", 1)[1]
+    raise UsageError("--codepipeline-approve needs the pipeline name",
+                     "pass --pipeline NAME (inside CodePipeline it is read from CODEBUILD_INITIATOR)")
+
+
+def _answer_codepipeline(app: App, stage: str, pipeline: str, report, approval_stage, approval_action) -> dict:
+    from .. import codepipeline as cp
+
+    client = app.aws(stage).client("codepipeline")
+    pending = cp.pending_approval(client, pipeline, stage=approval_stage, action=approval_action)
+    ok = report.status == "PASS"
+    summary = f"pt gate {stage}: {report.status}: {report.explanation}"
+    at = cp.answer(client, pending, approve=ok, summary=summary)
+    return {"pipeline": pipeline, "stage": pending.stage, "action": pending.action,
+            "result": "Approved" if ok else "Rejected", "approved_at": at}
+
+
+# --- approvals ------------------------------------------------------------------------------------
+
+
+def _decide(app: App, decision: str, deploy_id: str | None, comment: str | None) -> int:
+    from .. import promote as p
+
+    cfg = app.config()
+    stage = app.stage
+    ledger = _ledger(app, stage)
+    actor = _actor(app, stage)
+    outcome = p.decide(cfg, ledger, stage, decision=decision, actor=actor, clock=time.time, comment=comment,
+                       deploy_id=deploy_id)
+    st = outcome.status
+
+    def human(out) -> None:
+        verb = "approved" if decision == "approve" else "rejected"
+        if outcome.note:
+            out.info(f"{outcome.note} (nothing recorded)")
+        else:
+            out.info(f"{outcome.approval.approver} {verb} {outcome.approval.digest} for {stage} "
+                     f"(record {outcome.recorded.id})")
+        out.info(f"{stage}: {st.explain()}")
+
+    app.out.result(outcome.to_dict(), human)
+    return EXIT_OK
+
+
+@click.command()
+@stage_option(required=True, help="Stage the digest is waiting for (e.g. prod).")
+@click.option("--deploy", "deploy_id", metavar="ID", default=None,
+              help="Deploy record of the source stage to approve (default: what it runs now).")
+@click.option("--comment", "-m", default=None, help="Why (kept in the ledger).")
+@output_option
+@pass_app
+def approve(app: App, deploy_id, comment) -> int:
+    """Approve the digest waiting for a stage (the one its promote_from stage runs)."""
+    return _decide(app, "approve", deploy_id, comment)
+
+
+@click.command()
+@stage_option(required=True, help="Stage the digest is waiting for (e.g. prod).")
+@click.option("--deploy", "deploy_id", metavar="ID", default=None,
+              help="Deploy record of the source stage to reject (default: what it runs now).")
+@click.option("--comment", "-m", default=None, required=True, help="Why it is rejected (kept in the ledger).")
+@output_option
+@pass_app
+def reject(app: App, deploy_id, comment) -> int:
+    """Reject the digest waiting for a stage; a rejection blocks promotion until withdrawn by an approval."""
+    return _decide(app, "reject", deploy_id, comment)
+
+
+APPROVAL_COLUMNS = ["approver", "decision", "digest", "at", "counts", "comment"]
+
+
+@click.group(invoke_without_command=True)
+@stage_option(help="Stage the digest is waiting for (e.g. prod).")
+@output_option
+@click.pass_context
+def approvals(ctx: click.Context) -> int | None:
+    """List approvals for a stage (default), or sync CodePipeline approvals."""
+    if ctx.invoked_subcommand is None:
+        return ctx.invoke(list_)
+    return None
+
+
+@approvals.command("list")
+@stage_option(required=True, help="Stage the digest is waiting for (e.g. prod).")
+@output_option
+@pass_app
+def list_(app: App) -> int:
+    """What the stage's waiting digest has: approvals, rejections, what is still missing."""
+    from .. import promote as p
+    from ..ledger import iso
+
+    app.require_stage()
+    cfg = app.config()
+    stage = app.stage
+    ledger = _ledger(app, stage)
+    cand = p.candidate(cfg, ledger, stage)
+    st = p.approval_status(cfg, ledger, cand)
+    counted = {a.lower() for a in st.approvers}
+    recs = p.load_approvals(ledger, stage)
+    rows = []
+    for a in recs:
+        counts = "yes" if a.digest == cand.digest and a.approver.lower() in counted and a.decision == "approve" \
+            else ("blocks" if a.digest == cand.digest and a.decision == "reject" else "no")
+        rows.append([a.approver, a.decision, a.digest[:19] + "…", iso(a.at), counts, a.comment or ""])
+    data = {**st.to_dict(), "source": cand.source, "source_deploy": cand.deploy.id,
+            "approvals": [a.to_dict() for a in recs]}
+
+    def human(out) -> None:
+        out.info(f"{stage} waits for {cand.digest} ({cand.source} deploy {cand.deploy.id}, "
+                 f"author {cand.author or 'unknown'})")
+        out.info(f"{'satisfied' if st.satisfied else 'pending'}: {st.explain()}")
+        if rows:
+            out.table(rows, APPROVAL_COLUMNS)
+        for who, why in st.ignored:
+            out.info(f"  not counted: {who}: {why}")
+
+    app.out.result(data, human)
+    return EXIT_OK
+
+
+@approvals.command("sync-codepipeline")
+@stage_option(required=True, help="Stage the approvals are for (e.g. prod).")
+@click.option("--pipeline", required=True, metavar="NAME", help="CodePipeline pipeline name.")
+@output_option
+@pass_app
+def sync_codepipeline(app: App, pipeline: str) -> int:
+    """Record answered Manual approval actions of a CodePipeline (approver from lastUpdatedBy)."""
+    from .. import promote as p
+
+    cfg = app.config()
+    stage = app.stage
+    ledger = _ledger(app, stage)
+    client = app.aws(stage).client("codepipeline")
+    actor = _actor(app, stage)
+    rows = p.sync_codepipeline(cfg, ledger, stage, codepipeline=client, pipeline=pipeline, clock=time.time,
+                               actor=actor)
+    cand = p.candidate(cfg, ledger, stage)
+    st = p.approval_status(cfg, ledger, cand)
+
+    def human(out) -> None:
+        out.table([[r["stage"], r["action"], r["status"], r.get("approver") or "", r.get("recorded") or "",
+                    r.get("note") or ""] for r in rows], ["stage", "action", "status", "approver", "recorded", "note"])
+        out.info(f"{stage}: {st.explain()}")
+
+    app.out.result({"pipeline": pipeline, "actions": rows, "status": st.to_dict()}, human)
+    return EXIT_OK
+
+
+# --- pt promote ------------------------------------------------------------------------------------
+
+
+def deploy_engine(app: App, stage: str, actor: dict, ledger, *, clock=time.time, sleep=time.sleep):
+    """The deploy engine (pipeline_tools.deploy) for `stage`, as promote() calls it."""
+    from .. import promote as p
+
+    factory = app.aws(stage)
+    return p.engine(app.config(), lambda_client=factory.client("lambda"), cloudwatch=factory.client("cloudwatch"),
+                    ledger=ledger, actor=actor, clock=clock, sleep=sleep, log=app.out.log,
+                    ecr=factory.client("ecr"))
+
+
+@click.command()
+@click.option("--to", "target", required=True, metavar="STAGE", help="Stage to promote to (e.g. prod).")
+@click.option("--from", "source", metavar="STAGE", default=None, help="Source stage (default: promote_from).")
+@click.option("--override-window", is_flag=True, help="Deploy outside the deploy window (needs --reason).")
+@click.option("--reason", default=None, help="Why the window is overridden (recorded in the ledger).")
+@dry_run_option
+@output_option
+@pass_app
+def promote(app: App, target: str, source: str | None, override_window: bool, reason: str | None,
+            dry_run: bool) -> int:
+    """Promote the digest that passed the previous stage: same image, never rebuilt.
+
+    Checks in order: source gate PASS over its bake time, approvals, deploy window (or
+    --override-window --reason), target not locked. Then deploys with the target's strategy.
+    """
+    from .. import promote as p
+
+    cfg = app.config()
+    cfg.stage(target)
+    ledger = _ledger(app, target)
+    src = p.resolve_source(cfg, target, source)
+    cw = app.aws(src).client("cloudwatch")
+    if dry_run:
+        plan, _ = p.promote(cfg, target, ledger=ledger, cloudwatch=cw, deploy=_no_deploy, actor={},
+                            clock=time.time, source=source, override_window=override_window, reason=reason,
+                            dry_run=True)
+        _print_plan(app, plan, None, dry_run=True)
+        return EXIT_OK
+    actor = _actor(app, target)
+    _ctx_cache["actor"] = actor
+    plan, rec = p.promote(cfg, target, ledger=ledger, cloudwatch=cw, deploy=deploy_engine(app, target, actor, ledger),
+                          actor=actor, clock=time.time, source=source, override_window=override_window,
+                          reason=reason, notify=_notifier(app))
+    _print_plan(app, plan, rec, dry_run=False)
+    return EXIT_OK if rec is not None and rec.state == "succeeded" else EXIT_FAILURE
+
+
+def _no_deploy(*_a, **_k):
+    raise AssertionError("dry run must not deploy")
+
+
+def _print_plan(app: App, plan, rec, *, dry_run: bool) -> None:
+    data = {**plan.to_dict(), "dry_run": dry_run, "deploy": rec.to_dict() if rec is not None else None}
+    rows = [[c.name, "ok" if c.ok else "FAIL", c.detail] for c in plan.checks]
+
+    def human(out) -> None:
+        head = "would promote" if dry_run else "promoted" if rec is not None and rec.state == "succeeded" \
+            else "promotion failed:"
+        out.info(f"{head} {plan.digest} {plan.source} → {plan.target} ({plan.strategy})")
+        out.table(rows, ["check", "result", "detail"])
+        if rec is not None:
+            out.info(f"deploy {rec.id}: {rec.state}" + (f" ({rec.reason})" if rec.reason else ""))
+
+    app.out.result(data, human)
+    app.out.github_output({"promoted": "false" if dry_run or rec is None else str(rec.state == "succeeded").lower(),
+                           "digest": plan.digest or ""})
+    app.out.step_summary(_summary_md(f"Promote {plan.source} → {plan.target}" + (" (dry run)" if dry_run else ""),
+                                     rows, ["check", "result", "detail"], [f"digest `{plan.digest}`"]))
+
+
+__all__ = ["approvals", "approve", "format_duration", "gate", "promote", "reject"]
