@@ -7,7 +7,8 @@ Order (each step is idempotent, so a re-run after a partial failure finishes the
   3. empty the artifacts bucket: every object version and delete marker
   4. delete ECR images (only when the repositories are not shared, see below)
   5. delete the CloudFormation stage stack when it exists, and wait for it
-  6. sweep what is left by name: functions (aliases, versions, function), the bucket, log groups
+  6. sweep what is left by name: functions (aliases, versions, function), the bucket, log groups,
+     alarms `<project>-<stage>-*`, the events topic
   7. ledger records of the stage (only with --purge-ledger; the table is shared by all stages)
   8. ECR repositories, last
   9. a final listing of everything again: the evidence shows nothing remains
@@ -48,6 +49,8 @@ class Clients:
     logs: Any
     cloudformation: Any
     dynamodb: Any | None = None
+    cloudwatch: Any | None = None
+    sns: Any | None = None
 
 
 @dataclass
@@ -129,6 +132,8 @@ class Inventory:
     repositories: dict[str, list[str]] = field(default_factory=dict)  # repo -> image digests
     log_groups: list[str] = field(default_factory=list)
     stack: dict | None = None
+    alarms: list[str] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)            # ARNs
     ledger_items: int | None = None
 
     def listing(self) -> list[dict]:
@@ -147,6 +152,10 @@ class Inventory:
             out.append({"type": "ecr:repository", "name": repo, "detail": f"{len(digests)} images"})
         for g in self.log_groups:
             out.append({"type": "logs:group", "name": g})
+        for a in self.alarms:
+            out.append({"type": "cloudwatch:alarm", "name": a})
+        for t in self.topics:
+            out.append({"type": "sns:topic", "name": t})
         if self.ledger_items:
             out.append({"type": "dynamodb:items", "name": "ledger", "detail": f"{self.ledger_items} items"})
         return out
@@ -230,6 +239,15 @@ def discover(cfg: Config, stage: str, c: Clients, *, purge_ledger: bool = False)
     for g in _paginate(c.logs, "describe_log_groups", "logGroups", logGroupNamePrefix=lg_prefix):
         if _owned(g["logGroupName"], lg_prefix, other_lg):
             inv.log_groups.append(g["logGroupName"])
+    # alarms and the events topic (made by the stage stack; swept when the stack is gone)
+    if c.cloudwatch is not None:
+        for a in _paginate(c.cloudwatch, "describe_alarms", "MetricAlarms", AlarmNamePrefix=prefix):
+            if _owned(a["AlarmName"], prefix, others):
+                inv.alarms.append(a["AlarmName"])
+    if c.sns is not None:
+        topic = cfg.sns_topic(stage)
+        inv.topics = [t["TopicArn"] for t in _paginate(c.sns, "list_topics", "Topics")
+                      if t["TopicArn"].rsplit(":", 1)[-1] == topic]
     if purge_ledger and c.dynamodb is not None:
         inv.ledger_items = len(ledger_keys(c.dynamodb, cfg, stage))
     return inv
@@ -431,6 +449,13 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
         run.do("delete-log-groups", "logs:group", g, "delete_log_group",
                lambda g=g: c.logs.delete_log_group(logGroupName=g))
 
+    for i in range(0, len(inv.alarms), 100):
+        batch = inv.alarms[i:i + 100]
+        run.do("delete-alarms", "cloudwatch:alarm", ", ".join(batch), "delete_alarms",
+               lambda batch=batch: c.cloudwatch.delete_alarms(AlarmNames=batch))
+    for arn in inv.topics:
+        run.do("delete-topic", "sns:topic", arn, "delete_topic", lambda arn=arn: c.sns.delete_topic(TopicArn=arn))
+
     # 7. ledger
     if purge_ledger and c.dynamodb is not None:
         purge = ledger_purge or purge_ledger_fn()
@@ -464,10 +489,13 @@ def purge_ledger_fn() -> Callable[[Any, Config, str], int]:
     return fn if callable(fn) else purge_ledger
 
 
+S3_BATCH = 1000  # delete_objects takes at most 1,000 keys
+
+
 def _empty_bucket(run: _Run, s3, bucket: str, versions: list[dict]) -> bool:
     ok = True
-    for i in range(0, len(versions), 1000):
-        batch = versions[i:i + 1000]
+    for i in range(0, len(versions), S3_BATCH):
+        batch = versions[i:i + S3_BATCH]
         markers = sum(1 for v in batch if v["marker"])
         ok &= run.do("empty-bucket", "s3:object-versions", f"{bucket} ({len(batch)})", "delete_objects",
                      lambda batch=batch: _delete_versions(s3, bucket, batch),
@@ -489,8 +517,8 @@ def _delete_versions(s3, bucket: str, batch: list[dict]) -> str:
 def _delete_bucket(run: _Run, s3, bucket: str) -> str:
     late = list_object_versions(s3, bucket)  # written since discovery
     if late:
-        resp_detail = _delete_versions(s3, bucket, late[:1000])
-        if len(late) > 1000:
+        resp_detail = _delete_versions(s3, bucket, late[:S3_BATCH])
+        if len(late) > S3_BATCH:
             raise PtError(f"bucket {bucket} still has {len(late)} object versions; re-run teardown")
         run.record("delete-bucket", "s3:object-versions", f"{bucket} ({len(late)})", "delete_objects", "done",
                    f"written after discovery: {resp_detail}")
