@@ -299,12 +299,23 @@ def transfer_config(multipart_threshold: int, chunk: int = MULTIPART_CHUNK, work
 def push(s3, root: str | os.PathLike, loc: Location, *, delete: bool = False, dry_run: bool = False,
          workers: int = DEFAULT_WORKERS, multipart_threshold: int = MULTIPART_THRESHOLD, stack: str | None = None,
          progress: Progress | None = None, warn: Callable[[str], None] | None = None,
-         clock: Callable[[], float] = time.monotonic, local: Manifest | None = None) -> dict:
+         clock: Callable[[], float] = time.monotonic, local: Manifest | Future | None = None) -> dict:
+    """`local` may be given (or a Future of it, so the caller can hash while it builds clients)."""
     root = Path(root)
     started = clock()
-    local = local or mf.build(root, progress=progress, warn=warn, clock=clock)
-    check_bucket(s3, loc, stack)
-    remote = get_manifest(s3, loc)
+    own = None
+    if local is None:  # hash locally while the bucket check and the manifest GET wait on the network
+        own = ThreadPoolExecutor(max_workers=1)
+        local = own.submit(mf.build, root, progress=progress, warn=warn, clock=clock)
+    try:
+        check_bucket(s3, loc, stack)
+        remote = get_manifest(s3, loc)
+    finally:
+        if isinstance(local, Future):
+            local = local.result()  # a local problem (bad names, unreadable file) wins
+        if own:
+            own.shutdown()
+    assert isinstance(local, Manifest)
     plan = plan_push(s3, loc, local, remote, delete=delete, workers=workers)
     report: dict[str, Any] = {"destination": loc.url, "dry_run": dry_run, **plan.summary(),
                               "files": len(local.files), "bytes": local.total_bytes,

@@ -204,10 +204,10 @@ def _classify(full: str, rel: str, real_root: str) -> tuple[_Candidate | None, S
 # --- hashing ---------------------------------------------------------------------------------
 
 
-def hash_file(path: str | os.PathLike, bufsize: int = BUFSIZE) -> tuple[str, int]:
+def hash_file(path: str | os.PathLike, bufsize: int = BUFSIZE, buf: bytearray | None = None) -> tuple[str, int]:
     """(sha256 hex, size) streamed through one reusable buffer; hashlib drops the GIL."""
     h = hashlib.sha256()
-    buf = bytearray(bufsize)
+    buf = buf if buf is not None else bytearray(bufsize)
     view = memoryview(buf)
     size = 0
     # O_NONBLOCK: if a regular file was swapped for a FIFO after the walk, do not hang on open.
@@ -219,6 +219,22 @@ def hash_file(path: str | os.PathLike, bufsize: int = BUFSIZE) -> tuple[str, int
             h.update(view[:n])
             size += n
     return h.hexdigest(), size
+
+
+def _batches(files: list[_Candidate], max_files: int = 64, max_bytes: int = 8 << 20) -> list[list[_Candidate]]:
+    """Group small files so a thread-pool task is worth its overhead; big files go alone."""
+    out: list[list[_Candidate]] = []
+    cur: list[_Candidate] = []
+    cur_bytes = 0
+    for c in files:
+        if cur and (len(cur) >= max_files or cur_bytes + c.size > max_bytes):
+            out.append(cur)
+            cur, cur_bytes = [], 0
+        cur.append(c)
+        cur_bytes += c.size
+    if cur:
+        out.append(cur)
+    return out
 
 
 def default_workers() -> int:
@@ -244,17 +260,22 @@ def build(root: str | os.PathLike, *, workers: int | None = None, progress: Prog
     ticker = Ticker(progress, clock, "hashed", len(files), total)
     entries: list[FileEntry] = []
 
-    def one(c: _Candidate) -> FileEntry:
-        try:
-            digest, size = hash_file(c.abspath)
-        except OSError as e:
-            raise PtError(f"cannot read {c.rel}: {e.strerror}", "check file permissions") from None
-        return FileEntry(c.rel, size, digest)
+    def batch(cands: list[_Candidate]) -> list[FileEntry]:
+        buf = bytearray(min(BUFSIZE, max(c.size for c in cands) + 1))
+        done = []
+        for c in cands:
+            try:
+                digest, size = hash_file(c.abspath, buf=buf)
+            except OSError as e:
+                raise PtError(f"cannot read {c.rel}: {e.strerror}", "check file permissions") from None
+            done.append(FileEntry(c.rel, size, digest))
+        return done
 
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        for entry in pool.map(one, files):
-            entries.append(entry)
-            ticker.add(entry.size)
+        for done in pool.map(batch, _batches(files)):
+            for entry in done:
+                entries.append(entry)
+                ticker.add(entry.size)
     ticker.done()
     return Manifest(files=entries, skipped=skipped)
 

@@ -76,13 +76,17 @@ def manifest(app: App, path: str, out_file: str | None, workers: int | None) -> 
 def push(app: App, path: str, prefix: str, delete: bool, multipart_threshold: int, workers: int | None,
          dry_run: bool) -> int:
     """Upload what changed under PATH to the stage's artifacts bucket, then the manifest."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from .. import artifacts as art
+    from .. import manifest as mf
 
     _cfg, _stage, loc, stack, client = _stage_target(app, prefix)
     workers = workers or art.DEFAULT_WORKERS
-    report = art.push(client(workers), path, loc, delete=delete, dry_run=dry_run, workers=workers,
-                      multipart_threshold=multipart_threshold << 20, stack=stack,
-                      progress=app.out.log, warn=app.out.warn)
+    with ThreadPoolExecutor(max_workers=1) as bg:  # hash while boto3 loads and the client is built
+        local = bg.submit(mf.build, path, progress=app.out.log, warn=app.out.warn)
+        report = art.push(client(workers), path, loc, delete=delete, dry_run=dry_run, workers=workers,
+                          multipart_threshold=multipart_threshold << 20, stack=stack, local=local)
 
     def human(out) -> None:
         head = "plan" if dry_run else "pushed"
