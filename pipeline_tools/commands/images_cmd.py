@@ -1,0 +1,156 @@
+"""`pt build-push` and `pt test` (library: pipeline_tools.images)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import click
+
+from ..clikit import dry_run_option, output_option, pass_app, stage_option
+from ..context import App
+from ..errors import UsageError
+
+
+@contextlib.contextmanager
+def _progress(app: App) -> Iterator:
+    """Progress sink: a rich status line in a TTY, plain lines otherwise (stderr in json mode)."""
+    out = app.out
+    if not out.is_tty():
+        yield out.info
+        return
+    from rich.console import Console
+
+    console = Console(file=out.stdout, no_color=bool(os.environ.get("NO_COLOR")))
+    with console.status("starting") as status:
+        def log(text: str) -> None:
+            from ..output import redact
+
+            text = redact(text)
+            status.update(text)
+            if ": Step " in text or " skipped" in text or ": built " in text or ": tag " in text:
+                console.print(text, style="dim" if ": Step " in text else None, highlight=False)
+
+        yield log
+
+
+def _parse_build_args(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        key, sep, val = v.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--build-arg {v!r}: expected KEY=VALUE")
+        out[key] = val
+    return out
+
+
+def _registry(app: App, cfg):
+    from ..registry import Registry, ecr_credentials, ecr_parts
+
+    host = cfg.registry_for(app.stage)
+    parts = ecr_parts(host)
+    if not parts:
+        return Registry(host), None, None
+    account, region = parts
+    ecr = app.aws(app.stage).client("ecr", region=region)
+    creds = ecr_credentials(ecr, account)
+    return Registry(host, creds), creds, ecr
+
+
+@click.command("build-push")
+@click.argument("images", nargs=-1, metavar="[IMAGE]...")
+@stage_option(help="Stage whose registry receives the images (default: PT_REGISTRY / config / first stage).")
+@click.option("--tag", "-t", "tags", multiple=True, metavar="TAG", help="Extra tag to add, e.g. the git SHA.")
+@click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
+              help="Build argument on top of the config's build_args (part of the content tag).")
+@click.option("--platform", default=None, metavar="OS/ARCH", help="Target platform, e.g. linux/amd64.")
+@click.option("--no-cache", is_flag=True, help="Build without docker's layer cache (still skips pushed tags).")
+@dry_run_option
+@output_option
+@pass_app
+def build_push(app: App, images: tuple[str, ...], tags: tuple[str, ...], build_args: tuple[str, ...],
+               platform: str | None, no_cache: bool, dry_run: bool) -> int:
+    """Build images with content-addressed tags and push what the registry lacks.
+
+    The tag is a hash of the build inputs (files kept by .dockerignore, Dockerfile, build args,
+    target, platform, base image digests). If the registry has it, nothing is built or pushed.
+    """
+    from ..images import build_push as run
+    from ..images import connect_docker, select_images
+
+    cfg = app.config()
+    if app.stage:
+        cfg.stage(app.stage)
+    select_images(cfg, images)
+    extra_args = _parse_build_args(build_args)
+    docker = connect_docker()
+    registry, creds, ecr = _registry(app, cfg)
+    try:
+        with _progress(app) as log:
+            results = run(cfg, images, docker=docker, registry=registry, credentials=creds, ecr=ecr, stage=app.stage,
+                          extra_tags=tags, extra_build_args=extra_args, platform=platform, no_cache=no_cache,
+                          dry_run=dry_run, log=log)
+    finally:
+        registry.close()
+    data = {"images": [r.to_dict() for r in results], "dry_run": dry_run}
+
+    def human(o) -> None:
+        o.table([[r.name, r.status, r.tag, r.image_uri or "-", f"{r.seconds:.1f}s", _mb(r.bytes_pushed)]
+                 for r in results], ["image", "status", "tag", "image_uri", "time", "pushed"])
+
+    app.out.result(data, human)
+    if not dry_run:
+        outputs: dict[str, object] = {f"image_uri_{r.name}": r.image_uri for r in results}
+        if len(results) == 1:
+            outputs["image_uri"] = results[0].image_uri
+        outputs["images"] = {r.name: r.image_uri for r in results}
+        app.out.github_output(outputs)
+        from ..output import markdown_table
+
+        app.out.step_summary("### pt build-push\n\n" + markdown_table(
+            [[r.name, r.status, f"`{r.image_uri}`", f"{r.seconds:.1f}s", _mb(r.bytes_pushed)] for r in results],
+            ["image", "status", "image_uri", "time", "pushed"]))
+    return 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n else "0"
+
+
+@click.command("test")
+@click.argument("image", required=False)
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+@stage_option(help="Stage whose registry names the image (default as build-push).")
+@click.option("--junit", "junit", default=None, metavar="PATH",
+              help="Where the JUnit XML goes (default reports/junit-<image>.xml).")
+@output_option
+@pass_app
+def test(app: App, image: str | None, extra: tuple[str, ...], junit: str | None) -> int:
+    """Run the image's test_command inside the built image (network off); exit code = the tests'.
+
+    Tests are baked into the image (the Dockerfile copies the service directory, tests/ included),
+    so what is tested is exactly what ships. Extra pytest arguments go after `--`.
+    """
+    from ..images import connect_docker, run_tests
+
+    cfg = app.config()
+    if image is not None and image not in cfg.images and image.startswith("-"):
+        extra, image = (image, *extra), None
+    if image is None:
+        testable = [n for n, i in cfg.images.items() if i.test_command]
+        if len(testable) != 1:
+            raise UsageError("which image? " + (f"images with a test_command: {', '.join(testable)}" if testable
+                                                 else "no image has a test_command"), "pass IMAGE")
+        image = testable[0]
+    junit_path = junit or os.path.join("reports", f"junit-{image}.xml")
+    docker = connect_docker()
+    stream = app.out.log if app.out.json else app.out.info
+    report = run_tests(cfg, image, docker=docker, registry_host=cfg.registry_for(app.stage), junit_path=junit_path,
+                       extra_args=extra, log=app.out.log, output=stream)
+    app.out.result(report.to_dict(), f"{image}: {report.summary} (exit {report.exit_code})"
+                   + (f"; JUnit XML: {report.junit}" if report.junit else "; no JUnit XML written"))
+    app.out.step_summary(f"### pt test {image}\n\n{report.summary}" + (f" (JUnit: `{report.junit}`)"
+                                                                      if report.junit else ""))
+    app.out.github_output({"tests_summary": report.summary, "junit": report.junit or ""})
+    return report.exit_code
