@@ -231,3 +231,48 @@ def test_archive_access_denied_on_bucket(aws, cfg):
         with pytest.raises(AwsError, match="no access to archive bucket s3://audit"):
             ops_logs.archive(cfg, "val", "s3://audit/p", logs_client=aws.client("logs"), s3=s3, clock=time.time,
                              sleep=lambda s: None)
+
+
+def _stub_group_exists(stub):
+    stub.add_response("describe_log_groups", {"logGroups": [{"logGroupName": GROUP}]})
+
+
+def test_auto_falls_back_to_stream_when_export_is_refused(aws, cfg):
+    s3, logs = aws.client("s3"), aws.client("logs")
+    s3.create_bucket(Bucket="audit")
+    now = time.time()
+    with Stubber(logs) as stub:
+        _stub_group_exists(stub)
+        stub.add_client_error("create_export_task", service_error_code="LimitExceededException",
+                              service_message="Resource limit exceeded.", http_status_code=400)
+        stub.add_response("filter_log_events", {"events": [
+            {"logStreamName": "s", "timestamp": int(now * 1000) - 5, "message": "streamed", "ingestionTime": 1}]})
+        res = ops_logs.archive(cfg, "val", "s3://audit/p", logs_client=logs, s3=s3, clock=lambda: now,
+                               sleep=lambda s: None, groups=[GROUP])
+        stub.assert_no_pending_responses()
+    assert res.groups[GROUP]["method"] == "stream"
+    body = s3.get_object(Bucket="audit", Key=res.new_objects[0])["Body"].read()
+    assert json.loads(gzip.decompress(body))["message"] == "streamed"
+
+
+def test_export_task_that_never_finishes_times_out(aws, cfg):
+    s3, logs = aws.client("s3"), aws.client("logs")
+    s3.create_bucket(Bucket="audit")
+    t = [1000.0]
+    slept: list[float] = []
+
+    def sleep(s):
+        slept.append(s)
+        t[0] += s
+
+    with Stubber(logs) as stub:
+        _stub_group_exists(stub)
+        stub.add_response("create_export_task", {"taskId": "task-1"})
+        for _ in range(4):
+            stub.add_response("describe_export_tasks", {"exportTasks": [
+                {"taskId": "task-1", "status": {"code": "RUNNING", "message": "running"}}]})
+        with pytest.raises(AwsError, match="did not finish in 5s"):
+            ops_logs.archive(cfg, "val", "s3://audit/p", logs_client=logs, s3=s3, clock=lambda: t[0], sleep=sleep,
+                             method="export", export_timeout=5, groups=[GROUP])
+    assert slept == [2.0, 2.0, 2.0]
+    assert "Contents" not in s3.list_objects_v2(Bucket="audit", Prefix="p/")  # no manifest for a failed run

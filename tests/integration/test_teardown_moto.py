@@ -248,3 +248,33 @@ def test_locked_stage_is_refused(aws, tmp_path):
     with pytest.raises(LockedError, match="locked by alice"):
         td.teardown(cfg, "val", clients(aws), clock=time.time, sleep=lambda s: None, evidence_dir=tmp_path / "ev")
     assert "iris-val-predict" in _functions(aws)
+
+
+class FakeTTY:
+    def __init__(self, text: str):
+        import io
+
+        self._buf = io.StringIO(text)
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self, *a):
+        return self._buf.readline(*a)
+
+    def read(self, *a):
+        return self._buf.read(*a)
+
+
+def test_tty_confirmation_needs_the_stage_name(aws, tmp_path, run_pt, monkeypatch):
+    cfg_path = write_config(tmp_path)
+    seed_function(aws, "iris-val-predict", versions=1)
+    monkeypatch.setattr("sys.stdin", FakeTTY("staging\n"))
+    r = run_pt("teardown", "--stage", "val", "--config", cfg_path, "--evidence-dir", tmp_path / "ev")
+    assert r.exit_code == 2 and "not confirmed" in r.stderr
+    assert "iris-val-predict" in _functions(aws)
+    monkeypatch.setattr("sys.stdin", FakeTTY("val\n"))
+    r = run_pt("teardown", "--stage", "val", "--config", cfg_path, "--evidence-dir", tmp_path / "ev")
+    assert r.exit_code == 0, r
+    assert "done: nothing the stage owned remains" in r.stdout
+    assert _functions(aws) == set()
