@@ -236,7 +236,7 @@ def _slug(group: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", group.strip("/")) or "_"
 
 
-def _join(*parts: str) -> str:
+def join_key(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
 
@@ -273,7 +273,7 @@ def _sha256_object(s3, bucket: str, key: str) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def _check_bucket(s3, bucket: str) -> None:
+def check_bucket(s3, bucket: str) -> None:
     try:
         s3.head_bucket(Bucket=bucket)
     except Exception as e:
@@ -359,8 +359,8 @@ def archive(cfg: Config, stage: str, to: str, *, logs_client, s3, since: float |
                          "archive to a bucket that outlives the stage")
     if method not in ("auto", "export", "stream"):
         raise UsageError(f"--method must be auto, export or stream (got {method!r})")
-    _check_bucket(s3, bucket)
-    manifest_key = _join(prefix, MANIFEST)
+    check_bucket(s3, bucket)
+    manifest_key = join_key(prefix, MANIFEST)
     manifest = _read_manifest(s3, bucket, manifest_key) or {"version": 1, "stage": stage, "project": cfg.project,
                                                             "groups": {}, "objects": []}
     now_ms = int(clock() * 1000)
@@ -379,7 +379,7 @@ def archive(cfg: Config, stage: str, to: str, *, logs_client, s3, since: float |
         if dry_run:
             result_groups[group] = {"status": "would export", "from_ms": start_ms, "to_ms": now_ms}
             continue
-        gprefix = _join(prefix, "logs", _slug(group))
+        gprefix = join_key(prefix, "logs", _slug(group))
         keys: list[str] = []
         used = method
         if method in ("auto", "export"):
@@ -392,7 +392,7 @@ def archive(cfg: Config, stage: str, to: str, *, logs_client, s3, since: float |
                     raise
                 used = "stream"
         if used == "stream":
-            key = _join(gprefix, f"{start_ms}-{now_ms}.ndjson.gz")
+            key = join_key(gprefix, f"{start_ms}-{now_ms}.ndjson.gz")
             if _stream_export(logs_client, s3, group, bucket, key, start_ms, now_ms):
                 keys = [key]
         for key in keys:
@@ -408,7 +408,7 @@ def archive(cfg: Config, stage: str, to: str, *, logs_client, s3, since: float |
         manifest["updated_at_ms"] = now_ms
         sums = "".join(f"{o['sha256']}  {o['key'][len(prefix) + 1 if prefix else 0:]}\n"
                        for o in sorted(manifest["objects"], key=lambda o: o["key"]))
-        s3.put_object(Bucket=bucket, Key=_join(prefix, CHECKSUMS), Body=sums.encode(), ContentType="text/plain")
+        s3.put_object(Bucket=bucket, Key=join_key(prefix, CHECKSUMS), Body=sums.encode(), ContentType="text/plain")
         s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest, indent=2).encode(),
                       ContentType="application/json")
     return ArchiveResult(bucket, prefix, manifest_key, result_groups, new_objects, manifest["objects"])
@@ -423,7 +423,7 @@ def _group_exists(logs_client, group: str) -> bool:
 
 def verify_archive(s3, bucket: str, prefix: str) -> list[str]:
     """Keys whose content no longer matches the manifest (empty list = all good)."""
-    manifest = _read_manifest(s3, bucket, _join(prefix, MANIFEST)) or {"objects": []}
+    manifest = _read_manifest(s3, bucket, join_key(prefix, MANIFEST)) or {"objects": []}
     bad = []
     for o in manifest["objects"]:
         try:

@@ -371,6 +371,7 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
         if arch_bucket == cfg.bucket(stage):
             raise UsageError(f"--archive-to s3://{arch_bucket} is the stage's own artifacts bucket, which "
                              "teardown deletes", "archive to a bucket that outlives the stage")
+        ops_logs.check_bucket(c.s3, arch_bucket)  # before anything is deleted
     if c.dynamodb is not None:
         check_not_locked(c.dynamodb, cfg, stage, clock())
     ev = Evidence(cfg.project, stage, cfg.stages[stage].account, cfg.stage_region(stage), dry_run, _iso(clock()))
@@ -566,13 +567,13 @@ def write_evidence(ev: Evidence, evidence_dir: str | Path, s3=None, archive_to: 
     ev.files = [str(d / f"{base}.json"), str(d / f"{base}.md")]
     if s3 is not None and archive_to:
         bucket, prefix = ops_logs.parse_s3_url(archive_to)
-        ev.files += [f"s3://{bucket}/{ops_logs._join(prefix, 'evidence', base)}.{x}" for x in ("json", "md")]
+        ev.files += [f"s3://{bucket}/{ops_logs.join_key(prefix, 'evidence', base)}.{x}" for x in ("json", "md")]
     body_json = json.dumps(ev.to_dict(), indent=2)
     body_md = ev.markdown()
     (d / f"{base}.json").write_text(body_json, encoding="utf-8")
     (d / f"{base}.md").write_text(body_md, encoding="utf-8")
     if s3 is not None and archive_to:
         for ext, body, ctype in (("json", body_json, "application/json"), ("md", body_md, "text/markdown")):
-            s3.put_object(Bucket=bucket, Key=f"{ops_logs._join(prefix, 'evidence', base)}.{ext}",
+            s3.put_object(Bucket=bucket, Key=f"{ops_logs.join_key(prefix, 'evidence', base)}.{ext}",
                           Body=body.encode(), ContentType=ctype)
     return ev.files

@@ -133,6 +133,10 @@ def test_refusals(aws, tmp_path, run_pt):
     assert r.exit_code == 2 and "unknown stage 'nope'" in r.stderr
     r = run_pt("teardown", "--stage", "val", "--config", cfg_path, "--yes", "--archive-to", "s3://iris-val-artifacts/x")
     assert r.exit_code == 2 and "own artifacts bucket" in r.stderr
+    seed_function(aws, "iris-val-predict", versions=1)
+    r = run_pt("teardown", "--stage", "val", "--config", cfg_path, "--yes", "--archive-to", "s3://no-such-audit/x")
+    assert r.exit_code == 1 and "s3://no-such-audit does not exist" in r.stderr
+    assert "iris-val-predict" in _functions(aws)
 
 
 def test_protected_flag_in_config_wins(tmp_path):
