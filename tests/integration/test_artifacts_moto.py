@@ -311,3 +311,24 @@ def test_access_denied_is_reported_with_the_permission_needed(tmp_path):
         stub.add_client_error("get_object", service_error_code="NoSuchKey", http_status_code=404)
         with pytest.raises(NotFoundError, match="no manifest at s3://iris-staging-artifacts/p"):
             art.verify(client, loc)
+
+
+def test_special_files_and_symlinks_are_skipped_with_warnings(s3, cfg, tmp_path, run_pt):
+    tree = make_tree(tmp_path / "model", n=2)
+    os.mkfifo(tree / "events.fifo")
+    (tree / "escape").symlink_to("/etc/hostname")
+    (tree / "alias.bin").symlink_to("d0/f000.bin")
+    r = run_pt("artifacts", "push", tree, "-s", "staging", "-c", cfg, "--output", "json")
+    assert r.exit_code == 0, r
+    assert "warning: skipped events.fifo: FIFO" in r.stderr and "warning: skipped escape: symlink" in r.stderr
+    assert {s["path"] for s in r.json()["skipped"]} == {"events.fifo", "escape"}
+    assert keys(s3, STAGING) == sorted(["SHA256SUMS", "alias.bin", "d0/f000.bin", "d1/f001.bin", "manifest.json"])
+    # the remote SHA256SUMS checks a pulled tree with the real sha256sum
+    out = tmp_path / "pulled"
+    assert run_pt("artifacts", "pull", out, "-s", "staging", "-c", cfg).exit_code == 0
+    (out / "SHA256SUMS").write_bytes(s3.get_object(Bucket=STAGING, Key="SHA256SUMS")["Body"].read())
+    if shutil.which("sha256sum"):
+        import subprocess
+
+        ok = subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+        assert ok.returncode == 0 and ok.stdout.count(": OK") == 3, ok.stdout + ok.stderr
