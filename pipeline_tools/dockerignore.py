@@ -66,10 +66,10 @@ def _compile(pattern: str) -> re.Pattern[str]:
                 out.append(nxt if nxt.isalnum() else "\\" + nxt)
             else:
                 out.append("\\\\")
-        elif ch in "[]":
-            out.append(ch)
+        elif ch in ".+()|{}$":  # Go's shouldEscape set
+            out.append("\\" + ch)
         else:
-            out.append(re.escape(ch))
+            out.append(ch)  # including [ ] and - : character classes pass through as in docker
     out.append("$")
     try:
         return re.compile("".join(out), re.DOTALL)
