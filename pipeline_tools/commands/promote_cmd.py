@@ -220,7 +220,7 @@ def approve(app: App, deploy_id, comment) -> int:
 @stage_option(required=True, help="Stage the digest is waiting for (e.g. prod).")
 @click.option("--deploy", "deploy_id", metavar="ID", default=None,
               help="Deploy record of the source stage to reject (default: what it runs now).")
-@click.option("--comment", "-m", default=None, required=True, help="Why it is rejected (kept in the ledger).")
+@click.option("--comment", "-m", required=True, help="Why it is rejected (kept in the ledger).")
 @output_option
 @pass_app
 def reject(app: App, deploy_id, comment) -> int:
