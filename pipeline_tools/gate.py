@@ -254,10 +254,30 @@ def read_alarms(cloudwatch: Any, patterns: Sequence[str]) -> list[AlarmState]:
     return [found[n] for n in sorted(found)]
 
 
+def _no_retry_on_5xx(response: Any = None, **_kw: Any) -> None:
+    """needs-retry hook: a 5xx from describe_alarm_history ends the call at once.
+
+    Endpoints without the API (moto answers HTTP 500) would otherwise cost the full retry
+    backoff (seconds) on every poll; the polling fallback makes the retry pointless.
+    """
+    if response is not None:
+        status = getattr(response[0], "status_code", 0)
+        if status >= 500:
+            raise HistoryUnavailable(f"describe_alarm_history unavailable (HTTP {status})")
+
+
+def _install_hook(cloudwatch: Any) -> None:
+    events = getattr(getattr(cloudwatch, "meta", None), "events", None)
+    if events is not None:
+        events.register_first("needs-retry.cloudwatch.DescribeAlarmHistory", _no_retry_on_5xx,
+                              unique_id="pt-gate-history-no-retry")
+
+
 def read_history(cloudwatch: Any, names: Iterable[str], start: float, end: float) -> list[Transition]:
     """State changes of the named alarms between start and end (describe_alarm_history)."""
     from botocore.exceptions import ClientError
 
+    _install_hook(cloudwatch)
     wanted = set(names)
     out: list[Transition] = []
     token = None
@@ -350,8 +370,12 @@ class GateWatch:
                 self.history_note = "describe_alarm_history + polling"
                 self.seen.extend(t for t in hist if t not in self.seen)
             except HistoryUnavailable as e:
-                self.history_ok = False
-                self.history_note = f"polling only ({e}); transitions between polls seen via state timestamps"
+                if self.history_ok:  # worked before: a transient server error, try again next poll
+                    self.history_note = f"describe_alarm_history failed this poll ({e}) + polling"
+                else:
+                    self.history_ok = False
+                    self.history_note = (f"polling only ({e}); transitions between polls seen via "
+                                         "state timestamps")
             except Exception as e:  # history is a supplement: note it and poll
                 self.history_note = f"polling only (alarm history failed: {_describe(e)})"
         # Gaps between polls only count when history could not fill them.

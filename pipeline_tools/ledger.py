@@ -15,13 +15,16 @@ Public API
     "promotion" written by other modules. Refuses to overwrite an existing id.
   * `get(stage, record_id) -> Record | None`
   * `query(stage, kind=None, *, state=None, limit=None, where=None) -> list[Record]` newest first.
-  * `transition(stage, record_id, state, *, reason=None, actor=None, data=None, expected=None) -> Record`
+  * `transition(stage, record_id, state, *, reason=None, actor=None, data=None, expected=None,
+    current=None) -> Record`
     appends {state, at, reason, actor} to the record's `transitions`, merges `data` into the body,
     conditional on the current state being `expected` (when given) — written *before* acting.
   * `append_event(stage, record_id, event, *, actor=None, reason=None, data=None) -> Record`
     an event on a record without changing its state (e.g. a window override, a verdict).
   * `last_succeeded(stage, operations=("deploy",)) -> Record | None`: the newest deploy record
-    in state `succeeded` (digest, time, actor incl. commit author: `rec.actor["author"]`).
+    in state `succeeded` not since undone by `pt rollback` (data `rolled_back_by`), i.e. the
+    digest that runs and passed its bake (digest, time, actor incl. commit author:
+    `rec.actor["author"]`, git sha `rec.actor["git_sha"]`).
   * `unfinished(stage) -> Record | None`: the newest deploy record not in a final state.
   * lock: `acquire(stage, deploy_id, actor, lease) -> Lock` (conditional put; raises
     `LockedError` exit 4 "stage S is locked by A (deploy ID, since T)", or `RecoveryNeeded`
@@ -241,8 +244,10 @@ class Ledger:
         return new
 
     def transition(self, stage: str, record_id: str, state: str, *, reason: str | None = None,
-                   actor: dict | None = None, data: dict | None = None, expected: str | None = None) -> Record:
-        old = self.get(stage, record_id)
+                   actor: dict | None = None, data: dict | None = None, expected: str | None = None,
+                   current: Record | None = None) -> Record:
+        """`current`: the caller's copy of the record (saves a read; the write still checks it)."""
+        old = current if current is not None and current.id == record_id else self.get(stage, record_id)
         if old is None:
             raise NotFoundError(f"ledger record {record_id} not found in stage {stage}")
         if expected is not None and old.state != expected:
@@ -250,6 +255,9 @@ class Ledger:
         now = max(self.clock(), old.updated + 1e-6)
         entry = {"state": state, "at": iso(now), "ts": now, "reason": reason,
                  "actor": (actor or {}).get("name") if actor else None}
+        # scalar data (e.g. the traffic percent of a step) is kept on the transition too
+        entry.update({k: v for k, v in (data or {}).items()
+                      if isinstance(v, int | float | str | bool) and k not in entry})
         new = Record(old.id, stage, old.kind, state, old.created, now, old.actor,
                      reason if reason is not None else old.reason, {**old.data, **(data or {})},
                      (*old.transitions, entry))
@@ -269,7 +277,8 @@ class Ledger:
 
     def last_succeeded(self, stage: str, operations: tuple[str, ...] = ("deploy",)) -> Record | None:
         recs = self.query(stage, DEPLOY, state="succeeded", limit=1,
-                          where=lambda r: r.data.get("operation", "deploy") in operations)
+                          where=lambda r: r.data.get("operation", "deploy") in operations
+                          and not r.data.get("rolled_back_by"))
         return recs[0] if recs else None
 
     def unfinished(self, stage: str) -> Record | None:

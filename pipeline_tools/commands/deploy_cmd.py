@@ -1,0 +1,228 @@
+"""`pt deploy`, `pt rollback`, `pt recover`, `pt status`, `pt history`: thin wrappers over deploy.py."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from ..clikit import dry_run_option, output_option, pass_app, stage_option
+from ..context import App
+
+
+def _ledger(app: App, stage: str, *, create: bool = True):
+    from .. import aws, ledger
+
+    cfg = app.config()
+    client = app.aws(stage).client("dynamodb")
+    ledger.ensure_table(client, cfg.ledger_table(), project=cfg.project, stage=stage, local=aws.is_local() and create)
+    return ledger.Ledger(client, cfg.ledger_table())
+
+
+def _deps(app: App, stage: str, led=None):
+    from .. import actor
+    from ..deploy import Deps
+
+    factory = app.aws(stage)
+    return Deps(lambda_client=factory.client("lambda"), cloudwatch=factory.client("cloudwatch"),
+                ledger=led if led is not None else _ledger(app, stage), clock=time.time, sleep=time.sleep,
+                log=app.out.log, actor=actor.identify(factory.caller_arn()))
+
+
+@click.command()
+@stage_option(required=True)
+@click.option("--image-uri", metavar="REPO@sha256:…", help="Image to deploy, by digest.")
+@click.option("--from-build", "from_build", metavar="FILE", type=click.Path(dir_okay=False),
+              help="JSON printed by `pt build-push --output json`.")
+@click.option("--image", "image_name", metavar="NAME", help="Which image of pipeline.yml (default: inferred).")
+@click.option("--strategy", type=click.Choice(["all-at-once", "canary", "linear"]),
+              help="Override the stage's deploy strategy (env PT_DEPLOY_STRATEGY).")
+@click.option("--override-window", is_flag=True, help="Deploy outside the stage's deploy window.")
+@click.option("--reason", metavar="TEXT", help="Why the window is overridden (recorded in the ledger).")
+@dry_run_option
+@output_option
+@pass_app
+def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: str | None,
+           strategy: str | None, override_window: bool, reason: str | None, dry_run: bool) -> int:
+    """Deploy an image digest to a stage's Lambdas (canary/linear/all-at-once) with rollback.
+
+    \b
+    Exit codes: 0 deployed (or nothing to deploy), 1 failed and rolled back,
+    2 usage error, 4 stage locked or a dead deploy needs `pt recover`.
+    """
+    from .. import deploy as dp
+    from .. import windows
+
+    cfg, stage, out = app.config(), app.stage, app.out
+    build = dp.load_build_output(from_build) if from_build else None
+    image, ref = dp.choose_image(cfg, image_uri=image_uri, build=build, image=image_name)
+    factory = app.aws(stage)
+    if override_window and not (reason and reason.strip()):
+        windows.check(None, datetime.now(UTC), override=True, reason=reason)  # raises the UsageError
+    region = dp.ecr_region(ref)
+    dp.check_image(ref, ecr=factory.client("ecr", region=region) if region else None)
+    plan = dp.plan_deploy(cfg, stage, image, ref, factory.client("lambda"), strategy=strategy)
+    if plan.noop:
+        data = {"state": "noop", "stage": stage, "digest": ref.digest, "image_uri": ref.uri,
+                "message": "nothing to deploy", "plan": plan.to_dict()}
+        out.result(data, f"nothing to deploy: every function of {stage} already runs {ref.digest[:19]}… at 100%")
+        out.github_output({"deploy_state": "noop", "digest": ref.digest})
+        return 0
+    window_cfg = cfg.stages[stage].window
+    if dry_run:
+        try:
+            win = windows.check(window_cfg, datetime.now(UTC), override=override_window, reason=reason).to_dict()
+        except windows.WindowClosed as e:
+            win = {"open": False, "overridden": False, "message": e.message}
+        data = {"dry_run": True, "plan": plan.to_dict(), "window": win}
+
+        def human(o):
+            for line in plan.lines():
+                o.info(line)
+            if win.get("message"):
+                o.info(f"note: a real deploy would be refused now: {win['message']}")
+            o.info("dry run: nothing changed")
+
+        out.result(data, human)
+        return 0
+    decision = windows.check(window_cfg, datetime.now(UTC), override=override_window, reason=reason)
+    if decision.overridden:
+        out.warn(f"deploying outside the window ({decision.window}): {decision.reason}")
+    led = _ledger(app, stage)
+    dp.check_startable(led, stage, time.time)
+    for line in plan.lines():
+        out.log(line)
+    result = dp.deploy(cfg, plan, _deps(app, stage, led), window=decision.to_dict() if window_cfg else None)
+    data = result.to_dict()
+    out.github_output({"deploy_id": result.deploy_id, "deploy_state": result.state, "digest": plan.digest,
+                       "image_uri": plan.image_uri})
+    from ..output import markdown_table
+
+    out.step_summary(f"### pt deploy {stage}: {result.state}\n\n" + markdown_table(
+        [(f["name"], f["previous_version"], f["version"]) for f in data["functions"]],
+        ["function", "previous", "live"]))
+    versions = ", ".join(f"{f['function']} v{f['version']}" for f in data["functions"])
+    out.result(data, f"deployed {plan.image} {plan.digest[:19]}… to {stage}: {versions} "
+                     f"({plan.strategy}, {data['duration_s']:.1f}s, deploy {result.deploy_id})")
+    return 0
+
+
+@click.command()
+@stage_option(required=True)
+@click.option("--to", "to", metavar="DEPLOY_ID", help="Roll back to this succeeded deploy (default: the previous one).")
+@dry_run_option
+@output_option
+@pass_app
+def rollback(app: App, to: str | None, dry_run: bool) -> int:
+    """Point a stage back to its previous succeeded deploy (every function, recorded)."""
+    from .. import deploy as dp
+
+    stage = app.stage
+    led = _ledger(app, stage)
+    deps = _deps(app, stage, led)
+    data = dp.rollback(app.config(), stage, deps, to=to, dry_run=dry_run)
+
+    def human(o):
+        verb = "would roll back" if dry_run else "rolled back"
+        o.info(f"{verb} {stage} to deploy {data['target']} ({(data.get('digest') or '?')[:19]}…)")
+        for m in data["functions"]:
+            o.info(f"  {m['name']}: v{m['from_version']} → v{m['to_version']}")
+
+    app.out.result(data, human)
+    return 0
+
+
+@click.command()
+@stage_option(required=True)
+@click.option("--force", is_flag=True, help="Take the lock even if its lease has not expired (holder is dead).")
+@dry_run_option
+@output_option
+@pass_app
+def recover(app: App, force: bool, dry_run: bool) -> int:
+    """Finish or roll back a deploy that died mid-way (recorded in the ledger)."""
+    from .. import deploy as dp
+
+    stage = app.stage
+    led = _ledger(app, stage)
+    data = dp.recover(app.config(), stage, _deps(app, stage, led), force=force, dry_run=dry_run)
+    msgs = {"nothing-to-recover": f"nothing to recover on {stage}",
+            "released-stale-lock": f"released a stale lock on {stage} (deploy {data.get('deploy_id')})"}
+    if data["action"] in msgs:
+        app.out.result(data, msgs[data["action"]])
+        return 0
+    verb = "would" if dry_run else "did"
+    app.out.result(data, f"{verb} {data['action']} deploy {data['deploy_id']} on {stage} "
+                         f"(it died in state {data['died_in']})")
+    return 0
+
+
+@click.command()
+@stage_option(required=False, help="Stage (default: every stage).")
+@output_option
+@pass_app
+def status(app: App) -> int:
+    """Show what runs where: live version, digest, weights, last deploy, lock."""
+    from .. import deploy as dp
+    from ..errors import NotFoundError
+
+    cfg = app.config()
+    stages = [app.stage] if app.stage else list(cfg.stages)
+    if app.stage:
+        cfg.stage(app.stage)
+    result: list[dict[str, Any]] = []
+    for st in stages:
+        try:
+            led = _ledger(app, st, create=False)
+        except NotFoundError as e:
+            app.out.warn(f"{st}: {e.message}")
+            led = None
+        result.append(dp.status(cfg, st, app.aws(st).client("lambda"), led, time.time))
+
+    def human(o):
+        rows = []
+        for s in result:
+            last = s.get("last_deploy") or {}
+            for f in s["functions"]:
+                weights = ", ".join(f"v{v}:{w:.0%}" for v, w in (f.get("weights") or {}).items())
+                rows.append((s["stage"], f["name"], f.get("version") or ("error" if f.get("error") else "-"),
+                             (f.get("digest") or "")[:19], weights or "100%", last.get("state") or "-",
+                             last.get("actor") or "-", _age(last.get("age_s"))))
+        o.table(rows, ["stage", "function", "live", "digest", "weights", "last deploy", "actor", "age"])
+        for s in result:
+            if s.get("lock"):
+                lk = s["lock"]
+                o.info(f"{s['stage']}: locked by {lk['actor']} (deploy {lk['deploy_id']}, since {lk['since']})"
+                       + (" — stale, run `pt recover`" if lk["stale"] else ""))
+
+    app.out.result({"stages": result}, human)
+    return 0
+
+
+def _age(seconds: Any) -> str:
+    if seconds is None:
+        return "-"
+    from ..config import format_duration
+
+    return format_duration(seconds)
+
+
+@click.command()
+@stage_option(required=True)
+@click.option("-n", "limit", type=int, default=20, show_default=True, help="How many deploys.")
+@output_option
+@pass_app
+def history(app: App, limit: int) -> int:
+    """List a stage's deploys from the ledger, newest first."""
+    from .. import deploy as dp
+
+    rows = dp.history(_ledger(app, app.stage, create=False), app.stage, limit)
+
+    def human(o):
+        o.table([(r["id"], r["operation"], r["state"], (r["digest"] or "")[:19], r["strategy"], r["actor"],
+                  r["started"], f"{r['duration_s']}s", (r["reason"] or "")[:60]) for r in rows],
+                ["deploy", "op", "state", "digest", "strategy", "actor", "started", "took", "reason"])
+
+    app.out.result({"stage": app.stage, "deploys": rows}, human)
+    return 0
