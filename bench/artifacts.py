@@ -95,6 +95,8 @@ def main() -> int:
     env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
            "AWS_DEFAULT_REGION": "us-east-1", "PT_OUTPUT": "human"}
     env.pop("AWS_PROFILE", None)
+    os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")})
+    os.environ.pop("AWS_PROFILE", None)
     work = Path(tempfile.mkdtemp(prefix="pt-bench-artifacts-"))
     try:
         import boto3
@@ -128,6 +130,18 @@ def main() -> int:
               f" (target >= 10x)")
         print(f"  client CPU: pt {c_pt:6.2f}s   aws {c_aws:6.2f}s   -> {c_aws / c_pt:5.1f}x"
               " (moto server CPU not counted)")
+
+        # the same push as a library call: what pt itself costs, without interpreter/boto3/pydantic start-up
+        from pipeline_tools import artifacts as art
+        from pipeline_tools.aws import AwsFactory
+
+        s3 = art.s3_client(AwsFactory(region="us-east-1", endpoint=endpoint))
+        lib_times = []
+        for _ in range(args.reps):
+            fresh_checkout(tree, work / "checkout")
+            lib_times.append(_t(lambda: art.push(s3, work / "checkout", art.Location.of("bench-artifacts-ci", "pt"))))
+        t_lib_push = statistics.median(lib_times)
+        print(f"  in-process art.push() {t_lib_push:6.2f}s   -> {t_aws / t_lib_push:5.1f}x faster than aws s3 sync")
 
         # hashing: one large file
         big = work / "big.bin"

@@ -326,7 +326,8 @@ def push(s3, root: str | os.PathLike, loc: Location, *, delete: bool = False, dr
         report["seconds"] = round(clock() - started, 3)
         return report
     ticker = Ticker(progress, clock, "uploaded", len(plan.upload), sum(e.size for e in plan.upload))
-    tconf = transfer_config(multipart_threshold, workers=min(workers, 8))
+    big = any(e.size >= multipart_threshold for e in plan.upload)  # s3transfer only when needed
+    tconf = transfer_config(multipart_threshold, workers=min(workers, 8)) if big else None
     uploaded: list[str] = []
 
     def done(e: FileEntry, _res: Any) -> None:
