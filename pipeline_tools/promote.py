@@ -346,6 +346,26 @@ def sync_codepipeline(cfg: Config, ledger: Ledger, stage: str, *, codepipeline: 
     return out
 
 
+def answer_codepipeline(codepipeline: Any, pipeline: str, report: GateReport, *, stage: str | None = None,
+                        action: str | None = None) -> dict | None:
+    """`pt gate --codepipeline-approve`: Approved on PASS, Rejected on FAIL, nothing on WAIT."""
+    from . import codepipeline as cp
+
+    if report.status == "WAIT":
+        return None
+    pending = cp.pending_approval(codepipeline, pipeline, stage=stage, action=action)
+    ok = report.status == "PASS"
+    at = cp.answer(codepipeline, pending, approve=ok,
+                   summary=f"pt gate {report.stage}: {report.status}: {report.explanation}")
+    return {"pipeline": pipeline, "stage": pending.stage, "action": pending.action,
+            "result": "Approved" if ok else "Rejected", "approved_at": iso(at)}
+
+
+def downstream_needing_approval(cfg: Config, stage: str) -> list[str]:
+    """Stages promoted from `stage` that require approvals (notified when its gate passes)."""
+    return [s for s, st in cfg.stages.items() if st.promote_from == stage and st.approvals is not None]
+
+
 # --- promote ---------------------------------------------------------------------------------------
 
 

@@ -131,15 +131,26 @@ def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, a
         except Exception:
             actor = {"name": os.environ.get("PT_ACTOR") or "unknown"}
         _ctx_cache["actor"] = actor
+        first_pass = report.status == "PASS" and not ledger.query(
+            stage, p.GATE, limit=1, where=lambda g: g.data.get("deploy_id") == report.deploy_id
+            and g.data.get("status") == "PASS")
         rec = p.record_gate(ledger, report, actor)
         if report.status == "FAIL":
             res = _notifier(app)("gate_failed", stage, {"summary": report.explanation, "digest": report.digest,
                                                        "deploy_id": report.deploy_id})
             if rec is not None:
                 p._record_notification(ledger, stage, rec.id, res)
+        elif first_pass and rec is not None:
+            for nxt in p.downstream_needing_approval(cfg, stage):
+                res = _notifier(app)("approval_needed", nxt, {
+                    "summary": f"{report.digest} passed the {stage} gate and waits for approvals for {nxt} "
+                               f"(`pt approve --stage {nxt}`)", "digest": report.digest,
+                    "deploy_id": report.deploy_id})
+                p._record_notification(ledger, stage, rec.id, res)
     answered = None
-    if cp_approve and report.status != "WAIT":
-        answered = _answer_codepipeline(app, stage, pipeline, report, approval_stage, approval_action)
+    if cp_approve:
+        answered = p.answer_codepipeline(app.aws(stage).client("codepipeline"), pipeline, report,
+                                         stage=approval_stage, action=approval_action)
     data = {**report.to_dict(), **({"codepipeline": answered} if answered else {})}
 
     def human(out) -> None:
@@ -163,18 +174,6 @@ def _pipeline_from_env() -> str:
         return initiator.split("/", 1)[1]
     raise UsageError("--codepipeline-approve needs the pipeline name",
                      "pass --pipeline NAME (inside CodePipeline it is read from CODEBUILD_INITIATOR)")
-
-
-def _answer_codepipeline(app: App, stage: str, pipeline: str, report, approval_stage, approval_action) -> dict:
-    from .. import codepipeline as cp
-
-    client = app.aws(stage).client("codepipeline")
-    pending = cp.pending_approval(client, pipeline, stage=approval_stage, action=approval_action)
-    ok = report.status == "PASS"
-    summary = f"pt gate {stage}: {report.status}: {report.explanation}"
-    at = cp.answer(client, pending, approve=ok, summary=summary)
-    return {"pipeline": pipeline, "stage": pending.stage, "action": pending.action,
-            "result": "Approved" if ok else "Rejected", "approved_at": at}
 
 
 # --- approvals ------------------------------------------------------------------------------------

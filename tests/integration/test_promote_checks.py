@@ -281,3 +281,38 @@ def test_from_must_match_promote_from(env):
                   clock=clock)
     with pytest.raises(UsageError, match="deployed directly"):
         p.promote(cfg, "dev", ledger=ledger, cloudwatch=cw, deploy=Engine(ledger), actor={}, clock=clock)
+
+
+def test_sync_codepipeline_records_answered_approvals_once(env):
+    import boto3
+    from botocore.stub import Stubber
+
+    cfg, ledger, _cw, clock = env
+    deployed(ledger, "staging", D1, author="alice@example.com")
+    cp = boto3.client("codepipeline", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    when = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)
+
+    def action(name, who, status="Succeeded"):
+        return {"actionName": name, "latestExecution": {"actionExecutionId": name, "status": status,
+                                                        "summary": f"by {who}", "lastStatusChange": when,
+                                                        "lastUpdatedBy": f"arn:aws:sts::1:assumed-role/Ops/{who}"}}
+
+    state = {"pipelineName": "iris-prod", "pipelineVersion": 1, "stageStates": [
+        {"stageName": "Approve", "latestExecution": {"pipelineExecutionId": "e-9", "status": "InProgress"},
+         "actionStates": [action("ByBob", "bob"), action("ByAlice", "alice"),
+                          {"actionName": "ByCarol", "latestExecution": {
+                              "status": "InProgress", "token": "3f0b7a2c-9d41-4c1e-8a55-0c6f3e2b9d10"}}]}]}
+    with Stubber(cp) as stub:
+        stub.add_response("get_pipeline_state", state, {"name": "iris-prod"})
+        stub.add_response("get_pipeline_state", state, {"name": "iris-prod"})
+        rows = p.sync_codepipeline(cfg, ledger, "prod", codepipeline=cp, pipeline="iris-prod", clock=clock)
+        again = p.sync_codepipeline(cfg, ledger, "prod", codepipeline=cp, pipeline="iris-prod", clock=clock)
+    by = {r["action"]: r for r in rows}
+    assert by["ByBob"]["recorded"] and by["ByBob"]["note"] is None
+    assert "does not count" in by["ByAlice"]["note"]  # the commit author, two_person_rule
+    assert by["ByCarol"]["recorded"] is None and "not answered" in by["ByCarol"]["note"]
+    assert [r["note"] for r in again if r["action"] != "ByCarol"] == ["already recorded"] * 2
+    st = p.approval_status(cfg, ledger, p.candidate(cfg, ledger, "prod"))
+    assert st.approvers == ("bob",) and st.missing == 1
+    recs = ledger.query("prod", "approval")
+    assert {r.data["source"] for r in recs} == {"codepipeline"} and len(recs) == 2

@@ -125,3 +125,23 @@ def test_two_pending_needs_a_choice(client):
     with pytest.raises(UsageError, match="several approvals"):
         cp.pending_approval(client, "iris-prod-pipeline")
     assert cp.pending_approval(client, "iris-prod-pipeline", stage="Approval").action == "ApproveProd"
+
+
+def _report(status):
+    from pipeline_tools.promote import GateReport
+
+    return GateReport("staging", status, "d-1", "sha256:" + "a" * 64, 300.0, 0.0, 400.0, f"{status}: fine")
+
+
+def test_gate_answers_pending_approval(client):
+    from pipeline_tools.promote import answer_codepipeline
+
+    assert answer_codepipeline(client, "iris-prod-pipeline", _report("WAIT")) is None  # no call made
+    client.stub.add_response("get_pipeline_state", state(PENDING), {"name": "iris-prod-pipeline"})
+    client.stub.add_response(
+        "put_approval_result", {"approvedAt": T0},
+        {"pipelineName": "iris-prod-pipeline", "stageName": "Approval", "actionName": "ApproveProd",
+         "result": {"summary": "pt gate staging: FAIL: FAIL: fine", "status": "Rejected"}, "token": TOKEN})
+    out = answer_codepipeline(client, "iris-prod-pipeline", _report("FAIL"))
+    assert out == {"pipeline": "iris-prod-pipeline", "stage": "Approval", "action": "ApproveProd",
+                   "result": "Rejected", "approved_at": "2026-11-26T03:00:00Z"}
