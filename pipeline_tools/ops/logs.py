@@ -376,6 +376,9 @@ def archive(cfg: Config, stage: str, to: str, *, logs_client, s3, since: float |
         if start_ms >= now_ms:
             result_groups[group] = {"status": "up to date", "archived_to_ms": done}
             continue
+        if not _has_events(logs_client, group, start_ms, now_ms):
+            result_groups[group] = {"status": "up to date", "archived_to_ms": done}
+            continue
         if dry_run:
             result_groups[group] = {"status": "would export", "from_ms": start_ms, "to_ms": now_ms}
             continue
@@ -412,6 +415,20 @@ def archive(cfg: Config, stage: str, to: str, *, logs_client, s3, since: float |
         s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest, indent=2).encode(),
                       ContentType="application/json")
     return ArchiveResult(bucket, prefix, manifest_key, result_groups, new_objects, manifest["objects"])
+
+
+def _has_events(logs_client, group: str, start_ms: int, end_ms: int) -> bool:
+    """Any event in [start, end)? (Export tasks write objects even for empty ranges.)"""
+    kwargs: dict[str, Any] = {"logGroupName": group, "startTime": start_ms, "endTime": end_ms - 1, "limit": 1}
+    token = None
+    while True:  # filter_log_events may return an empty page with a nextToken
+        resp = logs_client.filter_log_events(**kwargs, **({"nextToken": token} if token else {}))
+        if resp.get("events"):
+            return True
+        new = resp.get("nextToken")
+        if not new or new == token:
+            return False
+        token = new
 
 
 def _group_exists(logs_client, group: str) -> bool:

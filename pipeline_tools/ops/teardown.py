@@ -2,8 +2,8 @@
 
 Order (each step is idempotent, so a re-run after a partial failure finishes the job):
 
-  1. archive the stage's log groups (only with --archive-to; if it fails, log groups are kept)
-  2. stop traffic: reserved concurrency 0 on every function (invocations are throttled at once)
+  1. stop traffic: reserved concurrency 0 on every function (invocations are throttled at once)
+  2. archive the stage's log groups (only with --archive-to; if it fails, log groups are kept)
   3. empty the artifacts bucket: every object version and delete marker
   4. delete ECR images (only when the repositories are not shared, see below)
   5. delete the CloudFormation stage stack when it exists, and wait for it
@@ -303,7 +303,7 @@ def check_not_locked(dynamodb, cfg: Config, stage: str, now: float) -> None:
                           "wait for the deploy to finish (or `pt recover`), then re-run teardown")
 
 
-def purge_ledger(dynamodb, cfg: Config, stage: str) -> int:
+def purge_ledger_items(dynamodb, cfg: Config, stage: str) -> int:
     """Delete the stage's ledger items (records and lock). ledger.py has no delete API (it is an
     append-only log by design), so teardown deletes by key here, with --purge-ledger only."""
     keys = ledger_keys(dynamodb, cfg, stage)
@@ -342,7 +342,8 @@ class _Run:
             err = translate(e) or PtError(f"{type(e).__name__}: {e}")
             self.record(step, rtype, name, action, "failed", err.message)
             return False
-        self.record(step, rtype, name, action, "done", extra if isinstance(extra, str) else detail)
+        text = "; ".join(t for t in (detail, extra if isinstance(extra, str) else "") if t)
+        self.record(step, rtype, name, action, "done", text)
         return True
 
 
@@ -389,7 +390,12 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
         ev.kept.append({"type": "dynamodb:table", "name": cfg.ledger_table(),
                         "why": "ledger kept (shared by all stages); pass --purge-ledger to delete this stage's items"})
 
-    # 1. archive logs
+    # 1. stop traffic
+    for fn in inv.functions:
+        run.do("stop-traffic", "lambda:function", fn, "set reserved concurrency 0",
+               lambda fn=fn: c.lambda_client.put_function_concurrency(FunctionName=fn, ReservedConcurrentExecutions=0))
+
+    # 2. archive logs (after traffic stopped, so the archive is complete)
     logs_archived = True
     if archive_to and inv.log_groups:
         if dry_run:
@@ -406,11 +412,6 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
                 logs_archived = False
                 err = translate(e) or PtError(str(e))
                 run.record("archive-logs", "logs:group", ", ".join(inv.log_groups), "archive", "failed", err.message)
-
-    # 2. stop traffic
-    for fn in inv.functions:
-        run.do("stop-traffic", "lambda:function", fn, "set reserved concurrency 0",
-               lambda fn=fn: c.lambda_client.put_function_concurrency(FunctionName=fn, ReservedConcurrentExecutions=0))
 
     # 3. empty the bucket (all versions and delete markers)
     if inv.bucket:
@@ -459,7 +460,7 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
 
     # 7. ledger
     if purge_ledger and c.dynamodb is not None:
-        purge = ledger_purge or purge_ledger_fn()
+        purge = ledger_purge or purge_ledger_items
         run.do("purge-ledger", "dynamodb:items", f"{cfg.ledger_table()} (stage {stage})", "delete items",
                lambda: f"{purge(c.dynamodb, cfg, stage)} items deleted",
                detail=f"{inv.ledger_items or 0} items")
@@ -478,16 +479,6 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
     ev.finished_at = _iso(clock())
     write_evidence(ev, evidence_dir, c.s3 if (archive_to and not dry_run) else None, archive_to)
     return ev
-
-
-def purge_ledger_fn() -> Callable[[Any, Config, str], int]:
-    """The ledger module's purge function when it has one, else the fallback here."""
-    try:
-        from .. import ledger  # type: ignore[attr-defined]
-    except ImportError:
-        return purge_ledger
-    fn = getattr(ledger, "purge_stage", None)
-    return fn if callable(fn) else purge_ledger
 
 
 S3_BATCH = 1000  # delete_objects takes at most 1,000 keys

@@ -178,11 +178,12 @@ def test_archive_manifest_checksums_and_idempotent(aws, cfg, method):
     assert ops_logs.verify_archive(s3, "audit", "runs/val") == []
     before = _objects(s3, "audit", "runs/")
 
-    # re-run, nothing new: no new object, manifest unchanged
-    again = ops_logs.archive(cfg, "val", "s3://audit/runs/val", logs_client=logs, s3=s3, clock=clock,
-                             sleep=lambda s: None, method=method)
-    assert again.new_objects == [] and _objects(s3, "audit", "runs/") == before
-    assert again.groups[GROUP]["status"] == "up to date"
+    # re-runs, nothing new (same instant, and 5 s later): no new object, manifest unchanged
+    for t in (now, now + 5):
+        again = ops_logs.archive(cfg, "val", "s3://audit/runs/val", logs_client=logs, s3=s3, clock=lambda t=t: t,
+                                 sleep=lambda s: None, method=method)
+        assert again.new_objects == [] and _objects(s3, "audit", "runs/") == before
+        assert again.groups[GROUP]["status"] == "up to date"
 
     # new events later: only those are exported
     later = now + 60
@@ -235,6 +236,7 @@ def test_archive_access_denied_on_bucket(aws, cfg):
 
 def _stub_group_exists(stub):
     stub.add_response("describe_log_groups", {"logGroups": [{"logGroupName": GROUP}]})
+    stub.add_response("filter_log_events", {"events": [{"logStreamName": "s", "timestamp": 1, "message": "x"}]})
 
 
 def test_auto_falls_back_to_stream_when_export_is_refused(aws, cfg):

@@ -81,10 +81,10 @@ def test_full_teardown_cli_with_archive_purge_and_evidence(aws, tmp_path, run_pt
     led = Ledger(aws.client("dynamodb"), "iris-ledger")
     assert led.query("val") == [] and len(led.query("staging")) == 1
 
-    # order: archive → stop traffic → empty bucket → images → functions → … → repositories last
+    # order: stop traffic → archive → empty bucket → images → functions → … → repositories last
     steps = [a["step"] for a in ev["actions"]]
     first = {s: steps.index(s) for s in dict.fromkeys(steps)}
-    assert first["archive-logs"] < first["stop-traffic"] < first["empty-bucket"] < first["delete-images"] \
+    assert first["stop-traffic"] < first["archive-logs"] < first["empty-bucket"] < first["delete-images"] \
         < first["delete-functions"] < first["delete-bucket"] < first["delete-log-groups"] < first["purge-ledger"] \
         < first["delete-repositories"]
     assert steps[-1] == "delete-repositories"
@@ -282,3 +282,27 @@ def test_tty_confirmation_needs_the_stage_name(aws, tmp_path, run_pt, monkeypatc
     assert r.exit_code == 0, r
     assert "done: nothing the stage owned remains" in r.stdout
     assert _functions(aws) == set()
+
+
+class DenyGetObject(FlakyS3):
+    def get_object(self, **kw):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "GetObject")
+
+
+def test_failed_archive_keeps_log_groups(aws, tmp_path):
+    cfg = load_config(tmp_path)
+    seed_function(aws, "iris-val-predict", versions=1)
+    seed_log_group(aws, "/aws/lambda/iris-val-predict", ["x"])
+    aws.client("s3").create_bucket(Bucket="audit")
+    c = clients(aws)
+    c.s3 = DenyGetObject(c.s3)
+    ev = td.teardown(cfg, "val", c, clock=time.time, sleep=lambda s: None, evidence_dir=tmp_path / "ev",
+                     archive_to="s3://audit/a")
+    results = {a.step: (a.result, a.detail) for a in ev.actions}
+    assert results["archive-logs"][0] == "failed" and "AccessDenied" in results["archive-logs"][1]
+    assert results["delete-log-groups"] == ("skipped", "archive failed; log group kept")
+    assert [r["name"] for r in ev.remaining] == ["/aws/lambda/iris-val-predict"]
+    c.s3 = c.s3._real
+    again = td.teardown(cfg, "val", c, clock=time.time, sleep=lambda s: None, evidence_dir=tmp_path / "ev",
+                        archive_to="s3://audit/a")
+    assert again.ok and [a.step for a in again.actions] == ["archive-logs", "delete-log-groups"]
