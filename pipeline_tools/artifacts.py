@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,8 +172,8 @@ def run_parallel(items: Iterable[Any], fn: Callable[[Any], Any], workers: int,
         try:
             for item in it:
                 running[pool.submit(fn, item)] = item
-                if len(running) >= workers * 2:
-                    done, _ = wait(list(running), return_when=FIRST_EXCEPTION)
+                if len(running) >= workers * 2:  # keep the queue short, and stop early on a failure
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                     failure = _collect(done, running, on_done, lock)
                     if failure:
                         break
