@@ -72,8 +72,13 @@ def current_deploy(ledger: Ledger, stage: str) -> Record:
                                f"wait for it to finish (`pt status --stage {stage}`), or "
                                f"`pt recover --stage {stage}` if it died", exit_code=GateWait.exit_code)
     if rec.state != "succeeded" or op != "deploy":
-        what = f"the latest {op} to {stage} ({rec.id}, digest {_short(rec.digest)}) " + (
-            "rolled back" if rec.state == "rolled_back" else rec.state if op == "deploy" else f"{op} {rec.state}")
+        if op == "rollback":
+            who = (rec.actor or {}).get("name") or "someone"
+            what = (f"{stage} was rolled back by {who} ({rec.id}, {rec.state}); it runs "
+                    f"{_short(rec.digest)} again, which is not a fresh deploy with its own bake")
+        else:
+            what = f"the latest {op} to {stage} ({rec.id}, digest {_short(rec.digest)}) " + (
+                "rolled back" if rec.state == "rolled_back" else rec.state)
         why = f": {rec.reason}" if rec.reason else ""
         raise PromotionRefused("deployed", what + why,
                                f"deploy a fixed image to {stage} and let it pass its gate before promoting")

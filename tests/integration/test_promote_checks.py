@@ -236,6 +236,9 @@ def test_rolled_back_staging_refused(env):
     with pytest.raises(p.PromotionRefused, match="rolled back: iris-staging-predict-errors in ALARM") as e:
         p.promote(cfg, "prod", ledger=ledger, cloudwatch=cw, deploy=Engine(ledger), actor={}, clock=clock)
     assert "deploy a fixed image" in e.value.hint
+    deployed(ledger, "staging", D1, op="rollback", reason="rollback to an earlier deploy")
+    with pytest.raises(p.PromotionRefused, match="staging was rolled back by ci") as e:
+        p.promote(cfg, "prod", ledger=ledger, cloudwatch=cw, deploy=Engine(ledger), actor={}, clock=clock)
 
 
 def test_lock_held_and_unfinished_deploy(env):
