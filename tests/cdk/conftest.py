@@ -47,6 +47,7 @@ class Synth:
     templates: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
     report: dict | None = None
+    acknowledgments: dict[str, dict[str, str]] = field(default_factory=dict)  # construct path -> {rule: reason}
 
     def template(self, name: str) -> dict:
         return self.templates[name]
@@ -72,6 +73,11 @@ def synth_app(cfg_path: Path, outdir: Path, *, nag: bool, image_digests: dict | 
     out = Synth(outdir=outdir, seconds=time.monotonic() - start)
     for name in stacks:
         out.templates[name] = assembly.get_stack_by_name(name).template
+    key = cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY
+    for node in app.node.find_all():
+        for entry in node.node.metadata:
+            if entry.type == key and isinstance(entry.data, dict):
+                out.acknowledgments.setdefault(node.node.path, {}).update(entry.data)
     report = outdir / "validation-report.json"
     out.report = json.loads(report.read_text()) if report.exists() else None
     return out
