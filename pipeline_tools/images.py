@@ -273,12 +273,12 @@ def build_push(cfg, images: Sequence[str], *, docker, registry: Registry, creden
                 build_image(docker, plan, log=log, no_cache=no_cache)
             log(f"{name}: pushing {plan.ref}")
             pushed_digest, bytes_pushed = push_image(docker, plan, plan.tag, credentials=credentials, log=log)
-            digest = registry.manifest_digest(plan.repo, plan.tag)
+            # Confirm with the registry; by digest, so a concurrent push of the same inputs (which
+            # may move the tag to its own, equally complete, manifest) cannot change our answer.
+            digest = registry.manifest_digest(plan.repo, pushed_digest or plan.tag)
             if digest is None:
                 raise DockerError(f"{name}: pushed {plan.ref} but the registry does not list it",
                                   "re-run `pt build-push`; check the registry's storage")
-            if pushed_digest and pushed_digest != digest:
-                log(f"{name}: note: push reported {pushed_digest}, registry has {digest}")
             status = "built"
         for extra in extra_tags:
             existing = registry.manifest_digest(plan.repo, extra)
