@@ -35,6 +35,7 @@ def test_cfn_lint_is_clean_on_every_template(synthesized):
     files = sorted(str(p) for p in synthesized.outdir.glob("*.template.json"))
     assert len(files) == len(synthesized.templates) == 6
     # W3005: CDK itself writes DependsOn next to GetAtt for IAM policies (harmless; not our code).
-    proc = subprocess.run([sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())", "--format", "parseable", "--ignore-checks", "W3005",
-                           "--", *files], capture_output=True, text=True, timeout=300)
+    cfn_lint = [sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())"]
+    proc = subprocess.run([*cfn_lint, "--format", "parseable", "--ignore-checks", "W3005", "--", *files],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -134,12 +134,14 @@ def test_stage_stack_topic_and_ledger(synthesized):
     t = tpl(synthesized, "iris-staging-stage")
     from aws_cdk.assertions import Match
 
-    t.has_resource_properties("AWS::SNS::Topic", {"TopicName": "iris-staging-events", "KmsMasterKeyId": Match.any_value()})
+    t.has_resource_properties("AWS::SNS::Topic", {"TopicName": "iris-staging-events",
+                                                  "KmsMasterKeyId": Match.any_value()})
     from pipeline_tools import ledger
 
     t.has_resource_properties("AWS::DynamoDB::Table", {
         "TableName": "iris-ledger",
-        "KeySchema": [{"AttributeName": ledger.PK, "KeyType": "HASH"}, {"AttributeName": ledger.SK, "KeyType": "RANGE"}],
+        "KeySchema": [{"AttributeName": ledger.PK, "KeyType": "HASH"},
+                      {"AttributeName": ledger.SK, "KeyType": "RANGE"}],
         "AttributeDefinitions": [{"AttributeName": ledger.PK, "AttributeType": "S"},
                                  {"AttributeName": ledger.SK, "AttributeType": "S"}],
         "BillingMode": "PAY_PER_REQUEST",
@@ -162,11 +164,11 @@ def test_deploy_role_grants_exactly_what_pt_needs(synthesized):
             "lambda:GetFunction"} <= set(lam["Action"])
     resources_text = str(lam["Resource"])
     assert "function:iris-staging-predict" in resources_text and "function:iris-prod" not in resources_text
-    assert str(by_sid["Ledger"]["Resource"]).endswith("table/iris-ledger']}") or "table/iris-ledger" in str(
-        by_sid["Ledger"]["Resource"])
+    assert "table/iris-ledger" in str(by_sid["Ledger"]["Resource"])
     assert "repository/iris-model" in str(by_sid["EcrPushPull"]["Resource"])
     assert "parameter/iris/slack-webhook" in str(by_sid["NotificationSecrets"]["Resource"])
-    assert by_sid["NotificationSecretsKey"]["Condition"]["StringEquals"]["kms:ViaService"] == "ssm.us-east-1.amazonaws.com"
+    via = by_sid["NotificationSecretsKey"]["Condition"]["StringEquals"]["kms:ViaService"]
+    assert via == "ssm.us-east-1.amazonaws.com"
     assert by_sid["Notify"]["Action"] == "sns:Publish"
     # `*` resources only for read-only / account-level calls without resource scope
     star = sorted(a for s in policy["Statement"] if s["Resource"] == "*" for a in as_list(s["Action"]))
@@ -239,7 +241,8 @@ def test_prod_pipeline_approves_then_promotes_without_rebuilding(synthesized):
     approve = p["Stages"][1]["Actions"][0]
     assert approve["ActionTypeId"]["Provider"] == "Manual"
     assert "iris-prod-events" in str(approve["Configuration"]["NotificationArn"])
-    specs = " ".join(str(pr["Properties"]["Source"]["BuildSpec"]) for pr in resources(raw, "AWS::CodeBuild::Project").values())
+    projects = resources(raw, "AWS::CodeBuild::Project").values()
+    specs = " ".join(str(pr["Properties"]["Source"]["BuildSpec"]) for pr in projects)
     assert "pt promote --stage prod" in specs and "build-push" not in specs
 
 
@@ -253,7 +256,8 @@ def test_pipeline_artifacts_encrypted_and_builds_only_assume_deploy_role(synthes
     role_stmts = [s for lid, s in statements(raw) if lid.startswith("BuildRole")]
     assume = [s for s in role_stmts if "sts:AssumeRole" in as_list(s["Action"])]
     assert len(assume) == 1 and "role/iris-staging-deploy" in str(assume[0]["Resource"])
-    assert not [s for s in role_stmts if any(a.startswith(("lambda:", "dynamodb:", "ecr:Put")) for a in as_list(s["Action"]))]
+    direct = ("lambda:", "dynamodb:", "ecr:Put")
+    assert not [s for s in role_stmts if any(a.startswith(direct) for a in as_list(s["Action"]))]
 
 
 # --- GitHubOidcStack -------------------------------------------------------------------------

