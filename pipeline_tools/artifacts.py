@@ -338,7 +338,10 @@ def push(s3, root: str | os.PathLike, loc: Location, *, delete: bool = False, dr
         run_parallel(plan.upload, lambda e: upload_one(s3, root, loc, e, multipart_threshold=multipart_threshold,
                                                        transfer_config=tconf), workers, done)
     except (Exception, KeyboardInterrupt) as exc:
-        err = exc if isinstance(exc, PtError) else (_translate(exc) or exc)
+        if isinstance(exc, KeyboardInterrupt):
+            err: BaseException = PtError(f"push to {loc.url} interrupted", exit_code=130)
+        else:
+            err = exc if isinstance(exc, PtError) else (_translate(exc) or exc)
         if isinstance(err, PtError):
             err.hint = ((err.hint + "; ") if err.hint else "") + (
                 f"push interrupted after {len(uploaded)} of {len(plan.upload)} uploads, manifest not written: "

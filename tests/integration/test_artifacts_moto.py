@@ -114,8 +114,8 @@ def test_delete_removes_remote_files_gone_locally_keeping_versions(s3, cfg, tmp_
 class FailAfter:
     """An S3 client whose object uploads fail after `n` successes (a dropped connection)."""
 
-    def __init__(self, client, n: int):
-        self._client, self._n, self.uploads = client, n, 0
+    def __init__(self, client, n: int, exc: BaseException | None = None):
+        self._client, self._n, self.uploads, self._exc = client, n, 0, exc
         self._lock = threading.Lock()
 
     def put_object(self, **kw):
@@ -124,7 +124,7 @@ class FailAfter:
                 if self.uploads >= self._n:
                     from botocore.exceptions import EndpointConnectionError
 
-                    raise EndpointConnectionError(endpoint_url="https://s3.amazonaws.com")
+                    raise self._exc or EndpointConnectionError(endpoint_url="https://s3.amazonaws.com")
                 self.uploads += 1
         return self._client.put_object(**kw)
 
@@ -146,6 +146,15 @@ def test_interrupted_push_resumes_with_only_the_rest(s3, tmp_path, n_files):
     report = art.push(s3, tree, loc, workers=4)
     assert (report["already_uploaded"], report["uploaded"]) == (4, n_files - 4)
     assert art.verify(s3, loc)["ok"]
+
+
+def test_ctrl_c_during_push_says_how_to_resume(s3, tmp_path):
+    tree = make_tree(tmp_path / "model", n=5)
+    loc = art.Location.of(STAGING, "cc")
+    with pytest.raises(PtError) as e:
+        art.push(FailAfter(s3, 2, KeyboardInterrupt()), tree, loc, workers=1)
+    assert e.value.exit_code == 130 and "interrupted after 2 of 5 uploads" in e.value.hint
+    assert art.push(s3, tree, loc)["uploaded"] == 3
 
 
 def test_interrupted_update_keeps_the_old_manifest_consistent_for_readers(s3, tmp_path):
