@@ -54,6 +54,12 @@ def scan(app: App, since: str, log_groups: tuple[str, ...], paths: tuple[str, ..
 
     app.out.result({"stage": stage, **report.to_dict()}, human)
     app.out.github_output({"clean": str(report.clean).lower(), "findings": len(report.findings)})
+    if not report.clean:
+        from ..output import markdown_table
+
+        app.out.step_summary(f"### pt logs scan: {len(report.findings)} finding(s) in stage {stage}\n\n"
+                             + markdown_table([(f.kind, f.where, f.excerpt) for f in report.findings[:200]],
+                                              ["kind", "where", "excerpt"]))
     return 0 if report.clean else 1
 
 

@@ -62,4 +62,6 @@ def teardown(app: App, yes: bool, purge_ledger: bool, archive_to: str | None, ev
         out.info("evidence: " + ", ".join(ev.files))
 
     app.out.result(ev.to_dict(), human)
+    app.out.github_output({"teardown_ok": str(ev.ok).lower(), "evidence": ev.files[0] if ev.files else ""})
+    app.out.step_summary(ev.markdown())
     return 0 if (ev.ok or dry_run) else 1

@@ -109,14 +109,17 @@ def test_full_teardown_cli_with_archive_purge_and_evidence(aws, tmp_path, run_pt
 
 def test_dry_run_plans_and_changes_nothing(aws, tmp_path, run_pt):
     cfg_path = write_config(tmp_path)
-    seed = seed_val(aws)
+    seed_function(aws, "iris-val-predict", versions=1)
+    seed_log_group(aws, "/aws/lambda/iris-val-predict", ["x"])
+    entries = seed_bucket(aws, "iris-val-artifacts", keys=2, versions_per_key=2, markers=1)
+    aws.client("s3").create_bucket(Bucket="audit")
     r = run_pt("teardown", "--stage", "val", "--config", cfg_path, "--dry-run", "--evidence-dir", tmp_path / "ev",
                "--archive-to", "s3://audit/x")
     assert r.exit_code == 0, r
     assert "plan (dry run)" in r.stdout and "dry run: nothing deleted" in r.stdout
     assert "iris-val-predict" in _functions(aws)
     s3 = aws.client("s3")
-    assert len(td.list_object_versions(s3, "iris-val-artifacts")) == seed["entries"]
+    assert len(td.list_object_versions(s3, "iris-val-artifacts")) == entries
     assert "Contents" not in s3.list_objects_v2(Bucket="audit")
     assert all(p.name.endswith(("-dry-run.json", "-dry-run.md")) for p in (tmp_path / "ev").iterdir())
 
@@ -306,3 +309,16 @@ def test_failed_archive_keeps_log_groups(aws, tmp_path):
     again = td.teardown(cfg, "val", c, clock=time.time, sleep=lambda s: None, evidence_dir=tmp_path / "ev",
                         archive_to="s3://audit/a")
     assert again.ok and [a.step for a in again.actions] == ["archive-logs", "delete-log-groups"]
+
+
+def test_github_actions_outputs_and_summary(aws, tmp_path, run_pt, monkeypatch):
+    cfg_path = write_config(tmp_path)
+    gh_out, summary = tmp_path / "out", tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(gh_out))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    seed_function(aws, "iris-val-predict", versions=1)
+    r = run_pt("teardown", "--stage", "val", "--config", cfg_path, "--yes", "--evidence-dir", tmp_path / "ev")
+    assert r.exit_code == 0, r
+    assert "teardown_ok=true" in gh_out.read_text()
+    assert "# Teardown of iris stage `val`: complete" in summary.read_text()
