@@ -302,6 +302,9 @@ def push(s3, root: str | os.PathLike, loc: Location, *, delete: bool = False, dr
          clock: Callable[[], float] = time.monotonic, local: Manifest | Future | None = None) -> dict:
     """`local` may be given (or a Future of it, so the caller can hash while it builds clients)."""
     root = Path(root)
+    if delete and not loc.prefix:
+        raise UsageError("--delete needs --prefix: at the bucket root it would delete everything else in the bucket",
+                         "push the set under a prefix, e.g. --prefix models/iris/v3")
     started = clock()
     own = None
     if local is None:  # hash locally while the bucket check and the manifest GET wait on the network
@@ -541,6 +544,9 @@ def copy(src_s3, src: Location, dst_s3, dst: Location, *, dry_run: bool = False,
     """Copy a verified set to another bucket/prefix (server-side), check every copy against the
     manifest, then write the manifest last. Only objects that differ at the destination move."""
     started = clock()
+    if delete and not dst.prefix:
+        raise UsageError("--delete needs a destination prefix: at the bucket root it would delete everything else",
+                         "copy to s3://bucket/prefix or pass --to-prefix")
     if src == dst:
         raise UsageError(f"source and destination are the same ({src.url})",
                          "pick another --to-stage, --to or --to-prefix")

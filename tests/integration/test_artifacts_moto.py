@@ -79,19 +79,21 @@ def test_push_uploads_only_changes_and_writes_manifest_last(s3, cfg, tmp_path, r
 
 def test_dry_run_mutates_nothing(s3, cfg, tmp_path, run_pt):
     tree = make_tree(tmp_path / "model", n=3)
-    r = run_pt("artifacts", "push", tree, "-s", "staging", "-c", cfg, "--dry-run", "--output", "json")
+    r = run_pt("artifacts", "push", tree, "-s", "staging", "-p", "m", "-c", cfg, "--dry-run", "--output", "json")
     assert r.exit_code == 0, r
     assert r.json()["plan"]["upload"] == ["d0/f000.bin", "d1/f001.bin", "d2/f002.bin"]
     assert keys(s3, STAGING) == []
-    run_pt("artifacts", "push", tree, "-s", "staging", "-c", cfg)
+    run_pt("artifacts", "push", tree, "-s", "staging", "-p", "m", "-c", cfg)
     (tree / "d0" / "f000.bin").unlink()
-    r = run_pt("artifacts", "push", tree, "-s", "staging", "-c", cfg, "--delete", "--dry-run", "--output", "json")
-    assert r.json()["plan"]["delete"] == ["d0/f000.bin"]
-    assert "d0/f000.bin" in keys(s3, STAGING)
-    r = run_pt("artifacts", "pull", tmp_path / "out", "-s", "staging", "-c", cfg, "--dry-run", "--output", "json")
-    assert r.json()["download"] == 3 and not (tmp_path / "out").exists()
-    r = run_pt("artifacts", "copy", "--from-stage", "staging", "--to-stage", "prod", "-c", cfg, "--dry-run",
+    r = run_pt("artifacts", "push", tree, "-s", "staging", "-p", "m", "-c", cfg, "--delete", "--dry-run",
                "--output", "json")
+    assert r.json()["plan"]["delete"] == ["m/d0/f000.bin"]
+    assert "m/d0/f000.bin" in keys(s3, STAGING)
+    r = run_pt("artifacts", "pull", tmp_path / "out", "-s", "staging", "-p", "m", "-c", cfg, "--dry-run",
+               "--output", "json")
+    assert r.json()["download"] == 3 and not (tmp_path / "out").exists()
+    r = run_pt("artifacts", "copy", "--from-stage", "staging", "--to-stage", "prod", "-p", "m", "-c", cfg,
+               "--dry-run", "--output", "json")
     assert r.exit_code == 0, r
     assert r.json()["copy"] == 3 and keys(s3, PROD) == []
 
@@ -280,6 +282,8 @@ def test_unknown_stage_and_bad_arguments_are_usage_errors(aws, cfg, tmp_path, ru
     assert r.exit_code == 2 and "--to-stage or --to" in r.stderr
     r = run_pt("artifacts", "verify", "-c", cfg)
     assert r.exit_code == 2
+    r = run_pt("artifacts", "push", tree, "-s", "staging", "-c", cfg, "--delete")
+    assert r.exit_code == 2 and "--delete needs --prefix" in r.stderr
     bad = tmp_path / "latin"
     bad.mkdir()
     with open(os.path.join(os.fsencode(bad), b"\xff\xfe.bin"), "wb") as fh:
