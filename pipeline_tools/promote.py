@@ -163,8 +163,8 @@ def evaluate_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, c
         v = gate_mod.verdict(None, (), policy, now, start, error=f"{type(e).__name__}: {e}")
     # A FAIL recorded earlier for this deploy stands even if the alarm is OK now (moto and
     # accounts without alarm history cannot show us the transition again).
-    earlier = [g for g in ledger.query(stage, GATE, where=lambda g: g.data.get("deploy_id") == rec.id
-                                       and g.data.get("status") == "FAIL")]
+    earlier = ledger.query(stage, GATE, limit=1, where=lambda g: g.data.get("deploy_id") == rec.id
+                           and g.data.get("status") == "FAIL")
     elapsed = max(0.0, now - start)
     base = dict(stage=stage, deploy_id=rec.id, digest=rec.digest, bake=bake_s, window_start=start,
                 checked_at=now, verdict=v)

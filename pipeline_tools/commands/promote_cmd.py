@@ -54,18 +54,18 @@ def _actor(app: App, stage: str) -> dict:
     return identify(arn)
 
 
-def _notifier(app: App, clock=time.time):
-    """notify(kind, stage, info) → NotifyResult; never raises."""
+def _notifier(app: App, actor: dict | None, clock=time.time):
+    """notify(kind, stage, info) → NotifyResult (or None); never raises."""
     from ..ops import notify as n
 
     cfg = app.config()
+    who = actor or {}
 
     def send(kind: str, stage: str, info: dict) -> Any:
         try:
-            ctx = _ctx_cache.setdefault("actor", {})
             event = n.Event(kind=kind, project=cfg.project, stage=stage, summary=info.get("summary", kind),
                             digest=info.get("digest"), deploy_id=info.get("deploy_id"),
-                            actor=ctx.get("name"), run_url=ctx.get("run_url"), at=clock(),
+                            actor=who.get("name"), run_url=who.get("run_url"), at=clock(),
                             details={k: v for k, v in info.items() if k not in ("summary", "digest", "deploy_id")})
             return n.notify_from_factory(cfg, event, app.aws(stage), warn=app.out.warn)
         except Exception as e:
@@ -73,9 +73,6 @@ def _notifier(app: App, clock=time.time):
             return None
 
     return send
-
-
-_ctx_cache: dict[str, dict] = {}
 
 
 def _summary_md(title: str, rows: list[list[Any]], columns: list[str], lines: list[str]) -> str:
@@ -130,19 +127,18 @@ def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, a
             actor = _actor(app, stage)
         except Exception:
             actor = {"name": os.environ.get("PT_ACTOR") or "unknown"}
-        _ctx_cache["actor"] = actor
         first_pass = report.status == "PASS" and not ledger.query(
             stage, p.GATE, limit=1, where=lambda g: g.data.get("deploy_id") == report.deploy_id
             and g.data.get("status") == "PASS")
         rec = p.record_gate(ledger, report, actor)
         if report.status == "FAIL":
-            res = _notifier(app)("gate_failed", stage, {"summary": report.explanation, "digest": report.digest,
+            res = _notifier(app, actor)("gate_failed", stage, {"summary": report.explanation, "digest": report.digest,
                                                        "deploy_id": report.deploy_id})
             if rec is not None:
                 p._record_notification(ledger, stage, rec.id, res)
         elif first_pass and rec is not None:
             for nxt in p.downstream_needing_approval(cfg, stage):
-                res = _notifier(app)("approval_needed", nxt, {
+                res = _notifier(app, actor)("approval_needed", nxt, {
                     "summary": f"{report.digest} passed the {stage} gate and waits for approvals for {nxt} "
                                f"(`pt approve --stage {nxt}`)", "digest": report.digest,
                     "deploy_id": report.deploy_id})
@@ -349,10 +345,9 @@ def promote(app: App, target: str, source: str | None, override_window: bool, re
         _print_plan(app, plan, None, dry_run=True)
         return EXIT_OK
     actor = _actor(app, target)
-    _ctx_cache["actor"] = actor
     plan, rec = p.promote(cfg, target, ledger=ledger, cloudwatch=cw, deploy=deploy_engine(app, target, actor, ledger),
                           actor=actor, clock=time.time, source=source, override_window=override_window,
-                          reason=reason, notify=_notifier(app))
+                          reason=reason, notify=_notifier(app, actor))
     _print_plan(app, plan, rec, dry_run=False)
     return EXIT_OK if rec is not None and rec.state == "succeeded" else EXIT_FAILURE
 

@@ -100,7 +100,9 @@ def test_gate_exit_codes_json_summary_and_notification(world, run_pt, tmp_path, 
     assert bad[0]["name"] == "rel-staging-predict-errors" and bad[0]["state"] == "ALARM"
     assert bad[0]["threshold"] == 1.0 and bad[0]["since"]
     posts = webhook_server.bodies("/services/T0/B0/s3cr3tp4th")
-    assert len(posts) == 2 and all("Gate FAIL" in p["text"] for p in posts)  # nothing deployed; the alarm
+    # nothing deployed (FAIL); first PASS → prod needs approvals; the alarm (FAIL)
+    assert [p["text"].split(":")[1].strip() for p in posts] == ["Gate FAIL", "Approval needed", "Gate FAIL"]
+    assert "pt approve --stage prod" in posts[1]["text"]
     assert "rel-staging-predict-errors" in posts[-1]["text"]
     assert "s3cr3tp4th" not in r.stdout + r.stderr
 
