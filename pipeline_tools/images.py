@@ -114,11 +114,22 @@ def select_images(cfg, requested: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(requested))
 
 
-def resolve_bases(docker, images: Iterable[str], platform: str | None = None) -> dict[str, str]:
-    """FROM image → a content identity: the digest in the reference, else the local image ID.
+def split_reference(ref: str) -> tuple[str, str, str]:
+    """docker reference → (registry host, repository, tag), with docker's Docker Hub defaults."""
+    name, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first, rest, tag
+    return "registry-1.docker.io", name if rest else f"library/{name}", tag
 
-    Images that are neither pinned nor present locally map to their name (the tag then follows
-    the name only; the build pulls them).
+
+def resolve_bases(docker, images: Iterable[str], *, remote: bool = True,
+                  timeout: float = 5.0) -> dict[str, str]:
+    """FROM image → a content identity.
+
+    The digest pinned in the reference; else the local image ID (what the build will use); else
+    the registry's manifest digest (one HEAD, anonymous token if asked); else "unresolved" (the
+    tag then follows the name only, and the build pulls the image).
     """
     out: dict[str, str] = {}
     for ref in images:
@@ -126,13 +137,21 @@ def resolve_bases(docker, images: Iterable[str], platform: str | None = None) ->
             out[ref] = ref.split("@", 1)[1]
             continue
         try:
-            img = docker.images.get(ref)
-            out[ref] = img.id
+            out[ref] = docker.images.get(ref).id
+            continue
         except Exception as e:
-            if type(e).__name__ in ("ImageNotFound", "NotFound"):
-                out[ref] = "unresolved"
-            else:
+            if type(e).__name__ not in ("ImageNotFound", "NotFound"):
                 raise
+        out[ref] = "unresolved"
+        if remote:
+            host, repo, tag = split_reference(ref)
+            reg = Registry(host, timeout=timeout)
+            try:
+                out[ref] = reg.manifest_digest(repo, tag) or "unresolved"
+            except PtError:
+                pass
+            finally:
+                reg.close()
     return out
 
 
@@ -147,8 +166,7 @@ def plan_image(cfg, name: str, *, docker, registry_host: str, extra_build_args: 
     ctx = buildctx.scan(context, dockerfile)
     build_args = {**img.build_args, **(extra_build_args or {})}
     plat = platform or img.platform
-    bases = resolve_bases(docker, buildctx.base_images(ctx.dockerfile_bytes.decode("utf-8", "replace"), build_args),
-                          plat)
+    bases = resolve_bases(docker, buildctx.base_images(ctx.dockerfile_bytes.decode("utf-8", "replace"), build_args))
     content = buildctx.content_digest(ctx, progress)
     tag = buildctx.build_tag(content, ctx.dockerfile_bytes, build_args, img.target, plat, bases)
     return ImagePlan(name=name, registry=registry_host, repo=cfg.ecr_repository(name), tag=tag, context=context,

@@ -169,3 +169,24 @@ def test_host_classification():
     assert ecr_parts("123456789012.dkr.ecr.eu-west-1.amazonaws.com") == ("123456789012", "eu-west-1")
     assert ecr_parts("127.0.0.1:5055") is None
     assert not Registry("123456789012.dkr.ecr.us-east-1.amazonaws.com").http
+
+
+class _NoLocalImages:
+    class ImageNotFound(Exception):
+        pass
+
+    class images:  # mimics docker.DockerClient.images
+        @staticmethod
+        def get(ref):
+            raise _NoLocalImages.ImageNotFound(ref)
+
+
+def test_base_image_resolved_from_its_registry(fake):
+    from pipeline_tools.images import resolve_bases
+
+    fake.manifests[("team/base", "3.11")] = (V2, MANIFEST)
+    ref = f"{fake.host}/team/base:3.11"
+    missing = f"{fake.host}/team/base:9.9"
+    out = resolve_bases(_NoLocalImages, [ref, missing, "img@sha256:feed"])
+    assert out == {ref: DIGEST, missing: "unresolved", "img@sha256:feed": "sha256:feed"}
+    assert resolve_bases(_NoLocalImages, [ref], remote=False) == {ref: "unresolved"}
