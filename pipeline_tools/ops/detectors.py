@@ -49,6 +49,7 @@ class Detector:
     regex: re.Pattern
     validate: Validator | None = None
     group: int = 0  # which regex group is the sensitive value
+    gate: Callable[[str, int], bool] | None = None  # cheap pre-check on (line, digit count)
 
 
 @dataclass(frozen=True)
@@ -167,24 +168,32 @@ def _jwt(m: re.Match, _line: str) -> bool:
     return bool(header and "alg" in header)
 
 
+_DROP_DIGITS = str.maketrans("", "", "0123456789")
+
 # --- the built-in set ------------------------------------------------------------------------
 
 BUILTIN: tuple[Detector, ...] = (
-    Detector("jwt", re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), _jwt),
+    Detector("jwt", re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), _jwt,
+             gate=lambda ln, n: "eyJ" in ln),
     Detector("aws_access_key_id", _ACCESS_KEY_RE),
     Detector("aws_secret_access_key", re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
              _aws_secret),
-    Detector("email", re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b")),
+    Detector("email", re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b"),
+             gate=lambda ln, n: "@" in ln),
     Detector("credit_card", re.compile(r"(?<![\w.-])(?:\d{4}(?P<a>[ -])\d{6}(?P=a)\d{4,5}|"
                                        r"\d{4}(?P<b>[ -])\d{4}(?P=b)\d{4}(?P=b)\d{1,4}|\d{13,19})"
-                                       r"(?![\w-]|\.\d)"), _card),
-    Detector("us_ssn", re.compile(r"(?<![\w.-])(\d{3})-(\d{2})-(\d{4})(?![\w-]|\.\d)"), _ssn),
+                                       r"(?![\w-]|\.\d)"), _card, gate=lambda ln, n: n >= 13),
+    Detector("us_ssn", re.compile(r"(?<![\w.-])(\d{3})-(\d{2})-(\d{4})(?![\w-]|\.\d)"), _ssn,
+             gate=lambda ln, n: n >= 9 and "-" in ln),
     Detector("phone", re.compile(r"(?<![\w+])\+[1-9]\d{0,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?![\w:.]|-\d)"),
-             _phone_e164),
+             _phone_e164, gate=lambda ln, n: n >= 8 and "+" in ln),
     Detector("phone", re.compile(r"(?<![\w.+:-])(?:\([2-9]\d{2}\) ?[2-9]\d{2}[ .-]|"
-                                 r"[2-9]\d{2}(?P<sep>[.-])[2-9]\d{2}(?P=sep))\d{4}(?![\w:]|[.-]\d)")),
-    Detector("ipv4", re.compile(r"(?<![\w.-])(?:\d{1,3}\.){3}\d{1,3}(?![\w-]|\.\w|\+\w)"), _ipv4),
-    Detector("ipv6", re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|:)?(?![\w:.])"), _ipv6),
+                                 r"[2-9]\d{2}(?P<sep>[.-])[2-9]\d{2}(?P=sep))\d{4}(?![\w:]|[.-]\d)"),
+             gate=lambda ln, n: n >= 10),
+    Detector("ipv4", re.compile(r"(?<![\w.-])(?:\d{1,3}\.){3}\d{1,3}(?![\w-]|\.\w|\+\w)"), _ipv4,
+             gate=lambda ln, n: n >= 4 and ln.count(".") >= 3),
+    Detector("ipv6", re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|:)?(?![\w:.])"), _ipv6,
+             gate=lambda ln, n: ln.count(":") >= 2),
 )
 
 
@@ -236,7 +245,10 @@ def find(line: str, extra: Sequence[Detector] = ()) -> list[Hit]:
     user patterns are always reported."""
     hits: list[Hit] = []
     taken: list[tuple[int, int]] = []
+    digits = len(line) - len(line.translate(_DROP_DIGITS))
     for det in BUILTIN:
+        if det.gate is not None and not det.gate(line, digits):
+            continue
         pos = 0
         while (m := det.regex.search(line, pos)) is not None:
             s, e = m.span(det.group)
