@@ -49,8 +49,9 @@ def connect_docker(timeout: float = 600):
     try:
         import docker
 
-        client = docker.from_env(timeout=timeout)
+        client = docker.from_env(timeout=10)  # a blackholed DOCKER_HOST fails fast
         client.ping()
+        client.api.timeout = timeout  # builds and pushes may be slow
         return client
     except Exception as e:
         if isinstance(e, PtError):
