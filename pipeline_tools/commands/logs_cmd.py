@@ -8,6 +8,7 @@ import click
 
 from ..clikit import dry_run_option, output_option, pass_app, stage_option
 from ..context import App
+from ..errors import UsageError
 
 
 @click.group()
@@ -35,6 +36,8 @@ def scan(app: App, since: str, log_groups: tuple[str, ...], paths: tuple[str, ..
 
     cfg = app.config()
     stage = app.require_stage()
+    if no_cloudwatch and not paths:
+        raise UsageError("nothing to scan: --no-cloudwatch without --path", "add --path FILE_OR_DIR")
     report = ops_logs.scan(cfg, stage, logs_client=None if no_cloudwatch else app.aws(stage).client("logs"),
                            since=ops_logs.parse_since(since), extra_groups=log_groups, paths=paths,
                            patterns=patterns, cloudwatch=not no_cloudwatch, clock=time.time)

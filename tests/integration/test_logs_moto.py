@@ -133,6 +133,8 @@ def test_unknown_stage_and_missing_path(tmp_path, cfg_path, run_pt):
     assert r.exit_code == 2 and "unknown stage 'nope'" in r.stderr
     r = run_pt("logs", "scan", "--stage", "val", "--config", cfg_path, "--no-cloudwatch", "--path", tmp_path / "x")
     assert r.exit_code == 2 and "no such file" in r.stderr
+    r = run_pt("logs", "scan", "--stage", "val", "--config", cfg_path, "--no-cloudwatch")
+    assert r.exit_code == 2 and "nothing to scan" in r.stderr
 
 
 def test_access_denied_is_a_clear_aws_error(aws, cfg):
