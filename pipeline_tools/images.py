@@ -271,7 +271,7 @@ def build_push(cfg, images: Sequence[str], *, docker, registry: Registry, creden
     for name in select_images(cfg, images):
         t0 = clock()
         plan = plan_image(cfg, name, docker=docker, registry_host=registry.host, extra_build_args=extra_build_args,
-                          platform=platform, clock=clock)
+                          platform=platform, clock=clock, progress=_throttled(log, f"{name}: hashing context", clock))
         log(f"{name}: tag {plan.tag} ({len(plan.ctx.entries)} context entries, "
             f"{plan.ctx.total_bytes / 1e6:.1f} MB hashed in {plan.hash_seconds:.2f}s)")
         digest = registry.manifest_digest(plan.repo, plan.tag)
@@ -307,6 +307,20 @@ def build_push(cfg, images: Sequence[str], *, docker, registry: Registry, creden
         log(f"{name}: {status} {plan.repository}@{digest} in {clock() - t0:.1f}s"
             + (f", {bytes_pushed / 1e6:.1f} MB pushed" if status == "built" else ""))
     return results
+
+
+def _throttled(log: Log, prefix: str, clock: Callable[[], float], every: float = 2.0) -> buildctx.Progress:
+    """Progress for big contexts: one line every `every` seconds, none for small ones."""
+    start = clock()
+    last = [start]
+
+    def progress(done: int) -> None:
+        now = clock()
+        if now - last[0] >= every:
+            last[0] = now
+            log(f"{prefix}: {done / 1e6:.0f} MB ({done / 1e6 / max(now - start, 1e-9):.0f} MB/s)")
+
+    return progress
 
 
 def _result(plan: ImagePlan, digest: str | None, status: str, seconds: float, bytes_pushed: int,

@@ -219,3 +219,15 @@ def test_model_dockerfile_template_stays_equal():
         (ROOT / "docker" / "model" / "Dockerfile").read_bytes()
     assert buildctx.base_images((ROOT / "docker" / "model" / "Dockerfile").read_text(), {}) == [
         "public.ecr.aws/lambda/python:3.11"]
+
+
+def test_hash_progress_is_throttled():
+    from pipeline_tools.images import _throttled
+
+    now = [0.0]
+    lines: list[str] = []
+    progress = _throttled(lines.append, "m: hashing context", lambda: now[0], every=2.0)
+    for i in range(1, 11):
+        now[0] = i * 0.5
+        progress(i * 100_000_000)
+    assert lines == ["m: hashing context: 400 MB (200 MB/s)", "m: hashing context: 800 MB (200 MB/s)"]
