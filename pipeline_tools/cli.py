@@ -86,7 +86,7 @@ def with_common_options(cmd: click.Command) -> click.Command:
         decls = tuple(d for d in decls if d not in taken)
         if not decls or decls[0] != _COMMON_FIRST[attr]:
             continue
-        cmd.params.append(click.Option(decls, f"_common_{attr}", expose_value=False, is_eager=True, show_default=False,
+        cmd.params.append(click.Option([*decls, f"_common_{attr}"], expose_value=False, is_eager=True,
                                        allow_from_autoenv=False, callback=_setter(attr), **kw))
     if isinstance(cmd, click.Group):
         for sub in cmd.commands.values():
