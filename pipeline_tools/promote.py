@@ -538,7 +538,8 @@ def target_image_uri(cfg: Config, target: str, source_deploy: Record) -> str:
 
 def engine(cfg: Config, *, lambda_client: Any, cloudwatch: Any, ledger: Ledger, actor: dict,
            clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-           log: Callable[[str], None] = lambda _m: None, ecr: Any = None) -> DeployFn:
+           log: Callable[[str], None] = lambda _m: None, ecr: Any = None,
+           notify: Callable[[str, str, dict], Any] | None = None) -> DeployFn:
     """Adapter: the deploy engine (`deploy.plan_deploy` + `deploy.deploy`) as `promote` calls it.
 
     Never rebuilds: it deploys the source record's digest. When the target stage uses another
@@ -564,10 +565,32 @@ def engine(cfg: Config, *, lambda_client: Any, cloudwatch: Any, ledger: Ledger, 
         plan = engine_mod.plan_deploy(cfg, target, image, ref, lambda_client)
         deps = engine_mod.Deps(lambda_client=lambda_client, cloudwatch=cloudwatch, ledger=ledger, clock=clock,
                                sleep=sleep, log=log, actor={**actor, "promotion_id": promotion_id})
-        result = engine_mod.deploy(cfg, plan, deps, window=window)
+        info = {"digest": digest, "strategy": plan.strategy, "promotion": promotion_id}
+        if notify:
+            notify("deploy_started", target, {**info, "summary": f"deploying {_short(digest)} to {target} "
+                                                                  f"({plan.strategy}), promoted from "
+                                                                  f"{source_deploy.stage}"})
+        t0 = clock()
+        try:
+            result = engine_mod.deploy(cfg, plan, deps, window=window)
+        except Exception as e:
+            last = ledger.query(target, DEPLOY, limit=1)
+            rec = last[0] if last and last[0].digest == digest and last[0].created >= t0 - 1 else None
+            if notify:
+                kind = "deploy_rolled_back" if rec is not None and rec.state == "rolled_back" else "deploy_failed"
+                res = notify(kind, target, {**info, "summary": getattr(e, "message", str(e)),
+                                            "deploy_id": rec.id if rec else None})
+                if rec is not None:
+                    _record_notification(ledger, target, rec.id, res)
+            raise
         rec = ledger.get(target, result.deploy_id)
         if rec is None:  # the engine always writes its record; fail closed if it is gone
             raise PromotionRefused("deploy", f"deploy {result.deploy_id} has no ledger record")
+        if notify:
+            res = notify("deploy_succeeded", target, {**info, "deploy_id": rec.id,
+                                                      "summary": f"{target} runs {_short(digest)} "
+                                                                 f"({plan.strategy}, gate PASS after bake)"})
+            _record_notification(ledger, target, rec.id, res)
         return rec
 
     return run

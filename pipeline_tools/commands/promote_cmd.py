@@ -313,7 +313,7 @@ def deploy_engine(app: App, stage: str, actor: dict, ledger, *, clock=time.time,
     factory = app.aws(stage)
     return p.engine(app.config(), lambda_client=factory.client("lambda"), cloudwatch=factory.client("cloudwatch"),
                     ledger=ledger, actor=actor, clock=clock, sleep=sleep, log=app.out.log,
-                    ecr=factory.client("ecr"))
+                    ecr=factory.client("ecr"), notify=_notifier(app, actor))
 
 
 @click.command()

@@ -93,9 +93,10 @@ def deploy_staging(cfg, st, ledger, clock, n: int, actor: dict):
     return dp.deploy(cfg, plan, deps)
 
 
-def promote(cfg, st, ledger, clock, actor, **kw):
+def promote(cfg, st, ledger, clock, actor, sent=None, **kw):
     eng = p.engine(cfg, lambda_client=st.lam, cloudwatch=st.cw, ledger=ledger, actor=actor, clock=clock,
-                   sleep=clock.sleep, ecr=st.aws.client("ecr"))
+                   sleep=clock.sleep, ecr=st.aws.client("ecr"),
+                   notify=(lambda kind, stage, info: sent.append((kind, stage, info))) if sent is not None else None)
     return p.promote(cfg, "prod", ledger=ledger, cloudwatch=st.cw, deploy=eng, actor=actor, clock=clock, **kw)
 
 
@@ -130,10 +131,12 @@ def test_done_when_walk(world):
         promote(cfg, st, ledger, clock, person("release-mgr"))
     assert e.value.condition == "window"
     assert re.fullmatch(r"outside deploy window \(Mon–Thu 02:00–05:00 UTC\); next opens in 2d3h5\dm", e.value.message)
-    _plan, rec = promote(cfg, st, ledger, clock, person("release-mgr"), override_window=True,
+    sent: list = []
+    _plan, rec = promote(cfg, st, ledger, clock, person("release-mgr"), sent=sent, override_window=True,
                          reason="hotfix for incident 42")
     assert rec.state == "succeeded" and rec.digest == digest(2)
     assert st.live_digests("prod") == {digest(2)}
+    assert [k for k, _s, _i in sent] == ["deploy_started", "deploy_succeeded"]
     assert rec.data["strategy"] == "linear"  # prod's strategy, same digest, nothing rebuilt
     assert rec.data["image_uri"].startswith("222222222222.dkr.ecr.us-east-1.amazonaws.com/rel-model@")
 
@@ -188,3 +191,25 @@ def test_alarm_during_staging_bake_blocks_promotion(world):
     refused = ledger.query("prod", "promotion")
     assert [(r.state, r.data["condition"]) for r in refused] == [("refused", "gate"), ("refused", "deployed")]
     assert "rel-staging-batch-score-errors" in refused[0].reason
+
+
+def test_prod_alarm_during_promotion_rolls_prod_back(world):
+    """The deploy engine watches prod's own gate: an alarm during prod's bake rolls prod back to
+    what it ran before; the promotion is recorded as failed and a rollback notification is sent."""
+    cfg, st, ledger, clock = world
+    deploy_staging(cfg, st, ledger, clock, 2, person("ci-bot"))
+    clock.t += 61
+    for who in ("bob", "carol"):
+        p.decide(cfg, ledger, "prod", decision="approve", actor=person(who), clock=clock)
+    clock.at.append((clock.t + 12, lambda: st.set_alarm("ALARM", "predict", stage="prod")))  # in the bake
+    sent: list = []
+    with pytest.raises(DeployFailed, match="rolled back"):
+        promote(cfg, st, ledger, clock, person("release-mgr"), sent=sent, override_window=True, reason="drill")
+    assert st.live_digests("prod") == {digest(1)}
+    assert all(not w for _, w in st.live("prod").values())  # no weighted routing left behind
+    assert [k for k, _s, _i in sent] == ["deploy_started", "deploy_rolled_back"]
+    assert "rel-prod-predict-errors" in sent[1][2]["summary"]
+    prom = ledger.query("prod", "promotion", limit=1)[0]
+    assert prom.state == "failed" and "rolled back" in prom.reason
+    dep = ledger.query("prod", "deploy", limit=1)[0]
+    assert dep.state == "rolled_back" and sent[1][2]["deploy_id"] == dep.id
