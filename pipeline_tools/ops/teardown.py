@@ -459,7 +459,7 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
         run.do("delete-topic", "sns:topic", arn, "delete_topic", lambda arn=arn: c.sns.delete_topic(TopicArn=arn))
 
     # 7. ledger
-    if purge_ledger and c.dynamodb is not None:
+    if purge_ledger and c.dynamodb is not None and inv.ledger_items:
         purge = ledger_purge or purge_ledger_items
         run.do("purge-ledger", "dynamodb:items", f"{cfg.ledger_table()} (stage {stage})", "delete items",
                lambda: f"{purge(c.dynamodb, cfg, stage)} items deleted",
