@@ -302,7 +302,7 @@ def build_push(cfg, images: Sequence[str], *, docker, registry: Registry, creden
         for extra in extra_tags:
             existing = registry.manifest_digest(plan.repo, extra)
             if existing != digest:
-                registry.retag(plan.repo, plan.tag, extra)
+                registry.retag(plan.repo, digest, extra)
         results.append(_result(plan, digest, status, clock() - t0, bytes_pushed, [plan.tag, *extra_tags]))
         log(f"{name}: {status} {plan.repository}@{digest} in {clock() - t0:.1f}s"
             + (f", {bytes_pushed / 1e6:.1f} MB pushed" if status == "built" else ""))
