@@ -375,6 +375,7 @@ def resolve_image(cfg, stage: str, function: str, *, docker, aws=None, image_uri
     from . import images
 
     image = cfg.functions[function].image
+    cfg = local.with_local_base(cfg)
     plan = images.plan_image(cfg, image, docker=docker, registry_host=cfg.registry_for(stage))
     if images._local_image(docker, plan.ref):
         on_info(f"{function}: image {plan.ref} (built from the current sources)")

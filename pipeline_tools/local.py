@@ -729,6 +729,9 @@ def env_vars(state: dict) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": DUMMY_KEY,
         "AWS_SECRET_ACCESS_KEY": DUMMY_KEY,
         "AWS_DEFAULT_REGION": state.get("region") or "us-east-1",
+        # moto answers calls it lacks (e.g. DescribeAlarmHistory) with 500s that botocore would
+        # retry with backoff; two attempts keep the gate's polls fast
+        "PT_AWS_MAX_ATTEMPTS": "2",
     }
     if state.get("docker", {}).get("host"):
         out["DOCKER_HOST"] = state["docker"]["host"]
@@ -752,17 +755,13 @@ def apply_env(env: dict[str, str], environ: dict | None = None) -> None:
     target.update(env)
 
 
-def up(cfg, *, port: int | None = None, directory: Path | None = None, stages: Iterable[str] | None = None,
-       docker_factory: Callable[[], Any] | None = None, provision: bool = True,
-       on_step: Callable[[str], None] = lambda _s: None,
-       clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> dict:
-    """Start/reuse moto + registry, check docker, provision every stage; write the env file."""
-    from .aws import AwsFactory
-
+def start(cfg, *, port: int | None = None, directory: Path | None = None,
+          docker_factory: Callable[[], Any] | None = None, on_step: Callable[[str], None] = lambda _s: None,
+          clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> dict:
+    """The services only: docker check, moto server, registry; writes state and the env file."""
     directory = directory or state_dir()
     directory.mkdir(parents=True, exist_ok=True)
     state = load_state(directory)
-    t0 = clock()
     on_step("docker daemon")
     state["docker"] = check_docker(docker_factory)
     on_step("moto server")
@@ -771,25 +770,68 @@ def up(cfg, *, port: int | None = None, directory: Path | None = None, stages: I
     on_step("registry")
     state["registry"] = ensure_registry(directory, state, clock=clock, sleep=sleep)
     state["region"] = cfg.region
+    state["config"] = cfg.source
     save_state(directory, state)
     env = env_vars(state)
-    reports: list[ProvisionReport] = []
-    synth = synth_available() if provision else None
-    if provision:
-        factory = AwsFactory(region=cfg.region, endpoint=state["moto"]["endpoint"], max_attempts=2)
-        _dummy_credentials_for(factory)
-        for stage in stages or cfg.stages:
-            on_step(f"provision {stage}")
-            reports.append(provision_stage(cfg, stage, factory, registry=state["registry"]["host"], synth=synth,
-                                           cache_dir=directory / "templates", clock=clock, sleep=sleep))
-    state["config"] = cfg.source
-    state["provisioned"] = {r.stage: r.to_dict() for r in reports} or state.get("provisioned", {})
-    state["updated"] = clock()
-    save_state(directory, state)
     env_file = write_env_file(directory, env)
     return {"state_dir": str(directory), "env_file": str(env_file), "env": env, "moto": state["moto"],
-            "registry": state["registry"], "docker": state["docker"], "provisioning": "cdk+boto3" if synth
-            else "boto3", "stages": [r.to_dict() for r in reports], "seconds": round(clock() - t0, 2)}
+            "registry": state["registry"], "docker": state["docker"]}
+
+
+def provision_all(cfg, services: dict, *, stages: Iterable[str] | None = None,
+                  on_step: Callable[[str], None] = lambda _s: None, clock: Callable[[], float] = time.time,
+                  sleep: Callable[[float], None] = time.sleep) -> list[ProvisionReport]:
+    """Provision every stage (StageStack in moto CloudFormation + boto3 gaps) into `services`' moto."""
+    from .aws import AwsFactory
+
+    directory = Path(services["state_dir"])
+    synth = synth_available()
+    factory = AwsFactory(region=cfg.region, endpoint=services["moto"]["endpoint"], max_attempts=2)
+    _dummy_credentials_for(factory)
+    reports = []
+    for stage in stages or cfg.stages:
+        on_step(f"provision {stage}")
+        reports.append(provision_stage(cfg, stage, factory, registry=services["registry"]["host"], synth=synth,
+                                       cache_dir=directory / "templates", clock=clock, sleep=sleep))
+    state = load_state(directory)
+    state["provisioned"] = {**state.get("provisioned", {}), **{r.stage: r.to_dict() for r in reports}}
+    state["provisioning"] = "cdk+boto3" if synth else "boto3"
+    state["updated"] = clock()
+    save_state(directory, state)
+    return reports
+
+
+def up(cfg, *, port: int | None = None, directory: Path | None = None, stages: Iterable[str] | None = None,
+       docker_factory: Callable[[], Any] | None = None, provision: bool = True,
+       on_step: Callable[[str], None] = lambda _s: None,
+       clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Start/reuse moto + registry, check docker, provision every stage; write the env file."""
+    t0 = clock()
+    res = start(cfg, port=port, directory=directory, docker_factory=docker_factory, on_step=on_step, clock=clock,
+                sleep=sleep)
+    reports = provision_all(cfg, res, stages=stages, on_step=on_step, clock=clock, sleep=sleep) if provision else []
+    return {**res, "provisioning": ("cdk+boto3" if synth_available() else "boto3") if provision else "skipped",
+            "stages": [r.to_dict() for r in reports], "seconds": round(clock() - t0, 2)}
+
+
+def with_local_base(cfg):
+    """`cfg` with build arg BASE_IMAGE=$PT_LAMBDA_BASE_IMAGE for images whose Dockerfile declares
+    `ARG BASE_IMAGE` and whose config does not set it: the default base (public ECR) is not
+    reachable from a laptop without AWS, the Lambda-like local base is (docker/base/)."""
+    base = os.environ.get("PT_LAMBDA_BASE_IMAGE")
+    if not base:
+        return cfg
+    images = {}
+    for name, img in cfg.images.items():
+        df = cfg.base_dir / img.dockerfile
+        try:
+            declares = any(ln.strip().startswith("ARG BASE_IMAGE") for ln in df.read_text().splitlines())
+        except OSError:
+            declares = False
+        if declares and "BASE_IMAGE" not in img.build_args:
+            img = img.model_copy(update={"build_args": {**img.build_args, "BASE_IMAGE": base}})
+        images[name] = img
+    return cfg.model_copy(update={"images": images})
 
 
 def _dummy_credentials_for(factory) -> None:
