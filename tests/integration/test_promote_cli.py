@@ -82,6 +82,8 @@ def test_gate_exit_codes_json_summary_and_notification(world, run_pt, tmp_path, 
     deploy_staging(st, closed, 2)
     r = run_pt("gate", "--config", closed, "--stage", "staging", "--bake", "1h")
     assert r.exit_code == 3 and "WAIT" in r.stdout and "decides at" in r.stdout
+    r = run_pt("gate", "--config", closed, "--stage", "staging", "--bake", "1h", "--wait", "--timeout", "0.6s")
+    assert r.exit_code == 3 and "deadline" in r.stdout and "gate staging: baking" in r.stderr
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))

@@ -47,3 +47,5 @@ def test_cli_rejects_bad_duration_and_missing_options(run_pt, tmp_path):
     assert r.exit_code == 2 and "unknown stage 'nope'" in r.stderr
     r = run_pt("approvals", "sync-codepipeline", "--config", cfg, "--stage", "prod")
     assert r.exit_code == 2 and "--pipeline" in r.stderr
+    r = run_pt("gate", "--config", cfg, "--stage", "staging", "--codepipeline-approve")
+    assert r.exit_code == 2 and "CODEBUILD_INITIATOR" in r.stderr
