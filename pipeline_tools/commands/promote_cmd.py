@@ -114,26 +114,38 @@ def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, a
     stage = app.stage
     if cp_approve:
         pipeline = pipeline or _pipeline_from_env()
-    ledger = _ledger(app, stage)
-    cw = app.aws(stage).client("cloudwatch")
-    if wait_:
-        report = p.wait_gate(cfg, stage, ledger=ledger, cloudwatch=cw, clock=time.time, sleep=time.sleep, bake=bake,
-                             timeout=timeout, on_poll=lambda r: app.out.log(f"gate {stage}: {r.explanation}"))
-    else:
-        report = p.evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cw, clock=time.time, bake=bake)
-    actor = None
+    ledger = None
+    try:
+        ledger = _ledger(app, stage)
+        cw = app.aws(stage).client("cloudwatch")
+        if wait_:
+            report = p.wait_gate(cfg, stage, ledger=ledger, cloudwatch=cw, clock=time.time, sleep=time.sleep,
+                                 bake=bake, timeout=timeout,
+                                 on_poll=lambda r: app.out.log(f"gate {stage}: {r.explanation}"))
+        else:
+            report = p.evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cw, clock=time.time, bake=bake)
+    except Exception as e:  # fail closed: any error is a FAIL verdict, printed like one
+        from ..errors import translate
+
+        err = translate(e)
+        if isinstance(err, UsageError):
+            raise
+        text = (err.message + (f" ({err.hint})" if err.hint else "")) if err else f"{type(e).__name__}: {e}"
+        report = p.GateReport(stage, "FAIL", None, None, bake if bake is not None else cfg.stages[stage].deploy.bake,
+                              None, time.time(), f"cannot evaluate the gate: {text} (the gate fails closed)")
+        ledger = None
     if report.status != "WAIT":
         try:
             actor = _actor(app, stage)
         except Exception:
             actor = {"name": os.environ.get("PT_ACTOR") or "unknown"}
-        first_pass = report.status == "PASS" and not ledger.query(
+        first_pass = ledger is not None and report.status == "PASS" and not ledger.query(
             stage, p.GATE, limit=1, where=lambda g: g.data.get("deploy_id") == report.deploy_id
             and g.data.get("status") == "PASS")
-        rec = p.record_gate(ledger, report, actor)
+        rec = p.record_gate(ledger, report, actor) if ledger is not None else None
         if report.status == "FAIL":
             res = _notifier(app, actor)("gate_failed", stage, {"summary": report.explanation, "digest": report.digest,
-                                                       "deploy_id": report.deploy_id})
+                                                               "deploy_id": report.deploy_id})
             if rec is not None:
                 p._record_notification(ledger, stage, rec.id, res)
         elif first_pass and rec is not None:

@@ -49,3 +49,18 @@ def test_cli_rejects_bad_duration_and_missing_options(run_pt, tmp_path):
     assert r.exit_code == 2 and "--pipeline" in r.stderr
     r = run_pt("gate", "--config", cfg, "--stage", "staging", "--codepipeline-approve")
     assert r.exit_code == 2 and "CODEBUILD_INITIATOR" in r.stderr
+
+
+def test_gate_fails_closed_when_aws_is_unreachable(run_pt, tmp_path, monkeypatch):
+    cfg = tmp_path / "pipeline.yml"
+    cfg.write_text(BASE.format(window='{days: [mon], hours: "02:00-05:00"}'))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("PT_AWS_MAX_ATTEMPTS", "1")
+    out = tmp_path / "gh_output"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(out))
+    r = run_pt("gate", "--config", cfg, "--stage", "staging", "--output", "json")
+    assert r.exit_code == 1, r
+    data = r.json()
+    assert data["status"] == "FAIL" and "cannot evaluate the gate" in data["explanation"]
+    assert "fails closed" in data["explanation"] and "gate=FAIL" in out.read_text()
