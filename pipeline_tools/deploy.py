@@ -345,9 +345,14 @@ class _Run:
         desc = f"pt {self.id} {self.plan.digest}"
 
         def one(f: FunctionPlan) -> str:
-            lo.update_code(self.d.lambda_client, f.name, self.plan.image_uri, self.d.clock, self.d.sleep,
-                           self.d.update_timeout)
-            return lo.publish(self.d.lambda_client, f.name, desc, self.d.sleep)
+            cfg = lo.update_code(self.d.lambda_client, f.name, self.plan.image_uri, self.d.clock, self.d.sleep,
+                                 self.d.update_timeout)
+            # CodeSha256: publish exactly what we updated, not a concurrent writer's code
+            version = lo.publish(self.d.lambda_client, f.name, desc, self.d.sleep, code_sha256=cfg.get("CodeSha256"))
+            if f.alias_exists and version == f.previous_version:
+                raise DeployFailed(f"publish_version of {f.name} returned the live version {version}: Lambda saw "
+                                   "no code change", "check the function's code with `pt status`")
+            return version
 
         self.d.log(f"updating {', '.join(f.name for f in self.plan.changing())} → {self.plan.image_uri}")
         self.versions.update(self.each(one, self.plan.changing()))
@@ -365,8 +370,11 @@ class _Run:
                              exists=f.alias_exists or f.function in self._created, sleep=self.d.sleep)
 
             self.alias_touched.update(f.function for f in self.plan.changing())
-            self.each(one, self.plan.changing())
-            self._created.update(f.function for f in self.plan.changing())
+            with self.sig.shield():  # every alias of the step moves, then a signal may act
+                self.each(one, self.plan.changing())
+                self._created.update(f.function for f in self.plan.changing())
+            if self.sig.received:
+                raise Interrupted(self.sig.received)
             self.d.log(f"traffic {step.percent}% on the new version"
                        + (f", watching {step.wait:g}s" if step.wait else ""))
             if step.wait or step.percent < 100:

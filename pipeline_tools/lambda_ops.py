@@ -138,8 +138,12 @@ def update_code(lc: Any, name: str, image_uri: str, clock: Callable[[], float], 
     return wait_updated(lc, name, clock, sleep, timeout)
 
 
-def publish(lc: Any, name: str, description: str, sleep: Callable[[float], None]) -> str:
-    return str(retrying(lc.publish_version, sleep, FunctionName=name, Description=description[:256])["Version"])
+def publish(lc: Any, name: str, description: str, sleep: Callable[[float], None],
+            code_sha256: str | None = None) -> str:
+    kw: dict[str, Any] = {"FunctionName": name, "Description": description[:256]}
+    if code_sha256:
+        kw["CodeSha256"] = code_sha256
+    return str(retrying(lc.publish_version, sleep, **kw)["Version"])
 
 
 def set_alias(lc: Any, name: str, primary: str, extra: dict[str, float], *, exists: bool,

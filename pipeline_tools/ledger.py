@@ -193,6 +193,9 @@ class Ledger:
                                  ConditionExpression="attribute_not_exists(sk)")
         except Exception as e:
             if _conditional_failed(e):
+                stored = self.get(stage, rid)
+                if stored is not None and stored.created == rec.created:  # our own write, retried
+                    return stored
                 raise LedgerConflict(f"ledger record {rid} already exists in stage {stage}") from None
             raise
         return rec
@@ -238,6 +241,9 @@ class Ledger:
                                  ExpressionAttributeValues={":u": {"N": repr(old.updated)}})
         except Exception as e:
             if _conditional_failed(e):
+                stored = self.get(new.stage, new.id)
+                if stored is not None and stored.updated == new.updated:  # our own write, retried
+                    return stored
                 raise LedgerConflict(f"ledger record {old.id} changed concurrently",
                                      "another pt process is acting on this stage") from None
             raise
@@ -316,6 +322,8 @@ class Ledger:
         held = self.current_lock(stage)
         if held is None:  # released in between: one more try
             return self.acquire(stage, deploy_id, actor, lease)
+        if held.deploy_id == deploy_id and held.since == lock.since:  # our own put, retried
+            return held
         if held.lease_until > now:
             raise LockedError(held.describe(),
                               f"wait for it to finish (`pt status --stage {stage}`); lease until "

@@ -30,7 +30,7 @@ stages:
   staging:
     account: "111111111111"
     branch: integration
-    deploy: {{strategy: {strategy}, percent: {percent}, interval: {interval}, bake: {bake}, keep_versions: 3}}
+    deploy: {{strategy: {strategy}, percent: {percent}, interval: {interval}, bake: {bake}, keep_versions: {keep}}}
     gate: {{alarms: ["rel-staging-*"], insufficient_data: pass, preexisting_alarm: {preexisting}, poll: {poll}}}
   prod:
     account: "222222222222"
@@ -56,6 +56,22 @@ class Stage:
     lam: object
     cw: object
     ddb: object
+    role: str = ""
+
+    def add_stage(self, stage: str) -> None:
+        """Functions (image, alias `live` on v1 = image 1) and an OK alarm per function."""
+        for fn in FUNCTIONS:
+            name = f"{PROJECT}-{stage}-{fn}"
+            self.lam.create_function(FunctionName=name, PackageType="Image", Code={"ImageUri": uri(1)},
+                                     Role=self.role, Timeout=30, MemorySize=512)
+            v = self.lam.publish_version(FunctionName=name, Description=f"pt seed {digest(1)}")["Version"]
+            self.lam.create_alias(FunctionName=name, Name="live", FunctionVersion=v)
+            alarm = f"{PROJECT}-{stage}-{fn}-errors"
+            self.cw.put_metric_alarm(AlarmName=alarm, MetricName="Errors", Namespace="AWS/Lambda", Statistic="Sum",
+                                     Period=60, EvaluationPeriods=1, Threshold=1,
+                                     ComparisonOperator="GreaterThanOrEqualToThreshold",
+                                     Dimensions=[{"Name": "FunctionName", "Value": name}])
+            self.cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="seed")
 
     def fname(self, fn: str, stage: str = "staging") -> str:
         return f"{PROJECT}-{stage}-{fn}"
@@ -86,7 +102,9 @@ class Stage:
 
     def write_config(self, **kw) -> Path:
         params = {"strategy": "canary", "percent": 50, "interval": "0.2s", "bake": "0.3s", "poll": "0.1s",
-                  "preexisting": "block", **kw}
+                  "preexisting": "block",
+                  # moto reuses version numbers after deletes (len(versions)+1): prune only where tested
+                  "keep": 50, **kw}
         self.config.write_text(CONFIG.format(**params))
         return self.config
 
@@ -106,19 +124,9 @@ def make_stage(aws, tmp_path: Path, stages=("staging",), images=(1, 2, 3), **cfg
                       imageDigest=digest(n))
     lam = aws.client("lambda")
     cw = aws.client("cloudwatch")
+    st = Stage(aws, tmp_path / "pipeline.yml", lam, cw, aws.client("dynamodb"), role)
     for stage in stages:
-        for fn in FUNCTIONS:
-            name = f"{PROJECT}-{stage}-{fn}"
-            lam.create_function(FunctionName=name, PackageType="Image", Code={"ImageUri": uri(1)}, Role=role,
-                                Timeout=30, MemorySize=512)
-            v = lam.publish_version(FunctionName=name, Description=f"pt seed {digest(1)}")["Version"]
-            lam.create_alias(FunctionName=name, Name="live", FunctionVersion=v)
-            cw.put_metric_alarm(AlarmName=f"{PROJECT}-{stage}-{fn}-errors", MetricName="Errors",
-                                Namespace="AWS/Lambda", Statistic="Sum", Period=60, EvaluationPeriods=1,
-                                Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold",
-                                Dimensions=[{"Name": "FunctionName", "Value": name}])
-            cw.set_alarm_state(AlarmName=f"{PROJECT}-{stage}-{fn}-errors", StateValue="OK", StateReason="seed")
-    st = Stage(aws, tmp_path / "pipeline.yml", lam, cw, aws.client("dynamodb"))
+        st.add_stage(stage)
     st.write_config(**cfg)
     return st
 
@@ -129,7 +137,7 @@ def stage_fixture(aws, tmp_path, monkeypatch):
     monkeypatch.setenv("PT_COMMIT_AUTHOR", "bob@example.com")
     monkeypatch.setenv("PT_GIT_SHA", "0" * 40)
     monkeypatch.setenv("PT_GIT_BRANCH", "integration")
-    return make_stage(aws, tmp_path, stages=("staging", "prod"))
+    return make_stage(aws, tmp_path, stages=("staging",))
 
 
 def wait_for(pred, timeout: float = 20.0, interval: float = 0.02):

@@ -126,6 +126,7 @@ def test_from_build_file(stage, run_pt, tmp_path):
 
 
 def test_window_refused_then_overridden_and_recorded(stage, run_pt):
+    stage.add_stage("prod")
     args = ("deploy", "--config", stage.config, "--stage", "prod", "--image-uri", uri(2))
     r = run_pt(*args)
     assert r.exit_code == 1 and "outside deploy window" in r.stderr, r
@@ -297,3 +298,19 @@ def test_alarm_to_rollback_latency(stage, record_property):
     record_property("alarm_to_rollback_s", round(latency, 3))
     print(f"alarm→rollback latency: {latency:.3f}s (poll 0.1s)")
     assert latency <= 0.1 + 2.0
+
+
+def test_old_versions_pruned_beyond_keep_versions(stage, run_pt):
+    """keep_versions 2: versions beyond the newest two go, unless an alias references them."""
+    stage.write_config(strategy="all-at-once", bake="0s")
+    c = ("--config", stage.config, "--stage", "staging")
+    for n in (2, 3):
+        assert run_pt("deploy", *c, "--image-uri", uri(n)).exit_code == 0
+    stage.lam.create_alias(FunctionName=stage.fname("predict"), Name="pinned", FunctionVersion="1")
+    stage.write_config(strategy="all-at-once", bake="0s", keep=2)
+    r = run_pt("deploy", *c, "--image-uri", uri(1), "--output", "json")
+    assert r.exit_code == 0, r
+    assert r.json()["pruned"] == {"rel-staging-batch-score": ["1", "2"], "rel-staging-predict": ["2"]}
+    versions = [v["Version"] for v in stage.lam.list_versions_by_function(FunctionName=stage.fname("predict"))
+                ["Versions"]]
+    assert versions == ["$LATEST", "1", "3", "4"]
