@@ -274,14 +274,17 @@ class DeployRole(Construct):
             statements.append(iam.PolicyStatement(
                 sid="LambdaDeploy",
                 actions=["lambda:GetFunction", "lambda:GetFunctionConfiguration", "lambda:UpdateFunctionCode",
-                         "lambda:PublishVersion", "lambda:ListVersionsByFunction", "lambda:DeleteFunction",
-                         "lambda:GetAlias", "lambda:CreateAlias", "lambda:UpdateAlias", "lambda:ListAliases",
-                         "lambda:InvokeFunction", "lambda:ListTags"],
+                         "lambda:PublishVersion", "lambda:ListVersionsByFunction", "lambda:GetAlias",
+                         "lambda:CreateAlias", "lambda:UpdateAlias", "lambda:ListAliases", "lambda:InvokeFunction",
+                         "lambda:ListTags"],
                 resources=[arn(st, "lambda", f"function:{n}{q}") for n in fn_names for q in ("", ":*")]))
+            # Pruning old versions (deploy.keep_versions) deletes qualified ARNs only, never the function.
+            statements.append(iam.PolicyStatement(
+                sid="LambdaPruneVersions", actions=["lambda:DeleteFunction"],
+                resources=[arn(st, "lambda", f"function:{n}:*") for n in fn_names]))
             statements.append(iam.PolicyStatement(
                 sid="Logs",
-                actions=["logs:FilterLogEvents", "logs:GetLogEvents", "logs:DescribeLogStreams",
-                         "logs:CreateExportTask"],
+                actions=["logs:FilterLogEvents", "logs:GetLogEvents", "logs:DescribeLogStreams"],
                 resources=[arn(st, "logs", f"log-group:/aws/lambda/{n}{q}") for n in fn_names for q in ("", ":*")]))
         statements += [
             # DescribeAlarms/DescribeAlarmHistory are read-only and filtered by name prefix in the
@@ -289,7 +292,8 @@ class DeployRole(Construct):
             iam.PolicyStatement(sid="AlarmsRead", actions=["cloudwatch:DescribeAlarms",
                                                           "cloudwatch:DescribeAlarmHistory"],
                                 resources=["*"]),
-            iam.PolicyStatement(sid="Metrics", actions=["cloudwatch:GetMetricData"], resources=["*"]),
+            iam.PolicyStatement(sid="ReadOnlyUnscoped", resources=["*"], actions=[
+                "cloudwatch:GetMetricData", "logs:DescribeLogGroups", "sns:ListTopics"]),
             iam.PolicyStatement(
                 sid="Ledger",
                 actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
@@ -306,7 +310,8 @@ class DeployRole(Construct):
             iam.PolicyStatement(
                 sid="Artifacts",
                 actions=["s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketVersioning", "s3:GetObject",
-                         "s3:GetObjectVersion", "s3:PutObject", "s3:GetObjectAttributes"],
+                         "s3:GetObjectVersion", "s3:PutObject", "s3:GetObjectAttributes", "s3:DeleteObject",
+                         "s3:AbortMultipartUpload"],
                 resources=[st.artifacts.bucket.bucket_arn, st.artifacts.bucket.arn_for_objects("*")]),
             iam.PolicyStatement(sid="Notify", actions=["sns:Publish"], resources=[st.topic.topic_arn]),
             iam.PolicyStatement(sid="NotifyKey", actions=["kms:GenerateDataKey", "kms:Decrypt"],
@@ -340,7 +345,8 @@ class DeployRole(Construct):
             "each wildcard is scoped: versions/aliases (`:*`) of this stage's functions, their log groups' "
             "streams, objects in this stage's artifacts bucket, approval actions of this stage's pipeline, "
             "the AWS-managed SSM key only via SSM; `*` only for calls without resource scope "
-            "(cloudwatch:DescribeAlarms/DescribeAlarmHistory/GetMetricData read-only, ecr:GetAuthorizationToken)"),
+            "(read-only cloudwatch:DescribeAlarms/DescribeAlarmHistory/GetMetricData, logs:DescribeLogGroups, "
+            "sns:ListTopics; ecr:GetAuthorizationToken)"),
             findings)
 
 

@@ -156,12 +156,17 @@ def test_deploy_role_grants_exactly_what_pt_needs(synthesized):
     assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["AWS"]
     policy = next(iter(resources(raw, "AWS::IAM::ManagedPolicy").values()))["Properties"]["PolicyDocument"]
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    assert set(by_sid) == {"LambdaDeploy", "Logs", "AlarmsRead", "Metrics", "Ledger", "EcrLogin", "EcrPushPull",
+    assert set(by_sid) == {"LambdaDeploy", "LambdaPruneVersions", "Logs", "AlarmsRead", "ReadOnlyUnscoped", "Ledger",
+                           "EcrLogin", "EcrPushPull",
                            "Artifacts", "Notify", "NotifyKey", "Approvals", "NotificationSecrets",
                            "NotificationSecretsKey"}
     lam = by_sid["LambdaDeploy"]
     assert {"lambda:UpdateFunctionCode", "lambda:PublishVersion", "lambda:UpdateAlias", "lambda:GetAlias",
             "lambda:GetFunction"} <= set(lam["Action"])
+    assert "lambda:DeleteFunction" not in lam["Action"]
+    # the function itself cannot be deleted: only qualified (version) ARNs
+    prune = as_list(by_sid["LambdaPruneVersions"]["Resource"])
+    assert len(prune) == 2 and all(str(r).endswith(":*']]}") for r in prune), prune
     resources_text = str(lam["Resource"])
     assert "function:iris-staging-predict" in resources_text and "function:iris-prod" not in resources_text
     assert "table/iris-ledger" in str(by_sid["Ledger"]["Resource"])
@@ -173,7 +178,7 @@ def test_deploy_role_grants_exactly_what_pt_needs(synthesized):
     # `*` resources only for read-only / account-level calls without resource scope
     star = sorted(a for s in policy["Statement"] if s["Resource"] == "*" for a in as_list(s["Action"]))
     assert star == ["cloudwatch:DescribeAlarmHistory", "cloudwatch:DescribeAlarms", "cloudwatch:GetMetricData",
-                    "ecr:GetAuthorizationToken"]
+                    "ecr:GetAuthorizationToken", "logs:DescribeLogGroups", "sns:ListTopics"]
 
 
 def test_no_wildcard_actions_on_wildcard_resources(synthesized):
@@ -223,7 +228,7 @@ def test_staging_pipeline_builds_deploys_and_gates(synthesized):
     specs = {pr["Properties"]["Name"]: pr["Properties"] for pr in resources(raw, "AWS::CodeBuild::Project").values()}
     build = specs["iris-staging-build"]
     assert build["Environment"]["PrivilegedMode"] is True
-    text = build["Source"]["BuildSpec"]
+    text = str(build["Source"]["BuildSpec"])  # Fn::Join: the report group ARN is a token
     assert "pt build-push --stage staging --output json > build.json" in text
     assert "pt test --stage staging --junit reports/junit.xml" in text
     assert "JUNITXML" in text
