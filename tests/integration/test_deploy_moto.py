@@ -314,3 +314,49 @@ def test_old_versions_pruned_beyond_keep_versions(stage, run_pt):
     versions = [v["Version"] for v in stage.lam.list_versions_by_function(FunctionName=stage.fname("predict"))
                 ["Versions"]]
     assert versions == ["$LATEST", "1", "3", "4"]
+
+
+def test_credentials_expire_mid_deploy_then_recover(stage):
+    """Credentials expire between two traffic steps: rollback cannot finish, the stage stays
+    locked with an unfinished record; after a refresh, `recover` rolls every function back."""
+    from botocore.awsrequest import AWSResponse
+
+    from pipeline_tools.errors import LockedError
+
+    stage.write_config(strategy="linear", percent=50, interval="0.1s", bake="0s")
+    cfg, plan = _plan(stage)
+    deps = _deps(stage)
+    state = {"alias_calls": 0, "expired": False}
+
+    class Raw:
+        def __init__(self, b):
+            self.b = b
+
+        def stream(self, **_):
+            yield self.b
+
+    def hook(request, event_name="", **_):
+        if event_name.endswith("UpdateAlias") and not state["expired"]:
+            state["alias_calls"] += 1
+            state["expired"] = state["alias_calls"] > 2  # after the 50 % step of both functions
+        if state["expired"]:
+            body = json.dumps({"__type": "ExpiredTokenException",
+                               "message": "The security token included in the request is expired"}).encode()
+            return AWSResponse(request.url, 403, {"x-amzn-ErrorType": "ExpiredTokenException",
+                                                  "Content-Type": "application/x-amz-json-1.0"}, Raw(body))
+        return None
+
+    stage.lam.meta.events.register_first("before-send", hook)
+    stage.ddb.meta.events.register_first("before-send", hook)
+    with pytest.raises(dp.DeployFailed) as e:
+        dp.deploy(cfg, plan, deps)
+    assert "ExpiredToken" in e.value.message and "pt recover --stage staging" in e.value.hint
+    state["expired"], state["alias_calls"] = False, -10**6  # credentials refreshed
+    rec = deps.ledger.query("staging", "deploy", limit=1)[0]
+    assert not rec.final and deps.ledger.current_lock("staging") is not None
+    with pytest.raises(LockedError):
+        deps.ledger.acquire("staging", "other", {"name": "x"}, lease=5)  # still locked
+    out = dp.recover(cfg, "staging", deps, force=True)
+    assert out["action"] == "roll-back" and out["state"] == "rolled_back"
+    assert stage.live_digests() == {digest(1)} and all(not w for _, w in stage.live().values())
+    assert deps.ledger.current_lock("staging") is None

@@ -206,3 +206,19 @@ def test_lock_race_in_threads(stage):
         t.join()
     assert len(wins) == 1 and errors == ["LockedError"] * 7
     assert led.current_lock("staging").deploy_id == wins[0]
+
+
+def test_ctrl_c_while_shifting_rolls_back(stage):
+    stage.write_config(strategy="canary", percent=50, interval="2s", bake="0s", poll="0.1s")
+    ensure_table(stage.ddb, "rel-ledger", project="rel", stage="staging", local=True)
+    led = Ledger(stage.ddb, "rel-ledger")
+    proc = _spawn(stage, 2)
+    wait_for(lambda: any(t.get("percent") == 50 for r in led.query("staging", "deploy", limit=1)
+                         for t in r.transitions) and {w.get("2") for _, w in stage.live().values()} == {0.5},
+             timeout=60)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err[-800:]
+    assert "rolled back" in err and "SIGINT" in err
+    assert assert_consistent(stage, {digest(1)}) == digest(1)
+    assert led.query("staging", "deploy", limit=1)[0].state == "rolled_back"
