@@ -77,7 +77,12 @@ class PipelineStack(Stack):
 
         if st.promote_from:
             approve()
-            self._step("Promote", cfg, stage, source_out, [f"pt promote --stage {stage}"])
+            promote = [f"pt promote --stage {stage}"]
+            if st.approvals:
+                # The console approval counts as one approver in the ledger (others: `pt approve`).
+                pipeline_name = names.pipeline_stack(cfg.project, stage)
+                promote.insert(0, f"pt approvals sync-codepipeline --stage {stage} --pipeline {pipeline_name}")
+            self._step("Promote", cfg, stage, source_out, promote)
         else:
             build_out = codepipeline.Artifact("Build")
             self._step("Build", cfg, stage, source_out, [

@@ -249,6 +249,8 @@ def test_prod_pipeline_approves_then_promotes_without_rebuilding(synthesized):
     projects = resources(raw, "AWS::CodeBuild::Project").values()
     specs = " ".join(str(pr["Properties"]["Source"]["BuildSpec"]) for pr in projects)
     assert "pt promote --stage prod" in specs and "build-push" not in specs
+    sync = "pt approvals sync-codepipeline --stage prod --pipeline iris-prod-pipeline"
+    assert specs.index(sync) < specs.index("pt promote --stage prod")
 
 
 def test_pipeline_artifacts_encrypted_and_builds_only_assume_deploy_role(synthesized):
