@@ -708,6 +708,13 @@ def status(cfg: Any, stage: str, lambda_client: Any, ledger: Ledger | None, cloc
             row.update(error=str(e))
             rows.append(row)
             continue
+        if not alias.exists:
+            try:
+                lambda_client.get_function_configuration(FunctionName=name)
+                row["note"] = "no alias live yet (created by the first pt deploy)"
+            except Exception as e:
+                row["note"] = ("function missing" if lo._code(e) == "ResourceNotFoundException"
+                               else f"cannot read: {lo._code(e) or e}")
         row.update(alias=alias.exists, version=alias.version, weights=alias.weights,
                    digest=lo.version_digest(lambda_client, name, alias.version) if alias.exists else None)
         if alias.weights:

@@ -186,8 +186,9 @@ def status(app: App) -> int:
             last = s.get("last_deploy") or {}
             for f in s["functions"]:
                 weights = ", ".join(f"v{v}:{w:.0%}" for v, w in (f.get("weights") or {}).items())
-                rows.append((s["stage"], f["name"], f.get("version") or ("error" if f.get("error") else "-"),
-                             (f.get("digest") or "")[:19], weights or "100%", last.get("state") or "-",
+                live = f.get("version") or f.get("note") or ("error: " + f["error"] if f.get("error") else "-")
+                rows.append((s["stage"], f["name"], live, (f.get("digest") or "")[:19],
+                             weights or ("100%" if f.get("version") else "-"), last.get("state") or "-",
                              last.get("actor") or "-", _age(last.get("age_s"))))
         o.table(rows, ["stage", "function", "live", "digest", "weights", "last deploy", "actor", "age"])
         for s in result:
