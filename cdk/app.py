@@ -3,6 +3,7 @@
 Config path: context `config` (-c config=path), else $PT_CONFIG, else ./pipeline.yml, else the
 context `default_config` (this repository's cdk.json points it at examples/iris/pipeline.yml).
 A bad config prints the loader's one-line `file:line: path: message` errors and exits 2.
+cdk-nag AwsSolutions checks run on every synth (a finding fails it); `-c nag=false` skips them.
 Other context keys: see pipeline_tools/stacks/__init__.py.
 """
 
@@ -34,6 +35,11 @@ def main() -> int:
             cfg.stage(s)
         stacks = build_app(app, cfg, repository=ctx("github_repository"), connection_arn=ctx("connection_arn"),
                            image_digests=parse_digests(ctx("image_digests")), stages=stages)
+        if str(ctx("nag") if ctx("nag") is not None else "true").lower() not in ("false", "0", "no", "off"):
+            from cdk_nag import AwsSolutionsChecks
+
+            # cdk-nag 3 is a policy-validation plugin (not an aspect): findings fail the synth.
+            cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     except PtError as e:
         for line in e.lines():
             print(f"error: {line}", file=sys.stderr)

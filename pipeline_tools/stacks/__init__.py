@@ -26,6 +26,7 @@ CDK context (cdk.json or `-c key=value`), all optional:
   connection_arn     CodeStar connection ARN (else `cdk.connection_arn`)
   image_digests      default digests, JSON object {"image": "sha256:…"} or "image=sha256:…,…"
   stages             comma-separated subset of stages to synthesize
+  nag                cdk/app.py runs cdk-nag AwsSolutions unless this is false
 """
 
 from __future__ import annotations

@@ -49,6 +49,9 @@ def test_npx_cdk_synth_from_the_repository_root(tmp_path):
     env = manifest["artifacts"]["iris-prod-stage"]["environment"]
     assert env == "aws://222222222222/us-east-1"
     assert "Traceback" not in proc.stderr
+    # cdk/app.py runs cdk-nag as a validation plugin on every synth: it ran and found nothing.
+    report = json.loads((out / "validation-report.json").read_text())
+    assert [v for r in report["pluginReports"] for v in r.get("violations", [])] == []
 
 
 def run_app(tmp_path, config_text: str | None, *args: str, name: str = "pipeline.yml"):
