@@ -360,3 +360,45 @@ def test_credentials_expire_mid_deploy_then_recover(stage):
     assert out["action"] == "roll-back" and out["state"] == "rolled_back"
     assert stage.live_digests() == {digest(1)} and all(not w for _, w in stage.live().values())
     assert deps.ledger.current_lock("staging") is None
+
+
+def test_gate_still_wait_at_end_of_bake_rolls_back(stage):
+    """insufficient_data: wait → an undecided gate after the bake is not a pass."""
+    stage.write_config(strategy="all-at-once", bake="0.3s", poll="0.1s")
+    text = stage.config.read_text().replace("insufficient_data: pass", "insufficient_data: wait")
+    stage.config.write_text(text)
+    stage.set_alarm("INSUFFICIENT_DATA")
+    cfg, plan = _plan(stage)
+    deps = _deps(stage)
+    with pytest.raises(dp.DeployFailed) as e:
+        dp.deploy(cfg, plan, deps)
+    assert "gate undecided" in e.value.message and "INSUFFICIENT_DATA" in e.value.message
+    assert stage.live_digests() == {digest(1)}
+
+
+def test_lease_renewed_during_a_long_deploy(stage):
+    """Lease 0.6 s, deploy ~1.5 s: the lock is renewed, a second deployer never gets in."""
+    from pipeline_tools.errors import LockedError
+
+    stage.write_config(strategy="canary", percent=50, interval="0.6s", bake="0.9s", poll="0.1s")
+    cfg, plan = _plan(stage)
+    deps = _deps(stage)
+    deps.lease = 0.6
+    attempts: list[str] = []
+
+    def intruder():
+        wait_for(lambda: deps.ledger.current_lock("staging") is not None, timeout=10, interval=0.01)
+        while deps.ledger.current_lock("staging") is not None:
+            try:
+                deps.ledger.acquire("staging", "intruder", {"name": "mallory"}, lease=5)
+                attempts.append("acquired")
+                return
+            except LockedError:
+                attempts.append("locked")
+            threading.Event().wait(0.1)
+
+    t = threading.Thread(target=intruder)
+    t.start()
+    result = dp.deploy(cfg, plan, deps)
+    t.join()
+    assert result.state == "succeeded" and "acquired" not in attempts and attempts.count("locked") >= 5
