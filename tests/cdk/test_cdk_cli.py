@@ -103,3 +103,18 @@ def test_missing_config_and_unknown_stage_are_usage_errors(tmp_path):
     assert "error: unknown stage 'stagin'" in env_proc.stderr
     assert "did you mean 'staging'?" in env_proc.stderr
     assert "Traceback" not in env_proc.stderr
+
+
+def test_cdk_section_is_validated_like_the_rest_of_the_config():
+    from pipeline_tools.config import parse
+    from pipeline_tools.errors import ConfigError
+
+    text = (ROOT / "tests" / "data" / "pipeline.example.yml").read_text()
+    bad = text + "\ncdk:\n  github_repository: not-a-repo\n  connection_arn: arn:aws:s3:::bucket\n  colour: red\n"
+    with pytest.raises(ConfigError) as exc:
+        parse(bad, "pipeline.yml")
+    problems = exc.value.problems
+    n = text.count("\n")
+    assert any(p.startswith(f"pipeline.yml:{n + 3}: cdk.github_repository: must be of pattern") for p in problems)
+    assert any(p.startswith(f"pipeline.yml:{n + 4}: cdk.connection_arn:") for p in problems)
+    assert any(p.startswith(f"pipeline.yml:{n + 5}: cdk.colour: unknown key") for p in problems)
