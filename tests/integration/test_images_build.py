@@ -239,3 +239,35 @@ def test_pt_test_runs_in_the_image_without_network(tmp_path, lambda_base, regist
     assert rep["summary"] == "1 passed, 1 failed"
     assert rep["exit_code"] == 1 and junit.exists() and "test_fails" in junit.read_text()
     assert "assert 1 == 2" in r.stderr  # the test output streamed (stderr in json mode)
+
+
+def test_dockerignore_matches_the_docker_cli(tmp_path, tiny_base, docker_client):
+    """Oracle test: the files `docker build` (CLI) sends equal the files pt hashes and sends."""
+    import subprocess
+
+    from pipeline_tools.buildctx import scan
+
+    files = {"app.py": b"a", "README.md": b"r", "CHANGES.md": b"c", "docs/keep.txt": b"k", "docs/drop.txt": b"d",
+             "pkg/__pycache__/m.pyc": b"p", "pkg/m.py": b"m", "pkg/deep/x.log": b"l", "x.log": b"l",
+             "data/raw/a.csv": b"1", "data/clean/b.csv": b"2", "file1.txt": b"1", "fileA.txt": b"A",
+             "sp ace.txt": b"s", "Dockerfile": f"FROM {tiny_base}\nCOPY . /ctx/\n".encode()}
+    for rel, data in files.items():
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    (tmp_path / ".dockerignore").write_text(
+        "# comment\n*.md\n!README.md\ndocs\n!docs/keep.txt\n**/__pycache__\n**/*.log\n!pkg/deep/*.log\n"
+        "data/*/b.csv\nfile[0-9].txt\n/sp?ace.txt\n")
+    ref = f"pt-test/oracle:{RUN}"
+    subprocess.run(["docker", "build", "-q", "-t", ref, str(tmp_path)], check=True, capture_output=True)
+    c = docker_client.containers.create(ref, command=["none"])
+    try:
+        stream, _ = c.get_archive("/ctx")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            in_image = {m.name.split("/", 1)[1] for m in tar.getmembers() if m.isfile()}
+    finally:
+        c.remove(force=True)
+        docker_client.images.remove(ref, force=True)
+    ours = {e.path for e in scan(tmp_path, tmp_path / "Dockerfile").entries if e.kind == "f"}
+    assert in_image == ours
+    assert "pkg/deep/x.log" in ours and "x.log" not in ours and "docs/keep.txt" in ours
