@@ -124,7 +124,7 @@ class RuntimeApi:
                     return
                 self._reply(404, b'{"errorMessage":"unknown path","errorType":"InvalidRequest"}')
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = _QuietServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -162,6 +162,17 @@ class RuntimeApi:
             except queue.Empty:
                 continue
         return None
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # the runtime's connection dies when its container is killed: expected, not worth a traceback
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _parse_error(body: bytes, header_type: str | None) -> dict:

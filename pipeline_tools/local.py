@@ -498,6 +498,13 @@ def _stacks_fingerprint() -> str:
     return h.hexdigest()
 
 
+def template_cache_dir() -> Path:
+    """Synthesized templates, keyed by content: $PT_CACHE_DIR or ~/.cache/pt, then templates/."""
+    base = os.environ.get("PT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pt")
+    return Path(base) / "templates"
+
+
 def stage_template(cfg, stage: str, synth: Callable[..., dict], *, cache_dir: Path | None) -> tuple[dict, bool]:
     """The synthesized StageStack (bootstrap digests for every image), cached by content.
 
@@ -792,7 +799,7 @@ def provision_all(cfg, services: dict, *, stages: Iterable[str] | None = None,
     for stage in stages or cfg.stages:
         on_step(f"provision {stage}")
         reports.append(provision_stage(cfg, stage, factory, registry=services["registry"]["host"], synth=synth,
-                                       cache_dir=directory / "templates", clock=clock, sleep=sleep))
+                                       cache_dir=template_cache_dir(), clock=clock, sleep=sleep))
     state = load_state(directory)
     state["provisioned"] = {**state.get("provisioned", {}), **{r.stage: r.to_dict() for r in reports}}
     state["provisioning"] = "cdk+boto3" if synth else "boto3"

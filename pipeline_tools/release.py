@@ -459,18 +459,24 @@ class _Release:
                      f"{rec.state if rec else ''})", plan.to_dict()
 
     def blocked_promotion(self, stage: str) -> tuple[str, str, dict]:
-        """After a failed earlier step: show that (and why) the promotion is refused."""
+        """After a failed earlier step: ask for the promotion anyway, so the refusal (and its reason)
+        is shown and recorded in the ledger as a refused promotion."""
         from . import promote
 
         if self.image_uri is None or self._ledger is None:
             return "not run", "nothing was deployed", {}
-        self.wait_provisioned()
-        plan = promote.plan_promotion(self.cfg, stage, ledger=self.ledger(),
-                                      cloudwatch=self.aws().client("cloudwatch"), clock=self.clock,
-                                      override_window=True, reason=self.reason)
-        if plan.refusal is None:  # cannot happen after a rollback; never promote from here anyway
-            return "blocked", "earlier step failed; not promoting", plan.to_dict()
-        return "blocked", f"{plan.refusal.condition}: {plan.refusal.message}", plan.to_dict()
+
+        def never(*_a: Any, **_kw: Any):
+            raise PtError("not promoting: an earlier step of this release failed")
+
+        try:
+            plan, _rec = promote.promote(self.cfg, stage, ledger=self.ledger(),
+                                         cloudwatch=self.aws().client("cloudwatch"), deploy=never,
+                                         actor=self.actor(), clock=self.clock, override_window=True,
+                                         reason=self.reason)
+        except promote.PromotionRefused as e:
+            return "blocked", f"{e.condition}: {e.message}", {"condition": e.condition}
+        return "blocked", "an earlier step failed; not promoting", plan.to_dict()
 
     def step_status(self) -> tuple[str, str, dict]:
         from . import deploy
