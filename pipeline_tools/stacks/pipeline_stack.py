@@ -25,6 +25,7 @@ from constructs import Construct
 from .. import names
 from ..config import Config
 from .constructs import SecureBucket, acknowledge, acknowledge_wildcards, arn, nag_arn, ref
+from .stage_stack import codebuild_role_name
 
 BUILD_OUTPUT = "build.json"
 REPORTS_DIR = "reports"
@@ -55,6 +56,7 @@ class PipelineStack(Stack):
         self.build_logs = logs.LogGroup(self, "BuildLogs", retention=logs.RetentionDays.ONE_MONTH,
                                         removal_policy=RemovalPolicy.DESTROY)
         self.role = iam.Role(self, "BuildRole", assumed_by=iam.ServicePrincipal("codebuild.amazonaws.com"),
+                             role_name=codebuild_role_name(cfg.project, stage),
                              description=f"CodeBuild for {cfg.project} {stage}: may only assume the deploy role")
         self.role.add_to_policy(iam.PolicyStatement(actions=["sts:AssumeRole", "sts:TagSession"],
                                                     resources=[self.deploy_role_arn]))

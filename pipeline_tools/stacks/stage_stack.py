@@ -48,6 +48,7 @@ from .. import names
 from ..config import AlarmConfig, Config, FunctionConfig
 from ..ledger import PK, SK
 from .constructs import SecureBucket, acknowledge_wildcards, arn, logical, nag_arn, ref
+from .github_oidc_stack import github_role_name
 
 DIGEST_PATTERN = r"^(sha256:[0-9a-f]{64})?$"
 # Ledger item keys: the same constants pipeline_tools/ledger.py reads and writes (both strings).
@@ -60,6 +61,11 @@ _COMPARISON = {
     "lt": cw.ComparisonOperator.LESS_THAN_THRESHOLD,
     "le": cw.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
 }
+
+
+def codebuild_role_name(project: str, stage: str) -> str:
+    """The PipelineStack's CodeBuild service role (named, so the deploy role can trust it)."""
+    return f"{project}-{stage}-codebuild"
 
 
 def owns_shared_resources(cfg: Config, stage: str) -> bool:
@@ -254,8 +260,8 @@ class ModelFunction(Construct):
 class DeployRole(Construct):
     """The role `pt` assumes for one stage: exactly what its commands call, on this stage's resources.
 
-    Trusted by the account (the GitHub OIDC role and the pipeline's CodeBuild role assume it;
-    each of them needs its own sts:AssumeRole grant on this role's ARN)."""
+    Trusted for the GitHub OIDC role (`<project>-github`) and the pipeline's CodeBuild role
+    (`<project>-<stage>-codebuild`) of this account; each also needs its own sts:AssumeRole grant."""
 
     def __init__(self, scope: Construct, id: str, *, stage_stack: StageStack) -> None:
         super().__init__(scope, id)
@@ -265,7 +271,12 @@ class DeployRole(Construct):
         self.role = iam.Role(
             self, "Role",
             role_name=names.deploy_role(cfg.project, stage),
-            assumed_by=iam.AccountRootPrincipal(),
+            # Only the two CI roles (GitHubOidcStack, PipelineStack) may assume it; a condition, not
+            # role principals, because those roles are created after this stack.
+            assumed_by=iam.AccountRootPrincipal().with_conditions({"ArnEquals": {"aws:PrincipalArn": [
+                arn(st, "iam", f"role/{github_role_name(cfg.project)}", region=False),
+                arn(st, "iam", f"role/{codebuild_role_name(cfg.project, stage)}", region=False),
+            ]}}),
             max_session_duration=Duration.hours(2),
             description=f"assumed by pt (CI) to build, deploy, gate and promote {cfg.project} {stage}",
         )

@@ -153,7 +153,11 @@ def test_deploy_role_grants_exactly_what_pt_needs(synthesized):
     raw = synthesized.template("iris-staging-stage")
     role = next(r for r in resources(raw, "AWS::IAM::Role").values()
                 if r["Properties"].get("RoleName") == names.deploy_role("iris", "staging"))
-    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["AWS"]
+    trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert len(trust) == 1 and trust[0]["Action"] == "sts:AssumeRole"
+    allowed = [str(a) for a in trust[0]["Condition"]["ArnEquals"]["aws:PrincipalArn"]]
+    assert len(allowed) == 2
+    assert "role/iris-github" in allowed[0] and "role/iris-staging-codebuild" in allowed[1]
     policy = next(iter(resources(raw, "AWS::IAM::ManagedPolicy").values()))["Properties"]["PolicyDocument"]
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
     assert set(by_sid) == {"LambdaDeploy", "LambdaPruneVersions", "Logs", "AlarmsRead", "ReadOnlyUnscoped", "Ledger",
@@ -260,6 +264,10 @@ def test_pipeline_artifacts_encrypted_and_builds_only_assume_deploy_role(synthes
     bucket = raw["Resources"][store["Location"]["Ref"]]["Properties"]
     sse = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
     assert sse["SSEAlgorithm"] == "aws:kms"
+    build_role = next(r for r in resources(raw, "AWS::IAM::Role").values()
+                      if r["Properties"].get("RoleName") == "iris-staging-codebuild")
+    assert build_role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "codebuild.amazonaws.com"}
     role_stmts = [s for lid, s in statements(raw) if lid.startswith("BuildRole")]
     assume = [s for s in role_stmts if "sts:AssumeRole" in as_list(s["Action"])]
     assert len(assume) == 1 and "role/iris-staging-deploy" in str(assume[0]["Resource"])
