@@ -34,7 +34,8 @@ def main() -> int:
         for s in stages or []:
             cfg.stage(s)
         stacks = build_app(app, cfg, repository=ctx("github_repository"), connection_arn=ctx("connection_arn"),
-                           image_digests=parse_digests(ctx("image_digests")), stages=stages)
+                           image_digests=parse_digests(ctx("image_digests")), stages=stages,
+                           oidc_provider_arn=ctx("oidc_provider_arn"))
         if str(ctx("nag") if ctx("nag") is not None else "true").lower() not in ("false", "0", "no", "off"):
             from cdk_nag import AwsSolutionsChecks
 

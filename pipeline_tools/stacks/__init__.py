@@ -27,6 +27,7 @@ CDK context (cdk.json or `-c key=value`), all optional:
   image_digests      default digests, JSON object {"image": "sha256:…"} or "image=sha256:…,…"
   stages             comma-separated subset of stages to synthesize
   nag                cdk/app.py runs cdk-nag AwsSolutions unless this is false
+  oidc_provider_arn  an existing GitHub OIDC provider (used in the account it belongs to)
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def parse_digests(value: Any) -> dict[str, str]:
 
 
 def build_app(app: cdk.App, cfg: Config, *, repository: str | None = None, connection_arn: str | None = None,
-              image_digests: dict[str, str] | None = None, stages: list[str] | None = None) -> dict[str, Any]:
+              image_digests: dict[str, str] | None = None, stages: list[str] | None = None,
+              oidc_provider_arn: str | None = None) -> dict[str, Any]:
     """Add all stacks for `cfg` to `app`; returns {stack name: stack}. Pipelines need `repository`
     and `connection_arn`, the OIDC stacks `repository`; without them those stacks are skipped."""
     import aws_cdk as cdk
@@ -114,7 +116,9 @@ def build_app(app: cdk.App, cfg: Config, *, repository: str | None = None, conne
         for account, acc_stages in by_account.items():
             name = oidc_stack_name(cfg, account)
             env = cdk.Environment(account=account, region=cfg.stage_region(acc_stages[0]))
+            provider = oidc_provider_arn if oidc_provider_arn and f":{account}:" in oidc_provider_arn else None
             out[name] = GitHubOidcStack(app, name, cfg=cfg, repository=repository, stages=acc_stages, env=env,
+                                        provider_arn=provider,
                                         description=f"{cfg.project}: GitHub OIDC for {repository}")
     return out
 

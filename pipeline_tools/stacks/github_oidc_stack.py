@@ -4,6 +4,7 @@ One per AWS account that hosts stages: the GitHub OIDC provider and a role `<pro
 that only tokens of `repo:OWNER/NAME` can assume, and only from the branches of the stages in
 that account (`ref:refs/heads/<branch>`) or from jobs in those stages' GitHub environments
 (`environment:<stage>`). The role itself may do one thing: assume the stages' deploy roles.
+An account that already has the GitHub provider passes its ARN (context `oidc_provider_arn`).
 """
 
 from __future__ import annotations
@@ -33,10 +34,13 @@ def trusted_subjects(cfg: Config, repository: str, stages: list[str]) -> list[st
 
 class GitHubOidcStack(Stack):
     def __init__(self, scope: Construct, id: str, *, cfg: Config, repository: str, stages: list[str],
-                 **kwargs) -> None:
+                 provider_arn: str | None = None, **kwargs) -> None:
         super().__init__(scope, id, **kwargs)
-        provider = iam.OidcProviderNative(
-            self, "Provider", url=f"https://{GITHUB_ISSUER}", client_ids=["sts.amazonaws.com"])
+        # An account has at most one provider per issuer URL: reuse an existing one if given.
+        provider: iam.IOidcProvider = (
+            iam.OidcProviderNative.from_oidc_provider_arn(self, "Provider", provider_arn) if provider_arn
+            else iam.OidcProviderNative(self, "Provider", url=f"https://{GITHUB_ISSUER}",
+                                        client_ids=["sts.amazonaws.com"]))
         self.subjects = trusted_subjects(cfg, repository, stages)
         self.role = iam.Role(
             self, "Role",

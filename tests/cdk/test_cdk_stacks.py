@@ -301,3 +301,22 @@ def test_github_oidc_trusts_only_this_repository(synthesized):
     stmts = [s for _, s in statements(raw)]
     assert [as_list(s["Action"]) for s in stmts] == [["sts:AssumeRole", "sts:TagSession"]]
     assert "role/iris-staging-deploy" in str(stmts[0]["Resource"])
+
+
+def test_github_oidc_reuses_an_existing_provider():
+    import aws_cdk as cdk
+
+    from pipeline_tools.config import load
+    from pipeline_tools.stacks import FEATURE_FLAGS
+    from pipeline_tools.stacks.github_oidc_stack import GitHubOidcStack
+
+    from .conftest import CONTRACT
+
+    existing = "arn:aws:iam::111111111111:oidc-provider/token.actions.githubusercontent.com"
+    app = cdk.App(context=FEATURE_FLAGS, analytics_reporting=False)
+    stack = GitHubOidcStack(app, "oidc", cfg=load(CONTRACT), repository=REPOSITORY, stages=["staging"],
+                            provider_arn=existing, env=cdk.Environment(account="111111111111", region="us-east-1"))
+    raw = app.synth().get_stack_by_name(stack.stack_name).template
+    assert not resources(raw, "AWS::IAM::OIDCProvider")
+    role = next(iter(resources(raw, "AWS::IAM::Role").values()))["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Federated": existing}
