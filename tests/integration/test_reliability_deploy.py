@@ -141,7 +141,7 @@ def test_r2_throttling_and_5xx(stage):
     cfg = load(stage.config)
     deps = dp.Deps(lam, cw, Ledger(ddb, "rel-ledger"), actor={"name": "alice"}, lease=30)
     states = []
-    for n in (2, 3):
+    for n in (2,):
         plan = dp.plan_deploy(cfg, "staging", "model", dp.parse_image_uri(uri(n)), lam)
         try:
             states.append(dp.deploy(cfg, plan, deps).state)
@@ -164,8 +164,8 @@ def test_r2_throttling_and_5xx(stage):
     flip.join()
     assert assert_consistent(stage, {before}) == before
     print(f"R2: {counter.get('n', 0)} injected faults; outcomes {states}")
-    assert counter.get("n", 0) >= 10
-    assert states.count("succeeded") >= 1
+    assert counter.get("n", 0) >= 8
+    assert states == ["succeeded"]  # 8 attempts per call: 0.2**8 odds of a call failing for good
 
 
 # --- R3: concurrent deploys -------------------------------------------------------------------
