@@ -171,6 +171,23 @@ class StageStack(Stack):
                         child.cfn_options.condition = conditions[image]
                 self.functions[fname] = fn
 
+        # --- image pull by Lambda ---
+        # DockerImageCode.from_ecr lets the Lambda service principal pull with no condition; narrow
+        # it to this project's functions in this account and region (Lambda sends aws:SourceArn).
+        for repo in self.repositories.values():
+            if isinstance(repo, ecr.Repository):
+                repo.node.default_child.add_property_override("RepositoryPolicyText", {  # type: ignore[union-attr]
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Sid": "LambdaPull",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "lambda.amazonaws.com"},
+                        "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                        "Condition": {"StringLike": {
+                            "aws:SourceArn": arn(self, "lambda", f"function:{cfg.project}-*")}},
+                    }],
+                })
+
         # --- deploy role ---
         self.deploy_role = DeployRole(self, "Deploy", stage_stack=self).role
 

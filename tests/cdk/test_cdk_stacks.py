@@ -49,6 +49,10 @@ def test_stage_stack_ecr_repositories(synthesized):
     assert '"tagStatus":"untagged"' in props["LifecyclePolicy"]["LifecyclePolicyText"]
     assert '"countNumber":10' in props["LifecyclePolicy"]["LifecyclePolicyText"]
     assert repo["DeletionPolicy"] == "Retain"
+    pull = props["RepositoryPolicyText"]["Statement"]
+    assert len(pull) == 1 and pull[0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert sorted(pull[0]["Action"]) == ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+    assert "function:iris-*" in str(pull[0]["Condition"]["StringLike"]["aws:SourceArn"])
 
 
 def test_stage_stack_artifacts_bucket(synthesized):
