@@ -112,12 +112,17 @@ def test_stage_stack_function_role_is_least_privilege(synthesized):
     assert all(s["Resource"] != "*" for s in stmts)
 
 
-def test_stage_stack_alarms_match_gate_patterns(synthesized):
+def test_stage_stack_alarms_match_gate_patterns(synthesized, cdk_config):
     raw = synthesized.template("iris-staging-stage")
     alarms = {a["Properties"]["AlarmName"]: a for a in resources(raw, "AWS::CloudWatch::Alarm").values()}
     expected = {names.alarm_name("iris", "staging", f, m) for f in ("predict", "batch-score")
                 for m in ("errors", "throttles", "duration-p99")} | {"iris-staging-predict-latency-p90"}
     assert set(alarms) == expected
+    from pipeline_tools.config import load as load_cfg
+    from pipeline_tools.stacks.stage_stack import generated_alarm_names
+
+    cfg = load_cfg(cdk_config)
+    assert {n for f in cfg.functions for n in generated_alarm_names(cfg, "staging", f)} == expected
     # The config's gate prefixes (`iris-staging-*`) match every alarm the stack creates.
     from pipeline_tools.config import load
 
