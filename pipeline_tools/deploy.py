@@ -303,6 +303,40 @@ def _function_data(plan: DeployPlan, versions: dict[str, str]) -> dict:
             for f in plan.functions}
 
 
+class _Heartbeat:
+    """Renews the stage lock every lease/3 s from a daemon thread, so that long waits (a Lambda
+    image update can take minutes) never let the lease lapse while this process lives."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+        self.stopped = threading.Event()
+        self.lost: str | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, name="pt-lock-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        from .ledger import LedgerConflict
+
+        d = self.run.d
+        while not self.stopped.wait(max(0.05, d.lease / 3)):
+            try:
+                if self.run.lock is not None:
+                    self.run.lock = d.ledger.renew(self.run.lock, d.lease)
+            except LedgerConflict as e:
+                self.lost = e.message
+                return
+            except Exception as e:  # transient: the next beat retries well inside the lease
+                d.log(f"warning: lock renewal failed ({e}); retrying")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout=30)
+
+
 class _Run:
     """One deploy in flight."""
 
@@ -316,10 +350,11 @@ class _Run:
         self._created: set[str] = set()
         self.record_written = False
         self.rec: Record | None = None
+        self.heartbeat: _Heartbeat | None = None
 
     # ledger helpers
     def mark(self, state: str, reason: str | None = None, **data: Any) -> Record:
-        self.renew()
+        self.check_lock()
         self.rec = self.d.ledger.transition(self.plan.stage, self.id, state, reason=reason, actor=self.d.actor,
                                             data=data or None, current=self.rec)
         return self.rec
@@ -336,9 +371,13 @@ class _Run:
             futures = {f.function: ex.submit(fn, f) for f in plans}
             return {k: fut.result() for k, fut in futures.items()}
 
-    def renew(self, force: bool = False) -> None:
-        if self.lock and (force or self.d.clock() > self.lock.lease_until - self.d.lease / 2):
-            self.lock = self.d.ledger.renew(self.lock, self.d.lease)
+    def check_lock(self) -> None:
+        if self.heartbeat is not None and self.heartbeat.lost:
+            raise DeployFailed(self.heartbeat.lost, "another process took the stage over; see `pt status`")
+
+    def stop_heartbeat(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
 
     # phases
     def update(self) -> None:
@@ -391,7 +430,7 @@ class _Run:
     def watch_for(self, seconds: float, phase: str) -> Verdict:
         end = self.d.clock() + seconds
         while True:
-            self.renew()
+            self.check_lock()
             v = self.watch.poll(self.d.clock())
             self.last_verdict = v
             if v.failed:
@@ -455,6 +494,8 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
         run.id = new_id(started)
         with sig.shield():  # a signal here must not leave a lock without its record
             run.lock = d.ledger.acquire(stage, run.id, d.actor, d.lease)
+            run.heartbeat = _Heartbeat(run)
+            run.heartbeat.start()
         phase = "locking"
         try:
             if sig.received:
@@ -493,6 +534,7 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
         # Reached 100 % and baked: from here the deploy completes forward, signals or not.
         with sig.shield():
             pruned = run.finish()
+            run.stop_heartbeat()
             note = f" ({signal.Signals(sig.received).name} received while finishing)" if sig.received else ""
             run.mark("succeeded", reason="gate PASS after bake" + note,
                      functions=_function_data(plan, run.versions), pruned=pruned)
@@ -524,6 +566,7 @@ def _abort(run: _Run, reason: str, verdict: dict | None) -> bool:
     leaves the lock held so that the next command sends the user to `pt recover`.
     """
     d, stage = run.d, run.plan.stage
+    run.stop_heartbeat()  # an unfinished rollback must let the lease lapse, for `pt recover`
 
     def write(what: Callable[[], Any]) -> bool:
         try:

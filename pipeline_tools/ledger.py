@@ -55,7 +55,7 @@ SK = "sk"
 LOCK_SK = "LOCK"
 RECORD_PREFIX = "R#"
 DEPLOY = "deploy"
-DEPLOY_STATES = ("started", "locked", "updating", "shifting", "baking", "rolling_back", "finishing",
+DEPLOY_STATES = ("locked", "updating", "shifting", "baking", "rolling_back", "finishing",
                  "succeeded", "rolled_back", "failed")
 FINAL_STATES = frozenset({"succeeded", "rolled_back", "failed"})
 DEFAULT_LEASE = float(os.environ.get("PT_LOCK_LEASE", "120"))
