@@ -376,10 +376,19 @@ def resolve_image(cfg, stage: str, function: str, *, docker, aws=None, image_uri
     fname = cfg.function_name(stage, function)
     if aws is not None and is_local():
         try:
-            code = aws.client("lambda").get_function(FunctionName=fname, Qualifier=names.LIVE_ALIAS)["Code"]
-            uri = code.get("ImageUri") or ""
-            if uri and not uri.endswith(local.BOOTSTRAP_DIGEST):
-                on_info(f"{fname}:{names.LIVE_ALIAS} runs {uri}")
+            from . import lambda_ops
+
+            lc = aws.client("lambda")
+            alias = lambda_ops.read_alias(lc, fname)
+            # the version's digest as the deploy engine records it (moto answers a qualified
+            # get_function with $LATEST's code, so the ImageUri alone is not enough)
+            digest = lambda_ops.version_digest(lc, fname, alias.version) if alias.exists else None
+            uri = lc.get_function(FunctionName=fname, Qualifier=alias.version)["Code"].get("ImageUri") or ""
+            if digest and digest != local.BOOTSTRAP_DIGEST and uri:
+                uri = f"{uri.rsplit('@', 1)[0]}@{digest}"
+                if alias.weights:
+                    on_info(f"{fname}:{names.LIVE_ALIAS} is split {alias.weights}; running its primary version")
+                on_info(f"{fname}:{names.LIVE_ALIAS} (version {alias.version}) runs {uri}")
                 return uri
         except Exception:
             pass  # not provisioned or not deployed yet: fall back to the sources

@@ -425,6 +425,7 @@ class _Release:
 
     def step_promote(self, stage: str) -> tuple[str, str, dict]:
         from . import promote, windows
+        from .errors import DeployFailed
 
         self.wait_provisioned()
         from . import deploy
@@ -441,22 +442,42 @@ class _Release:
             self.p.note(f"outside the deploy window ({windows.describe(window)}): override, reason recorded: "
                         f"{self.reason!r}")
 
-        def deploy_fn(target: str, digest: str, *, promotion_id: str | None = None,
-                      window_override: str | None = None, **_kw: Any):
-            w = {"overridden": True, "reason": window_override} if window_override else None
-            _plan, res = self._deploy(target, window=w)
-            if res is None:
-                return self.ledger().last_succeeded(target)
-            return self.ledger().get(target, res.deploy_id)
-
+        actor = self.actor()
+        deploy_fn = promote.engine(self.cfg, lambda_client=lc, cloudwatch=self.aws().client("cloudwatch"),
+                                   ledger=self.ledger(), actor=actor, clock=self.clock, sleep=self.sleep,
+                                   log=self.p.note, ecr=self.aws().client("ecr"), notify=self._notifier(actor))
         try:
             plan, rec = promote.promote(self.cfg, stage, ledger=self.ledger(), cloudwatch=self.aws().client(
-                "cloudwatch"), deploy=deploy_fn, actor=self.actor(), clock=self.clock, override_window=override,
-                reason=self.reason if override else None)
+                "cloudwatch"), deploy=deploy_fn, actor=actor, clock=self.clock, override_window=override,
+                reason=self.reason if override else None, notify=self._notifier(actor))
         except promote.PromotionRefused as e:
             raise _StepFailed("blocked", f"{e.condition}: {e.message}", e.exit_code) from None
+        except DeployFailed as e:
+            self.rolled_back = "rolled back" in e.message
+            raise _StepFailed("failed", e.message) from None
         return "ok", f"{stage} runs {_short(plan.digest)} (deploy {rec.id if rec else '-'} "\
                      f"{rec.state if rec else ''})", plan.to_dict()
+
+    def _notifier(self, actor: dict) -> Callable[[str, str, dict], Any]:
+        """Notifications as `pt promote` sends them (Slack/Teams/SNS from pipeline.yml); never raises."""
+        from .ops import notify as n
+
+        def send(kind: str, stage: str, info: dict) -> Any:
+            try:
+                event = n.Event(kind=kind, project=self.cfg.project, stage=stage,
+                                summary=info.get("summary", kind), digest=info.get("digest"),
+                                deploy_id=info.get("deploy_id"), actor=actor.get("name"),
+                                run_url=actor.get("run_url"), at=self.clock(),
+                                details={k: v for k, v in info.items() if k not in ("summary", "digest", "deploy_id")})
+                res = n.notify_from_factory(self.cfg, event, self.aws(), warn=self.p.note)
+                if res is not None and getattr(res, "ok", True):
+                    self.p.note(f"notified: {kind}")
+                return res
+            except Exception as e:
+                self.p.note(f"notification {kind} not sent: {type(e).__name__}: {e}")
+                return None
+
+        return send
 
     def blocked_promotion(self, stage: str) -> tuple[str, str, dict]:
         """After a failed earlier step: ask for the promotion anyway, so the refusal (and its reason)
