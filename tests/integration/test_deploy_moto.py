@@ -241,6 +241,7 @@ def _run_phases_without_handlers(cfg, plan, deps):
     run.mark("updating")
     run.update()
     run.shift()
+    return run
 
 
 def test_alarm_flip_each_phase_rolls_back(stage):
@@ -402,3 +403,35 @@ def test_lease_renewed_during_a_long_deploy(stage):
     result = dp.deploy(cfg, plan, deps)
     t.join()
     assert result.state == "succeeded" and "acquired" not in attempts and attempts.count("locked") >= 5
+
+
+def test_recover_rolls_forward_after_bake(stage, run_pt):
+    """Died in `finishing` (100 % reached and baked): recover completes it forward."""
+    stage.write_config(strategy="all-at-once", bake="0s")
+    cfg, plan = _plan(stage)
+    deps = _deps(stage)
+    deps.lease = 0.3
+    run = _run_phases_without_handlers(cfg, plan, deps)
+    run.bake()
+    run.mark("finishing")  # ... and the process vanishes
+    wait_for(lambda: stage.ledger().current_lock("staging").lease_until < time.time(), timeout=5)
+    r = run_pt("recover", "--config", stage.config, "--stage", "staging", "--output", "json")
+    assert r.exit_code == 0 and r.json()["action"] == "roll-forward", r
+    assert stage.live_digests() == {digest(2)}
+    rec = stage.ledger().get("staging", run.id)
+    assert rec.state == "succeeded" and "recovered forward" in rec.reason
+
+
+def test_history_probe_is_not_retried(stage):
+    """moto answers describe_alarm_history with HTTP 500: one attempt, then polling only."""
+    from pipeline_tools.aws import AwsFactory
+    from pipeline_tools.gate import GatePolicy, GateWatch
+
+    cw = AwsFactory(region="us-east-1", max_attempts=5).client("cloudwatch")
+    sent: list[str] = []
+    cw.meta.events.register("before-send.cloudwatch.DescribeAlarmHistory", lambda **kw: sent.append("x"))
+    w = GateWatch(cw, GatePolicy(("rel-staging-*",), insufficient_data="pass"), time.time())
+    w.start()
+    v1, v2 = w.poll(time.time()), w.poll(time.time())
+    assert v1.passed and v2.passed and sent == ["x"]
+    assert v2.history_source.startswith("polling only")
