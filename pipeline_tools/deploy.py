@@ -274,6 +274,7 @@ class _Signals:
     def _handler(self, signum: int, _frame: Any) -> None:
         self.received = signum
         if not self.shielded:
+            self.shielded = True  # one interruption; later signals wait for the rollback
             raise Interrupted(signum)
 
     def __enter__(self) -> _Signals:
@@ -492,12 +493,16 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
                                "fix or silence it first, or set gate.preexisting_alarm: ignore for this stage")
         run = _Run(cfg, plan, d, watch, sig)
         run.id = new_id(started)
-        with sig.shield():  # a signal here must not leave a lock without its record
-            run.lock = d.ledger.acquire(stage, run.id, d.actor, d.lease)
-            run.heartbeat = _Heartbeat(run)
-            run.heartbeat.start()
+        # Shield/unshield are plain attribute stores (no gap where a signal could slip between
+        # a `with` exit and a `try`): a signal while taking the lock must not leave a lock
+        # without its record; one after `try:` is handled by the rollback below.
+        sig.shielded = True
+        run.lock = d.ledger.acquire(stage, run.id, d.actor, d.lease)
+        run.heartbeat = _Heartbeat(run)
+        run.heartbeat.start()
         phase = "locking"
         try:
+            sig.shielded = False
             if sig.received:
                 raise Interrupted(sig.received)
             data = {"operation": "deploy", "image": plan.image, "image_uri": plan.image_uri, "digest": plan.digest,
@@ -522,27 +527,26 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
             phase = "baking"
             run.bake()
             phase = "finishing"
+            sig.shielded = True  # reached 100 % and baked: completes forward, signals or not
         except BaseException as exc:
-            with sig.shield():
-                reason, verdict = _reason(exc, phase)
-                released = _abort(run, reason, verdict)
-                state = "rolled back" if run.alias_touched else "failed"
-                sig_note = f" (received {signal.Signals(sig.received).name})" if sig.received else ""
-                hint = None if released else f"rollback incomplete: run `pt recover --stage {stage}`"
-                raise DeployFailed(f"deploy {run.id} to {stage} {state}: {reason}{sig_note}", hint) \
-                    from (exc if isinstance(exc, Exception) else None)
-        # Reached 100 % and baked: from here the deploy completes forward, signals or not.
-        with sig.shield():
-            pruned = run.finish()
-            run.stop_heartbeat()
-            note = f" ({signal.Signals(sig.received).name} received while finishing)" if sig.received else ""
-            run.mark("succeeded", reason="gate PASS after bake" + note,
-                     functions=_function_data(plan, run.versions), pruned=pruned)
-            d.ledger.release(run.lock)
-            d.log(f"deploy {run.id} succeeded")
-            return DeployResult(run.id, "succeeded", plan, dict(run.versions),
-                                run.last_verdict.to_dict() if run.last_verdict else None, None, started,
-                                d.clock(), pruned)
+            sig.shielded = True  # first: a second signal must not interrupt the rollback
+            reason, verdict = _reason(exc, phase)
+            released = _abort(run, reason, verdict)
+            state = "rolled back" if run.alias_touched else "failed"
+            sig_note = f" (received {signal.Signals(sig.received).name})" if sig.received else ""
+            hint = None if released else f"rollback incomplete: run `pt recover --stage {stage}`"
+            raise DeployFailed(f"deploy {run.id} to {stage} {state}: {reason}{sig_note}", hint) \
+                from (exc if isinstance(exc, Exception) else None)
+        pruned = run.finish()
+        run.stop_heartbeat()
+        note = f" ({signal.Signals(sig.received).name} received while finishing)" if sig.received else ""
+        run.mark("succeeded", reason="gate PASS after bake" + note,
+                 functions=_function_data(plan, run.versions), pruned=pruned)
+        d.ledger.release(run.lock)
+        d.log(f"deploy {run.id} succeeded")
+        return DeployResult(run.id, "succeeded", plan, dict(run.versions),
+                            run.last_verdict.to_dict() if run.last_verdict else None, None, started,
+                            d.clock(), pruned)
 
 
 def _reason(exc: BaseException, phase: str) -> tuple[str, dict | None]:
