@@ -294,7 +294,12 @@ class _Release:
         return status, detail, {"images": [r.to_dict() for r in results]}
 
     def _build_log(self, text: str) -> None:
-        if ": Step " in text or " skipped" in text or ": built " in text or ("pushing " in text and "MB" not in text):
+        if ": Step " in text:
+            self.p.out.debug(text)  # every docker step with -v
+            if ": Step 1/" in text:
+                self.p.note(text.split(": Step ", 1)[0] + ": building (" + text.split("/", 1)[1].split(" ", 1)[0]
+                            + " steps; -v shows them)")
+        elif " skipped" in text or ": built " in text or ("pushing " in text and "MB" not in text):
             self.p.note(text)
 
     def step_test(self) -> tuple[str, str, dict]:
@@ -354,8 +359,10 @@ class _Release:
             raise _StepFailed("failed", e.message) from None
         if res is None:
             return "skipped", f"{stage} already runs {_short(self.digest)}", {"noop": True}
-        return "ok", f"deploy {res.deploy_id} {res.state}: " + ", ".join(
-            f"{f['name']} v{f['previous_version']} → v{f['version']}" for f in res.to_dict()["functions"]), \
+        fns = res.to_dict()["functions"]
+        moved = [f"{f['name']} v{f['previous_version']} → v{f['version']}" for f in fns
+                 if f["version"] != f["previous_version"]]
+        return "ok", f"deploy {res.deploy_id} {res.state}: " + (", ".join(moved) or "baked again, no traffic moved"), \
             res.to_dict()
 
     def _require_change(self, stage: str) -> None:
@@ -539,7 +546,7 @@ def print_summary(o, summary: dict) -> None:
         o.table([[r["stage"], r["function"], r["version"] or "-",
                   ", ".join(f"v{v} {w * 100:g}%" for v, w in r["weights"].items()) or "100%",
                   _short(r["digest"]), r["last_deploy"] or "-"] for r in rows],
-                ["stage", "function", "live", "canary", "digest", "last deploy"])
+                ["stage", "function", "live", "traffic", "digest", "last deploy"])
     o.info("")
     took = summary.get("seconds")
     o.info(f"release {summary['result']} in {took}s (exit {summary['exit_code']})" if took is not None else
