@@ -63,3 +63,20 @@ def test_plan_lines_and_noop():
     weighted = dp.FunctionPlan("predict", "rel-staging-predict", True, "3", digest(1), {"4": 0.1})
     plan2 = dp.DeployPlan(**{**plan.__dict__, "functions": (weighted,)})
     assert not plan2.noop and "weighted" in "\n".join(plan2.lines())
+
+
+def test_digest_missing_in_local_registry(registry):
+    """The registry HTTP API (a local registry here, like PT_REGISTRY in local mode) is asked."""
+    from pipeline_tools.errors import NotFoundError
+
+    ref = dp.parse_image_uri(f"{registry}/rel-model@{digest(9)}")
+    with pytest.raises(NotFoundError, match=f"not found in registry {registry}/rel-model"):
+        dp.check_image(ref)
+
+
+def test_unreachable_registry_is_an_error():
+    from tests.conftest import free_port
+
+    ref = dp.parse_image_uri(f"127.0.0.1:{free_port()}/rel-model@{digest(1)}")
+    with pytest.raises(dp.DeployFailed, match="cannot reach registry"):
+        dp.check_image(ref, timeout=2)

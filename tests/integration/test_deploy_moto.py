@@ -112,7 +112,10 @@ def test_alias_missing_is_created_on_first_deploy(stage, run_pt):
     assert stage.live_digests() == {digest(2)}
 
 
-def test_from_build_file(stage, run_pt, tmp_path):
+def test_from_build_file(stage, run_pt, tmp_path, monkeypatch):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(tmp_path / "gh_out"))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "gh_summary"))
     f = tmp_path / "build.json"
     f.write_text(json.dumps({"images": [{"name": "model", "repository": REPO, "tag": "t2", "digest": digest(2),
                                          "image_uri": uri(2), "status": "pushed"}]}))
@@ -120,6 +123,9 @@ def test_from_build_file(stage, run_pt, tmp_path):
                "all-at-once", "--output", "json")
     assert r.exit_code == 0, r
     assert r.json()["strategy"] == "all-at-once" and stage.live_digests() == {digest(2)}
+    gh = (tmp_path / "gh_out").read_text()
+    assert f"deploy_id={r.json()['deploy_id']}" in gh and "deploy_state=succeeded" in gh
+    assert "| rel-staging-predict | 1 | 2 |" in (tmp_path / "gh_summary").read_text()
     f.write_text(json.dumps([{"name": "model", "repository": REPO, "digest": digest(3)}]))  # bare list
     assert run_pt("deploy", "--config", stage.config, "--stage", "staging", "--from-build", f).exit_code == 0
     assert stage.live_digests() == {digest(3)}
