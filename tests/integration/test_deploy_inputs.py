@@ -65,6 +65,7 @@ def test_plan_lines_and_noop():
     assert not plan2.noop and "weighted" in "\n".join(plan2.lines())
 
 
+@pytest.mark.docker
 def test_digest_missing_in_local_registry(registry):
     """The registry HTTP API (a local registry here, like PT_REGISTRY in local mode) is asked."""
     from pipeline_tools.errors import NotFoundError
