@@ -380,7 +380,7 @@ class _Release:
         """The deploy's sleep: once traffic is split (the canary), set a stage alarm to ALARM."""
         from . import names
 
-        fn = next(iter(sorted(self.cfg.functions_for_image(self.image))))
+        fn = next(iter(self.cfg.functions_for_image(self.image)))  # the first in pipeline.yml
         fname = self.cfg.function_name(stage, fn)
         alarm = names.alarm_name(self.cfg.project, stage, fn, "errors")
 
