@@ -61,6 +61,16 @@ def _deployable_images(cfg) -> list[str]:
     return [i for i in cfg.images if cfg.functions_for_image(i)]
 
 
+def check_approvers(cfg, approvers: list[str]) -> None:
+    """Usage error (exit 2, before anything runs) when fewer distinct approvers than a stage needs."""
+    needed = max([st.approvals.required for st in cfg.stages.values() if st.approvals] or [0])
+    have = len(set(approvers))
+    if have < needed:
+        raise UsageError(f"pt release needs {needed} distinct approvers for the promotion, got {have}",
+                         "pass --approver NAME once per person, or PT_APPROVERS=alice@example.com,bob@example.com "
+                         "(neither may be the commit author)")
+
+
 def plan(cfg, *, inject_failure: bool = False) -> list[Step]:
     stages = chain(cfg)
     imgs = _deployable_images(cfg)
@@ -81,6 +91,8 @@ def plan(cfg, *, inject_failure: bool = False) -> list[Step]:
         if st.approvals:
             steps.append(Step(f"approvals:{nxt}", f"approvals for {nxt} ({st.approvals.required} required)"))
         steps.append(Step(f"promote:{nxt}", f"promote {prev} → {nxt} ({st.deploy.strategy})"))
+        if nxt != stages[-1]:  # the next promotion needs this stage's gate to have passed its bake
+            steps.append(Step(f"gate:{nxt}", f"gate {nxt}"))
     steps.append(Step("status", "status"))
     return steps
 
@@ -134,7 +146,7 @@ def run(cfg, steps: list[Step], *, approvers: list[str], reason: str | None = No
                                "exit_code": EXIT_OK, "result": "released"}
     failed = False
     for index, step in enumerate(steps, 1):
-        if failed and not step.key.startswith(("promote:", "status")):
+        if failed and (not step.key.startswith(("promote:", "status")) or r.env_file is None):
             progress.skip(step, index, "an earlier step failed")
             summary["steps"].append({"step": step.key, "title": step.title, "status": "not run"})
             continue
@@ -235,10 +247,6 @@ class _Release:
     def step_local(self) -> tuple[str, str, dict]:
         from . import local
 
-        if len(set(self.approvers)) < self._approvals_needed():
-            raise _StepFailed("failed", f"{self._approvals_needed()} distinct approvers needed, got "
-                              f"{len(set(self.approvers))}: pass --approver NAME (repeat) or PT_APPROVERS=a,b",
-                              EXIT_USAGE)
         res = local.start(self.source_cfg, port=self.port, directory=self.directory, on_step=lambda s: None,
                           clock=self.clock, sleep=self.sleep)
         local.apply_env(res["env"])
@@ -257,10 +265,6 @@ class _Release:
         self._provision.start()
         return "ok", f"env {res['env_file']}; provisioning the stages in the background", {
             "moto": res["moto"]["endpoint"], "registry": res["registry"]["host"]}
-
-    def _approvals_needed(self) -> int:
-        return max([self.cfg.stages[s].approvals.required for s in self.stages if self.cfg.stages[s].approvals]
-                   or [0])
 
     def wait_provisioned(self) -> None:
         if self._provision is None:

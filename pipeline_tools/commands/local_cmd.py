@@ -258,6 +258,7 @@ def release(app: App, local_: bool, inject_failure: bool, approvers: tuple[str, 
 
     names = list(approvers) or [a.strip() for a in os.environ.get("PT_APPROVERS", "").split(",") if a.strip()]
     plan = lib.plan(cfg, inject_failure=inject_failure)
+    lib.check_approvers(cfg, names)
     if dry_run:
         app.out.result({"steps": [s.to_dict() for s in plan]},
                        lambda o: [o.info(f"{i + 1}. {s.title}") for i, s in enumerate(plan)])
