@@ -90,6 +90,10 @@ def main() -> None:
     hash_bench(work)
     if "--keep" not in sys.argv:
         shutil.rmtree(work, ignore_errors=True)
+        refs = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
+                              text=True).stdout.split()
+        mine = [r for r in refs if f"/bench{run}-" in r and not r.endswith(":<none>")]
+        subprocess.run(["docker", "rmi", "-f", *mine], capture_output=True)
 
 
 def hash_bench(work: Path) -> None:

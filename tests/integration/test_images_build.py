@@ -26,6 +26,19 @@ pytestmark = pytest.mark.docker
 RUN = uuid.uuid4().hex[:8]  # fresh repositories per run: the registry outlives the tests
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _remove_images_of_this_run(docker_client):
+    """vfs keeps a full copy per layer: drop what this run built (the registry keeps its copies)."""
+    yield
+    for img in docker_client.images.list():
+        for ref in img.tags:
+            if RUN in ref:
+                try:
+                    docker_client.images.remove(ref, force=True)
+                except Exception:
+                    pass
+
+
 @pytest.fixture(scope="module")
 def tiny_base(docker_client) -> str:
     """A local base image with one file, made with `docker import` (no Docker Hub)."""
