@@ -104,3 +104,18 @@ def test_junit_counts(tmp_path):
     assert images._junit_counts(p) is None
     rep = images.ImageTestReport("m", "r", 1, 5, 2, 1, 1, str(p), 1.0)
     assert rep.summary == "5 passed, 2 failed, 1 errors, 1 skipped"
+
+
+def test_ecr_registry_gets_token_from_ecr(project, aws, monkeypatch):
+    """No PT_REGISTRY: the stage's ECR, with basic-auth credentials from GetAuthorizationToken (moto)."""
+    from pipeline_tools.commands.images_cmd import _registry
+    from pipeline_tools.config import load
+    from pipeline_tools.context import App
+
+    monkeypatch.delenv("PT_REGISTRY")
+    app = App(stage="staging")
+    app._config = load(project / "pipeline.yml")
+    reg, creds, ecr = _registry(app, app.config())
+    assert reg.host == "111111111111.dkr.ecr.us-east-1.amazonaws.com" and not reg.http
+    assert creds.username == "AWS" and creds.password and reg.credentials is creds
+    assert ecr.meta.endpoint_url == aws.endpoint
