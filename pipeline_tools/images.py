@@ -398,15 +398,20 @@ def container_test_command(cfg, name: str, extra_args: Sequence[str]) -> tuple[l
 
 
 def run_tests(cfg, name: str, *, docker, registry_host: str, junit_path: str | os.PathLike,
-              extra_args: Sequence[str] = (), log: Log = lambda s: None, output: Log = lambda s: None,
+              extra_args: Sequence[str] = (), registry: Registry | None = None,
+              credentials: Credentials | None = None, log: Log = lambda s: None, output: Log = lambda s: None,
               clock: Callable[[], float] = time.time) -> ImageTestReport:
-    """Run the image's test_command in the image (built here if missing), network off."""
+    """Run the image's test_command in the image, network off.
+
+    The image is the content-tagged one: local if present, else pulled when the registry has it
+    (a CI job after `pt build-push`), else built here (not pushed).
+    """
     (name,) = select_images(cfg, [name])
     t0 = clock()
     cmd, _ = container_test_command(cfg, name, extra_args)
     plan = plan_image(cfg, name, docker=docker, registry_host=registry_host, clock=clock)
-    if not _local_image(docker, plan.ref):
-        log(f"{name}: {plan.ref} not built here yet; building it")
+    if not _local_image(docker, plan.ref) and not _pull_if_pushed(docker, plan, registry, credentials, log):
+        log(f"{name}: {plan.ref} is neither here nor in the registry; building it")
         build_image(docker, plan, log=log)
     log(f"{name}: running {' '.join(cmd)} in {plan.ref} (network off)")
     container = docker.containers.create(plan.ref, entrypoint=cmd[:1], command=cmd[1:], network_mode="none",
@@ -433,6 +438,22 @@ def run_tests(cfg, name: str, *, docker, registry_host: str, junit_path: str | o
         passed, failed, errors, skipped = counts
     return ImageTestReport(image=name, image_ref=plan.ref, exit_code=code, passed=passed, failed=failed, errors=errors,
                       skipped=skipped, junit=str(junit) if junit else None, seconds=round(clock() - t0, 3))
+
+
+def _pull_if_pushed(docker, plan: ImagePlan, registry: Registry | None, credentials: Credentials | None,
+                    log: Log) -> bool:
+    if registry is None:
+        return False
+    try:
+        digest = registry.manifest_digest(plan.repo, plan.tag)
+    except PtError as e:
+        log(f"{plan.name}: registry check skipped ({e.message})")
+        return False
+    if not digest:
+        return False
+    log(f"{plan.name}: pulling {plan.ref} ({digest})")
+    docker.api.pull(plan.repository, tag=plan.tag, auth_config=credentials.auth_config() if credentials else None)
+    return _local_image(docker, plan.ref)
 
 
 def _copy_junit(container, dest: Path) -> Path | None:

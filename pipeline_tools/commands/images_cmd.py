@@ -146,8 +146,18 @@ def test(app: App, image: str | None, extra: tuple[str, ...], junit: str | None)
     junit_path = junit or os.path.join("reports", f"junit-{image}.xml")
     docker = connect_docker()
     stream = app.out.log if app.out.json else app.out.info
-    report = run_tests(cfg, image, docker=docker, registry_host=cfg.registry_for(app.stage), junit_path=junit_path,
-                       extra_args=extra, log=app.out.log, output=stream)
+    try:
+        registry, creds, _ = _registry(app, cfg)
+    except Exception as e:  # no registry access (e.g. no AWS credentials on a laptop): build locally
+        app.out.log(f"{image}: registry not used ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+        registry, creds = None, None
+    try:
+        report = run_tests(cfg, image, docker=docker, registry_host=cfg.registry_for(app.stage),
+                           junit_path=junit_path, extra_args=extra, registry=registry, credentials=creds,
+                           log=app.out.log, output=stream)
+    finally:
+        if registry is not None:
+            registry.close()
     app.out.result(report.to_dict(), f"{image}: {report.summary} (exit {report.exit_code})"
                    + (f"; JUnit XML: {report.junit}" if report.junit else "; no JUnit XML written"))
     app.out.step_summary(f"### pt test {image}\n\n{report.summary}" + (f" (JUnit: `{report.junit}`)"

@@ -236,7 +236,8 @@ def lambda_base(docker_client) -> str:
     return name
 
 
-def test_pt_test_runs_in_the_image_without_network(tmp_path, lambda_base, registry, run_pt, monkeypatch):
+def test_pt_test_runs_in_the_image_without_network(tmp_path, lambda_base, registry, run_pt, monkeypatch,
+                                                   docker_client):
     monkeypatch.setenv("PT_REGISTRY", registry)
     tests = (b"import os\n\n"
              b"def test_network_is_off():\n    assert sorted(os.listdir('/sys/class/net')) == ['lo']\n\n"
@@ -245,9 +246,14 @@ def test_pt_test_runs_in_the_image_without_network(tmp_path, lambda_base, regist
     config = write_project(tmp_path, f"pttest{RUN}", f"FROM {lambda_base}\nCOPY . /var/task/\n",
                            {"tests/test_x.py": tests},
                            extra_image='    test_command: ["python3", "-m", "pytest", "-q", "tests"]\n')
+    # the CI flow: build-push, then `pt test` elsewhere pulls the pushed image (only its own layer)
+    (pushed_img,) = pt_json(run_pt, config)
+    ref = f"{pushed_img['repository']}:{pushed_img['tag']}"
+    docker_client.images.remove(ref)
     junit = tmp_path / "out" / "junit.xml"
     r = run_pt("test", "app", "--config", config, "--junit", junit, "--output", "json")
     assert r.exit_code == 1, r
+    assert f"pulling {ref}" in r.stderr
     rep = r.json()
     assert rep["summary"] == "1 passed, 1 failed"
     assert rep["exit_code"] == 1 and junit.exists() and "test_fails" in junit.read_text()
