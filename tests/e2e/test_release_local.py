@@ -103,7 +103,11 @@ def test_release_then_a_bad_release_is_rolled_back_and_not_promoted(release_env,
     state, env = release_env
 
     # --- 1. the good release: staging canary, gate, two approvals, prod (window overridden) ----
-    r = _pt(env, "release", "--local", "--config", EXAMPLE / "pipeline.yml", "--output", "json")
+    # its own moto server on a free port (a moto already answering on 4566 would be reused)
+    from pipeline_tools.local import free_port
+
+    r = _pt(env, "release", "--local", "--port", free_port(), "--config", EXAMPLE / "pipeline.yml",
+            "--output", "json")
     assert r.returncode == 0, r.stderr[-4000:]
     summary = json.loads(r.stdout)
     assert summary["result"] == "released" and summary["exit_code"] == 0
