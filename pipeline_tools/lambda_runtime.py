@@ -205,6 +205,7 @@ class InvokeResult:
     billed_ms: int | None = None
     memory_mb: int | None = None
     image: str = ""
+    version: str | None = None  # the version Lambda executed (remote invoke)
 
     @property
     def ok(self) -> bool:
@@ -228,7 +229,7 @@ class InvokeResult:
         return {"function": self.function, "request_id": self.request_id, "status": self.status,
                 "payload": self.payload, "error": self.error, "duration_ms": self.duration_ms,
                 "init_ms": self.init_ms, "billed_ms": self.billed_ms, "memory_mb": self.memory_mb,
-                "image": self.image, "logs": self.logs}
+                "image": self.image, "version": self.version, "logs": self.logs}
 
 
 def invoke_image(docker, image: str, event: bytes, *, function: str, handler: str | None,
@@ -449,7 +450,7 @@ def invoke_remote(cfg, stage: str, function: str, event: bytes, *, lambda_client
     logs = base64.b64decode(resp.get("LogResult") or b"").decode("utf-8", "replace")
     rid = resp.get("ResponseMetadata", {}).get("RequestId", "")
     res = InvokeResult(function=fname, request_id=rid, status="ok", logs=logs,
-                       memory_mb=cfg.functions[function].memory, image=resp.get("ExecutedVersion", ""))
+                       memory_mb=cfg.functions[function].memory, version=resp.get("ExecutedVersion"))
     if resp.get("FunctionError"):
         res.status = "error"
         res.error = _parse_error(body, resp["FunctionError"])

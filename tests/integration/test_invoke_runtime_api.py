@@ -6,6 +6,7 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,38 @@ def test_parse_error_accepts_non_json_bodies():
     assert _parse_error(b"Traceback: boom", "Unhandled") == {"errorMessage": "Traceback: boom",
                                                             "errorType": "Unhandled"}
     assert _parse_error(b'["x"]', None)["errorType"] == "Unhandled"
+
+
+def test_invoke_remote_reports_like_local(tmp_path):
+    """`pt invoke FUNCTION` without --local calls Lambda's Invoke on the live alias (moto cannot
+    invoke image functions, so the responses here are shaped like the AWS API reference)."""
+    import base64
+    import io
+
+    import boto3
+    from botocore.response import StreamingBody
+    from botocore.stub import Stubber
+
+    from pipeline_tools import config
+    from pipeline_tools.lambda_runtime import invoke_remote
+
+    cfg = config.load(Path(__file__).resolve().parents[2] / "examples" / "iris" / "pipeline.yml")
+    lc = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+
+    def body(data: bytes) -> StreamingBody:
+        return StreamingBody(io.BytesIO(data), len(data))
+
+    err = b'{"errorMessage": "bad", "errorType": "ValueError", "stackTrace": ["  File app.py"]}'
+    with Stubber(lc) as stub:
+        expected = {"FunctionName": "iris-prod-predict", "Qualifier": "live", "Payload": b'{"a": 1}',
+                    "InvocationType": "RequestResponse", "LogType": "Tail"}
+        stub.add_response("invoke", {"StatusCode": 200, "Payload": body(b'{"class": "setosa"}'),
+                                     "LogResult": base64.b64encode(b"START\nhello\nEND\n").decode(),
+                                     "ExecutedVersion": "7"}, expected)
+        stub.add_response("invoke", {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": body(err),
+                                     "ExecutedVersion": "7"}, expected)
+        ok = invoke_remote(cfg, "prod", "predict", b'{"a": 1}', lambda_client=lc)
+        bad = invoke_remote(cfg, "prod", "predict", b'{"a": 1}', lambda_client=lc)
+    assert ok.ok and ok.payload == {"class": "setosa"} and "hello" in ok.logs and ok.version == "7"
+    assert not bad.ok and bad.status == "error"
+    assert bad.error == {"errorMessage": "bad", "errorType": "ValueError", "stackTrace": ["  File app.py"]}
