@@ -269,4 +269,11 @@ def release(app: App, local_: bool, inject_failure: bool, approvers: tuple[str, 
                       inject_failure=inject_failure)
     summary["seconds"] = round(time.time() - t0, 1)
     app.out.result(summary, lambda o: lib.print_summary(o, summary))
+    app.out.github_output({"release_result": summary["result"], "digest": summary.get("digest") or "",
+                           "image_uri": summary.get("image_uri") or ""})
+    from ..output import markdown_table
+
+    app.out.step_summary(f"### pt release --local: {summary['result']}\n\n" + markdown_table(
+        [[s.get("title", s["step"]), s["status"], s.get("detail", ""), f"{s.get('seconds', 0):.1f}s"]
+         for s in summary["steps"]], ["step", "status", "detail", "time"]))
     return summary["exit_code"]
