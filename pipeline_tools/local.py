@@ -5,23 +5,28 @@ then every stage's resources provisioned into that AWS. Nothing else in pt knows
 `AWS_ENDPOINT_URL` points boto3 at moto and `PT_REGISTRY` names the registry (env file).
 
 Provisioning uses the same StageStack the cloud uses: `stacks.synth_stage_template(cfg, stage,
-local=True)` is created in moto's CloudFormation. moto 5.2.5 accepts such a template but silently
-skips AWS::Lambda::Alias, AWS::CloudWatch::Alarm and AWS::S3::BucketPolicy and drops bucket
-versioning, the public access block, ECR scan-on-push and DynamoDB PITR, so `fill_gaps` adds
-exactly those with boto3, from the same config, and says so (`ProvisionReport.boto3`). Without
-the CDK module (or with `PT_LOCAL_PROVISION=boto3`) `fill_gaps` provisions everything.
+local=True)` (every stage mapped to moto's one account, image digests set to a bootstrap digest)
+is created in moto's CloudFormation. moto 5.2.5 accepts such a template but silently skips
+AWS::Lambda::Alias, AWS::CloudWatch::Alarm and AWS::S3::BucketPolicy and drops bucket versioning,
+the public access block, ECR scan-on-push and DynamoDB PITR, so `fill_from_template` adds exactly
+those with boto3, from the same template, and says so (`ProvisionReport.boto3`). Without the CDK
+module (or with `PT_LOCAL_PROVISION=boto3`) `fill_gaps` provisions everything from the config.
+Synthesized templates are cached by content (`template_cache_dir()`).
 
 State lives in `$PT_LOCAL_DIR` (default `<repo>/.pt/local/`): `state.json` (what runs, who
 started it), `env` (to `source`), `moto.log`, `registry.yml`/`registry.log`. `down` stops only
 processes whose pid *and* command line match what `up` recorded as started by it.
 
 Public API
-- `state_dir(env=None) -> Path`
-- `up(cfg, *, port=None, directory=None, stages=None, docker_check=..., clock, sleep) -> dict`
+- `state_dir(env=None) -> Path`, `load_state(dir)`, `env_vars(state)`, `apply_env(env)`
+- `start(cfg, *, port, directory, …) -> dict` (services only), `provision_all(cfg, services, …)`
+- `up(cfg, *, port=None, directory=None, stages=None, provision=True, on_step, clock, sleep) -> dict`
 - `down(directory=None) -> dict`, `status(directory=None) -> dict`
-- `provision_stage(cfg, stage, factory, *, registry, synth=None) -> ProvisionReport`
-- `fill_gaps(cfg, stage, factory, *, registry) -> list[str]`
-- `env_vars(state) -> dict`, `bootstrap_image_uri(cfg, image, registry) -> str`
+- `provision_stage(cfg, stage, factory, *, registry, synth=None, cache_dir=None) -> ProvisionReport`
+- `fill_from_template(template, physical, factory, *, region, account, report)`,
+  `fill_gaps(cfg, stage, factory, *, registry) -> ProvisionReport`
+- `with_local_base(cfg)`: BASE_IMAGE build arg from `PT_LAMBDA_BASE_IMAGE`
+- `BOOTSTRAP_DIGEST`, `bootstrap_image_uri(cfg, image, registry)`
 """
 
 from __future__ import annotations
