@@ -170,3 +170,23 @@ def local_alarm_names(cfg, stage: str) -> set[str]:
     from pipeline_tools.stacks.stage_stack import generated_alarm_names
 
     return {n for fn in cfg.functions for n in generated_alarm_names(cfg, stage, fn)}
+
+
+@pytest.mark.skipif(not (local.shutil.which("docker-registry") or local.shutil.which("registry")),
+                    reason="no docker-registry binary (apt-get install docker-registry)")
+def test_registry_is_started_when_none_answers_and_down_stops_it(tmp_path, monkeypatch):
+    dead = f"127.0.0.1:{local.free_port()}"
+    monkeypatch.setattr(local, "DEFAULT_REGISTRY", dead)
+    monkeypatch.delenv("PT_REGISTRY", raising=False)
+    monkeypatch.delenv("PT_TEST_REGISTRY", raising=False)
+    reg = local.ensure_registry(tmp_path, {})
+    try:
+        assert reg["started_by_pt"] and reg["host"] != dead and local.registry_answers(reg["host"])
+        assert (tmp_path / "registry.yml").read_text().count(f"addr: {reg['host']}") == 1
+        # a second call reuses it (from the state) instead of starting another
+        assert local.ensure_registry(tmp_path, {"registry": reg})["pid"] == reg["pid"]
+        local.save_state(tmp_path, {"registry": reg})
+    finally:
+        res = local.down(tmp_path)
+    assert res["stopped"] == [f"registry {reg['host']} (pid {reg['pid']})"]
+    assert not _alive(reg["pid"]) and not local.registry_answers(reg["host"])
