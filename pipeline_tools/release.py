@@ -84,7 +84,8 @@ def plan(cfg, *, inject_failure: bool = False) -> list[Step]:
              Step("build", f"build-push {', '.join(cfg.images)}"),
              Step("test", "test in image"),
              Step(f"deploy:{first}", f"deploy {first} ({how}"
-                  + (", alarm injected during the canary)" if inject_failure else ")")),
+                  + ((", alarm injected during the canary)" if d.strategy != "all-at-once" else
+                      ", alarm injected during the bake)") if inject_failure else ")")),
              Step(f"gate:{first}", f"gate {first}")]
     for prev, nxt in itertools.pairwise(stages):
         st = cfg.stages[nxt]
@@ -353,14 +354,18 @@ class _Release:
     def step_deploy(self, stage: str) -> tuple[str, str, dict]:
         from .errors import DeployFailed
 
-        sleep = self._injecting_sleep(stage) if self.inject_failure else None
+        sleep = None
         if self.inject_failure:
             self._require_change(stage)
+            sleep = self._injecting_sleep(stage)
         try:
             _plan, res = self._deploy(stage, sleep=sleep)
         except DeployFailed as e:
             self.rolled_back = "rolled back" in e.message
             raise _StepFailed("failed", e.message) from None
+        if self.inject_failure and self.injected is None:
+            raise _StepFailed("failed", f"--inject-failure found no moment to inject: the deploy to {stage} has no "
+                              "canary interval and no bake in pipeline.yml", EXIT_USAGE)
         if res is None:
             return "skipped", f"{stage} already runs {_short(self.digest)}", {"noop": True}
         fns = res.to_dict()["functions"]
@@ -381,24 +386,28 @@ class _Release:
                               "and run again, as scripts/demo does", EXIT_USAGE)
 
     def _injecting_sleep(self, stage: str) -> Callable[[float], None]:
-        """The deploy's sleep: once traffic is split (the canary), set a stage alarm to ALARM."""
+        """The deploy's sleep: once the new version gets traffic (the canary split, or 100 % during
+        the bake for all-at-once), set the first function's `errors` alarm to ALARM."""
         from . import names
 
         fn = next(iter(self.cfg.functions_for_image(self.image)))  # the first in pipeline.yml
         fname = self.cfg.function_name(stage, fn)
         alarm = names.alarm_name(self.cfg.project, stage, fn, "errors")
+        lc = self.aws().client("lambda")
+        before = lc.get_alias(FunctionName=fname, Name=names.LIVE_ALIAS)["FunctionVersion"]
 
         def sleep(seconds: float) -> None:
             if self.injected is None:
-                alias = self.aws().client("lambda").get_alias(FunctionName=fname, Name=names.LIVE_ALIAS)
+                alias = lc.get_alias(FunctionName=fname, Name=names.LIVE_ALIAS)
                 weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
-                if weights:
+                if weights or alias["FunctionVersion"] != before:
                     self.aws().client("cloudwatch").set_alarm_state(
                         AlarmName=alarm, StateValue="ALARM",
-                        StateReason="pt release --inject-failure: simulated error spike during the canary")
+                        StateReason="pt release --inject-failure: simulated error spike on the new version")
                     self.injected = alarm
-                    self.p.note(f"injected: {alarm} → ALARM while {fname} serves "
-                                f"{', '.join(f'v{v} {w * 100:g}%' for v, w in weights.items())}")
+                    serving = (", ".join(f"v{v} {w * 100:g}%" for v, w in weights.items()) if weights
+                               else f"v{alias['FunctionVersion']} 100%")
+                    self.p.note(f"injected: {alarm} → ALARM while {fname} serves {serving}")
             self.sleep(seconds)
 
         return sleep
