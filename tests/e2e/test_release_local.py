@@ -82,15 +82,14 @@ def _live(aws: AwsFactory, stage: str, fn: str) -> tuple[str, dict, str | None]:
 
 
 def _bad_copy(tmp: Path) -> Path:
-    """The example with one change (model version 2): a new image, as a new commit would make.
+    """The example with one change: a new image, as a new commit would make.
     copytree keeps mtimes, so docker's layer cache serves every layer before the changed files."""
     dest = tmp / "iris-v2"
     shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("reports", ".benchmarks", "__pycache__",
                                                                  ".pytest_cache"))
-    model = dest / "model" / "model.json"
-    data = json.loads(model.read_text())
-    data["version"] = str(data.get("version", "1")) + "-v2"
-    model.write_text(json.dumps(data, indent=2))
+    # a code change (app.py is only in the last layer: the cheapest rebuild on vfs)
+    app = dest / "app.py"
+    app.write_text(app.read_text() + "\n# v2: a change that ships a new image\n")
     cfg = (EXAMPLE / "pipeline.yml").read_text()
     dockerfile = (ROOT / "docker" / "model" / "Dockerfile").resolve()
     cfg = "\n".join(f"    dockerfile: {dockerfile}" if ln.strip().startswith("dockerfile:") else ln
