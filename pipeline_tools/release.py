@@ -152,6 +152,7 @@ def run(cfg, steps: list[Step], *, approvers: list[str], reason: str | None = No
             summary["steps"].append({"step": step.key, "title": step.title, "status": "not run"})
             continue
         progress.start(step, index)
+        code = EXIT_FAILURE
         try:
             if failed and step.key.startswith("promote:"):
                 status, detail, data = r.blocked_promotion(step.key.split(":", 1)[1])
@@ -159,26 +160,23 @@ def run(cfg, steps: list[Step], *, approvers: list[str], reason: str | None = No
                 status, detail, data = getattr(r, "step_" + step.key.split(":", 1)[0])(
                     *step.key.split(":", 1)[1:])
         except _StepFailed as e:
-            status, detail, data = e.status, e.detail, {}
-            summary["exit_code"] = e.exit_code
+            status, detail, data, code = e.status, e.detail, {}, e.exit_code
         except PtError as e:
-            status, detail, data = "failed", e.message + (f" (hint: {e.hint})" if e.hint else ""), {}
-            summary["exit_code"] = e.exit_code
+            status, detail, data, code = "failed", e.message + (f" (hint: {e.hint})" if e.hint else ""), {}, \
+                e.exit_code
         except Exception as e:  # translate botocore/docker errors into the one-line form
             from .errors import translate
 
             err = translate(e)
             if err is None:
                 raise
-            status, detail, data = "failed", err.message, {}
-            summary["exit_code"] = err.exit_code
+            status, detail, data, code = "failed", err.message, {}, err.exit_code
         took = progress.end(status, detail)
         summary["steps"].append({"step": step.key, "title": step.title, "status": status, "detail": detail,
                                  "seconds": round(took, 2), **({"data": data} if data else {})})
-        if status in ("failed", "blocked") and not failed:
+        if status in ("failed", "blocked") and not failed:  # the first failure decides the exit code
             failed = True
-            if summary["exit_code"] == EXIT_OK:
-                summary["exit_code"] = EXIT_FAILURE
+            summary["exit_code"] = code
             summary["result"] = "rolled back" if r.rolled_back else "failed"
     r.finish()
     summary.update(digest=r.digest, image_uri=r.image_uri, status=r.status_rows, env_file=r.env_file)
