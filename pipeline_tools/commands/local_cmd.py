@@ -162,10 +162,12 @@ def _read_event(event: str | None) -> bytes:
         return b"{}"
     if event == "-":
         data = sys.stdin.buffer.read()
+    elif event.lstrip()[:1] in ("{", "[") and not Path(event).is_file():
+        data = event.encode()  # inline JSON: --event '{"features": [5.1, 3.5, 1.4, 0.2]}'
     else:
         p = Path(event)
         if not p.is_file():
-            raise UsageError(f"event file {event} not found", "pass --event FILE (JSON), or - for stdin")
+            raise UsageError(f"event file {event} not found", "pass --event FILE (JSON), inline JSON, or - for stdin")
         data = p.read_bytes()
     try:
         json.loads(data or b"null")
@@ -177,7 +179,8 @@ def _read_event(event: str | None) -> bytes:
 @click.command()
 @click.argument("function")
 @click.option("--local", "local_", is_flag=True, help="Run the function's image with docker (Runtime API in pt).")
-@click.option("--event", "-e", metavar="FILE|-", default=None, help="JSON event file, or - for stdin (default {}).")
+@click.option("--event", "-e", metavar="FILE|-|JSON", default=None,
+              help="JSON event: a file, - for stdin, or inline JSON (default {}).")
 @click.option("--image-uri", default=None, help="Image to run (default: what the stage's live alias runs, "
                                                   "else the image built from the current sources).")
 @click.option("--timeout", type=click.FloatRange(0.1, 900), default=None,

@@ -137,7 +137,8 @@ def test_cli_handler_error_is_reported_like_lambda(run_pt, docker_client, handle
 def test_cli_timeout_override_kills_the_container(run_pt, docker_client, handler_image, invoke_config):
     t0 = time.monotonic()
     # the config says 30 s; --timeout overrides it, as the Lambda console's test timeout would not
-    r = run_pt("invoke", "slow", "--local", "-c", invoke_config, "--image-uri", handler_image, "--timeout", "2")
+    r = run_pt("invoke", "slow", "--local", "-c", invoke_config, "--image-uri", handler_image, "--timeout", "2",
+               "--event", '{"name": "inline"}')
     took = time.monotonic() - t0
     assert r.exit_code == 1, r
     assert "Task timed out after 2.00 seconds" in r.stdout
@@ -155,3 +156,7 @@ def test_cli_rejects_unknown_function_and_bad_event(run_pt, invoke_config, tmp_p
     bad.write_text("{not json")
     r = run_pt("invoke", "ok", "--local", "-c", invoke_config, "--event", bad)
     assert r.exit_code == 2 and "is not JSON" in r.stderr
+    r = run_pt("invoke", "ok", "--local", "-c", invoke_config, "--event", "{broken")
+    assert r.exit_code == 2 and "is not JSON" in r.stderr
+    r = run_pt("invoke", "ok", "--local", "-c", invoke_config, "--event", tmp_path / "missing.json")
+    assert r.exit_code == 2 and "not found" in r.stderr
