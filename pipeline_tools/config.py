@@ -234,6 +234,51 @@ class CdkConfig(_Strict):
     untagged_images_kept: int = Field(10, ge=1, description="ECR lifecycle: untagged images kept per repository")
 
 
+class UserMetricConfig(_Strict):
+    """A CloudWatch metric the model publishes per variant (dimensions EndpointName, VariantName)."""
+
+    namespace: str
+    name: str
+    statistic: Literal["Average", "Sum", "Minimum", "Maximum", "SampleCount"] = "Average"
+    better: Literal["higher", "lower"] = Field("higher", description="which direction is an improvement")
+    tolerance: float = Field(0.05, ge=0, description="allowed relative regression of shadow vs production")
+
+
+class ShadowThresholdsConfig(_Strict):
+    """Shadow-vs-production limits `pt gate --shadow` checks (SageMaker target)."""
+
+    min_invocations: int = Field(100, ge=0, description="shadow requests needed before deciding (else WAIT)")
+    latency_p50_ratio: float = Field(1.2, gt=0, description="shadow ModelLatency p50 ≤ ratio × production")
+    latency_p99_ratio: float = Field(1.5, gt=0, description="shadow ModelLatency p99 ≤ ratio × production")
+    error_rate_increase: float = Field(0.5, ge=0, description="shadow 5XX rate − production rate, percentage points")
+    user_metric: UserMetricConfig | None = None
+
+
+class SageMakerTargetConfig(_Strict):
+    """A SageMaker real-time endpoint deployed with a shadow variant (`pt deploy --target sagemaker`)."""
+
+    endpoint: str = Field(pattern=r"^[a-z][a-z0-9-]{0,20}$", description="endpoint is <project>-<stage>-<endpoint>")
+    image: str = Field(description="image of `images:` the model container runs")
+    model_artifacts: str = Field(description="S3 prefix in the stage bucket (or s3://bucket/prefix); "
+                                             "{stage}/{project} allowed; must hold a pt artifacts manifest")
+    instance_type: str = Field("ml.m5.large", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    instance_count: int = Field(1, ge=1, le=100)
+    shadow_sampling: int = Field(100, ge=1, le=100, description="% of production requests copied to the shadow")
+    data_capture: int = Field(20, ge=0, le=100, description="% of requests captured (request+response); 0 = off")
+    execution_role: str | None = Field(None, description="role ARN (default: the StageStack's SageMaker role)")
+    wait: Duration = Field(1800.0, description="deadline for an endpoint update")
+    shadow_bake: Duration | None = Field(None, description="shadow time before the gate may PASS "
+                                                           "(default: the stage's deploy.bake)")
+    stages: list[str] | None = Field(None, description="stages with this endpoint (default: all)")
+    thresholds: ShadowThresholdsConfig = Field(default_factory=ShadowThresholdsConfig)
+
+
+class TargetsConfig(_Strict):
+    """Deploy targets besides the Lambda functions."""
+
+    sagemaker: SageMakerTargetConfig | None = None
+
+
 class Config(_Strict):
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{0,39}$",
                          description="service name; lowercase, prefixes every resource")
@@ -245,6 +290,7 @@ class Config(_Strict):
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     cdk: CdkConfig = Field(default_factory=CdkConfig)
+    targets: TargetsConfig = Field(default_factory=TargetsConfig)
 
     # Set by load(): where the file lives (paths in it are relative to its directory).
     source: str | None = Field(None, exclude=True, json_schema_extra={"readOnly": True})
