@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "local": ("pipeline_tools.commands.local_cmd:local", "Start/stop the embedded local stack (moto server + registry)."),
     "release": ("pipeline_tools.commands.local_cmd:release", "Run the whole release pipeline (locally with --local)."),
     "invoke": ("pipeline_tools.commands.local_cmd:invoke", "Invoke a function's image locally like Lambda does."),
+    "zoo": ("pipeline_tools.commands.zoo_cmd:zoo", "Roll out a model zoo: copies or new versions, plan/apply/revert/gc."),
 }
 
 

@@ -279,6 +279,76 @@ class TargetsConfig(_Strict):
     sagemaker: SageMakerTargetConfig | None = None
 
 
+
+def parse_age(value: Any) -> float:
+    """'14d', '36h', '90m' or seconds → seconds (a duration that may also be given in days)."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?d\s*", value):
+        return float(value.strip()[:-1]) * 86400
+    return parse_duration(value)
+
+
+_AGE_PATTERN = r"^\d+(\.\d+)?d$|^(\d+(\.\d+)?h)?(\d+(\.\d+)?m)?(\d+(\.\d+)?s)?$"
+Age = Annotated[float, BeforeValidator(parse_age),
+                WithJsonSchema({"anyOf": [{"type": "string", "pattern": _AGE_PATTERN},
+                                          {"type": "number", "minimum": 0}],
+                                "description": "age: 14d, 36h, 90m or seconds"})]
+
+
+class ZooModelConfig(_Strict):
+    """One whitelisted model of the zoo: a Lambda `<project>-<stage>-<model>` (and `…_copy`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    copy_alongside: bool = Field(False, alias="copy", description="true: deploy <model>_copy next to the running "
+                                                                   "one (no consumer re-pointed); false: new version")
+    artifacts: str = Field(description="s3://bucket/prefix, a prefix in the stage bucket, or a local directory "
+                                       "(relative to pipeline.yml); must hold a pt artifacts manifest")
+    image: str | None = Field(None, description="image of `images:` (default: the only image)")
+    handler: str | None = Field(None, description="image CMD override")
+    memory: int | None = Field(None, ge=128, le=10240)
+    timeout: int | None = Field(None, ge=1, le=900)
+    environment: dict[str, str] = Field(default_factory=dict)
+
+
+class ZooConsumerConfig(_Strict):
+    """Where a model's qualified function name (`name:version`) is read from by its users."""
+
+    model: str
+    ssm: str | None = Field(None, description="SSM parameter name ({project}/{stage} allowed)")
+    function: str | None = Field(None, description="Lambda whose environment holds it: a key of `functions:` "
+                                                   "or a name ({project}/{stage} allowed)")
+    variable: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="environment variable")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ZooConsumerConfig:
+        if (self.ssm is None) == (self.function is None):
+            raise ValueError("give either `ssm: PARAMETER` or `function:` + `variable:`")
+        if self.function is not None and self.variable is None:
+            raise ValueError("`function:` needs `variable:` (the environment variable to set)")
+        return self
+
+
+class ZooConfig(_Strict):
+    """Model-zoo rollouts (`pt zoo plan|apply|revert|gc`)."""
+
+    models: dict[str, ZooModelConfig] = Field(default_factory=dict, description="the whitelist")
+    consumers: list[ZooConsumerConfig] = Field(default_factory=list)
+    gc_older_than: Age = Field(14 * 86400.0, description="`pt zoo gc` default age")
+    role: str | None = Field(None, description="execution role ARN for model functions pt creates "
+                                               "(default: the role of the running <model> function)")
+
+    @model_validator(mode="after")
+    def _names(self) -> ZooConfig:
+        for name in self.models:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", name):
+                raise ValueError(f"model name {name!r}: lowercase letters, digits and dashes (≤ 40)")
+        for c in self.consumers:
+            if c.model not in self.models:
+                dym = _did_you_mean(c.model, self.models)
+                raise ValueError(f"consumer of unknown model '{c.model}'" + (f" ({dym})" if dym else
+                                 f" (models: {', '.join(self.models) or 'none'})"))
+        return self
+
 class Config(_Strict):
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{0,39}$",
                          description="service name; lowercase, prefixes every resource")
@@ -291,6 +361,7 @@ class Config(_Strict):
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     cdk: CdkConfig = Field(default_factory=CdkConfig)
     targets: TargetsConfig = Field(default_factory=TargetsConfig)
+    zoo: ZooConfig | None = None
 
     # Set by load(): where the file lives (paths in it are relative to its directory).
     source: str | None = Field(None, exclude=True, json_schema_extra={"readOnly": True})
