@@ -566,34 +566,46 @@ def engine(cfg: Config, *, lambda_client: Any, cloudwatch: Any, ledger: Ledger, 
         deps = engine_mod.Deps(lambda_client=lambda_client, cloudwatch=cloudwatch, ledger=ledger, clock=clock,
                                sleep=sleep, log=log, actor={**actor, "promotion_id": promotion_id})
         info = {"digest": digest, "strategy": plan.strategy, "promotion": promotion_id}
-        if notify:
-            notify("deploy_started", target, {**info, "summary": f"deploying {_short(digest)} to {target} "
-                                                                  f"({plan.strategy}), promoted from "
-                                                                  f"{source_deploy.stage}"})
-        t0 = clock()
-        try:
-            result = engine_mod.deploy(cfg, plan, deps, window=window)
-        except Exception as e:
-            last = ledger.query(target, DEPLOY, limit=1)
-            rec = last[0] if last and last[0].digest == digest and last[0].created >= t0 - 1 else None
-            if notify:
-                kind = "deploy_rolled_back" if rec is not None and rec.state == "rolled_back" else "deploy_failed"
-                res = notify(kind, target, {**info, "summary": getattr(e, "message", str(e)),
-                                            "deploy_id": rec.id if rec else None})
-                if rec is not None:
-                    _record_notification(ledger, target, rec.id, res)
-            raise
+        result = notified_deploy(lambda: engine_mod.deploy(cfg, plan, deps, window=window), ledger=ledger,
+                                 stage=target, digest=digest, strategy=plan.strategy, info=info, notify=notify,
+                                 clock=clock, origin=f", promoted from {source_deploy.stage}")
         rec = ledger.get(target, result.deploy_id)
         if rec is None:  # the engine always writes its record; fail closed if it is gone
             raise PromotionRefused("deploy", f"deploy {result.deploy_id} has no ledger record")
-        if notify:
-            res = notify("deploy_succeeded", target, {**info, "deploy_id": rec.id,
-                                                      "summary": f"{target} runs {_short(digest)} "
-                                                                 f"({plan.strategy}, gate PASS after bake)"})
-            _record_notification(ledger, target, rec.id, res)
         return rec
 
     return run
+
+
+def notified_deploy(run: Callable[[], Any], *, ledger: Ledger, stage: str, digest: str, strategy: str,
+                    info: dict | None = None, notify: Callable[[str, str, dict], Any] | None = None,
+                    clock: Callable[[], float] = time.time, origin: str = "") -> Any:
+    """Run a deploy (`run()` → DeployResult) and send deploy started/succeeded/rolled-back/failed
+    notifications around it, recording each delivery on the deploy's ledger record.
+    Used by `pt deploy` and by `pt promote`; a notification never changes the outcome."""
+    info = {"digest": digest, "strategy": strategy, **(info or {})}
+    if notify:
+        notify("deploy_started", stage, {**info, "summary": f"deploying {_short(digest)} to {stage} "
+                                                            f"({strategy}){origin}"})
+    t0 = clock()
+    try:
+        result = run()
+    except Exception as e:
+        last = ledger.query(stage, DEPLOY, limit=1)
+        rec = last[0] if last and last[0].digest == digest and last[0].created >= t0 - 1 else None
+        if notify:
+            kind = "deploy_rolled_back" if rec is not None and rec.state == "rolled_back" else "deploy_failed"
+            res = notify(kind, stage, {**info, "summary": getattr(e, "message", str(e)),
+                                       "deploy_id": rec.id if rec else None})
+            if rec is not None:
+                _record_notification(ledger, stage, rec.id, res)
+        raise
+    if notify:
+        res = notify("deploy_succeeded", stage, {**info, "deploy_id": result.deploy_id,
+                                                 "summary": f"{stage} runs {_short(digest)} "
+                                                            f"({strategy}, gate PASS after bake)"})
+        _record_notification(ledger, stage, result.deploy_id, res)
+    return result
 
 
 def promote(cfg: Config, target: str, *, ledger: Ledger, cloudwatch: Any, deploy: DeployFn, actor: dict,

@@ -94,7 +94,13 @@ def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: 
     dp.check_startable(led, stage, time.time)
     for line in plan.lines():
         out.log(line)
-    result = dp.deploy(cfg, plan, _deps(app, stage, led), window=decision.to_dict() if window_cfg else None)
+    deps = _deps(app, stage, led)
+    from ..promote import notified_deploy
+    from .promote_cmd import _notifier
+
+    result = notified_deploy(lambda: dp.deploy(cfg, plan, deps, window=decision.to_dict() if window_cfg else None),
+                             ledger=led, stage=stage, digest=plan.digest, strategy=plan.strategy,
+                             notify=_notifier(app, deps.actor))
     data = result.to_dict()
     out.github_output({"deploy_id": result.deploy_id, "deploy_state": result.state, "digest": plan.digest,
                        "image_uri": plan.image_uri})

@@ -184,3 +184,20 @@ def test_approvals_and_promotion_via_cli(world, run_pt, monkeypatch, webhook_ser
     assert run_pt("reject", "--stage", "prod", "--config", open_, "-m", "p99 latency doubled").exit_code == 0
     r = run_pt("promote", "--to", "prod", "--config", open_, "--dry-run")
     assert r.exit_code == 1 and "rejected by bob: p99 latency doubled" in r.stderr
+
+
+def test_pt_deploy_notifies_start_and_success_and_records_delivery(world, run_pt, webhook_server):  # noqa: F811
+    st, _, open_ = world
+    r = run_pt("deploy", "--config", open_, "--stage", "staging", "--image-uri", f"{REPO}@{digest(3)}",
+               "--output", "json")
+    assert r.exit_code == 0, r
+    texts = [json.dumps(b) for b in webhook_server.bodies("/services/T0/B0/s3cr3tp4th")]
+    assert len(texts) == 2
+    assert "deploying" in texts[0] and "staging" in texts[0]
+    assert "gate PASS after bake" in texts[1]
+    assert "s3cr3tp4th" not in r.stdout + r.stderr
+    cfg = config_mod.load(open_)
+    rec = Ledger(st.ddb, cfg.ledger_table()).get("staging", r.json()["deploy_id"])
+    assert rec.state == "succeeded"
+    assert [t["event"] for t in rec.transitions if t.get("event")] == ["notification"]
+    assert rec.data["notification"]["ok"] is True
