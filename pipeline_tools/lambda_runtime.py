@@ -241,7 +241,8 @@ def invoke_image(docker, image: str, event: bytes, *, function: str, handler: st
 
     `handler` becomes the container command (the image's ENTRYPOINT runs awslambdaric);
     `timeout` is the function's configured timeout in seconds, counted from the moment the
-    runtime takes the event; the container is killed when it runs out.
+    runtime takes the event; the container is killed when it runs out. `memory` (MB) is the
+    container's memory limit, as Lambda's memory setting is.
     """
     arn = function_arn or f"arn:aws:lambda:{region}:000000000000:function:{function}"
     with RuntimeApi(clock=clock) as api:
@@ -258,9 +259,10 @@ def invoke_image(docker, image: str, event: bytes, *, function: str, handler: st
         }
         started = clock()
         inv = api.submit(event, timeout, arn)
+        limits = {"mem_limit": f"{memory}m", "memswap_limit": f"{memory}m"} if memory else {}
         container = docker.containers.run(
             image, command=[handler] if handler else None, entrypoint=entrypoint, environment=env,
-            network_mode="host", detach=True, labels={"pt.invoke": function},
+            network_mode="host", detach=True, labels={"pt.invoke": function}, **limits,
         )
         try:
             status = _wait(api, inv, container, started, init_timeout, clock)
@@ -287,9 +289,10 @@ def invoke_image(docker, image: str, event: bytes, *, function: str, handler: st
         result.error = {"errorType": "Sandbox.Timedout",
                         "errorMessage": f"RequestId: {inv.request_id} Error: {when} after {limit:.2f} seconds"}
     else:
-        result.error = {"errorType": "Runtime.ExitError",
-                        "errorMessage": f"RequestId: {inv.request_id} Error: Runtime exited without providing "
-                                        f"a reason (container exit code {_exit_code(container)})"}
+        code = _exit_code(container)
+        why = (f"Runtime exited with error: signal: killed (out of memory? the function has {memory} MB)"
+               if code == 137 else f"Runtime exited without providing a reason (exit code {code})")
+        result.error = {"errorType": "Runtime.ExitError", "errorMessage": f"RequestId: {inv.request_id} Error: {why}"}
     return result
 
 

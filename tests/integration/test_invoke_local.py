@@ -38,6 +38,11 @@ def slow(event, context):
     print("starting slow work")
     time.sleep(60)
     return "too late"
+
+
+def hog(event, context):
+    blocks = [bytearray(16 * 1024 * 1024) for _ in range(64)]  # 1 GiB, touched
+    return len(blocks)
 '''
 
 CONFIG = '''\
@@ -109,6 +114,15 @@ def test_missing_handler_is_an_init_error(docker_client, handler_image):
     assert res.error["errorType"] == "Runtime.HandlerNotFound"
     assert "nope" in res.error["errorMessage"]
     assert not _leftover_containers(docker_client, "t-init")
+
+
+def test_memory_limit_is_enforced_like_lambda(docker_client, handler_image):
+    res = invoke_image(docker_client, handler_image, b"{}", function="t-hog", handler="handlers.hog",
+                       timeout=60, memory=128)
+    assert res.status == "crashed", res.to_dict()
+    assert res.error["errorType"] == "Runtime.ExitError"
+    assert "signal: killed (out of memory? the function has 128 MB)" in res.error["errorMessage"]
+    assert not _leftover_containers(docker_client, "t-hog")
 
 
 @pytest.fixture
