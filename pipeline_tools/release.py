@@ -347,7 +347,12 @@ class _Release:
                         + ": deploying again for a fresh bake (no traffic moves)")
         deps = deploy.Deps(lambda_client=lc, cloudwatch=self.aws().client("cloudwatch"), ledger=self.ledger(),
                            clock=self.clock, sleep=sleep or self.sleep, log=self.p.note, actor=self.actor())
-        return plan, deploy.deploy(self.cfg, plan, deps, window=window)
+        from .promote import notified_deploy
+
+        # as `pt deploy` does: deploy started/succeeded/rolled-back notifications around the engine
+        return plan, notified_deploy(lambda: deploy.deploy(self.cfg, plan, deps, window=window), ledger=self.ledger(),
+                                     stage=stage, digest=plan.digest, strategy=plan.strategy,
+                                     notify=self._notifier(deps.actor), clock=self.clock)
 
     def step_deploy(self, stage: str) -> tuple[str, str, dict]:
         from .errors import DeployFailed
