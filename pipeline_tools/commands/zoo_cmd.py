@@ -1,0 +1,242 @@
+"""`pt zoo plan|apply|revert|gc|approve`: thin wrappers over zoo.py."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from ..clikit import dry_run_option, output_option, pass_app, stage_option
+from ..context import App
+
+
+def _deps(app: App, stage: str):
+    from .. import actor, aws, ledger
+    from ..artifacts import s3_client
+    from ..zoo import ZooDeps
+
+    cfg = app.config()
+    factory = app.aws(stage)
+    ddb = factory.client("dynamodb")
+    ledger.ensure_table(ddb, cfg.ledger_table(), project=cfg.project, stage=stage, local=aws.is_local())
+    return ZooDeps(lambda_client=factory.client("lambda"), ssm=factory.client("ssm"),
+                   ledger=ledger.Ledger(ddb, cfg.ledger_table()), cloudwatch=factory.client("cloudwatch"),
+                   s3=s3_client(factory), clock=time.time, sleep=time.sleep, log=app.out.log,
+                   actor=actor.identify(factory.caller_arn()))
+
+
+def _image_uri(app: App, image_uri: str | None, from_build: str | None, models: tuple[str, ...]) -> str | None:
+    from ..deploy import load_build_output, parse_image_uri
+    from ..errors import UsageError
+    from ..zoo import require_zoo, select
+
+    if image_uri and from_build:
+        raise UsageError("pass at most one of --image-uri and --from-build")
+    if image_uri:
+        return parse_image_uri(image_uri).uri
+    if not from_build:
+        return None
+    cfg = app.config()
+    zoo = require_zoo(cfg)
+    wanted = {zoo.models[m].image or (next(iter(cfg.images)) if len(cfg.images) == 1 else None)
+              for m in select(zoo.models, models)}
+    cands = [b for b in load_build_output(from_build) if b.get("name") in wanted]
+    if len(cands) != 1:
+        raise UsageError(f"--from-build lists {len(cands)} images the selected models use",
+                         "set zoo.models.NAME.image, select models with --model, or pass --image-uri")
+    b = cands[0]
+    return parse_image_uri(b.get("image_uri") or f"{b.get('repository')}@{b.get('digest')}").uri
+
+
+def _stages(app: App) -> list[str]:
+    from ..zoo import stage_order
+
+    cfg = app.config()
+    if app.stage:
+        cfg.stage(app.stage)
+        return [app.stage]
+    return stage_order(cfg)
+
+
+def _print_plan(o, plan: dict) -> None:
+    c = plan["counts"]
+    o.info(f"{plan['stage']}: {c['new-version']} new version(s), {c['copy']} copy(ies), {c['skip']} skipped "
+           f"(set {plan['set_digest'][:19]}…)")
+    o.table([[m["model"], m["action"], m["function"], (m["artifacts"] or "")[:19], m["reason"]]
+             for m in plan["models"]], ["model", "action", "function", "artifacts", "reason"])
+
+
+_model_opt = click.option("--model", "models", multiple=True, metavar="NAME",
+                          help="Only these whitelisted models (repeatable; default: all of zoo.models).")
+_image_opt = click.option("--image-uri", metavar="REPO@sha256:…",
+                          help="Image for the models (default: the image each model runs).")
+_build_opt = click.option("--from-build", "from_build", metavar="FILE", type=click.Path(dir_okay=False),
+                          help="JSON printed by `pt build-push --output json`.")
+
+
+@click.group()
+def zoo() -> None:
+    """Roll out a model zoo: each whitelisted model is a Lambda; copy or new version.
+
+    \b
+    copy: true   deploys <project>-<stage>-<model>_copy next to the running model
+    copy: false  publishes a new version of <project>-<stage>-<model>, re-points consumers
+    A model whose artifacts manifest hash (and image) equals what runs is skipped.
+    """
+
+
+@zoo.command()
+@stage_option(required=False, help="Stage (default: every stage in promotion order).")
+@_model_opt
+@_image_opt
+@_build_opt
+@output_option
+@pass_app
+def plan(app: App, models: tuple[str, ...], image_uri: str | None, from_build: str | None) -> int:
+    """Show per model: skip / copy / new-version, with the reason. Changes nothing."""
+    from .. import zoo as z
+
+    cfg = app.config()
+    z.require_zoo(cfg)
+    uri = _image_uri(app, image_uri, from_build, models)
+    plans = [z.plan_stage(cfg, st, deps=_deps(app, st), models=models or None, image_uri=uri).to_dict()
+             for st in _stages(app)]
+
+    def human(o):
+        for p in plans:
+            _print_plan(o, p)
+
+    app.out.result({"stages": plans}, human)
+    app.out.github_output({"zoo_changes": sum(1 for p in plans for m in p["models"] if m["action"] != "skip")})
+    return 0
+
+
+@zoo.command()
+@stage_option(required=False, help="One stage (default: every stage in promotion order, gate between them).")
+@_model_opt
+@_image_opt
+@_build_opt
+@click.option("--override-window", is_flag=True, help="Apply outside the stage's deploy window.")
+@click.option("--reason", metavar="TEXT", help="Why the window is overridden (recorded in the ledger).")
+@dry_run_option
+@output_option
+@pass_app
+def apply(app: App, models: tuple[str, ...], image_uri: str | None, from_build: str | None,
+          override_window: bool, reason: str | None, dry_run: bool) -> int:
+    """Roll the zoo out: staging, its gate over the bake, then prod (approvals, window, lock).
+
+    \b
+    Exit codes: 0 applied (or nothing to do), 1 failed (rolled back) or gate FAIL,
+    2 usage/config error (unknown model, bad image), 3 gate WAIT, 4 stage locked.
+    """
+    from .. import zoo as z
+    from ..windows import check
+
+    cfg = app.config()
+    z.require_zoo(cfg)
+    if override_window and not (reason and reason.strip()):
+        from datetime import UTC, datetime
+
+        check(None, datetime.now(UTC), override=True, reason=reason)  # raises the usage error
+    uri = _image_uri(app, image_uri, from_build, models)
+    result = z.rollout(cfg, lambda st: _deps(app, st), stages=_stages(app), models=models or None, image_uri=uri,
+                       dry_run=dry_run, override_window=override_window, reason=reason, log=app.out.log)
+
+    def human(o):
+        for e in result["stages"]:
+            _print_plan(o, e["plan"])
+            for c in e.get("checks") or []:
+                o.info(f"  check {c['check']}: {'ok' if c['ok'] else 'REFUSED'}: {c['detail']}")
+            if "state" in e:
+                o.info(f"  {e['stage']}: {e['state']}" + (f" (zoo apply {e['apply_id']})" if e.get("apply_id") else ""))
+            if e.get("gate"):
+                o.info(f"  gate {e['gate']['status']}: {e['gate']['explanation']}")
+        if dry_run:
+            o.info("dry run: nothing changed")
+
+    app.out.result(result, human)
+    app.out.github_output({"zoo_set": result.get("set_digest", "")})
+    return 0
+
+
+@zoo.command()
+@stage_option(required=True)
+@dry_run_option
+@output_option
+@pass_app
+def revert(app: App, dry_run: bool) -> int:
+    """Re-point every consumer and alias back to the previous versions, in one recorded step."""
+    from .. import zoo as z
+
+    data = z.revert(app.config(), app.stage, _deps(app, app.stage), dry_run=dry_run)
+
+    def human(o):
+        verb = "would revert" if dry_run else "reverted"
+        o.info(f"{verb} zoo apply {data['reverts']} on {app.stage}")
+        for m in data["models"]:
+            to = "function deleted" if m["delete_function"] else (f"v{m['to_version']}" if m["to_version"]
+                                                                  else "alias removed")
+            o.info(f"  {m['function']}: v{m['from_version']} → {to}")
+        for c in data["consumers"]:
+            o.info(f"  {c['consumer']}: {c['previous']} → {c['value'] or '(removed)'}")
+
+    app.out.result(data, human)
+    return 0
+
+
+@zoo.command()
+@stage_option(required=True)
+@click.option("--older-than", "older_than", metavar="AGE", help="e.g. 14d, 36h (default: zoo.gc_older_than).")
+@_model_opt
+@dry_run_option
+@output_option
+@pass_app
+def gc(app: App, older_than: str | None, models: tuple[str, ...], dry_run: bool) -> int:
+    """Delete model versions older than AGE that no alias, consumer or pending revert uses."""
+    from .. import zoo as z
+    from ..config import parse_age
+    from ..errors import UsageError
+
+    cfg = app.config()
+    zoo_cfg = z.require_zoo(cfg)
+    try:
+        age = parse_age(older_than) if older_than is not None else zoo_cfg.gc_older_than
+    except ValueError as e:
+        raise UsageError(f"--older-than: {e}", "e.g. --older-than 14d") from None
+    data = z.gc(cfg, app.stage, _deps(app, app.stage), older_than=age, dry_run=dry_run, models=models or None)
+
+    def human(o):
+        verb = "would delete" if dry_run else "deleted"
+        items = data["delete"] if dry_run else data["deleted"]
+        o.info(f"{verb} {len(items)} version(s) on {app.stage}")
+        for p in items:
+            o.info(f"  {p['function']}:{p['version']}")
+
+    app.out.result(data, human)
+    return 0
+
+
+@zoo.command()
+@stage_option(required=True)
+@click.option("-m", "--comment", metavar="TEXT", help="Why (recorded).")
+@click.option("--reject", is_flag=True, help="Record a rejection instead.")
+@_model_opt
+@_image_opt
+@output_option
+@pass_app
+def approve(app: App, comment: str | None, reject: bool, models: tuple[str, ...], image_uri: str | None) -> int:
+    """Approve (or reject) the zoo set its source stage runs, for this stage."""
+    from .. import zoo as z
+    from ..approvals import APPROVE, REJECT
+
+    cfg = app.config()
+    stage = app.stage
+    src = cfg.stages[stage].promote_from
+    d = _deps(app, stage)
+    digest = z.plan_stage(cfg, src or stage, deps=d, models=models or None, image_uri=image_uri).set_digest
+    data: dict[str, Any] = z.approve(cfg, stage, d, decision=REJECT if reject else APPROVE, comment=comment,
+                                     digest=digest)
+    app.out.result(data, data["note"] or f"{'rejected' if reject else 'approved'} zoo set {digest[:19]}… for "
+                                         f"{stage}: {data['status']['explanation']}")
+    return 0

@@ -1,0 +1,953 @@
+"""Model-zoo rollouts: each whitelisted model (`zoo.models`) is a Lambda target.
+
+`copy: true` deploys `<project>-<stage>-<model>_copy` next to the running model (both live, no
+consumer re-pointed); `copy: false` publishes a new version of `<project>-<stage>-<model>`, moves
+its alias `live` and re-points the model's consumers (SSM parameters, Lambda environment
+variables) to `<function>:<version>`. A model whose artifacts hash (SHA-256 of its pt artifacts
+manifest) and image equal what runs is skipped.
+
+Layers (the planner is pure; everything with a client is below it):
+- names: `function_names(cfg, stage, model)`, `check_function_name(name)`.
+- `plan_models(stage, inputs, states) -> ZooPlan` (pure): per model skip / copy / new-version with
+  the reason; `set_digest(inputs)` identifies the set that staging proved (prod needs the same).
+- reading: `resolve_artifacts(...)` (manifest verified, hash), `read_deployed(lc, name)`.
+- executor: `apply_stage`, `revert`, `gc`, `rollout` (stages in promotion order, gate between
+  them, prod's approvals/window/lock checks). Every step is a ledger record of kind `zoo`
+  (operation apply | revert | gc), written before it acts; the stage lock is the deploy lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import approvals as rules
+from . import gate as gate_mod
+from . import lambda_ops as lo
+from . import windows
+from .errors import DeployFailed, GateWait, LockedError, NotFoundError, PtError, UsageError
+from .ledger import DEFAULT_LEASE, Ledger, Record, new_id
+
+ZOO = "zoo"
+COPY_SUFFIX = "_copy"
+SKIP, COPY, NEW_VERSION = "skip", "copy", "new-version"
+LAMBDA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ARTIFACTS_IN_TEXT = re.compile(r"artifacts=(sha256:[0-9a-f]{64})")
+ENV_MODEL, ENV_ARTIFACTS, ENV_SHA = "PT_MODEL", "PT_MODEL_ARTIFACTS", "PT_MODEL_SHA256"
+
+
+class ArtifactsMismatch(PtError):
+    """Model artifacts do not match their manifest."""
+
+
+# --- names -----------------------------------------------------------------------------------
+
+
+def check_function_name(name: str) -> str:
+    """Lambda's rule: 1-64 characters of letters, digits, '-' and '_'."""
+    if not LAMBDA_NAME_RE.match(name):
+        raise UsageError(f"Lambda function name {name!r} breaks Lambda's naming rules "
+                         f"(1-64 letters, digits, '-' or '_'; it has {len(name)} characters)",
+                         "shorten the project, stage or model name in pipeline.yml")
+    return name
+
+
+def function_names(cfg: Any, stage: str, model: str) -> tuple[str, str]:
+    """(running function, copy function): `<project>-<stage>-<model>` and `…_copy`."""
+    main = cfg.function_name(stage, model)
+    return check_function_name(main), check_function_name(main + COPY_SUFFIX)
+
+
+# --- the pure planner ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What a model should run: its artifacts hash and (optionally) an image digest."""
+
+    name: str
+    copy: bool
+    artifacts: str                    # sha256:… of the manifest
+    image_digest: str | None = None   # None: keep the image the model runs
+    image_uri: str | None = None
+    consumers: tuple[str, ...] = ()   # consumer keys (ssm:/p, lambda:fn#VAR)
+    location: str | None = None       # where the artifacts are (s3://… or a local dir)
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What one function runs on its alias `live` (read from AWS)."""
+
+    function: str
+    exists: bool = False
+    version: str | None = None
+    artifacts: str | None = None
+    digest: str | None = None
+    image_uri: str | None = None
+    weighted: bool = False            # alias has RoutingConfig weights (mid-deploy)
+
+    @property
+    def live(self) -> bool:
+        return self.exists and self.version is not None
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    model: str
+    action: str                       # skip | copy | new-version
+    function: str                     # the function this action deploys (or the one that runs it)
+    reason: str
+    copy: bool
+    artifacts: str
+    image_digest: str | None
+    image_uri: str | None
+    create: bool = False              # the function does not exist yet
+    previous_version: str | None = None
+    previous_artifacts: str | None = None
+    repoint: tuple[str, ...] = ()     # consumers re-pointed to the new version
+    location: str | None = None
+
+    @property
+    def changes(self) -> bool:
+        return self.action != SKIP
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "action": self.action, "function": self.function, "reason": self.reason,
+                "copy": self.copy, "artifacts": self.artifacts, "image_digest": self.image_digest,
+                "image_uri": self.image_uri, "create": self.create, "previous_version": self.previous_version,
+                "previous_artifacts": self.previous_artifacts, "repoint": list(self.repoint),
+                "location": self.location}
+
+
+@dataclass(frozen=True)
+class ZooPlan:
+    stage: str
+    models: tuple[ModelPlan, ...]
+    set_digest: str
+
+    @property
+    def noop(self) -> bool:
+        return not any(m.changes for m in self.models)
+
+    def changing(self) -> tuple[ModelPlan, ...]:
+        return tuple(m for m in self.models if m.changes)
+
+    def counts(self) -> dict[str, int]:
+        return {a: sum(1 for m in self.models if m.action == a) for a in (SKIP, COPY, NEW_VERSION)}
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "set_digest": self.set_digest, "noop": self.noop, "counts": self.counts(),
+                "models": [m.to_dict() for m in self.models]}
+
+    def rows(self) -> list[list[str]]:
+        return [[m.model, m.action, m.function, short(m.artifacts), m.reason] for m in self.models]
+
+
+def short(digest: str | None) -> str:
+    if not digest:
+        return "-"
+    return digest[:19] + "…" if len(digest) > 19 else digest
+
+
+def set_digest(models: Iterable[ModelPlan]) -> str:
+    """The identity of a zoo set (models, copy flags, artifacts, the images they run after the
+    rollout): what staging proved is what prod gets."""
+    doc = sorted([m.model, m.copy, m.artifacts, m.image_digest] for m in models)
+    return "sha256:" + hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
+
+
+def _same(d: Deployed, m: ModelInput) -> bool:
+    return d.live and not d.weighted and d.artifacts == m.artifacts and \
+        (m.image_digest is None or d.digest == m.image_digest)
+
+
+def _differs(d: Deployed, m: ModelInput) -> str:
+    parts = []
+    if d.artifacts != m.artifacts:
+        parts.append(f"artifacts {short(d.artifacts)} → {short(m.artifacts)}")
+    if m.image_digest is not None and d.digest != m.image_digest:
+        parts.append(f"image {short(d.digest)} → {short(m.image_digest)}")
+    if d.weighted:
+        parts.append("alias live is split between versions")
+    return ", ".join(parts) or "differs"
+
+
+def plan_model(m: ModelInput, main: Deployed, copy: Deployed) -> ModelPlan:
+    """skip / copy / new-version for one model, with the reason (pure)."""
+    image_digest = m.image_digest or main.digest or copy.digest
+    image_uri = m.image_uri or main.image_uri or copy.image_uri
+    base = dict(model=m.name, copy=m.copy, artifacts=m.artifacts, image_digest=image_digest, image_uri=image_uri,
+                location=m.location)
+    if _same(main, m):
+        what = "already has these artifacts: no duplicate copy" if m.copy else "already runs these artifacts"
+        return ModelPlan(action=SKIP, function=main.function, previous_version=main.version,
+                         previous_artifacts=main.artifacts,
+                         reason=f"{main.function} v{main.version} {what}"
+                                + ("" if m.image_digest is None else " and image"), **base)
+    if m.copy and main.live and _same(copy, m):
+        return ModelPlan(action=SKIP, function=copy.function, previous_version=copy.version,
+                         previous_artifacts=copy.artifacts,
+                         reason=f"copy {copy.function} v{copy.version} already runs these artifacts "
+                                "(no duplicate copy)", **base)
+    if image_uri is None:
+        raise UsageError(f"model {m.name} has never been deployed to this stage, so there is no image to keep",
+                         "pass the image with --image-uri REPO@sha256:… or --from-build build.json")
+    if m.copy and main.live:
+        reason = (f"{_differs(main, m)} vs running {main.function} v{main.version}: deploy "
+                  + (f"a new version of {copy.function}" if copy.exists else f"{copy.function} alongside"))
+        return ModelPlan(action=COPY, function=copy.function, create=not copy.exists,
+                         previous_version=copy.version, previous_artifacts=copy.artifacts, reason=reason, **base)
+    if not main.exists:
+        reason = "not deployed yet: create " + main.function
+        if m.copy:
+            reason += " (no running model to copy alongside)"
+    elif not main.live:
+        reason = f"{main.function} exists without alias live: first version"
+    else:
+        reason = f"{_differs(main, m)}: new version of {main.function} (v{main.version} → next)"
+    return ModelPlan(action=NEW_VERSION, function=main.function, create=not main.exists,
+                     previous_version=main.version, previous_artifacts=main.artifacts, repoint=m.consumers,
+                     reason=reason, **base)
+
+
+def plan_models(stage: str, inputs: Iterable[ModelInput], states: Mapping[str, tuple[Deployed, Deployed]]) -> ZooPlan:
+    """`states[model]` = (running function, copy function) as read from AWS; models sorted by name."""
+    inputs = sorted(inputs, key=lambda i: i.name)
+    plans = tuple(plan_model(m, *states[m.name]) for m in inputs)
+    return ZooPlan(stage, plans, set_digest(plans))
+
+
+def select(models: Mapping[str, Any], wanted: Iterable[str] | None) -> list[str]:
+    """The whitelisted models to act on; an unknown name is a usage error."""
+    import difflib
+
+    wanted = list(wanted or [])
+    for w in wanted:
+        if w not in models:
+            m = difflib.get_close_matches(w, list(models), n=1, cutoff=0.6)
+            raise UsageError(f"model '{w}' is not in the zoo whitelist (zoo.models)",
+                             f"did you mean '{m[0]}'?" if m else
+                             f"whitelisted: {', '.join(models) or 'none'}; add it to zoo.models in pipeline.yml")
+    return sorted(set(wanted)) if wanted else sorted(models)
+
+
+# --- reading AWS -------------------------------------------------------------------------------
+
+
+def _code(e: BaseException) -> str | None:
+    resp = getattr(e, "response", None)
+    return resp.get("Error", {}).get("Code") if isinstance(resp, dict) else None
+
+
+def read_deployed(lc: Any, name: str) -> Deployed:
+    try:
+        alias = lo.read_alias(lc, name)
+        if not alias.exists:
+            lc.get_function_configuration(FunctionName=name)
+            return Deployed(name, exists=True)
+    except Exception as e:
+        if _code(e) == "ResourceNotFoundException":
+            return Deployed(name)
+        raise
+    c = lc.get_function_configuration(FunctionName=name, Qualifier=alias.version)
+    desc = c.get("Description") or ""
+    m = ARTIFACTS_IN_TEXT.search(desc) if desc.startswith("pt ") else None
+    art = m.group(1) if m else ((c.get("Environment") or {}).get("Variables") or {}).get(ENV_SHA)
+    digest = lo.version_digest(lc, name, alias.version)
+    uri = lc.get_function(FunctionName=name, Qualifier=alias.version).get("Code", {}).get("ImageUri")
+    return Deployed(name, True, alias.version, art, digest, with_digest(uri, digest), bool(alias.weights))
+
+
+def with_digest(uri: str | None, digest: str | None) -> str | None:
+    """`repo[:tag][@digest]` → `repo@digest` (deploys always reference digests)."""
+    if not uri or not digest:
+        return None
+    repo = uri.split("@", 1)[0]
+    head, _, last = repo.rpartition("/")
+    if ":" in last:
+        repo = f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+    return f"{repo}@{digest}"
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    model: str
+    location: str        # s3://bucket/prefix or a local directory
+    local: bool
+    sha256: str          # sha256:… of the manifest's SHA256SUMS
+    files: int
+
+
+def manifest_hash(manifest: Any) -> str:
+    return "sha256:" + hashlib.sha256(manifest.sha256sums()).hexdigest()
+
+
+def resolve_artifacts(cfg: Any, stage: str, model: str, *, s3: Any = None, workers: int = 8) -> Artifacts:
+    """Find a model's artifacts, verify them against their manifest, hash the manifest.
+
+    Missing artifacts → NotFoundError; a file that differs from the manifest → ArtifactsMismatch.
+    """
+    from . import artifacts as art
+    from . import manifest as mf
+    from .config import render
+
+    spec = cfg.zoo.models[model].artifacts
+    where = render(spec, project=cfg.project, stage=stage)
+    if where.startswith("s3://") or not _looks_local(cfg, where):
+        loc = art.parse_s3_url(where) if where.startswith("s3://") else art.Location.of(cfg.bucket(stage), where)
+        if s3 is None:
+            raise UsageError(f"model {model}: artifacts are in S3 ({loc.url}) but no S3 client was given")
+        try:
+            report = art.verify(s3, loc, workers=workers)
+        except NotFoundError as e:
+            raise NotFoundError(f"model {model}: artifacts missing: {e.message}",
+                                f"push them: `pt artifacts push DIR --stage {stage} --prefix {loc.prefix}`") from None
+        if not report["ok"]:
+            raise ArtifactsMismatch(f"model {model}: {len(report['problems'])} file(s) in {loc.url} do not match "
+                                    f"the manifest: {_problems(report['problems'])}",
+                                    "push the artifacts again (`pt artifacts push`) or fix the manifest")
+        manifest = art.get_manifest(s3, loc)
+        return Artifacts(model, loc.url, False, manifest_hash(manifest), len(manifest.files))
+    root = (cfg.base_dir / where).resolve()
+    if not root.is_dir():
+        raise NotFoundError(f"model {model}: artifacts missing: {root} is not a directory",
+                            f"fix zoo.models.{model}.artifacts in pipeline.yml")
+    if not (root / mf.MANIFEST_NAME).is_file():
+        raise NotFoundError(f"model {model}: artifacts missing their manifest: {root / mf.MANIFEST_NAME}",
+                            f"create it with `pt artifacts manifest {root}`")
+    report = art.verify_local(root, workers=workers)
+    if not report["ok"]:
+        raise ArtifactsMismatch(f"model {model}: {len(report['problems'])} file(s) in {root} do not match its "
+                                f"manifest: {_problems(report['problems'])}",
+                                f"re-create the manifest (`pt artifacts manifest {root}`) if the change is wanted")
+    manifest = mf.read(root / mf.MANIFEST_NAME)
+    return Artifacts(model, str(root), True, manifest_hash(manifest), len(manifest.files))
+
+
+def _looks_local(cfg: Any, where: str) -> bool:
+    return where.startswith(("/", "./", "../")) or (cfg.base_dir / where).exists()
+
+
+def _problems(problems: list[dict]) -> str:
+    shown = ", ".join(f"{p['path']} ({p['problem']})" for p in problems[:3])
+    return shown + (f" and {len(problems) - 3} more" if len(problems) > 3 else "")
+
+
+# --- consumers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Consumer:
+    model: str
+    kind: str                # ssm | lambda-env
+    target: str              # parameter name or function name
+    variable: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"ssm:{self.target}" if self.kind == "ssm" else f"lambda:{self.target}#{self.variable}"
+
+
+def consumers(cfg: Any, stage: str) -> list[Consumer]:
+    from .config import render
+
+    out = []
+    for c in cfg.zoo.consumers:
+        if c.ssm is not None:
+            out.append(Consumer(c.model, "ssm", render(c.ssm, project=cfg.project, stage=stage)))
+        else:
+            fn = cfg.function_name(stage, c.function) if c.function in cfg.functions else \
+                render(c.function, project=cfg.project, stage=stage)
+            out.append(Consumer(c.model, "lambda-env", fn, c.variable))
+    return out
+
+
+def read_consumer(c: Consumer, *, ssm: Any, lc: Any) -> str | None:
+    if c.kind == "ssm":
+        try:
+            return ssm.get_parameter(Name=c.target)["Parameter"]["Value"]
+        except Exception as e:
+            if _code(e) == "ParameterNotFound":
+                return None
+            raise
+    env = (lc.get_function_configuration(FunctionName=c.target).get("Environment") or {}).get("Variables") or {}
+    return env.get(c.variable or "")
+
+
+def write_consumer(c: Consumer, value: str | None, *, ssm: Any, lc: Any, clock: Callable[[], float],
+                   sleep: Callable[[float], None]) -> None:
+    """Set (or, with None, remove) the consumer's value."""
+    if c.kind == "ssm":
+        if value is None:
+            try:
+                ssm.delete_parameter(Name=c.target)
+            except Exception as e:
+                if _code(e) != "ParameterNotFound":
+                    raise
+        else:
+            ssm.put_parameter(Name=c.target, Value=value, Type="String", Overwrite=True)
+        return
+    lo.wait_updated(lc, c.target, clock, sleep, 120.0)
+    env = dict((lc.get_function_configuration(FunctionName=c.target).get("Environment") or {})
+               .get("Variables") or {})
+    if value is None:
+        env.pop(c.variable or "", None)
+    else:
+        env[c.variable or ""] = value
+    lo.retrying(lc.update_function_configuration, sleep, FunctionName=c.target, Environment={"Variables": env})
+    lo.wait_updated(lc, c.target, clock, sleep, 120.0)
+
+
+def set_consumers(changes: list[tuple[Consumer, str | None, str | None]], *, ssm: Any, lc: Any,
+                  clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+    """Apply (consumer, old, new) changes all or none: on a failure, undo the ones done, then raise."""
+    done: list[tuple[Consumer, str | None, str | None]] = []
+    try:
+        for c, old, new in changes:
+            write_consumer(c, new, ssm=ssm, lc=lc, clock=clock, sleep=sleep)
+            done.append((c, old, new))
+    except BaseException as exc:
+        undo_errors = []
+        for c, old, _new in reversed(done):
+            try:
+                write_consumer(c, old, ssm=ssm, lc=lc, clock=clock, sleep=sleep)
+            except Exception as e:  # keep undoing the rest; report every failure
+                undo_errors.append(f"{c.key}: {e}")
+        failed = changes[len(done)][0].key if len(done) < len(changes) else "?"
+        msg = f"re-pointing consumers failed at {failed}: {getattr(exc, 'message', None) or exc}"
+        if undo_errors:
+            raise DeployFailed(msg + f"; could NOT undo: {'; '.join(undo_errors)}",
+                               "set these consumers by hand to the values in the ledger record") from exc
+        raise DeployFailed(msg + f" (undid {len(done)} already changed)") from exc
+
+
+# --- executor --------------------------------------------------------------------------------
+
+
+@dataclass
+class ZooDeps:
+    lambda_client: Any
+    ssm: Any
+    ledger: Ledger
+    cloudwatch: Any = None
+    s3: Any = None
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    log: Callable[[str], None] = lambda _m: None
+    actor: dict = field(default_factory=dict)
+    lease: float = DEFAULT_LEASE
+    update_timeout: float = 300.0
+
+
+def plan_stage(cfg: Any, stage: str, *, deps: ZooDeps, models: Iterable[str] | None = None,
+               image_uri: str | None = None, artifacts: Mapping[str, Artifacts] | None = None) -> ZooPlan:
+    """Resolve and verify every selected model's artifacts, read what runs, plan (no changes)."""
+    from .deploy import parse_image_uri
+
+    zoo = require_zoo(cfg)
+    names_ = select(zoo.models, models)
+    ref = parse_image_uri(image_uri) if image_uri else None
+    cons = consumers(cfg, stage)
+    inputs, states = [], {}
+    for name in names_:
+        a = (artifacts or {}).get(name) or resolve_artifacts(cfg, stage, name, s3=deps.s3)
+        main, copy = function_names(cfg, stage, name)
+        inputs.append(ModelInput(name, zoo.models[name].copy_alongside, a.sha256,
+                                 ref.digest if ref else None, ref.uri if ref else None,
+                                 tuple(c.key for c in cons if c.model == name), a.location))
+        states[name] = (read_deployed(deps.lambda_client, main), read_deployed(deps.lambda_client, copy))
+    return plan_models(stage, inputs, states)
+
+
+def require_zoo(cfg: Any) -> Any:
+    if cfg.zoo is None or not cfg.zoo.models:
+        raise UsageError("no model zoo configured (zoo.models is empty)",
+                         "add a `zoo:` section with `models: {NAME: {copy: false, artifacts: DIR}}` to pipeline.yml")
+    return cfg.zoo
+
+
+def _role(cfg: Any, stage: str, lc: Any, model: str) -> str:
+    if cfg.zoo.role:
+        return cfg.zoo.role
+    main, _ = function_names(cfg, stage, model)
+    for fn in [main, *(cfg.function_name(stage, f) for f in sorted(cfg.functions))]:
+        try:
+            return lc.get_function_configuration(FunctionName=fn)["Role"]
+        except Exception as e:
+            if _code(e) != "ResourceNotFoundException":
+                raise
+    raise NotFoundError(f"no execution role for the new function of model {model} in {stage}",
+                        "set zoo.role to a Lambda execution role ARN, or deploy the StageStack's functions first")
+
+
+def _upload(cfg: Any, stage: str, m: ModelPlan, s3: Any) -> str:
+    """Local artifacts go to the stage bucket under zoo/<model>/<hash>; S3 ones stay where they are."""
+    from . import artifacts as art
+
+    if m.location and m.location.startswith("s3://"):
+        return m.location
+    if s3 is None:
+        raise UsageError(f"model {m.model}: local artifacts need an S3 client to upload them")
+    loc = art.Location.of(cfg.bucket(stage), f"zoo/{m.model}/{m.artifacts.removeprefix('sha256:')[:16]}")
+    art.push(s3, m.location or "", loc, stack=f"{cfg.project}-{stage}-stage")
+    return loc.url
+
+
+def _environment(cfg: Any, m: ModelPlan, where: str) -> dict[str, str]:
+    spec = cfg.zoo.models[m.model]
+    return {**spec.environment, ENV_MODEL: m.model, ENV_ARTIFACTS: where, ENV_SHA: m.artifacts}
+
+
+def _deploy_model(cfg: Any, stage: str, m: ModelPlan, where: str, rid: str, d: ZooDeps) -> str:
+    """Create or update the function, publish a version carrying the hashes, move alias live."""
+    lc = d.lambda_client
+    spec = cfg.zoo.models[m.model]
+    env = _environment(cfg, m, where)
+    conf: dict[str, Any] = {"Environment": {"Variables": env}}
+    if spec.handler:
+        conf["ImageConfig"] = {"Command": [spec.handler]}
+    if spec.memory:
+        conf["MemorySize"] = spec.memory
+    if spec.timeout:
+        conf["Timeout"] = spec.timeout
+    if m.create:
+        lo.retrying(lc.create_function, d.sleep, FunctionName=m.function, PackageType="Image",
+                    Code={"ImageUri": m.image_uri}, Role=_role(cfg, stage, lc, m.model),
+                    Description=f"pt zoo model {m.model}", Tags={"pt:zoo-model": m.model}, **conf)
+        lo.wait_updated(lc, m.function, d.clock, d.sleep, d.update_timeout)
+    else:
+        lo.wait_updated(lc, m.function, d.clock, d.sleep, d.update_timeout)
+        lo.retrying(lc.update_function_configuration, d.sleep, FunctionName=m.function, **conf)
+        lo.wait_updated(lc, m.function, d.clock, d.sleep, d.update_timeout)
+        lo.update_code(lc, m.function, m.image_uri or "", d.clock, d.sleep, d.update_timeout)
+    desc = f"pt zoo {rid} {m.image_digest or ''} artifacts={m.artifacts}"
+    version = lo.publish(lc, m.function, desc, d.sleep)
+    if m.previous_version is not None and version == m.previous_version:
+        raise DeployFailed(f"publishing {m.function} returned the live version v{version} (nothing new published)",
+                           "check the function's code and configuration")
+    lo.set_alias(lc, m.function, version, {}, exists=lo.read_alias(lc, m.function).exists, sleep=d.sleep)
+    return version
+
+
+def _undo_model(lc: Any, step: dict, sleep: Callable[[float], None]) -> None:
+    """Put a model function back as it was before the apply (alias back; a created function deleted)."""
+    if step.get("created"):
+        try:
+            lo.retrying(lc.delete_function, sleep, FunctionName=step["function"])
+        except Exception as e:
+            if _code(e) != "ResourceNotFoundException":
+                raise
+        return
+    if step.get("previous_version") is None:
+        lo.delete_alias(lc, step["function"], sleep)
+    else:
+        lo.set_alias(lc, step["function"], step["previous_version"], {}, exists=True, sleep=sleep)
+
+
+def qualified(function: str, version: str) -> str:
+    return f"{function}:{version}"
+
+
+def apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, *, window: dict | None = None) -> Record | None:
+    """Roll the plan out on its stage: lock, each model (recorded), consumers all-or-none, done.
+
+    Any failure rolls back what this apply changed (aliases, created functions, consumers) and
+    raises DeployFailed; the record ends `rolled_back`. Returns None when nothing changes.
+    """
+    stage = plan.stage
+    if plan.noop:
+        return None
+    led = d.ledger
+    rid = new_id(d.clock())
+    lock = led.acquire(stage, rid, d.actor, d.lease)
+    steps: list[dict] = []
+    changes: list[tuple[Consumer, str | None, str | None]] = []
+    rec = None
+    try:
+        rec = led.put_record(ZOO, stage, {"operation": "apply", "set_digest": plan.set_digest,
+                                          "plan": plan.to_dict(), "window": window, "models": [],
+                                          "consumers": []},
+                             actor=d.actor, state="locked", record_id=rid)
+        rec = led.transition(stage, rid, "applying", actor=d.actor, current=rec)
+        for m in plan.changing():
+            d.log(f"{stage}: {m.model}: {m.action} → {m.function}")
+            where = _upload(cfg, stage, m, d.s3)
+            step = {"model": m.model, "action": m.action, "function": m.function, "created": m.create,
+                    "previous_version": m.previous_version, "version": None, "artifacts": m.artifacts,
+                    "artifacts_location": where, "image_digest": m.image_digest}
+            rec = led.transition(stage, rid, "applying", reason=f"{m.action} {m.model}", actor=d.actor,
+                                 data={"models": [*steps, step], "model": m.model}, current=rec)
+            steps.append(step)
+            step["version"] = _deploy_model(cfg, stage, m, where, rid, d)
+            rec = led.transition(stage, rid, "applying", reason=f"{m.model} live v{step['version']}",
+                                 actor=d.actor, data={"models": steps, "model": m.model}, current=rec)
+        cons = {c.key: c for c in consumers(cfg, stage)}
+        for s in steps:
+            if s["action"] != NEW_VERSION:
+                continue
+            for c in cons.values():
+                if c.model == s["model"]:
+                    try:
+                        old = read_consumer(c, ssm=d.ssm, lc=d.lambda_client)
+                    except Exception as e:
+                        raise DeployFailed(f"re-pointing consumers failed at {c.key} (reading it): "
+                                           f"{getattr(e, 'message', None) or e}") from e
+                    changes.append((c, old, qualified(s["function"], s["version"])))
+        if changes:
+            rec = led.transition(stage, rid, "repointing", actor=d.actor, current=rec,
+                                 data={"consumers": [_change(c, o, n) for c, o, n in changes]})
+            set_consumers(changes, ssm=d.ssm, lc=d.lambda_client, clock=d.clock, sleep=d.sleep)
+        rec = led.transition(stage, rid, "succeeded", actor=d.actor, current=rec,
+                             reason=f"{len(steps)} model(s) rolled out", data={"finished": d.clock()})
+    except BaseException as exc:
+        reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        errors = []
+        for s in reversed(steps):
+            try:
+                _undo_model(d.lambda_client, s, d.sleep)
+            except Exception as e:  # keep undoing the others
+                errors.append(f"{s['function']}: {e}")
+        final = "rolled_back" if steps and not errors else "failed"
+        try:
+            if rec is not None:
+                led.transition(stage, rid, final, actor=d.actor, reason=reason,
+                               data={"undo_errors": errors})
+        finally:
+            if not errors:
+                led.release(lock)
+        hint = f"could not undo {'; '.join(errors)}: fix by hand; the lock stays" if errors else None
+        raise DeployFailed(f"zoo apply {rid} to {stage} {final.replace('_', ' ')}: {reason}", hint) \
+            from (exc if isinstance(exc, Exception) else None)
+    led.release(lock)
+    return rec
+
+
+def _change(c: Consumer, old: str | None, new: str | None) -> dict:
+    return {"consumer": c.key, "model": c.model, "kind": c.kind, "target": c.target, "variable": c.variable,
+            "previous": old, "value": new}
+
+
+def last_apply(led: Ledger, stage: str) -> Record | None:
+    """The newest apply that succeeded and was not reverted yet."""
+    recs = led.query(stage, ZOO, state="succeeded", limit=1,
+                     where=lambda r: r.data.get("operation") == "apply" and not r.data.get("reverted_by"))
+    return recs[0] if recs else None
+
+
+def revert(cfg: Any, stage: str, d: ZooDeps, *, dry_run: bool = False) -> dict:
+    """Re-point every consumer and alias back to the previous versions, in one recorded step."""
+    led = d.ledger
+    target = last_apply(led, stage)
+    if target is None:
+        raise NotFoundError(f"nothing to revert in {stage}: no zoo apply that succeeded and is not reverted yet",
+                            f"see the records with `pt zoo plan --stage {stage}` / `pt history --stage {stage}`")
+    steps = target.data.get("models") or []
+    cons = {c.key: c for c in consumers(cfg, stage)}
+    changes = []
+    for ch in target.data.get("consumers") or []:
+        c = cons.get(ch["consumer"]) or Consumer(ch["model"], ch["kind"], ch["target"], ch.get("variable"))
+        changes.append((c, ch["value"], ch["previous"]))
+    data = {"operation": "revert", "reverts": target.id, "set_digest": target.data.get("set_digest"),
+            "models": [{"model": s["model"], "function": s["function"], "from_version": s.get("version"),
+                        "to_version": None if s.get("created") else s.get("previous_version"),
+                        "delete_function": bool(s.get("created"))} for s in steps],
+            "consumers": [_change(c, new, old) for c, new, old in changes]}
+    if dry_run:
+        return {"dry_run": True, **data}
+    rid = new_id(d.clock())
+    lock = led.acquire(stage, rid, d.actor, d.lease)
+    rec = led.put_record(ZOO, stage, data, actor=d.actor, state="reverting", record_id=rid,
+                         reason=f"revert zoo apply {target.id}")
+    undone: list[dict] = []
+    try:
+        set_consumers([(c, new, old) for c, new, old in changes], ssm=d.ssm, lc=d.lambda_client,
+                      clock=d.clock, sleep=d.sleep)
+        try:
+            # aliases first (reversible), functions this apply created last (deleted for good)
+            for s in sorted(steps, key=lambda s: bool(s.get("created"))):
+                _undo_model(d.lambda_client, s, d.sleep)
+                undone.append(s)
+        except BaseException:
+            # all or none: put the consumers and the models already reverted back as the apply left them
+            for s in reversed(undone):
+                if not s.get("created") and s.get("version"):
+                    lo.set_alias(d.lambda_client, s["function"], s["version"], {}, exists=True, sleep=d.sleep)
+            set_consumers([(c, old, new) for c, new, old in changes], ssm=d.ssm, lc=d.lambda_client,
+                          clock=d.clock, sleep=d.sleep)
+            raise
+    except BaseException as exc:
+        reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        led.transition(stage, rid, "failed", actor=d.actor, reason=reason, current=rec)
+        led.release(lock)
+        raise DeployFailed(f"zoo revert {rid} on {stage} failed, nothing changed: {reason}") \
+            from (exc if isinstance(exc, Exception) else None)
+    led.transition(stage, rid, "succeeded", actor=d.actor, current=rec, reason=f"reverted {target.id}")
+    led.append_event(stage, target.id, "reverted", actor=d.actor, data={"reverted_by": rid})
+    led.release(lock)
+    return {"dry_run": False, "revert_id": rid, **data}
+
+
+# --- garbage collection ----------------------------------------------------------------------
+
+
+_LAMBDA_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
+
+
+def lambda_time(text: str | None) -> float | None:
+    """Lambda's LastModified ('2026-11-27T23:17:58.841+0000'; moto: '….841873000Z') → epoch seconds."""
+    m = _LAMBDA_TIME.match(text or "")
+    if not m:
+        return None
+    tz = m[3] or "Z"
+    tz = "+00:00" if tz == "Z" else (tz if ":" in tz else f"{tz[:3]}:{tz[3:]}")
+    frac = float(m[2]) if m[2] else 0.0
+    return datetime.fromisoformat(m[1] + tz).timestamp() + frac
+
+
+def gc_candidates(versions: Iterable[tuple[str, float | None]], in_use: set[str], now: float,
+                  older_than: float) -> list[str]:
+    """Versions (number, last modified) older than `older_than` and not in use (pure)."""
+    out = []
+    for v, at in versions:
+        if v == "$LATEST" or not v.isdigit() or v in in_use:
+            continue
+        if at is not None and now - at >= older_than:
+            out.append(v)
+    return sorted(out, key=int)
+
+
+def _list_all(call: Callable[..., dict], key: str, **kw: Any) -> list[dict]:
+    out, marker = [], None
+    for _ in range(1000):
+        resp = call(**kw, **({"Marker": marker} if marker else {}))
+        out += resp.get(key, [])
+        marker = resp.get("NextMarker")
+        if not marker:
+            break
+    return out
+
+
+def gc(cfg: Any, stage: str, d: ZooDeps, *, older_than: float, dry_run: bool = False,
+       models: Iterable[str] | None = None) -> dict:
+    """Delete model versions older than `older_than` that no alias, consumer or pending revert uses."""
+    zoo = require_zoo(cfg)
+    lc = d.lambda_client
+    now = d.clock()
+    used_by_consumers: set[str] = set()
+    for c in consumers(cfg, stage):
+        v = read_consumer(c, ssm=d.ssm, lc=lc)
+        if v:
+            used_by_consumers.add(v)
+    keep_for_revert: set[str] = set()
+    last = last_apply(d.ledger, stage)
+    for s in (last.data.get("models") or []) if last else []:
+        if s.get("previous_version"):
+            keep_for_revert.add(qualified(s["function"], s["previous_version"]))
+    plan = []
+    for model in select(zoo.models, models):
+        for fn in function_names(cfg, stage, model):
+            try:
+                versions = _list_all(lc.list_versions_by_function, "Versions", FunctionName=fn)
+                aliases = _list_all(lc.list_aliases, "Aliases", FunctionName=fn)
+            except Exception as e:
+                if _code(e) == "ResourceNotFoundException":
+                    continue
+                raise
+            in_use = {str(a["FunctionVersion"]) for a in aliases}
+            for a in aliases:
+                in_use.update((a.get("RoutingConfig") or {}).get("AdditionalVersionWeights", {}).keys())
+            in_use |= {q.rsplit(":", 1)[1] for q in used_by_consumers | keep_for_revert
+                       if q.rsplit(":", 1)[0] == fn}
+            vs = [(str(v["Version"]), lambda_time(v.get("LastModified"))) for v in versions]
+            for v in gc_candidates(vs, in_use, now, older_than):
+                plan.append({"function": fn, "version": v, "model": model})
+    data = {"operation": "gc", "older_than_s": older_than, "delete": plan, "dry_run": dry_run}
+    if dry_run or not plan:
+        return {**data, "deleted": []}
+    rid = new_id(now)
+    lock = d.ledger.acquire(stage, rid, d.actor, d.lease)
+    rec = d.ledger.put_record(ZOO, stage, data, actor=d.actor, state="collecting", record_id=rid)
+    deleted = []
+    try:
+        for p in plan:
+            lo.retrying(lc.delete_function, d.sleep, FunctionName=p["function"], Qualifier=p["version"])
+            deleted.append(p)
+    except Exception as exc:
+        d.ledger.transition(stage, rid, "failed", actor=d.actor, current=rec, data={"deleted": deleted},
+                            reason=getattr(exc, "message", None) or str(exc))
+        d.ledger.release(lock)
+        raise
+    d.ledger.transition(stage, rid, "succeeded", actor=d.actor, current=rec, data={"deleted": deleted},
+                        reason=f"deleted {len(deleted)} version(s)")
+    d.ledger.release(lock)
+    return {**data, "gc_id": rid, "deleted": deleted}
+
+
+# --- multi-stage rollout ---------------------------------------------------------------------
+
+
+def stage_order(cfg: Any) -> list[str]:
+    """Stages in promotion order: the longest promote_from chain (staging → prod)."""
+    chains = [cfg.promotion_chain(s) for s in cfg.stages]
+    return max(chains, key=len)
+
+
+def succeeded_at(rec: Record) -> float:
+    for t in reversed(rec.transitions):
+        if t.get("state") == "succeeded" and t.get("ts") is not None:
+            return float(t["ts"])
+    return rec.updated
+
+
+def source_apply(led: Ledger, source: str, digest: str) -> Record | None:
+    """The source stage's newest succeeded, unreverted zoo apply of this set."""
+    last = last_apply(led, source)
+    return last if last is not None and last.data.get("set_digest") == digest else None
+
+
+def stage_gate(cfg: Any, stage: str, since: float, d: ZooDeps, *, wait: bool) -> tuple[str, str, dict | None]:
+    """Gate of `stage` over its bake since `since`: (PASS|FAIL|WAIT, explanation, verdict)."""
+    policy = gate_mod.GatePolicy.from_config(cfg, stage)
+    bake = cfg.stages[stage].deploy.bake
+    watch = gate_mod.GateWatch(d.cloudwatch, policy, since)
+    while True:
+        now = d.clock()
+        v = watch.poll(now)
+        if v.failed:
+            return "FAIL", v.summary(), v.to_dict()
+        if now - since >= bake:
+            status = "PASS" if v.passed else v.status
+            return status, f"{v.summary()} after bake {bake:g}s", v.to_dict()
+        if not wait:
+            return "WAIT", f"baking: {now - since:.0f}s of {bake:g}s", v.to_dict()
+        d.sleep(max(0.05, min(policy.poll, since + bake - now)))
+
+
+def promotion_checks(cfg: Any, target: str, digest: str, d: ZooDeps, *, override_window: bool = False,
+                     reason: str | None = None) -> tuple[list[dict], Any]:
+    """Before a stage with promote_from: the source ran this set and its gate passed, approvals for the
+    set digest, the deploy window, a free lock. Raises on the first that fails."""
+    src = cfg.stages[target].promote_from
+    led = d.ledger
+    checks: list[dict] = []
+    rec = source_apply(led, src, digest)
+    if rec is None:
+        raise PtError(f"{src} has not run this zoo set ({short(digest)}) with success: promote it there first",
+                      f"`pt zoo apply --stage {src}` (same pipeline.yml and artifacts), then {target}")
+    checks.append({"check": "deployed", "ok": True, "detail": f"{src} zoo apply {rec.id}"})
+    status, why, _ = stage_gate(cfg, src, succeeded_at(rec), d, wait=False)
+    if status != "PASS":
+        raise (GateWait if status == "WAIT" else PtError)(f"{src} gate {status}: {why}",
+                                                         f"`pt gate --stage {src}` shows the alarms")
+    checks.append({"check": "gate", "ok": True, "detail": why})
+    rule = cfg.stages[target].approvals
+    if rule is not None:
+        from .promote import load_approvals
+
+        st = rules.evaluate(load_approvals(led, target), stage=target, digest=digest, rule=rule,
+                            author=(rec.actor or {}).get("author"))
+        if not st.satisfied:
+            raise PtError(f"approvals for {target} not satisfied for zoo set {short(digest)}: {st.explain()}",
+                          f"each approver runs `pt zoo approve --stage {target}`")
+        checks.append({"check": "approvals", "ok": True, "detail": st.explain()})
+    decision = windows.check(cfg.stages[target].window, datetime.fromtimestamp(d.clock(), UTC),
+                             override=override_window, reason=reason)
+    checks.append({"check": "window", "ok": True, "detail": decision.window or "no window",
+                   "overridden": decision.overridden})
+    held = led.current_lock(target)
+    if held is not None and held.lease_until > d.clock():
+        raise LockedError(held.describe(), f"wait for it (`pt status --stage {target}`)")
+    checks.append({"check": "lock", "ok": True, "detail": f"{target} is free"})
+    return checks, decision
+
+
+def approve(cfg: Any, target: str, d: ZooDeps, *, decision: str = rules.APPROVE, comment: str | None = None,
+            digest: str) -> dict:
+    """Record an approval of the zoo set `digest` (what the source stage runs) for `target`."""
+    from .promote import APPROVAL, load_approvals
+
+    src = cfg.stages[target].promote_from
+    if not src:
+        raise UsageError(f"stage {target} has no promote_from: zoo approvals apply to promotions")
+    rec = source_apply(d.ledger, src, digest)
+    if rec is None:
+        raise NotFoundError(f"{src} does not run this zoo set ({short(digest)})",
+                            f"approve after `pt zoo apply --stage {src}` succeeded")
+    new = rules.Approval(stage=target, digest=digest, approver=d.actor.get("name") or "unknown", decision=decision,
+                         arn=d.actor.get("arn"), comment=comment, at=d.clock(), deploy_id=rec.id, source="pt-zoo")
+    existing = load_approvals(d.ledger, target)
+    author = (rec.actor or {}).get("author")
+    note = rules.check_new(new, existing=existing, rule=cfg.stages[target].approvals, author=author)
+    if note is None:
+        d.ledger.put_record(APPROVAL, target, {k: v for k, v in new.to_dict().items() if k != "id"}, actor=d.actor,
+                            state="approved" if decision == rules.APPROVE else "rejected", reason=comment)
+    st = rules.evaluate(load_approvals(d.ledger, target), stage=target, digest=digest,
+                        rule=cfg.stages[target].approvals, author=author)
+    return {"stage": target, "digest": digest, "note": note, "status": st.to_dict()}
+
+
+def rollout(cfg: Any, deps_for: Callable[[str], ZooDeps], *, stages: list[str] | None = None,
+            models: Iterable[str] | None = None, image_uri: str | None = None, dry_run: bool = False,
+            override_window: bool = False, reason: str | None = None,
+            log: Callable[[str], None] = lambda _m: None) -> dict:
+    """Apply the zoo stage by stage (promotion order); the gate of each stage decides the next.
+
+    A gate FAIL reverts that stage's apply and stops (exit 1); a WAIT stops (exit 3).
+    """
+    order = stages or stage_order(cfg)
+    result: dict[str, Any] = {"stages": [], "dry_run": dry_run}
+    models = list(models) if models else None
+    for i, stage in enumerate(order):
+        d = deps_for(stage)
+        plan = plan_stage(cfg, stage, deps=d, models=models, image_uri=image_uri)
+        entry: dict[str, Any] = {"stage": stage, "plan": plan.to_dict()}
+        result["stages"].append(entry)
+        result["set_digest"] = plan.set_digest
+        window = None
+        if cfg.stages[stage].promote_from:
+            if dry_run:
+                try:
+                    entry["checks"], _ = promotion_checks(cfg, stage, plan.set_digest, d,
+                                                          override_window=override_window, reason=reason)
+                except PtError as e:
+                    entry["checks"] = [{"check": "refused", "ok": False, "detail": e.message, "hint": e.hint}]
+            else:
+                entry["checks"], decision = promotion_checks(cfg, stage, plan.set_digest, d,
+                                                             override_window=override_window, reason=reason)
+                window = decision.to_dict()
+        if dry_run:
+            continue
+        rec = apply_stage(cfg, plan, d, window=window)
+        entry["apply_id"] = rec.id if rec else None
+        entry["state"] = rec.state if rec else "noop"
+        if i == len(order) - 1:
+            break
+        nxt = order[i + 1]
+        if cfg.stages[nxt].promote_from != stage:
+            continue
+        since = succeeded_at(rec) if rec else None
+        if since is None:
+            prior = last_apply(d.ledger, stage)
+            since = succeeded_at(prior) if prior else d.clock()
+        log(f"{stage}: gate over bake {cfg.stages[stage].deploy.bake:g}s before {nxt}")
+        status, why, verdict = stage_gate(cfg, stage, since, d, wait=True)
+        entry["gate"] = {"status": status, "explanation": why, "verdict": verdict}
+        if rec is not None:
+            d.ledger.append_event(stage, rec.id, "gate", actor=d.actor, reason=why,
+                                  data={"gate": {"status": status, "explanation": why}})
+        if status == "FAIL":
+            if rec is not None:
+                entry["reverted"] = revert(cfg, stage, d)["revert_id"]
+            raise DeployFailed(f"{stage} gate FAIL after the zoo apply: {why}; "
+                               + ("reverted it, " if rec is not None else "") + f"{nxt} untouched")
+        if status == "WAIT":
+            raise GateWait(f"{stage} gate still WAIT after bake: {why}; {nxt} untouched",
+                           f"re-run `pt zoo apply --stage {nxt}` when the gate passes")
+    return result
+

@@ -1,0 +1,309 @@
+"""`pt zoo` against a moto server: plan/apply across staging → prod with the gate, copies vs new
+versions, consumers (SSM parameter + Lambda environment) all-or-none, revert, gc, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline_tools import artifacts as art
+from pipeline_tools import manifest as mf
+
+PROJECT = "zz"
+REPO = "111111111111.dkr.ecr.us-east-1.amazonaws.com/zz-model"
+IMG1 = REPO + "@sha256:" + hashlib.sha256(b"img1").hexdigest()
+IMG2 = REPO + "@sha256:" + hashlib.sha256(b"img2").hexdigest()
+
+CONFIG = """\
+project: zz
+region: us-east-1
+images:
+  model: {{context: ., dockerfile: Dockerfile}}
+functions:
+  api: {{image: model}}
+stages:
+  staging:
+    account: "111111111111"
+    branch: integration
+    deploy: {{bake: 0.2s}}
+    gate: {{alarms: ["zz-staging-*"], insufficient_data: pass, poll: 0.05s}}
+  prod:
+    account: "222222222222"
+    branch: master
+    promote_from: staging
+    deploy: {{bake: 0s}}
+    gate: {{alarms: ["zz-prod-*"], insufficient_data: pass, poll: 0.05s}}
+{prod_extra}
+zoo:
+  role: {role}
+  models:
+    resnet: {{copy: false, artifacts: models/resnet, handler: app.handler, memory: 1024}}
+    bert: {{copy: true, artifacts: "s3://zz-{{stage}}-artifacts/models/bert"}}
+  consumers:
+    - {{model: resnet, ssm: "/zz/{{stage}}/resnet"}}
+    - {{model: resnet, function: api, variable: RESNET_FN}}
+"""
+
+
+class Zoo:
+    def __init__(self, aws, tmp: Path):
+        self.aws, self.tmp = aws, tmp
+        self.lam, self.ssm, self.s3, self.cw = (aws.client(s) for s in ("lambda", "ssm", "s3", "cloudwatch"))
+        iam = aws.client("iam")
+        self.role = iam.create_role(RoleName="zz-fn", AssumeRolePolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                    "Principal": {"Service": "lambda.amazonaws.com"}}]}))["Role"]["Arn"]
+        for stage in ("staging", "prod"):
+            self.lam.create_function(FunctionName=f"zz-{stage}-api", PackageType="Image", Code={"ImageUri": IMG1},
+                                     Role=self.role, Environment={"Variables": {"KEEP": "1"}})
+            self.s3.create_bucket(Bucket=f"zz-{stage}-artifacts")
+            alarm = f"zz-{stage}-api-errors"
+            self.cw.put_metric_alarm(AlarmName=alarm, MetricName="Errors", Namespace="AWS/Lambda", Statistic="Sum",
+                                     Period=60, EvaluationPeriods=1, Threshold=1,
+                                     ComparisonOperator="GreaterThanOrEqualToThreshold")
+            self.cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="seed")
+        self.config = tmp / "pipeline.yml"
+        self.write_config()
+        self.set_resnet("weights-1")
+        self.set_bert("bert-1")
+
+    def write_config(self, prod_extra: str = "") -> None:
+        self.config.write_text(CONFIG.format(role=self.role, prod_extra=prod_extra))
+
+    def set_resnet(self, content: str) -> None:
+        root = self.tmp / "models" / "resnet"
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "weights.bin").write_text(content)
+        mf.write(mf.build(root), root / mf.MANIFEST_NAME)
+
+    def set_bert(self, content: str, stages=("staging", "prod")) -> None:
+        root = self.tmp / "bert-src"
+        root.mkdir(exist_ok=True)
+        (root / "model.onnx").write_text(content)
+        for stage in stages:
+            art.push(self.s3, root, art.Location.of(f"zz-{stage}-artifacts", "models/bert"))
+
+    def alias(self, fn: str) -> str | None:
+        try:
+            return self.lam.get_alias(FunctionName=fn, Name="live")["FunctionVersion"]
+        except self.lam.exceptions.ResourceNotFoundException:
+            return None
+
+    def exists(self, fn: str) -> bool:
+        try:
+            self.lam.get_function_configuration(FunctionName=fn)
+            return True
+        except self.lam.exceptions.ResourceNotFoundException:
+            return False
+
+    def consumers(self, stage: str) -> tuple[str | None, str | None]:
+        try:
+            p = self.ssm.get_parameter(Name=f"/zz/{stage}/resnet")["Parameter"]["Value"]
+        except self.ssm.exceptions.ParameterNotFound:
+            p = None
+        env = self.lam.get_function_configuration(FunctionName=f"zz-{stage}-api")["Environment"]["Variables"]
+        return p, env.get("RESNET_FN")
+
+    def records(self, stage: str, op: str | None = None):
+        from pipeline_tools.ledger import Ledger
+
+        led = Ledger(self.aws.client("dynamodb"), "zz-ledger")
+        return [r for r in led.query(stage, "zoo") if op is None or r.data.get("operation") == op]
+
+
+@pytest.fixture
+def zoo(aws, tmp_path, monkeypatch):
+    monkeypatch.setenv("PT_ACTOR", "alice")
+    monkeypatch.setenv("PT_COMMIT_AUTHOR", "alice@example.com")
+    monkeypatch.setenv("PT_GIT_SHA", "0" * 40)
+    return Zoo(aws, tmp_path)
+
+
+def pt(run_pt, z: Zoo, *args: str):
+    return run_pt("zoo", *args, "--config", str(z.config))
+
+
+def test_plan_then_apply_staging_and_prod_then_skip(zoo, run_pt):
+    r = pt(run_pt, zoo, "plan", "--image-uri", IMG1, "--output", "json")
+    assert r.exit_code == 0, r
+    stages = r.json()["stages"]
+    assert [s["stage"] for s in stages] == ["staging", "prod"]
+    actions = {m["model"]: (m["action"], m["function"]) for m in stages[0]["models"]}
+    assert actions == {"bert": ("new-version", "zz-staging-bert"), "resnet": ("new-version", "zz-staging-resnet")}
+    assert not zoo.exists("zz-staging-resnet")  # plan changes nothing
+
+    r = pt(run_pt, zoo, "apply", "--image-uri", IMG1, "--output", "json")
+    assert r.exit_code == 0, r
+    out = r.json()
+    assert [s["state"] for s in out["stages"]] == ["succeeded", "succeeded"]
+    assert out["stages"][0]["gate"]["status"] == "PASS"
+    assert {c["check"] for c in out["stages"][1]["checks"]} == {"deployed", "gate", "window", "lock"}
+    for stage in ("staging", "prod"):
+        assert zoo.alias(f"zz-{stage}-resnet") == "1" and zoo.alias(f"zz-{stage}-bert") == "1"
+        assert zoo.consumers(stage) == (f"zz-{stage}-resnet:1", f"zz-{stage}-resnet:1")
+        cfgv = zoo.lam.get_function_configuration(FunctionName=f"zz-{stage}-resnet", Qualifier="1")
+        assert "artifacts=sha256:" in cfgv["Description"]
+        assert cfgv["Environment"]["Variables"]["PT_MODEL_ARTIFACTS"].startswith(f"s3://zz-{stage}-artifacts/zoo/")
+        assert cfgv["MemorySize"] == 1024
+        api_env = zoo.lam.get_function_configuration(FunctionName=f"zz-{stage}-api")["Environment"]["Variables"]
+        assert api_env["KEEP"] == "1"  # the consumer's other variables are kept
+    rec = zoo.records("staging", "apply")[0]
+    states = [t["state"] for t in rec.transitions if t.get("state")]
+    assert states[0] == "locked" and states[-1] == "succeeded" and "repointing" in states
+    assert any(t.get("event") == "gate" for t in rec.transitions)
+    # uploaded local artifacts carry a manifest that verifies
+    loc = art.parse_s3_url(zoo.lam.get_function_configuration(FunctionName="zz-staging-resnet", Qualifier="1")
+                           ["Environment"]["Variables"]["PT_MODEL_ARTIFACTS"])
+    assert art.verify(zoo.s3, loc)["ok"]
+
+    r = pt(run_pt, zoo, "plan", "--output", "json")
+    assert r.exit_code == 0, r
+    assert all(m["action"] == "skip" for s in r.json()["stages"] for m in s["models"])
+    r = pt(run_pt, zoo, "apply")
+    assert r.exit_code == 0, r
+    assert len(zoo.records("staging", "apply")) == 1  # nothing to do: no record, no lock
+
+
+def test_copy_alongside_new_version_revert_and_gc(zoo, run_pt):
+    from pipeline_tools import config
+    from pipeline_tools import zoo as z
+    from pipeline_tools.ledger import Ledger
+
+    assert pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1).exit_code == 0
+    zoo.set_bert("bert-2")
+    zoo.set_resnet("weights-2")
+    r = pt(run_pt, zoo, "plan", "--stage", "staging", "--output", "json")
+    models = {m["model"]: m for m in r.json()["stages"][0]["models"]}
+    assert models["bert"]["action"] == "copy" and models["bert"]["function"] == "zz-staging-bert_copy"
+    assert models["bert"]["repoint"] == []
+    assert models["resnet"]["action"] == "new-version" and len(models["resnet"]["repoint"]) == 2
+
+    r = pt(run_pt, zoo, "apply", "--stage", "staging", "--output", "json")
+    assert r.exit_code == 0, r
+    assert zoo.alias("zz-staging-bert") == "1" and zoo.alias("zz-staging-bert_copy") == "1"  # both live
+    assert zoo.alias("zz-staging-resnet") == "2"
+    assert zoo.consumers("staging") == ("zz-staging-resnet:2", "zz-staging-resnet:2")
+    # the same artifacts again: no duplicate copy
+    r = pt(run_pt, zoo, "plan", "--stage", "staging", "--output", "json")
+    bert = next(m for m in r.json()["stages"][0]["models"] if m["model"] == "bert")
+    assert bert["action"] == "skip" and "no duplicate copy" in bert["reason"]
+
+    r = pt(run_pt, zoo, "revert", "--stage", "staging", "--dry-run", "--output", "json")
+    assert r.exit_code == 0 and r.json()["dry_run"] and zoo.alias("zz-staging-resnet") == "2"
+    r = pt(run_pt, zoo, "revert", "--stage", "staging", "--output", "json")
+    assert r.exit_code == 0, r
+    assert zoo.consumers("staging") == ("zz-staging-resnet:1", "zz-staging-resnet:1")
+    assert zoo.alias("zz-staging-resnet") == "1"
+    assert not zoo.exists("zz-staging-bert_copy")  # the copy this apply created is gone
+    rev = zoo.records("staging", "revert")[0]
+    assert rev.state == "succeeded" and len(rev.transitions) == 2  # one recorded step
+    applies = zoo.records("staging", "apply")
+    assert applies[0].data.get("reverted_by") == rev.id
+
+    # gc: version 2 of resnet is used by nothing now; version 1 is live. Age via an injected clock.
+    cfg = config.load(zoo.config)
+    led = Ledger(zoo.aws.client("dynamodb"), "zz-ledger")
+    d = z.ZooDeps(lambda_client=zoo.lam, ssm=zoo.ssm, ledger=led, clock=lambda: time.time() + 15 * 86400,
+                  sleep=lambda _s: None, actor={"name": "alice"})
+    young = z.gc(cfg, "staging", z.ZooDeps(lambda_client=zoo.lam, ssm=zoo.ssm, ledger=led), older_than=14 * 86400)
+    assert young["deleted"] == [] and young["delete"] == []
+    dry = z.gc(cfg, "staging", d, older_than=14 * 86400, dry_run=True)
+    assert [(p["function"], p["version"]) for p in dry["delete"]] == [("zz-staging-resnet", "2")]
+    done = z.gc(cfg, "staging", d, older_than=14 * 86400)
+    assert [p["version"] for p in done["deleted"]] == ["2"]
+    versions = [v["Version"] for v in zoo.lam.list_versions_by_function(FunctionName="zz-staging-resnet")["Versions"]]
+    assert "1" in versions and "2" not in versions
+    assert zoo.records("staging", "gc")[0].state == "succeeded"
+
+    r = pt(run_pt, zoo, "gc", "--stage", "staging", "--older-than", "14d", "--output", "json")
+    assert r.exit_code == 0 and r.json()["deleted"] == []
+
+
+def test_revert_with_nothing_to_revert(zoo, run_pt):
+    r = pt(run_pt, zoo, "revert", "--stage", "staging")
+    assert r.exit_code == 1
+    assert "nothing to revert in staging" in r.stderr
+
+
+def test_bad_input(zoo, run_pt):
+    r = pt(run_pt, zoo, "plan", "--model", "resnett", "--image-uri", IMG1)
+    assert r.exit_code == 2 and "not in the zoo whitelist" in r.stderr and "resnet" in r.stderr
+    r = pt(run_pt, zoo, "plan", "--image-uri", REPO + ":latest")
+    assert r.exit_code == 2 and "digest" in r.stderr
+
+    (zoo.tmp / "models" / "resnet" / "weights.bin").write_text("tampered")
+    r = pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1)
+    assert r.exit_code == 1 and "do not match" in r.stderr and "weights.bin" in r.stderr
+    assert not zoo.exists("zz-staging-resnet") and zoo.records("staging") == []
+
+    (zoo.tmp / "models" / "resnet" / "manifest.json").unlink()
+    r = pt(run_pt, zoo, "plan", "--stage", "staging", "--image-uri", IMG1)
+    assert r.exit_code == 1 and "artifacts missing their manifest" in r.stderr
+
+    zoo.set_resnet("weights-1")
+    zoo.s3.delete_object(Bucket="zz-staging-artifacts", Key="models/bert/manifest.json")
+    r = pt(run_pt, zoo, "plan", "--stage", "staging", "--image-uri", IMG1)
+    assert r.exit_code == 1 and "bert: artifacts missing" in r.stderr
+
+    r = pt(run_pt, zoo, "plan", "--stage", "staging", "--model", "resnet")  # never deployed, no image
+    assert r.exit_code == 2 and "--image-uri" in r.stderr
+
+
+def test_unknown_model_in_config(zoo, run_pt):
+    zoo.config.write_text(zoo.config.read_text().replace("{model: resnet, ssm:", "{model: resnt, ssm:"))
+    r = pt(run_pt, zoo, "plan")
+    assert r.exit_code == 2 and "unknown model 'resnt'" in r.stderr and "did you mean 'resnet'" in r.stderr
+
+
+def test_consumer_failure_undoes_everything(zoo, run_pt):
+    zoo.ssm.put_parameter(Name="/zz/staging/resnet", Value="old-value", Type="String")
+    zoo.lam.delete_function(FunctionName="zz-staging-api")  # the second consumer cannot be updated
+    r = pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1)
+    assert r.exit_code == 1, r
+    assert "rolled back" in r.stderr and "re-pointing consumers failed" in r.stderr
+    assert zoo.ssm.get_parameter(Name="/zz/staging/resnet")["Parameter"]["Value"] == "old-value"
+    assert not zoo.exists("zz-staging-resnet") and not zoo.exists("zz-staging-bert")
+    rec = zoo.records("staging", "apply")[0]
+    assert rec.state == "rolled_back"
+    from pipeline_tools.ledger import Ledger
+
+    assert Ledger(zoo.aws.client("dynamodb"), "zz-ledger").current_lock("staging") is None
+
+
+def test_gate_fail_in_staging_reverts_and_leaves_prod_untouched(zoo, run_pt):
+    assert pt(run_pt, zoo, "apply", "--image-uri", IMG1).exit_code == 0
+    zoo.set_resnet("weights-2")
+    zoo.cw.set_alarm_state(AlarmName="zz-staging-api-errors", StateValue="ALARM", StateReason="errors up")
+    r = pt(run_pt, zoo, "apply", "--output", "json")
+    assert r.exit_code == 1, r
+    assert "staging gate FAIL" in r.stderr and "prod untouched" in r.stderr
+    assert zoo.alias("zz-staging-resnet") == "1"  # reverted
+    assert zoo.consumers("staging") == ("zz-staging-resnet:1", "zz-staging-resnet:1")
+    assert zoo.alias("zz-prod-resnet") == "1"
+    assert len(zoo.records("prod", "apply")) == 1
+
+
+def test_prod_needs_staging_gate_and_approvals(zoo, run_pt, monkeypatch):
+    zoo.write_config(prod_extra="    approvals: {required: 1, two_person_rule: true}")
+    # prod before staging ran the set: refused
+    r = pt(run_pt, zoo, "apply", "--stage", "prod", "--image-uri", IMG1)
+    assert r.exit_code == 1 and "staging has not run this zoo set" in r.stderr
+    assert pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1).exit_code == 0
+    r = pt(run_pt, zoo, "apply", "--stage", "prod", "--image-uri", IMG1, "--dry-run", "--output", "json")
+    assert r.exit_code == 0
+    refused = r.json()["stages"][0]["checks"][0]
+    assert refused["ok"] is False and "approvals" in refused["detail"]
+    r = pt(run_pt, zoo, "approve", "--stage", "prod", "--image-uri", IMG1)
+    assert r.exit_code == 1 and "commit author" in r.stderr  # two-person rule
+    monkeypatch.setenv("PT_ACTOR", "carol")
+    r = pt(run_pt, zoo, "approve", "--stage", "prod", "--image-uri", IMG1, "-m", "ok", "--output", "json")
+    assert r.exit_code == 0 and r.json()["status"]["satisfied"], r
+    r = pt(run_pt, zoo, "apply", "--stage", "prod", "--image-uri", IMG1, "--output", "json")
+    assert r.exit_code == 0, r
+    checks = {c["check"]: c for c in r.json()["stages"][0]["checks"]}
+    assert checks["approvals"]["ok"] and "carol" in checks["approvals"]["detail"]
+    assert zoo.consumers("prod") == ("zz-prod-resnet:1", "zz-prod-resnet:1")
