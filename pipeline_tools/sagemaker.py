@@ -41,7 +41,7 @@ from . import gate as gate_mod
 from . import windows
 from .config import format_duration, render
 from .errors import EXIT_WAIT, LockedError, NotFoundError, PtError, UsageError
-from .ledger import Ledger, Record, iso
+from .ledger import Ledger, Record, iso, new_id
 
 if TYPE_CHECKING:
     from .config import Config, SageMakerTargetConfig, ShadowThresholdsConfig, UserMetricConfig
@@ -869,8 +869,6 @@ def promote_shadow(cfg: Config, stage: str, deps: Deps, *, now: datetime | None 
     cur = read_current(deps.sagemaker, ep)
     sv = cur.shadow or {"ModelName": shadow.data.get("model"), "InstanceType": t.instance_type,
                         "InitialInstanceCount": t.instance_count}
-    from .ledger import new_id
-
     rid = new_id(deps.clock())
     ec_name = resource_name(ep, rid, "c")
     prod = copy_variant({**sv, "InitialVariantWeight": 1.0}, name=PRODUCTION)
@@ -937,8 +935,6 @@ def rollback(cfg: Config, stage: str, deps: Deps, *, dry_run: bool = False) -> d
             "endpoint_status": desc.get("EndpointStatus"), "digest": undo.digest, "dry_run": dry_run}
     if dry_run:
         return plan
-    from .ledger import new_id
-
     rid = new_id(deps.clock())
     lk = _lock(deps, stage, rid)
     rec = led.put_record(KIND, stage, {"operation": "rollback", "endpoint": ep, "undo": undo.id,

@@ -41,11 +41,14 @@ def _deps(app: App, stage: str, led=None):
               help="Override the stage's deploy strategy (env PT_DEPLOY_STRATEGY).")
 @click.option("--override-window", is_flag=True, help="Deploy outside the stage's deploy window.")
 @click.option("--reason", metavar="TEXT", help="Why the window is overridden (recorded in the ledger).")
+@click.option("--target", type=click.Choice(["lambda", "sagemaker"]), default="lambda", show_default=True,
+              help="What to deploy to: the stage's Lambdas, or its SageMaker endpoint (as a shadow variant).")
 @dry_run_option
 @output_option
 @pass_app
 def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: str | None,
-           strategy: str | None, override_window: bool, reason: str | None, dry_run: bool) -> int:
+           strategy: str | None, override_window: bool, reason: str | None, dry_run: bool,
+           target: str = "lambda") -> int:
     """Deploy an image digest to a stage's Lambdas (canary/linear/all-at-once) with rollback.
 
     \b
@@ -55,6 +58,8 @@ def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: 
     from .. import deploy as dp
     from .. import windows
 
+    if target == "sagemaker":
+        return _deploy_sagemaker(app, image_uri, from_build, override_window, reason, dry_run)
     cfg, stage, out = app.config(), app.stage, app.out
     build = dp.load_build_output(from_build) if from_build else None
     image, ref = dp.choose_image(cfg, image_uri=image_uri, build=build, image=image_name)
@@ -118,13 +123,17 @@ def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: 
 @click.command()
 @stage_option(required=True)
 @click.option("--to", "to", metavar="DEPLOY_ID", help="Roll back to this succeeded deploy (default: the previous one).")
+@click.option("--target", type=click.Choice(["lambda", "sagemaker"]), default="lambda", show_default=True,
+              help="sagemaker: drop the shadow / restore the endpoint's previous config.")
 @dry_run_option
 @output_option
 @pass_app
-def rollback(app: App, to: str | None, dry_run: bool) -> int:
+def rollback(app: App, to: str | None, dry_run: bool, target: str = "lambda") -> int:
     """Point a stage back to its previous succeeded deploy (every function, recorded)."""
     from .. import deploy as dp
 
+    if target == "sagemaker":
+        return _rollback_sagemaker(app, dry_run)
     stage = app.stage
     led = _ledger(app, stage)
     deps = _deps(app, stage, led)
@@ -232,4 +241,108 @@ def history(app: App, limit: int) -> int:
                 ["deploy", "op", "state", "digest", "strategy", "actor", "started", "took", "reason"])
 
     app.out.result({"stage": app.stage, "deploys": rows}, human)
+    return 0
+
+
+# --- SageMaker endpoint target (pipeline_tools/sagemaker.py) ------------------------------------
+
+
+def sagemaker_deps(app: App, stage: str, led):
+    import os
+
+    from .. import actor
+    from .. import sagemaker as sm
+
+    factory = app.aws(stage)
+    return sm.Deps(sagemaker=factory.client("sagemaker"), ledger=led, s3=factory.client("s3"),
+                   cloudwatch=factory.client("cloudwatch"), clock=time.time, sleep=time.sleep, log=app.out.log,
+                   actor=actor.identify(factory.caller_arn()), poll=float(os.environ.get("PT_SAGEMAKER_POLL", "15")))
+
+
+def _sagemaker_image(cfg, image: str, image_uri: str | None, from_build: str | None):
+    from .. import deploy as dp
+    from ..errors import UsageError
+
+    if (image_uri is None) == (from_build is None):
+        raise UsageError("pass exactly one of --image-uri REPO@sha256:… or --from-build FILE")
+    if from_build:
+        found = [b for b in dp.load_build_output(from_build) if b.get("name") == image]
+        if not found:
+            raise UsageError(f"--from-build {from_build} has no image '{image}' (targets.sagemaker.image)",
+                             "build it with `pt build-push`")
+        b = found[0]
+        image_uri = b.get("image_uri") or (f"{b.get('repository')}@{b.get('digest')}" if b.get("digest") else "")
+    return dp.parse_image_uri(image_uri or "")
+
+
+def _deploy_sagemaker(app: App, image_uri, from_build, override_window: bool, reason, dry_run: bool) -> int:
+    from .. import deploy as dp
+    from .. import ledger as ledger_mod
+    from .. import names, windows
+    from .. import sagemaker as sm
+
+    cfg, stage, out = app.config(), app.stage, app.out
+    tgt = sm.target(cfg, stage)
+    ref = _sagemaker_image(cfg, tgt.image, image_uri, from_build)
+    if override_window and not (reason and reason.strip()):
+        windows.check(None, datetime.now(UTC), override=True, reason=reason)  # raises the UsageError
+    factory = app.aws(stage)
+    region = dp.ecr_region(ref)
+    dp.check_image(ref, ecr=factory.client("ecr", region=region) if region else None)
+    client = factory.client("sagemaker")
+    plan = sm.plan_deploy(cfg, stage, ref.uri, ref.digest, client, record_id=ledger_mod.new_id(time.time()))
+    if plan.noop:
+        out.result({"target": "sagemaker", "state": "noop", "stage": stage, "digest": ref.digest,
+                    "plan": plan.to_dict()},
+                   f"nothing to deploy: endpoint {plan.endpoint} already runs {ref.digest[:19]}… in production")
+        out.github_output({"deploy_state": "noop", "digest": ref.digest})
+        return 0
+    verified = sm.verify_artifacts(factory.client("s3"), sm.artifacts_location(cfg, stage),
+                                   stack=names.stage_stack(cfg.project, stage))
+    window_cfg = cfg.stages[stage].window
+    if dry_run:
+        try:
+            win = windows.check(window_cfg, datetime.now(UTC), override=override_window, reason=reason).to_dict()
+        except windows.WindowClosed as e:
+            win = {"open": False, "overridden": False, "message": e.message}
+
+        def human(o):
+            for line in plan.lines():
+                o.info(line)
+            o.info(f"  artifacts verified: {verified['files']} files match {plan.artifacts}/manifest")
+            if win.get("message"):
+                o.info(f"note: a real deploy would be refused now: {win['message']}")
+            o.info("dry run: nothing changed")
+
+        out.result({"dry_run": True, "plan": plan.to_dict(), "artifacts": verified, "window": win}, human)
+        return 0
+    decision = windows.check(window_cfg, datetime.now(UTC), override=override_window, reason=reason)
+    if decision.overridden:
+        out.warn(f"deploying outside the window ({decision.window}): {decision.reason}")
+    led = _ledger(app, stage)
+    dp.check_startable(led, stage, time.time)
+    for line in plan.lines():
+        out.log(line)
+    rec = sm.deploy(cfg, plan, sagemaker_deps(app, stage, led), window=decision.to_dict() if window_cfg else None)
+    data = {**rec.to_dict(), "artifacts": verified}
+    out.github_output({"deploy_id": rec.id, "deploy_state": rec.state, "digest": plan.digest,
+                       "endpoint_config": plan.endpoint_config})
+    what = "shadow variant" if plan.action == "shadow" else "production variant of a new endpoint"
+    out.step_summary(f"### pt deploy {stage} (sagemaker): {rec.state}\n\n`{plan.endpoint}` runs `{plan.digest}` "
+                     f"as the {what} (config `{plan.endpoint_config}`)")
+    out.result(data, f"deployed {plan.digest[:19]}… to endpoint {plan.endpoint} as the {what} "
+                     f"(config {plan.endpoint_config}, deploy {rec.id})")
+    return 0
+
+
+def _rollback_sagemaker(app: App, dry_run: bool) -> int:
+    from .. import sagemaker as sm
+
+    cfg, stage = app.config(), app.stage
+    sm.target(cfg, stage)
+    led = _ledger(app, stage)
+    data = sm.rollback(cfg, stage, sagemaker_deps(app, stage, led), dry_run=dry_run)
+    verb = "would roll back" if dry_run else "rolled back"
+    app.out.result(data, f"{verb} endpoint {data['endpoint']}: {data['operation']} {data['undo']} undone, "
+                         f"config {data['from_endpoint_config']} → {data['to_endpoint_config']}")
     return 0

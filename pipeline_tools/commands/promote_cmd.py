@@ -100,9 +100,12 @@ GATE_COLUMNS = ["alarm", "status", "state", "since", "threshold", "why"]
               help="CodePipeline name for --codepipeline-approve (default: from CODEBUILD_INITIATOR).")
 @click.option("--approval-stage", default=None, help="Pipeline stage of the approval action (if several wait).")
 @click.option("--approval-action", default=None, help="Name of the approval action (if several wait).")
+@click.option("--shadow", is_flag=True, help="SageMaker target: compare the shadow variant with production "
+              "(latency p50/p99, 5XX rate, user metric) plus the stage alarms.")
 @output_option
 @pass_app
-def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, approval_action) -> int:
+def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, approval_action,
+         shadow: bool = False) -> int:
     """Decide PASS/FAIL/WAIT for a stage from its CloudWatch alarms over the bake window.
 
     The window starts when the stage's last deploy succeeded (ledger). Exit 0 PASS, 1 FAIL,
@@ -110,6 +113,8 @@ def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, a
     """
     from .. import promote as p
 
+    if shadow:
+        return _gate_shadow(app, wait_, timeout)
     cfg = app.config()
     stage = app.stage
     if cp_approve:
@@ -216,10 +221,13 @@ def _decide(app: App, decision: str, deploy_id: str | None, comment: str | None)
 @click.option("--deploy", "deploy_id", metavar="ID", default=None,
               help="Deploy record of the source stage to approve (default: what it runs now).")
 @click.option("--comment", "-m", default=None, help="Why (kept in the ledger).")
+@click.option("--shadow", is_flag=True, help="Approve the SageMaker shadow running in this stage for production.")
 @output_option
 @pass_app
-def approve(app: App, deploy_id, comment) -> int:
+def approve(app: App, deploy_id, comment, shadow: bool = False) -> int:
     """Approve the digest waiting for a stage (the one its promote_from stage runs)."""
+    if shadow:
+        return _decide_shadow(app, "approve", comment)
     return _decide(app, "approve", deploy_id, comment)
 
 
@@ -228,10 +236,13 @@ def approve(app: App, deploy_id, comment) -> int:
 @click.option("--deploy", "deploy_id", metavar="ID", default=None,
               help="Deploy record of the source stage to reject (default: what it runs now).")
 @click.option("--comment", "-m", required=True, help="Why it is rejected (kept in the ledger).")
+@click.option("--shadow", is_flag=True, help="Reject the SageMaker shadow running in this stage.")
 @output_option
 @pass_app
-def reject(app: App, deploy_id, comment) -> int:
+def reject(app: App, deploy_id, comment, shadow: bool = False) -> int:
     """Reject the digest waiting for a stage; a rejection blocks promotion until withdrawn by an approval."""
+    if shadow:
+        return _decide_shadow(app, "reject", comment)
     return _decide(app, "reject", deploy_id, comment)
 
 
@@ -333,11 +344,13 @@ def deploy_engine(app: App, stage: str, actor: dict, ledger, *, clock=time.time,
 @click.option("--from", "source", metavar="STAGE", default=None, help="Source stage (default: promote_from).")
 @click.option("--override-window", is_flag=True, help="Deploy outside the deploy window (needs --reason).")
 @click.option("--reason", default=None, help="Why the window is overridden (recorded in the ledger).")
+@click.option("--shadow", is_flag=True, help="SageMaker target: make the shadow variant running in --to the "
+              "production variant (after its gate, approvals and window).")
 @dry_run_option
 @output_option
 @pass_app
 def promote(app: App, target: str, source: str | None, override_window: bool, reason: str | None,
-            dry_run: bool) -> int:
+            dry_run: bool, shadow: bool = False) -> int:
     """Promote the digest that passed the previous stage: same image, never rebuilt.
 
     Checks in order: source gate PASS over its bake time, approvals, deploy window (or
@@ -345,6 +358,8 @@ def promote(app: App, target: str, source: str | None, override_window: bool, re
     """
     from .. import promote as p
 
+    if shadow:
+        return _promote_shadow(app, target, override_window, reason, dry_run)
     cfg = app.config()
     cfg.stage(target)
     ledger = _ledger(app, target)
@@ -385,6 +400,88 @@ def _print_plan(app: App, plan, rec, *, dry_run: bool) -> None:
                            "digest": plan.digest or ""})
     app.out.step_summary(_summary_md(f"Promote {plan.source} → {plan.target}" + (" (dry run)" if dry_run else ""),
                                      rows, ["check", "result", "detail"], [f"digest `{plan.digest}`"]))
+
+
+# --- SageMaker shadow (pipeline_tools/sagemaker.py) -----------------------------------------------
+
+SHADOW_COLUMNS = ["check", "status", "shadow", "production", "limit", "why"]
+
+
+def _gate_shadow(app: App, wait_: bool, timeout: float | None) -> int:
+    from .. import sagemaker as sm
+
+    cfg, stage = app.config(), app.stage
+    t = sm.target(cfg, stage)
+    factory = app.aws(stage)
+    ledger = _ledger(app, stage)
+    cw, client = factory.client("cloudwatch"), factory.client("sagemaker")
+    deadline = time.time() + (timeout if timeout is not None else 600.0)
+    while True:
+        report = sm.gate_shadow(cfg, stage, ledger=ledger, cloudwatch=cw, sagemaker=client, clock=time.time)
+        if not wait_ or report.status != "WAIT" or time.time() >= deadline:
+            break
+        app.out.log(f"gate {stage} (shadow): {report.explanation}")
+        time.sleep(min(cfg.stages[stage].gate.poll, max(0.0, deadline - time.time())))
+    if report.status != "WAIT":
+        try:
+            actor = _actor(app, stage)
+        except Exception:
+            actor = {"name": os.environ.get("PT_ACTOR") or "unknown"}
+        sm.record_gate(ledger, report, actor)
+        if report.status == "FAIL":
+            _notifier(app, actor)("gate_failed", stage, {"summary": f"shadow of {t.endpoint}: {report.explanation}",
+                                                         "digest": report.digest, "deploy_id": report.shadow_id})
+
+    def human(out) -> None:
+        out.info(f"gate {stage} (shadow on {report.endpoint}): {report.status}: {report.explanation}")
+        if report.rows():
+            out.table(report.rows(), SHADOW_COLUMNS)
+
+    app.out.result(report.to_dict(), human)
+    app.out.github_output({"gate": report.status, "digest": report.digest or ""})
+    app.out.step_summary(_summary_md(f"Shadow gate {stage}: {report.status}", report.rows(), SHADOW_COLUMNS,
+                                     [report.explanation]))
+    return {"PASS": EXIT_OK, "WAIT": EXIT_WAIT}.get(report.status, EXIT_FAILURE)
+
+
+def _decide_shadow(app: App, decision: str, comment: str | None) -> int:
+    from .. import sagemaker as sm
+
+    cfg, stage = app.config(), app.stage
+    ledger = _ledger(app, stage)
+    actor = _actor(app, stage)
+    new, rec, note = sm.approve_shadow(cfg, ledger, stage, decision=decision, actor=actor, clock=time.time,
+                                       comment=comment)
+    st = sm.shadow_approvals(cfg, ledger, stage, sm.active_shadow(ledger, stage))
+    data = {"approval": new.to_dict(), "recorded": rec.id if rec else None, "note": note, "status": st.to_dict()}
+    verb = "approved" if decision == "approve" else "rejected"
+    app.out.result(data, (f"{note} (nothing recorded)" if note else
+                          f"{new.approver} {verb} shadow {new.digest} for production in {stage}")
+                   + f"; {st.explain()}")
+    return EXIT_OK
+
+
+def _promote_shadow(app: App, stage: str, override_window: bool, reason: str | None, dry_run: bool) -> int:
+    from .. import sagemaker as sm
+    from .deploy_cmd import sagemaker_deps
+
+    cfg = app.config()
+    app.stage = stage
+    sm.target(cfg, stage)
+    ledger = _ledger(app, stage)
+    deps = sagemaker_deps(app, stage, ledger)
+    data = sm.promote_shadow(cfg, stage, deps, override_window=override_window, reason=reason, dry_run=dry_run)
+    rows = [[c["check"], "ok" if c["ok"] else "FAIL", c["detail"]] for c in data["checks"]]
+
+    def human(out) -> None:
+        head = "would promote" if dry_run else "promoted"
+        out.info(f"{head} shadow {data['digest']} to production on {data['endpoint']} "
+                 f"(config {data['previous_endpoint_config']} → {data['endpoint_config']})")
+        out.table(rows, ["check", "result", "detail"])
+
+    app.out.result(data, human)
+    app.out.github_output({"promoted": "false" if dry_run else "true", "digest": data["digest"] or ""})
+    return EXIT_OK
 
 
 __all__ = ["approvals", "approve", "format_duration", "gate", "promote", "reject"]

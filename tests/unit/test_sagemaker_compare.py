@@ -217,7 +217,8 @@ def test_copy_variant_keeps_only_request_fields():
     out = sm.copy_variant(described)
     assert out == {"VariantName": "production", "ModelName": "m0", "InitialInstanceCount": 2,
                    "InstanceType": "ml.c5.xlarge", "InitialVariantWeight": 1.0}
-    assert sm.copy_variant({"VariantName": "shadow", "ModelName": "m"}, name="production")["VariantName"] == "production"
+    renamed = sm.copy_variant({"VariantName": "shadow", "ModelName": "m"}, name="production")
+    assert renamed["VariantName"] == "production"
 
 
 def test_names_fit_sagemaker_limits():
