@@ -32,7 +32,7 @@ from . import gate as gate_mod
 from . import lambda_ops as lo
 from . import windows
 from .errors import DeployFailed, GateWait, LockedError, NotFoundError, PtError, UsageError
-from .ledger import DEFAULT_LEASE, Ledger, Record, new_id
+from .ledger import DEFAULT_LEASE, Ledger, Record, RecoveryNeeded, new_id
 
 ZOO = "zoo"
 COPY_SUFFIX = "_copy"
@@ -564,6 +564,7 @@ def apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, *, window: dict | None = No
     if plan.noop:
         return None
     led = d.ledger
+    check_startable(led, stage, d.clock)
     rid = new_id(d.clock())
     lock = led.acquire(stage, rid, d.actor, d.lease)
     steps: list[dict] = []
@@ -660,6 +661,7 @@ def revert(cfg: Any, stage: str, d: ZooDeps, *, dry_run: bool = False) -> dict:
             "consumers": [_change(c, new, old) for c, new, old in changes]}
     if dry_run:
         return {"dry_run": True, **data}
+    check_startable(led, stage, d.clock)
     rid = new_id(d.clock())
     lock = led.acquire(stage, rid, d.actor, d.lease)
     rec = led.put_record(ZOO, stage, data, actor=d.actor, state="reverting", record_id=rid,
@@ -691,6 +693,70 @@ def revert(cfg: Any, stage: str, d: ZooDeps, *, dry_run: bool = False) -> dict:
     led.append_event(stage, target.id, "reverted", actor=d.actor, data={"reverted_by": rid})
     led.release(lock)
     return {"dry_run": False, "revert_id": rid, **data}
+
+
+# --- recovery --------------------------------------------------------------------------------
+
+FINAL = frozenset({"succeeded", "rolled_back", "failed"})
+
+
+def unfinished(led: Ledger, stage: str) -> Record | None:
+    for rec in led.query(stage, ZOO, limit=20):
+        if rec.state not in FINAL:
+            return rec
+    return None
+
+
+def check_startable(led: Ledger, stage: str, clock: Callable[[], float]) -> None:
+    """A zoo operation that died mid-way (record not final, lease expired) must be recovered first."""
+    rec = unfinished(led, stage)
+    if rec is None:
+        return
+    lock = led.current_lock(stage)
+    if lock is not None and lock.deploy_id == rec.id and lock.lease_until > clock():
+        raise LockedError(lock.describe(), f"wait for it to finish (`pt status --stage {stage}`)")
+    raise RecoveryNeeded(f"zoo {rec.data.get('operation')} {rec.id} on {stage} did not finish (state {rec.state})",
+                         f"run `pt zoo recover --stage {stage}` to undo it first")
+
+
+def recover(cfg: Any, stage: str, d: ZooDeps, *, force: bool = False, dry_run: bool = False) -> dict:
+    """Finish what a dead zoo operation left: an apply is undone (models and consumers back to the
+    values recorded before it acted), a revert is completed, a gc is closed as failed."""
+    led = d.ledger
+    rec = unfinished(led, stage)
+    if rec is None:
+        return {"stage": stage, "action": "nothing-to-recover"}
+    op = rec.data.get("operation")
+    action = {"apply": "undo-apply", "revert": "finish-revert"}.get(op or "", "close")
+    out = {"stage": stage, "record": rec.id, "operation": op, "died_in": rec.state, "action": action}
+    if dry_run:
+        return {**out, "dry_run": True}
+    lock = led.take_over(stage, rec.id, d.actor, d.lease, force=force)
+    try:
+        led.append_event(stage, rec.id, "recover", actor=d.actor, reason=f"{action} after dying in {rec.state}")
+        if op == "apply":
+            changes = [(Consumer(c["model"], c["kind"], c["target"], c.get("variable")), c["value"], c["previous"])
+                       for c in rec.data.get("consumers") or []]
+            set_consumers(changes, ssm=d.ssm, lc=d.lambda_client, clock=d.clock, sleep=d.sleep)
+            for step in reversed(rec.data.get("models") or []):
+                _undo_model(d.lambda_client, step, d.sleep)
+            led.transition(stage, rec.id, "rolled_back", actor=d.actor,
+                           reason=f"recovered: undone (died in {rec.state})")
+        elif op == "revert":
+            changes = [(Consumer(c["model"], c["kind"], c["target"], c.get("variable")), c["previous"], c["value"])
+                       for c in rec.data.get("consumers") or []]
+            set_consumers(changes, ssm=d.ssm, lc=d.lambda_client, clock=d.clock, sleep=d.sleep)
+            for m in sorted(rec.data.get("models") or [], key=lambda m: bool(m.get("delete_function"))):
+                _undo_model(d.lambda_client, {"function": m["function"], "created": m.get("delete_function"),
+                                              "previous_version": m.get("to_version")}, d.sleep)
+            led.transition(stage, rec.id, "succeeded", actor=d.actor, reason="recovered: revert completed")
+            if rec.data.get("reverts"):
+                led.append_event(stage, rec.data["reverts"], "reverted", actor=d.actor, data={"reverted_by": rec.id})
+        else:
+            led.transition(stage, rec.id, "failed", actor=d.actor, reason=f"recovered: closed (died in {rec.state})")
+    finally:
+        led.release(lock)
+    return {**out, "state": "recovered"}
 
 
 # --- garbage collection ----------------------------------------------------------------------
@@ -770,6 +836,7 @@ def gc(cfg: Any, stage: str, d: ZooDeps, *, older_than: float, dry_run: bool = F
     data = {"operation": "gc", "older_than_s": older_than, "delete": plan, "dry_run": dry_run}
     if dry_run or not plan:
         return {**data, "deleted": []}
+    check_startable(d.ledger, stage, d.clock)
     rid = new_id(now)
     lock = d.ledger.acquire(stage, rid, d.actor, d.lease)
     rec = d.ledger.put_record(ZOO, stage, data, actor=d.actor, state="collecting", record_id=rid)
@@ -905,6 +972,8 @@ def rollout(cfg: Any, deps_for: Callable[[str], ZooDeps], *, stages: list[str] |
     models = list(models) if models else None
     for i, stage in enumerate(order):
         d = deps_for(stage)
+        if not dry_run:  # a dead operation leaves a half state: planning on it would mislead
+            check_startable(d.ledger, stage, d.clock)
         plan = plan_stage(cfg, stage, deps=d, models=models, image_uri=image_uri)
         entry: dict[str, Any] = {"stage": stage, "plan": plan.to_dict()}
         result["stages"].append(entry)

@@ -240,3 +240,23 @@ def approve(app: App, comment: str | None, reject: bool, models: tuple[str, ...]
     app.out.result(data, data["note"] or f"{'rejected' if reject else 'approved'} zoo set {digest[:19]}… for "
                                          f"{stage}: {data['status']['explanation']}")
     return 0
+
+
+@zoo.command()
+@stage_option(required=True)
+@click.option("--force", is_flag=True, help="Take the lock even if its lease has not expired (holder is dead).")
+@dry_run_option
+@output_option
+@pass_app
+def recover(app: App, force: bool, dry_run: bool) -> int:
+    """Undo a zoo apply (or finish a revert) that died mid-way; recorded in the ledger."""
+    from .. import zoo as z
+
+    data = z.recover(app.config(), app.stage, _deps(app, app.stage), force=force, dry_run=dry_run)
+    if data["action"] == "nothing-to-recover":
+        app.out.result(data, f"nothing to recover on {app.stage}")
+        return 0
+    verb = "would" if dry_run else "did"
+    app.out.result(data, f"{verb} {data['action']} for zoo {data['operation']} {data['record']} on {app.stage} "
+                         f"(it died in state {data['died_in']})")
+    return 0

@@ -307,3 +307,35 @@ def test_prod_needs_staging_gate_and_approvals(zoo, run_pt, monkeypatch):
     checks = {c["check"]: c for c in r.json()["stages"][0]["checks"]}
     assert checks["approvals"]["ok"] and "carol" in checks["approvals"]["detail"]
     assert zoo.consumers("prod") == ("zz-prod-resnet:1", "zz-prod-resnet:1")
+
+
+def test_dead_apply_is_refused_then_recovered(zoo, run_pt):
+    """An apply that died after moving resnet to v2 and one consumer: `pt zoo recover` undoes both."""
+    from pipeline_tools.ledger import Ledger
+
+    assert pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1).exit_code == 0
+    led = Ledger(zoo.aws.client("dynamodb"), "zz-ledger")
+    fn = "zz-staging-resnet"
+    v2 = zoo.lam.publish_version(FunctionName=fn, Description="pt zoo dead")["Version"]
+    zoo.lam.update_alias(FunctionName=fn, Name="live", FunctionVersion=v2)
+    zoo.ssm.put_parameter(Name="/zz/staging/resnet", Value=f"{fn}:{v2}", Type="String", Overwrite=True)
+    led.acquire("staging", "20261127T000000000Z-dead00", {"name": "bob"}, lease=0)
+    led.put_record("zoo", "staging", {
+        "operation": "apply", "set_digest": "sha256:" + "0" * 64,
+        "models": [{"model": "resnet", "action": "new-version", "function": fn, "created": False,
+                    "previous_version": "1", "version": v2}],
+        "consumers": [{"consumer": "ssm:/zz/staging/resnet", "model": "resnet", "kind": "ssm",
+                       "target": "/zz/staging/resnet", "variable": None, "previous": f"{fn}:1",
+                       "value": f"{fn}:{v2}"}]}, state="repointing", record_id="20261127T000000000Z-dead00")
+
+    r = pt(run_pt, zoo, "apply", "--stage", "staging")
+    assert r.exit_code == 4 and "pt zoo recover --stage staging" in r.stderr, r
+    r = pt(run_pt, zoo, "recover", "--stage", "staging", "--dry-run", "--output", "json")
+    assert r.exit_code == 0 and r.json()["action"] == "undo-apply" and zoo.alias(fn) == v2
+    r = pt(run_pt, zoo, "recover", "--stage", "staging", "--output", "json")
+    assert r.exit_code == 0, r
+    assert zoo.alias(fn) == "1" and zoo.consumers("staging")[0] == f"{fn}:1"
+    assert led.get("staging", "20261127T000000000Z-dead00").state == "rolled_back"
+    assert led.current_lock("staging") is None
+    r = pt(run_pt, zoo, "recover", "--stage", "staging", "--output", "json")
+    assert r.json()["action"] == "nothing-to-recover"
