@@ -485,11 +485,22 @@ def deploy(cfg: Config, plan: Plan, deps: Deps, *, window: dict | None = None) -
             _delete_failed_endpoint(deps, plan.endpoint)
         _cleanup(deps, created[0], created[1])
         led.transition(stage, rec.id, "failed", reason=why, data={"restore": restored})
-        if isinstance(e, PtError):
-            raise type(e)(f"{e.message}; deploy {rec.id} failed, {restored}", e.hint) from None
+        err = _as_pt_error(e)
+        if err is not None:
+            raise type(err)(f"{err.message}; deploy {rec.id} failed, {restored}", err.hint) from None
         raise
     finally:
         led.release(lock)
+
+
+def _as_pt_error(e: BaseException) -> PtError | None:
+    if isinstance(e, PtError):
+        return e
+    if not isinstance(e, Exception):
+        return None  # Ctrl-C / SystemExit: recorded above, re-raised as is
+    from .errors import translate
+
+    return translate(e)
 
 
 def _delete_failed_endpoint(deps: Deps, endpoint: str) -> None:
@@ -900,8 +911,9 @@ def promote_shadow(cfg: Config, stage: str, deps: Deps, *, now: datetime | None 
         restored = _restore(deps, ep, cur.config, t.wait)
         _cleanup(deps, None, ec_name)
         led.transition(stage, rid, "failed", reason=why, data={"restore": restored})
-        if isinstance(e, PtError):
-            raise type(e)(f"{e.message}; promotion {rid} failed, {restored}", e.hint) from None
+        err = _as_pt_error(e)
+        if err is not None:
+            raise type(err)(f"{err.message}; promotion {rid} failed, {restored}", err.hint) from None
         raise
     finally:
         led.release(lk)
