@@ -934,18 +934,19 @@ def promotion_checks(cfg: Any, target: str, digest: str, d: ZooDeps, *, override
     return checks, decision
 
 
-def approve(cfg: Any, target: str, d: ZooDeps, *, decision: str = rules.APPROVE, comment: str | None = None,
-            digest: str) -> dict:
-    """Record an approval of the zoo set `digest` (what the source stage runs) for `target`."""
+def approve(cfg: Any, target: str, d: ZooDeps, *, decision: str = rules.APPROVE,
+            comment: str | None = None) -> dict:
+    """Record an approval of the zoo set the source stage runs (its last succeeded apply) for `target`."""
     from .promote import APPROVAL, load_approvals
 
     src = cfg.stages[target].promote_from
     if not src:
         raise UsageError(f"stage {target} has no promote_from: zoo approvals apply to promotions")
-    rec = source_apply(d.ledger, src, digest)
+    rec = last_apply(d.ledger, src)
     if rec is None:
-        raise NotFoundError(f"{src} does not run this zoo set ({short(digest)})",
+        raise NotFoundError(f"{src} runs no zoo set applied by pt (no succeeded, unreverted zoo apply)",
                             f"approve after `pt zoo apply --stage {src}` succeeded")
+    digest = rec.data["set_digest"]
     new = rules.Approval(stage=target, digest=digest, approver=d.actor.get("name") or "unknown", decision=decision,
                          arn=d.actor.get("arn"), comment=comment, at=d.clock(), deploy_id=rec.id, source="pt-zoo")
     existing = load_approvals(d.ledger, target)
@@ -979,17 +980,27 @@ def rollout(cfg: Any, deps_for: Callable[[str], ZooDeps], *, stages: list[str] |
         result["stages"].append(entry)
         result["set_digest"] = plan.set_digest
         window = None
-        if cfg.stages[stage].promote_from:
-            if dry_run:
-                try:
-                    entry["checks"], _ = promotion_checks(cfg, stage, plan.set_digest, d,
-                                                          override_window=override_window, reason=reason)
-                except PtError as e:
-                    entry["checks"] = [{"check": "refused", "ok": False, "detail": e.message, "hint": e.hint}]
-            else:
+        src = cfg.stages[stage].promote_from
+        if src and dry_run and src in order[:i]:
+            entry["checks"] = [{"check": "promotion", "ok": True,
+                                "detail": f"checked after {src} is applied and its gate passes "
+                                          "(source, gate, approvals, window, lock)"}]
+        elif src and dry_run:
+            try:
+                entry["checks"], _ = promotion_checks(cfg, stage, plan.set_digest, d,
+                                                      override_window=override_window, reason=reason)
+            except PtError as e:
+                entry["checks"] = [{"check": "refused", "ok": False, "detail": e.message, "hint": e.hint}]
+        elif src:
+            try:
                 entry["checks"], decision = promotion_checks(cfg, stage, plan.set_digest, d,
                                                              override_window=override_window, reason=reason)
-                window = decision.to_dict()
+            except PtError as e:
+                d.ledger.put_record(ZOO, stage, {"operation": "apply", "set_digest": plan.set_digest,
+                                                 "refused": True, "hint": e.hint}, actor=d.actor,
+                                    state="failed", reason=f"refused: {e.message}")
+                raise
+            window = decision.to_dict()
         if dry_run:
             continue
         rec = apply_stage(cfg, plan, d, window=window)

@@ -34,7 +34,7 @@ def _image_uri(app: App, image_uri: str | None, from_build: str | None, models: 
     if image_uri and from_build:
         raise UsageError("pass at most one of --image-uri and --from-build")
     if image_uri:
-        return parse_image_uri(image_uri).uri
+        return _checked(app, parse_image_uri(image_uri))
     if not from_build:
         return None
     cfg = app.config()
@@ -46,7 +46,16 @@ def _image_uri(app: App, image_uri: str | None, from_build: str | None, models: 
         raise UsageError(f"--from-build lists {len(cands)} images the selected models use",
                          "set zoo.models.NAME.image, select models with --model, or pass --image-uri")
     b = cands[0]
-    return parse_image_uri(b.get("image_uri") or f"{b.get('repository')}@{b.get('digest')}").uri
+    return _checked(app, parse_image_uri(b.get("image_uri") or f"{b.get('repository')}@{b.get('digest')}"))
+
+
+def _checked(app: App, ref) -> str:
+    """The digest must exist in its registry (ECR API, else the registry HTTP API), as for `pt deploy`."""
+    from ..deploy import check_image, ecr_region
+
+    region = ecr_region(ref)
+    check_image(ref, ecr=app.aws(app.stage).client("ecr", region=region) if region else None)
+    return ref.uri
 
 
 def _stages(app: App) -> list[str]:
@@ -221,24 +230,18 @@ def gc(app: App, older_than: str | None, models: tuple[str, ...], dry_run: bool)
 @stage_option(required=True)
 @click.option("-m", "--comment", metavar="TEXT", help="Why (recorded).")
 @click.option("--reject", is_flag=True, help="Record a rejection instead.")
-@_model_opt
-@_image_opt
 @output_option
 @pass_app
-def approve(app: App, comment: str | None, reject: bool, models: tuple[str, ...], image_uri: str | None) -> int:
-    """Approve (or reject) the zoo set its source stage runs, for this stage."""
+def approve(app: App, comment: str | None, reject: bool) -> int:
+    """Approve (or reject), for this stage, the zoo set its promote_from stage runs."""
     from .. import zoo as z
     from ..approvals import APPROVE, REJECT
 
-    cfg = app.config()
     stage = app.stage
-    src = cfg.stages[stage].promote_from
-    d = _deps(app, stage)
-    digest = z.plan_stage(cfg, src or stage, deps=d, models=models or None, image_uri=image_uri).set_digest
-    data: dict[str, Any] = z.approve(cfg, stage, d, decision=REJECT if reject else APPROVE, comment=comment,
-                                     digest=digest)
-    app.out.result(data, data["note"] or f"{'rejected' if reject else 'approved'} zoo set {digest[:19]}… for "
-                                         f"{stage}: {data['status']['explanation']}")
+    data: dict[str, Any] = z.approve(app.config(), stage, _deps(app, stage), decision=REJECT if reject else APPROVE,
+                                     comment=comment)
+    app.out.result(data, data["note"] or f"{'rejected' if reject else 'approved'} zoo set {data['digest'][:19]}… "
+                                         f"for {stage}: {data['status']['explanation']}")
     return 0
 
 

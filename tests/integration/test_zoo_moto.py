@@ -66,6 +66,15 @@ class Zoo:
                                      Period=60, EvaluationPeriods=1, Threshold=1,
                                      ComparisonOperator="GreaterThanOrEqualToThreshold")
             self.cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="seed")
+        ecr = aws.client("ecr")
+        ecr.create_repository(repositoryName="zz-model")
+        for n, uri in enumerate((IMG1, IMG2)):
+            manifest = json.dumps({"schemaVersion": 2,
+                                   "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                                   "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                                              "size": 1, "digest": "sha256:" + f"{n}" * 64}, "layers": []})
+            ecr.put_image(repositoryName="zz-model", imageManifest=manifest, imageTag=f"t{n}",
+                          imageDigest=uri.split("@")[1])
         self.config = tmp / "pipeline.yml"
         self.write_config()
         self.set_resnet("weights-1")
@@ -234,6 +243,8 @@ def test_bad_input(zoo, run_pt):
     assert r.exit_code == 2 and "not in the zoo whitelist" in r.stderr and "resnet" in r.stderr
     r = pt(run_pt, zoo, "plan", "--image-uri", REPO + ":latest")
     assert r.exit_code == 2 and "digest" in r.stderr
+    r = pt(run_pt, zoo, "plan", "--image-uri", REPO + "@sha256:" + "e" * 64)
+    assert r.exit_code == 1 and "not found in ECR repository zz-model" in r.stderr
 
     (zoo.tmp / "models" / "resnet" / "weights.bin").write_text("tampered")
     r = pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1)
@@ -297,10 +308,13 @@ def test_prod_needs_staging_gate_and_approvals(zoo, run_pt, monkeypatch):
     assert r.exit_code == 0
     refused = r.json()["stages"][0]["checks"][0]
     assert refused["ok"] is False and "approvals" in refused["detail"]
-    r = pt(run_pt, zoo, "approve", "--stage", "prod", "--image-uri", IMG1)
+    r = pt(run_pt, zoo, "apply", "--stage", "prod", "--image-uri", IMG1)
+    assert r.exit_code == 1 and "approvals for prod not satisfied" in r.stderr
+    assert zoo.records("prod", "apply")[0].reason.startswith("refused: approvals")  # the refusal is recorded
+    r = pt(run_pt, zoo, "approve", "--stage", "prod")
     assert r.exit_code == 1 and "commit author" in r.stderr  # two-person rule
     monkeypatch.setenv("PT_ACTOR", "carol")
-    r = pt(run_pt, zoo, "approve", "--stage", "prod", "--image-uri", IMG1, "-m", "ok", "--output", "json")
+    r = pt(run_pt, zoo, "approve", "--stage", "prod", "-m", "ok", "--output", "json")
     assert r.exit_code == 0 and r.json()["status"]["satisfied"], r
     r = pt(run_pt, zoo, "apply", "--stage", "prod", "--image-uri", IMG1, "--output", "json")
     assert r.exit_code == 0, r
