@@ -298,9 +298,9 @@ def resolve_artifacts(cfg: Any, stage: str, model: str, *, s3: Any = None, worke
     from .config import render
 
     spec = cfg.zoo.models[model].artifacts
-    where = render(spec, project=cfg.project, stage=stage)
-    if where.startswith("s3://") or not _looks_local(cfg, where):
-        loc = art.parse_s3_url(where) if where.startswith("s3://") else art.Location.of(cfg.bucket(stage), where)
+    where = render(spec, project=cfg.project, stage=stage, bucket=cfg.bucket(stage))
+    if where.startswith("s3://"):
+        loc = art.parse_s3_url(where)
         if s3 is None:
             raise UsageError(f"model {model}: artifacts are in S3 ({loc.url}) but no S3 client was given")
         try:
@@ -328,10 +328,6 @@ def resolve_artifacts(cfg: Any, stage: str, model: str, *, s3: Any = None, worke
                                 f"re-create the manifest (`pt artifacts manifest {root}`) if the change is wanted")
     manifest = mf.read(root / mf.MANIFEST_NAME)
     return Artifacts(model, str(root), True, manifest_hash(manifest), len(manifest.files))
-
-
-def _looks_local(cfg: Any, where: str) -> bool:
-    return where.startswith(("/", "./", "../")) or (cfg.base_dir / where).exists()
 
 
 def _problems(problems: list[dict]) -> str:
@@ -393,15 +389,27 @@ def write_consumer(c: Consumer, value: str | None, *, ssm: Any, lc: Any, clock: 
         else:
             ssm.put_parameter(Name=c.target, Value=value, Type="String", Overwrite=True)
         return
-    lo.wait_updated(lc, c.target, clock, sleep, 120.0)
-    env = dict((lc.get_function_configuration(FunctionName=c.target).get("Environment") or {})
-               .get("Variables") or {})
+    latest = lo.wait_updated(lc, c.target, clock, sleep, 120.0)
+    alias = lo.read_alias(lc, c.target)
+    if alias.exists:
+        # The consumer is served through its alias: the new value goes live as a new version of it,
+        # which must run exactly the code the alias runs now (never ship an unpublished $LATEST).
+        live_sha = lc.get_function_configuration(FunctionName=c.target, Qualifier=alias.version).get("CodeSha256")
+        if alias.weights or live_sha != latest.get("CodeSha256"):
+            raise DeployFailed(f"consumer {c.target}: its $LATEST code differs from its live version "
+                               f"v{alias.version} (or traffic is split), so its environment cannot be re-published",
+                               f"finish or roll back the deploy of {c.target} first (`pt status`)")
+    env = dict((latest.get("Environment") or {}).get("Variables") or {})
     if value is None:
         env.pop(c.variable or "", None)
     else:
         env[c.variable or ""] = value
     lo.retrying(lc.update_function_configuration, sleep, FunctionName=c.target, Environment={"Variables": env})
     lo.wait_updated(lc, c.target, clock, sleep, 120.0)
+    if alias.exists:
+        desc = lc.get_function_configuration(FunctionName=c.target, Qualifier=alias.version).get("Description") or ""
+        version = lo.publish(lc, c.target, desc if desc.startswith("pt ") else f"pt zoo consumer {c.variable}", sleep)
+        lo.set_alias(lc, c.target, version, {}, exists=True, sleep=sleep)
 
 
 def set_consumers(changes: list[tuple[Consumer, str | None, str | None]], *, ssm: Any, lc: Any,

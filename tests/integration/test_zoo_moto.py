@@ -60,6 +60,10 @@ class Zoo:
         for stage in ("staging", "prod"):
             self.lam.create_function(FunctionName=f"zz-{stage}-api", PackageType="Image", Code={"ImageUri": IMG1},
                                      Role=self.role, Environment={"Variables": {"KEEP": "1"}})
+            if stage == "staging":  # served through alias live (deployed by pt deploy); prod's is not
+                v = self.lam.publish_version(FunctionName="zz-staging-api",
+                                             Description="pt seed " + IMG1.split("@")[1])["Version"]
+                self.lam.create_alias(FunctionName="zz-staging-api", Name="live", FunctionVersion=v)
             self.s3.create_bucket(Bucket=f"zz-{stage}-artifacts")
             alarm = f"zz-{stage}-api-errors"
             self.cw.put_metric_alarm(AlarmName=alarm, MetricName="Errors", Namespace="AWS/Lambda", Statistic="Sum",
@@ -110,11 +114,13 @@ class Zoo:
             return False
 
     def consumers(self, stage: str) -> tuple[str | None, str | None]:
+        """(SSM parameter, RESNET_FN of the api function as it serves: its live alias, else $LATEST)."""
         try:
             p = self.ssm.get_parameter(Name=f"/zz/{stage}/resnet")["Parameter"]["Value"]
         except self.ssm.exceptions.ParameterNotFound:
             p = None
-        env = self.lam.get_function_configuration(FunctionName=f"zz-{stage}-api")["Environment"]["Variables"]
+        qual = {"Qualifier": "live"} if self.alias(f"zz-{stage}-api") else {}
+        env = self.lam.get_function_configuration(FunctionName=f"zz-{stage}-api", **qual)["Environment"]["Variables"]
         return p, env.get("RESNET_FN")
 
     def records(self, stage: str, op: str | None = None):
@@ -160,6 +166,11 @@ def test_plan_then_apply_staging_and_prod_then_skip(zoo, run_pt):
         assert cfgv["MemorySize"] == 1024
         api_env = zoo.lam.get_function_configuration(FunctionName=f"zz-{stage}-api")["Environment"]["Variables"]
         assert api_env["KEEP"] == "1"  # the consumer's other variables are kept
+    # staging's api is served through its alias: the new value went live as a new version of it,
+    # keeping the deploy engine's digest in the description
+    assert zoo.alias("zz-staging-api") == "2"
+    desc = zoo.lam.get_function_configuration(FunctionName="zz-staging-api", Qualifier="2")["Description"]
+    assert desc.startswith("pt seed sha256:")
     rec = zoo.records("staging", "apply")[0]
     states = [t["state"] for t in rec.transitions if t.get("state")]
     assert states[0] == "locked" and states[-1] == "succeeded" and "repointing" in states
@@ -353,3 +364,26 @@ def test_dead_apply_is_refused_then_recovered(zoo, run_pt):
     assert led.current_lock("staging") is None
     r = pt(run_pt, zoo, "recover", "--stage", "staging", "--output", "json")
     assert r.json()["action"] == "nothing-to-recover"
+
+
+def test_consumer_with_unpublished_code_is_not_republished(zoo, run_pt):
+    """Re-publishing the consumer's $LATEST would ship code its alias does not run: refused, all undone."""
+    zoo.lam.update_function_code(FunctionName="zz-staging-api", ImageUri=IMG2)  # e.g. a rolled-back deploy
+    r = pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1)
+    assert r.exit_code == 1 and "differs from its live version" in r.stderr, r
+    assert zoo.consumers("staging") == (None, None)  # the SSM parameter written first was removed again
+    assert zoo.alias("zz-staging-api") == "1" and not zoo.exists("zz-staging-resnet")
+
+
+def test_human_output(zoo, run_pt):
+    r = pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1, "--dry-run")
+    assert r.exit_code == 0 and "dry run: nothing changed" in r.stdout and "new-version" in r.stdout
+    assert not zoo.exists("zz-staging-resnet")
+    assert pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1).exit_code == 0
+    r = pt(run_pt, zoo, "revert", "--stage", "staging")
+    assert r.exit_code == 0 and "zz-staging-resnet: v1 → function deleted" in r.stdout, r
+    assert "ssm:/zz/staging/resnet: zz-staging-resnet:1 → (removed)" in r.stdout
+    r = pt(run_pt, zoo, "gc", "--stage", "staging", "--older-than", "14d", "--dry-run")
+    assert r.exit_code == 0 and "would delete 0 version(s) on staging" in r.stdout
+    r = pt(run_pt, zoo, "gc", "--stage", "staging", "--older-than", "soon")
+    assert r.exit_code == 2 and "--older-than" in r.stderr
