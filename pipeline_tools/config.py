@@ -270,6 +270,7 @@ class SageMakerTargetConfig(_Strict):
     shadow_bake: Duration | None = Field(None, description="shadow time before the gate may PASS "
                                                            "(default: the stage's deploy.bake)")
     stages: list[str] | None = Field(None, description="stages with this endpoint (default: all)")
+    latency_alarm_ms: int = Field(1000, ge=1, description="StageStack alarm: production ModelLatency p99 above this")
     thresholds: ShadowThresholdsConfig = Field(default_factory=ShadowThresholdsConfig)
 
 
@@ -301,8 +302,8 @@ class ZooModelConfig(_Strict):
 
     copy_alongside: bool = Field(False, alias="copy", description="true: deploy <model>_copy next to the running "
                                                                    "one (no consumer re-pointed); false: new version")
-    artifacts: str = Field(description="s3://bucket/prefix, a prefix in the stage bucket, or a local directory "
-                                       "(relative to pipeline.yml); must hold a pt artifacts manifest")
+    artifacts: str = Field(description="s3://BUCKET/prefix ({bucket} = the stage bucket; {project}, {stage}) or a "
+                                       "local directory (relative to pipeline.yml); must hold a pt artifacts manifest")
     image: str | None = Field(None, description="image of `images:` (default: the only image)")
     handler: str | None = Field(None, description="image CMD override")
     memory: int | None = Field(None, ge=128, le=10240)

@@ -191,6 +191,13 @@ class StageStack(Stack):
         # --- deploy role ---
         self.deploy_role = DeployRole(self, "Deploy", stage_stack=self).role
 
+        # --- SageMaker endpoint target (targets.sagemaker, when this stage has it) ---
+        self.endpoint: SageMakerEndpoint | None = None
+        sm_target = cfg.targets.sagemaker
+        if sm_target is not None and (sm_target.stages is None or stage in sm_target.stages):
+            self.endpoint = SageMakerEndpoint(self, "SageMaker", stage_stack=self,
+                                              digest=image_digests.get(sm_target.image, ""), removal=removal)
+
         CfnOutput(self, "DeployRoleArn", value=self.deploy_role.role_arn)
         CfnOutput(self, "TopicArn", value=self.topic.topic_arn)
         CfnOutput(self, "ArtifactsBucket", value=self.artifacts.bucket.bucket_name)
@@ -385,3 +392,174 @@ _RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731
 def _retention(days: int) -> int:
     """The smallest retention CloudWatch Logs allows that is at least `days`."""
     return min((d for d in _RETENTION_DAYS if d >= days), default=_RETENTION_DAYS[-1])
+
+
+class SageMakerEndpoint(Construct):
+    """The SageMaker target of a stage (`targets.sagemaker`, pipeline_tools/sagemaker.py).
+
+    - the execution role SageMaker runs the model with (`<project>-<stage>-sagemaker`): pull the
+      image, read the model artifacts prefix, write data capture, its own logs and metrics;
+    - a bucket policy on the artifacts bucket: only that role may write the data-capture prefix;
+    - the endpoint `<project>-<stage>-<endpoint>` with the model as its production variant and data
+      capture on, conditional on the parameter `SageMakerImageDigest` (empty: created by the first
+      `pt deploy --target sagemaker`; later shadows and promotions are `pt`'s, like Lambda code);
+    - alarms on the production variant (5XX errors, ModelLatency p99) for `pt gate`;
+    - the deploy role's SageMaker permissions (models, endpoint configs, the endpoint, PassRole).
+    """
+
+    def __init__(self, scope: Construct, id: str, *, stage_stack: StageStack, digest: str,
+                 removal: RemovalPolicy) -> None:
+        from aws_cdk import aws_sagemaker as sagemaker
+
+        from .. import sagemaker as smt
+
+        super().__init__(scope, id)
+        st = stage_stack
+        cfg, stage = st.cfg, st.stage_name
+        t = cfg.targets.sagemaker
+        assert t is not None
+        ep = smt.endpoint_name(cfg, stage)
+        loc = smt.artifacts_location(cfg, stage)
+        capture_prefix = smt.capture_prefix(ep)
+        bucket = st.artifacts.bucket
+        repo = st.repositories[t.image]
+        self.endpoint_name = ep
+
+        self.role = iam.Role(self, "ExecutionRole", role_name=smt.role_name(cfg.project, stage),
+                             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+                             description=f"SageMaker runs {ep} with it: image, model artifacts, data capture, logs")
+        log_group = arn(st, "logs", f"log-group:/aws/sagemaker/Endpoints/{ep}")
+        model_objects = f"{bucket.bucket_arn}/{loc.prefix}/*" if loc.bucket == cfg.bucket(stage) else None
+        statements = [
+            iam.PolicyStatement(sid="PullImage", actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                                                          "ecr:BatchCheckLayerAvailability"],
+                                resources=[repo.repository_arn]),
+            iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+            iam.PolicyStatement(sid="DataCapture", actions=["s3:PutObject"],
+                                resources=[bucket.arn_for_objects(f"{capture_prefix}/*")]),
+            iam.PolicyStatement(sid="Logs", actions=["logs:CreateLogGroup", "logs:CreateLogStream",
+                                                     "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                                resources=[log_group, f"{log_group}:log-stream:*"]),
+            iam.PolicyStatement(sid="Metrics", actions=["cloudwatch:PutMetricData"], resources=["*"],
+                                conditions={"StringLike": {"cloudwatch:namespace": ["AWS/SageMaker", "/aws/sagemaker/*"]
+                                                           + ([t.thresholds.user_metric.namespace]
+                                                              if t.thresholds.user_metric else [])}}),
+        ]
+        if model_objects:
+            statements.append(iam.PolicyStatement(sid="ModelArtifacts", actions=["s3:GetObject"],
+                                                  resources=[model_objects]))
+            statements.append(iam.PolicyStatement(
+                sid="ModelArtifactsList", actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{loc.prefix}/*", loc.prefix]}}))
+        else:  # artifacts in another bucket (s3://… in model_artifacts)
+            other = f"arn:{st.partition}:s3:::{loc.bucket}"
+            objects = f"{other}/{loc.prefix}/*" if loc.prefix else f"{other}/*"
+            statements.append(iam.PolicyStatement(sid="ModelArtifacts", actions=["s3:GetObject"],
+                                                  resources=[objects]))
+            statements.append(iam.PolicyStatement(sid="ModelArtifactsList", actions=["s3:ListBucket"],
+                                                  resources=[other]))
+        policy = iam.Policy(self, "ExecutionPolicy", statements=statements)
+        policy.attach_to_role(self.role)
+
+        # Data capture: this role writes the prefix, nobody else (besides the account's admins).
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid="DataCaptureWriterOnly", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+            actions=["s3:PutObject"], resources=[bucket.arn_for_objects(f"{capture_prefix}/*")],
+            conditions={"ArnNotEquals": {"aws:PrincipalArn": [
+                self.role.role_arn, arn(st, "iam", f"role/{names.deploy_role(cfg.project, stage)}", region=False)]}}))
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid="DataCaptureWrite", principals=[self.role], actions=["s3:PutObject"],
+            resources=[bucket.arn_for_objects(f"{capture_prefix}/*")]))
+
+        # --- the endpoint (seeded from a digest parameter) ---
+        param = CfnParameter(st, "SageMakerImageDigest", type="String", default=digest,
+                             allowed_pattern=DIGEST_PATTERN,
+                             constraint_description="empty, or an image digest sha256:<64 hex> (from `pt build-push`)",
+                             description=f"digest of image '{t.image}' endpoint {ep} starts from; empty = no "
+                                         "endpoint yet (`pt deploy --target sagemaker` creates it)")
+        has = CfnCondition(st, "HasSageMakerImage",
+                           expression=Fn.condition_not(Fn.condition_equals(param.value_as_string, "")))
+        model = sagemaker.CfnModel(
+            self, "Model", execution_role_arn=self.role.role_arn,
+            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
+                image=Fn.join("", [repo.repository_uri, "@", param.value_as_string]), mode="SingleModel",
+                model_data_source=sagemaker.CfnModel.ModelDataSourceProperty(
+                    s3_data_source=sagemaker.CfnModel.S3DataSourceProperty(
+                        s3_uri=f"{loc.url}/", s3_data_type="S3Prefix", compression_type="None"))))
+        model.node.add_dependency(policy)
+        config = sagemaker.CfnEndpointConfig(
+            self, "Config",
+            production_variants=[sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                variant_name=smt.PRODUCTION, model_name=model.attr_model_name, instance_type=t.instance_type,
+                initial_instance_count=t.instance_count, initial_variant_weight=1.0)],
+            data_capture_config=sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
+                enable_capture=t.data_capture > 0, initial_sampling_percentage=max(t.data_capture, 1),
+                destination_s3_uri=f"s3://{cfg.bucket(stage)}/{capture_prefix}",
+                capture_options=[sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Input"),
+                                 sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Output")]))
+        endpoint = sagemaker.CfnEndpoint(self, "Endpoint", endpoint_name=ep,
+                                         endpoint_config_name=config.attr_endpoint_config_name)
+        endpoint.apply_removal_policy(removal)
+        for res in (model, config, endpoint):
+            res.cfn_options.condition = has
+
+        # --- alarms on the production variant (read by `pt gate`; the shadow is compared by metrics) ---
+        names_ = smt.alarm_names(cfg.project, stage, t.endpoint)
+        dims = {"EndpointName": ep, "VariantName": smt.PRODUCTION}
+        minute = Duration.minutes(1)
+        self.alarms = [
+            cw.Alarm(self, "Alarm5xx", alarm_name=names_["errors"],
+                     alarm_description=f"5XX errors of {ep} (production); read by `pt gate --stage {stage}`",
+                     metric=cw.Metric(namespace=smt.NAMESPACE, metric_name="Invocation5XXErrors", statistic="Sum",
+                                      period=minute, dimensions_map=dims),
+                     threshold=1, evaluation_periods=1,
+                     comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                     treat_missing_data=cw.TreatMissingData.NOT_BREACHING),
+            cw.Alarm(self, "AlarmLatency", alarm_name=names_["latency"],
+                     alarm_description=f"ModelLatency p99 of {ep} (production) above {t.latency_alarm_ms} ms",
+                     metric=cw.Metric(namespace=smt.NAMESPACE, metric_name="ModelLatency", statistic="p99",
+                                      period=minute, dimensions_map=dims),
+                     threshold=t.latency_alarm_ms * 1000, evaluation_periods=3, datapoints_to_alarm=2,
+                     comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                     treat_missing_data=cw.TreatMissingData.NOT_BREACHING),
+        ]
+        for alarm in self.alarms:
+            alarm.add_alarm_action(cw_actions.SnsAction(st.topic))
+            alarm.add_ok_action(cw_actions.SnsAction(st.topic))
+
+        # --- what `pt` needs on top of the DeployRole ---
+        models = arn(st, "sagemaker", f"model/{ep}-*")
+        configs = arn(st, "sagemaker", f"endpoint-config/{ep}-*")
+        endpoint_arn = arn(st, "sagemaker", f"endpoint/{ep}")
+        deploy_policy = iam.ManagedPolicy(self, "DeployPolicy", description=f"what pt needs for endpoint {ep}",
+                                          statements=[
+            iam.PolicyStatement(sid="SageMakerRead", actions=["sagemaker:DescribeEndpoint",
+                                                               "sagemaker:DescribeEndpointConfig",
+                                                               "sagemaker:DescribeModel"],
+                                resources=[endpoint_arn, configs, models, arn(st, "sagemaker", "endpoint-config/*"),
+                                           arn(st, "sagemaker", "model/*")]),
+            iam.PolicyStatement(sid="SageMakerDeploy", actions=[
+                "sagemaker:CreateModel", "sagemaker:DeleteModel", "sagemaker:CreateEndpointConfig",
+                "sagemaker:DeleteEndpointConfig", "sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint",
+                "sagemaker:DeleteEndpoint", "sagemaker:AddTags"], resources=[endpoint_arn, configs, models]),
+            iam.PolicyStatement(sid="PassExecutionRole", actions=["iam:PassRole"], resources=[self.role.role_arn],
+                                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+        ])
+        st.deploy_role.add_managed_policy(deploy_policy)
+        acknowledge_wildcards(policy, "ECR login has no resource scope; data capture and model artifacts are "
+                              "object prefixes of the stage bucket; log streams of the endpoint's own log group; "
+                              "PutMetricData has no resource scope and is limited by namespace",
+                              ["Resource::*", f"Resource::{ref(bucket)}/{capture_prefix}/*",
+                               f"Resource::{ref(bucket)}/{loc.prefix}/*" if model_objects else
+                               f"Resource::arn:<AWS::Partition>:s3:::{loc.bucket}/{loc.prefix}/*",
+                               f"Resource::{nag_arn(st, 'logs', f'log-group:/aws/sagemaker/Endpoints/{ep}')}"
+                               ":log-stream:*"])
+        acknowledge_wildcards(self, "models and endpoint configs pt creates are named <endpoint>-<record id>; "
+                              "describing the endpoint's current config/model needs their ARNs, which pt learns "
+                              "at run time",
+                              [f"Resource::{nag_arn(st, 'sagemaker', f'model/{ep}-*')}",
+                               f"Resource::{nag_arn(st, 'sagemaker', f'endpoint-config/{ep}-*')}",
+                               f"Resource::{nag_arn(st, 'sagemaker', 'endpoint-config/*')}",
+                               f"Resource::{nag_arn(st, 'sagemaker', 'model/*')}"])
+        CfnOutput(st, "SageMakerEndpoint", value=ep)
+        CfnOutput(st, "SageMakerExecutionRoleArn", value=self.role.role_arn)
