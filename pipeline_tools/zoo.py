@@ -943,7 +943,7 @@ def promotion_checks(cfg: Any, target: str, digest: str, d: ZooDeps, *, override
 
 
 def approve(cfg: Any, target: str, d: ZooDeps, *, decision: str = rules.APPROVE,
-            comment: str | None = None) -> dict:
+            comment: str | None = None, dry_run: bool = False) -> dict:
     """Record an approval of the zoo set the source stage runs (its last succeeded apply) for `target`."""
     from .promote import APPROVAL, load_approvals
 
@@ -960,12 +960,13 @@ def approve(cfg: Any, target: str, d: ZooDeps, *, decision: str = rules.APPROVE,
     existing = load_approvals(d.ledger, target)
     author = (rec.actor or {}).get("author")
     note = rules.check_new(new, existing=existing, rule=cfg.stages[target].approvals, author=author)
-    if note is None:
+    if note is None and not dry_run:
         d.ledger.put_record(APPROVAL, target, {k: v for k, v in new.to_dict().items() if k != "id"}, actor=d.actor,
                             state="approved" if decision == rules.APPROVE else "rejected", reason=comment)
     st = rules.evaluate(load_approvals(d.ledger, target), stage=target, digest=digest,
                         rule=cfg.stages[target].approvals, author=author)
-    return {"stage": target, "digest": digest, "note": note, "status": st.to_dict()}
+    return {"stage": target, "digest": digest, "source_apply": rec.id, "note": note, "dry_run": dry_run,
+            "status": st.to_dict()}
 
 
 def rollout(cfg: Any, deps_for: Callable[[str], ZooDeps], *, stages: list[str] | None = None,

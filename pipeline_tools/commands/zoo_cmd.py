@@ -230,17 +230,19 @@ def gc(app: App, older_than: str | None, models: tuple[str, ...], dry_run: bool)
 @stage_option(required=True)
 @click.option("-m", "--comment", metavar="TEXT", help="Why (recorded).")
 @click.option("--reject", is_flag=True, help="Record a rejection instead.")
+@dry_run_option
 @output_option
 @pass_app
-def approve(app: App, comment: str | None, reject: bool) -> int:
+def approve(app: App, comment: str | None, reject: bool, dry_run: bool) -> int:
     """Approve (or reject), for this stage, the zoo set its promote_from stage runs."""
     from .. import zoo as z
     from ..approvals import APPROVE, REJECT
 
     stage = app.stage
     data: dict[str, Any] = z.approve(app.config(), stage, _deps(app, stage), decision=REJECT if reject else APPROVE,
-                                     comment=comment)
-    app.out.result(data, data["note"] or f"{'rejected' if reject else 'approved'} zoo set {data['digest'][:19]}… "
+                                     comment=comment, dry_run=dry_run)
+    verb = ("would reject" if reject else "would approve") if dry_run else ("rejected" if reject else "approved")
+    app.out.result(data, data["note"] or f"{verb} zoo set {data['digest'][:19]}… (zoo apply {data['source_apply']}) "
                                          f"for {stage}: {data['status']['explanation']}")
     return 0
 

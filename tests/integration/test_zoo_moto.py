@@ -325,6 +325,8 @@ def test_prod_needs_staging_gate_and_approvals(zoo, run_pt, monkeypatch):
     r = pt(run_pt, zoo, "approve", "--stage", "prod")
     assert r.exit_code == 1 and "commit author" in r.stderr  # two-person rule
     monkeypatch.setenv("PT_ACTOR", "carol")
+    r = pt(run_pt, zoo, "approve", "--stage", "prod", "--dry-run")
+    assert r.exit_code == 0 and "would approve zoo set" in r.stdout and "0 of 1" in r.stdout, r
     r = pt(run_pt, zoo, "approve", "--stage", "prod", "-m", "ok", "--output", "json")
     assert r.exit_code == 0 and r.json()["status"]["satisfied"], r
     r = pt(run_pt, zoo, "apply", "--stage", "prod", "--image-uri", IMG1, "--output", "json")
