@@ -565,20 +565,33 @@ def qualified(function: str, version: str) -> str:
 def apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, *, window: dict | None = None) -> Record | None:
     """Roll the plan out on its stage: lock, each model (recorded), consumers all-or-none, done.
 
-    Any failure rolls back what this apply changed (aliases, created functions, consumers) and
-    raises DeployFailed; the record ends `rolled_back`. Returns None when nothing changes.
+    Any failure, Ctrl-C or SIGTERM rolls back what this apply changed (aliases, created functions,
+    consumers) and raises DeployFailed; the record ends `rolled_back`. None when nothing changes.
     """
-    stage = plan.stage
+    from .deploy import _Signals  # the deploy engine's SIGTERM/SIGINT → rollback handling
+
     if plan.noop:
         return None
+    with _Signals() as sig:
+        return _apply_stage(cfg, plan, d, window, sig)
+
+
+def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: Any) -> Record:
+    stage = plan.stage
     led = d.ledger
     check_startable(led, stage, d.clock)
     rid = new_id(d.clock())
+    sig.shielded = True  # no lock without its record: a signal here is handled once inside `try`
     lock = led.acquire(stage, rid, d.actor, d.lease)
     steps: list[dict] = []
     changes: list[tuple[Consumer, str | None, str | None]] = []
     rec = None
     try:
+        sig.shielded = False
+        if sig.received:
+            from .deploy import Interrupted
+
+            raise Interrupted(sig.received)
         rec = led.put_record(ZOO, stage, {"operation": "apply", "set_digest": plan.set_digest,
                                           "plan": plan.to_dict(), "window": window, "models": [],
                                           "consumers": []},
@@ -615,6 +628,7 @@ def apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, *, window: dict | None = No
         rec = led.transition(stage, rid, "succeeded", actor=d.actor, current=rec,
                              reason=f"{len(steps)} model(s) rolled out", data={"finished": d.clock()})
     except BaseException as exc:
+        sig.shielded = True  # a second signal must not interrupt the rollback
         reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         errors = []
         for s in reversed(steps):

@@ -389,3 +389,44 @@ def test_human_output(zoo, run_pt):
     assert r.exit_code == 0 and "would delete 0 version(s) on staging" in r.stdout
     r = pt(run_pt, zoo, "gc", "--stage", "staging", "--older-than", "soon")
     assert r.exit_code == 2 and "--older-than" in r.stderr
+
+
+def test_sigterm_during_apply_rolls_back(zoo):
+    """SIGTERM after resnet's version is published: everything this apply did is undone, lock freed."""
+    import os
+    import signal
+
+    from pipeline_tools import config
+    from pipeline_tools import zoo as z
+    from pipeline_tools.artifacts import s3_client
+    from pipeline_tools.ledger import Ledger, ensure_table
+
+    class Terminating:
+        """The real Lambda client; SIGTERMs this process on the second publish_version."""
+
+        def __init__(self, real):
+            self.real, self.published = real, 0
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def publish_version(self, **kw):
+            out = self.real.publish_version(**kw)
+            self.published += 1
+            if self.published == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return out
+
+    ddb = zoo.aws.client("dynamodb")
+    ensure_table(ddb, "zz-ledger", project="zz", stage="staging", local=True)
+    led = Ledger(ddb, "zz-ledger")
+    d = z.ZooDeps(lambda_client=Terminating(zoo.lam), ssm=zoo.ssm, ledger=led, s3=s3_client(zoo.aws),
+                  actor={"name": "alice"})
+    cfg = config.load(zoo.config)
+    plan = z.plan_stage(cfg, "staging", deps=d, image_uri=IMG1)
+    with pytest.raises(z.DeployFailed, match="SIGTERM"):
+        z.apply_stage(cfg, plan, d)
+    assert not zoo.exists("zz-staging-resnet") and not zoo.exists("zz-staging-bert")
+    assert zoo.consumers("staging") == (None, None)
+    assert zoo.records("staging", "apply")[0].state == "rolled_back"
+    assert led.current_lock("staging") is None
