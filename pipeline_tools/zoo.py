@@ -477,6 +477,10 @@ def require_zoo(cfg: Any) -> Any:
     if cfg.zoo is None or not cfg.zoo.models:
         raise UsageError("no model zoo configured (zoo.models is empty)",
                          "add a `zoo:` section with `models: {NAME: {copy: false, artifacts: DIR}}` to pipeline.yml")
+    clash = sorted(n for m in cfg.zoo.models for n in (m, m + COPY_SUFFIX) if n in cfg.functions)
+    if clash:
+        raise UsageError(f"zoo model name(s) {', '.join(clash)} collide with `functions:` (same Lambda name)",
+                         "rename the model: `pt deploy` and `pt zoo` would fight over one function")
     return cfg.zoo
 
 

@@ -281,6 +281,12 @@ def test_unknown_model_in_config(zoo, run_pt):
     assert r.exit_code == 2 and "unknown model 'resnt'" in r.stderr and "did you mean 'resnet'" in r.stderr
 
 
+def test_model_named_like_a_function(zoo, run_pt):
+    zoo.config.write_text(zoo.config.read_text().replace("    bert: {copy: true", "    api: {copy: true"))
+    r = pt(run_pt, zoo, "plan")
+    assert r.exit_code == 2 and "api collide with `functions:`" in r.stderr, r
+
+
 def test_consumer_failure_undoes_everything(zoo, run_pt):
     zoo.ssm.put_parameter(Name="/zz/staging/resnet", Value="old-value", Type="String")
     zoo.lam.delete_function(FunctionName="zz-staging-api")  # the second consumer cannot be updated
