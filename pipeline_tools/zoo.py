@@ -30,7 +30,7 @@ from typing import Any
 from . import approvals as rules
 from . import gate as gate_mod
 from . import lambda_ops as lo
-from . import windows
+from . import names, windows
 from .errors import DeployFailed, GateWait, LockedError, NotFoundError, PtError, UsageError
 from .ledger import DEFAULT_LEASE, Ledger, Record, RecoveryNeeded, new_id
 
@@ -40,6 +40,7 @@ SKIP, COPY, NEW_VERSION = "skip", "copy", "new-version"
 LAMBDA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ARTIFACTS_IN_TEXT = re.compile(r"artifacts=(sha256:[0-9a-f]{64})")
 ENV_MODEL, ENV_ARTIFACTS, ENV_SHA = "PT_MODEL", "PT_MODEL_ARTIFACTS", "PT_MODEL_SHA256"
+TAG_MODEL, TAG_APPLY = "pt:zoo-model", "pt:zoo-apply"  # on functions pt creates
 
 
 class ArtifactsMismatch(PtError):
@@ -507,7 +508,7 @@ def _upload(cfg: Any, stage: str, m: ModelPlan, s3: Any) -> str:
     if s3 is None:
         raise UsageError(f"model {m.model}: local artifacts need an S3 client to upload them")
     loc = art.Location.of(cfg.bucket(stage), f"zoo/{m.model}/{m.artifacts.removeprefix('sha256:')[:16]}")
-    art.push(s3, m.location or "", loc, stack=f"{cfg.project}-{stage}-stage")
+    art.push(s3, m.location or "", loc, stack=names.stage_stack(cfg.project, stage))
     return loc.url
 
 
@@ -531,7 +532,7 @@ def _deploy_model(cfg: Any, stage: str, m: ModelPlan, where: str, rid: str, d: Z
     if m.create:
         lo.retrying(lc.create_function, d.sleep, FunctionName=m.function, PackageType="Image",
                     Code={"ImageUri": m.image_uri}, Role=_role(cfg, stage, lc, m.model),
-                    Description=f"pt zoo model {m.model}", Tags={"pt:zoo-model": m.model}, **conf)
+                    Description=f"pt zoo model {m.model}", Tags={TAG_MODEL: m.model, TAG_APPLY: rid}, **conf)
         lo.wait_updated(lc, m.function, d.clock, d.sleep, d.update_timeout)
     else:
         lo.wait_updated(lc, m.function, d.clock, d.sleep, d.update_timeout)
@@ -548,10 +549,17 @@ def _deploy_model(cfg: Any, stage: str, m: ModelPlan, where: str, rid: str, d: Z
 
 
 def _undo_model(lc: Any, step: dict, sleep: Callable[[float], None]) -> None:
-    """Put a model function back as it was before the apply (alias back; a created function deleted)."""
+    """Put a model function back as it was before the apply (alias back; a created function deleted).
+
+    A function is deleted only if it carries the tag of the apply that created it: if creating it
+    failed because someone else's function of that name appeared meanwhile, that one stays.
+    """
     if step.get("created"):
         try:
-            lo.retrying(lc.delete_function, sleep, FunctionName=step["function"])
+            tags = lc.get_function(FunctionName=step["function"]).get("Tags") or {}
+            mine = tags.get(TAG_APPLY) == step["apply_id"] if step.get("apply_id") else TAG_MODEL in tags
+            if mine:
+                lo.retrying(lc.delete_function, sleep, FunctionName=step["function"])
         except Exception as e:
             if _code(e) != "ResourceNotFoundException":
                 raise
@@ -604,7 +612,7 @@ def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: 
         for m in plan.changing():
             d.log(f"{stage}: {m.model}: {m.action} → {m.function}")
             where = _upload(cfg, stage, m, d.s3)
-            step = {"model": m.model, "action": m.action, "function": m.function, "created": m.create,
+            step = {"model": m.model, "action": m.action, "function": m.function, "created": m.create, "apply_id": rid,
                     "previous_version": m.previous_version, "version": None, "artifacts": m.artifacts,
                     "artifacts_location": where, "image_digest": m.image_digest}
             rec = led.transition(stage, rid, "applying", reason=f"{m.action} {m.model}", actor=d.actor,
@@ -682,6 +690,7 @@ def revert(cfg: Any, stage: str, d: ZooDeps, *, dry_run: bool = False) -> dict:
         changes.append((c, ch["value"], ch["previous"]))
     data = {"operation": "revert", "reverts": target.id, "set_digest": target.data.get("set_digest"),
             "models": [{"model": s["model"], "function": s["function"], "from_version": s.get("version"),
+                        "apply_id": s.get("apply_id"),
                         "to_version": None if s.get("created") else s.get("previous_version"),
                         "delete_function": bool(s.get("created"))} for s in steps],
             "consumers": [_change(c, new, old) for c, new, old in changes]}
@@ -774,7 +783,8 @@ def recover(cfg: Any, stage: str, d: ZooDeps, *, force: bool = False, dry_run: b
             set_consumers(changes, ssm=d.ssm, lc=d.lambda_client, clock=d.clock, sleep=d.sleep)
             for m in sorted(rec.data.get("models") or [], key=lambda m: bool(m.get("delete_function"))):
                 _undo_model(d.lambda_client, {"function": m["function"], "created": m.get("delete_function"),
-                                              "previous_version": m.get("to_version")}, d.sleep)
+                                              "previous_version": m.get("to_version"),
+                                              "apply_id": m.get("apply_id")}, d.sleep)
             led.transition(stage, rec.id, "succeeded", actor=d.actor, reason="recovered: revert completed")
             if rec.data.get("reverts"):
                 led.append_event(stage, rec.data["reverts"], "reverted", actor=d.actor, data={"reverted_by": rec.id})

@@ -436,3 +436,26 @@ def test_sigterm_during_apply_rolls_back(zoo):
     assert zoo.consumers("staging") == (None, None)
     assert zoo.records("staging", "apply")[0].state == "rolled_back"
     assert led.current_lock("staging") is None
+
+
+def test_rollback_never_deletes_a_function_it_did_not_create(zoo):
+    """Planned as 'create', but another party's function of that name appeared before the apply:
+    the create fails, the rollback leaves that function alone."""
+    from pipeline_tools import config
+    from pipeline_tools import zoo as z
+    from pipeline_tools.artifacts import s3_client
+    from pipeline_tools.ledger import Ledger, ensure_table
+
+    ddb = zoo.aws.client("dynamodb")
+    ensure_table(ddb, "zz-ledger", project="zz", stage="staging", local=True)
+    d = z.ZooDeps(lambda_client=zoo.lam, ssm=zoo.ssm, ledger=Ledger(ddb, "zz-ledger"), s3=s3_client(zoo.aws),
+                  sleep=lambda _s: None, actor={"name": "alice"})
+    cfg = config.load(zoo.config)
+    plan = z.plan_stage(cfg, "staging", deps=d, image_uri=IMG1, models=["resnet"])
+    assert plan.models[0].create
+    zoo.lam.create_function(FunctionName="zz-staging-resnet", PackageType="Image", Code={"ImageUri": IMG2},
+                            Role=zoo.role)
+    with pytest.raises(z.DeployFailed, match="rolled back"):
+        z.apply_stage(cfg, plan, d)
+    assert zoo.exists("zz-staging-resnet")
+    assert zoo.records("staging", "apply")[0].state == "rolled_back"
