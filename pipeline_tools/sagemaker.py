@@ -974,6 +974,56 @@ def rollback(cfg: Config, stage: str, deps: Deps, *, dry_run: bool = False) -> d
     return {**plan, "record": rec.to_dict()}
 
 
+
+# --- recover ----------------------------------------------------------------------------------
+
+
+def unfinished(led: Ledger, stage: str) -> Record | None:
+    for rec in led.query(stage, KIND, limit=20):
+        if not rec.final:
+            return rec
+    return None
+
+
+def recover(cfg: Config, stage: str, deps: Deps, *, force: bool = False, dry_run: bool = False,
+            lease: float | None = None) -> dict:
+    """A SageMaker step that died mid-way (killed runner): endpoint back on the config it had
+    before the step, the step's own new config/model deleted, record `failed`, lock released."""
+    t = target(cfg, stage)
+    led = deps.ledger
+    rec = unfinished(led, stage)
+    if rec is None:
+        return {"target": "sagemaker", "stage": stage, "action": "nothing-to-recover"}
+    ep = rec.data.get("endpoint") or endpoint_name(cfg, stage)
+    prev = rec.data.get("previous_endpoint_config")
+    out = {"target": "sagemaker", "stage": stage, "deploy_id": rec.id, "died_in": rec.state,
+           "operation": rec.data.get("operation"), "action": "restore", "endpoint": ep, "to_endpoint_config": prev,
+           "dry_run": dry_run}
+    if dry_run:
+        return out
+    from .ledger import DEFAULT_LEASE
+
+    took = led.take_over(stage, rec.id, deps.actor, lease or DEFAULT_LEASE, force=force)
+    try:
+        led.append_event(stage, rec.id, "recover", actor=deps.actor, reason=f"restore after dying in {rec.state}")
+        if rec.data.get("operation") == "create":
+            _delete_failed_endpoint(deps, ep)
+            restored = "new endpoint: nothing to restore"
+        elif rec.data.get("operation") == "rollback":
+            # a rollback that died: finish it (its target is the config it was moving to)
+            restored = _restore(deps, ep, rec.data.get("endpoint_config"), t.wait)
+        else:
+            restored = _restore(deps, ep, prev, t.wait)
+        if rec.data.get("operation") in ("create", "shadow", "promote"):
+            _cleanup(deps, rec.data.get("model") if rec.data.get("operation") != "promote" else None,
+                     rec.data.get("endpoint_config"))
+        led.transition(stage, rec.id, "failed", actor=deps.actor, reason=f"recovered: died in {rec.state}; {restored}",
+                       data={"restore": restored})
+    finally:
+        led.release(took)
+    return {**out, "restore": restored}
+
+
 __all__ = ["Deps", "EndpointFailed", "Plan", "ShadowRefused", "ShadowReport", "VariantMetrics", "approve_shadow",
            "compare", "deploy", "endpoint_name", "gate_shadow", "plan_deploy", "promote_shadow", "rollback",
            "settle", "verify_artifacts"]

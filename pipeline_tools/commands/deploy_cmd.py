@@ -152,15 +152,19 @@ def rollback(app: App, to: str | None, dry_run: bool, target: str = "lambda") ->
 @click.command()
 @stage_option(required=True)
 @click.option("--force", is_flag=True, help="Take the lock even if its lease has not expired (holder is dead).")
+@click.option("--target", type=click.Choice(["lambda", "sagemaker"]), default=None,
+              help="What died (default: whatever holds the stage lock).")
 @dry_run_option
 @output_option
 @pass_app
-def recover(app: App, force: bool, dry_run: bool) -> int:
+def recover(app: App, force: bool, dry_run: bool, target: str | None = None) -> int:
     """Finish or roll back a deploy that died mid-way (recorded in the ledger)."""
     from .. import deploy as dp
 
     stage = app.stage
     led = _ledger(app, stage)
+    if target == "sagemaker" or (target is None and _lock_kind(led, stage) == "sagemaker"):
+        return _recover_sagemaker(app, led, force, dry_run)
     data = dp.recover(app.config(), stage, _deps(app, stage, led), force=force, dry_run=dry_run)
     msgs = {"nothing-to-recover": f"nothing to recover on {stage}",
             "released-stale-lock": f"released a stale lock on {stage} (deploy {data.get('deploy_id')})"}
@@ -345,4 +349,24 @@ def _rollback_sagemaker(app: App, dry_run: bool) -> int:
     verb = "would roll back" if dry_run else "rolled back"
     app.out.result(data, f"{verb} endpoint {data['endpoint']}: {data['operation']} {data['undo']} undone, "
                          f"config {data['from_endpoint_config']} → {data['to_endpoint_config']}")
+    return 0
+
+
+def _lock_kind(led, stage: str) -> str | None:
+    lock = led.current_lock(stage)
+    rec = led.get(stage, lock.deploy_id) if lock is not None else None
+    return rec.kind if rec is not None else None
+
+
+def _recover_sagemaker(app: App, led, force: bool, dry_run: bool) -> int:
+    from .. import sagemaker as sm
+
+    cfg, stage = app.config(), app.stage
+    data = sm.recover(cfg, stage, sagemaker_deps(app, stage, led), force=force, dry_run=dry_run)
+    if data["action"] == "nothing-to-recover":
+        app.out.result(data, f"nothing to recover on {stage} (sagemaker)")
+        return 0
+    verb = "would restore" if dry_run else "restored"
+    app.out.result(data, f"{verb} endpoint {data['endpoint']} after {data['operation']} {data['deploy_id']} died in "
+                         f"{data['died_in']}" + (f": {data['restore']}" if data.get("restore") else ""))
     return 0

@@ -179,3 +179,40 @@ def test_unconfigured_target_is_a_usage_error(run_pt, cv, tmp_path):
     res = run_pt("--config", str(other), "deploy", "--stage", "staging", "--target", "sagemaker",
                  "--image-uri", f"{REPO}@{digest(1)}")
     assert res.exit_code == 2 and "no SageMaker target configured" in res.stderr, res
+
+
+def test_dead_shadow_deploy_blocks_then_recover_restores(run_pt, cv):
+    import time
+
+    push_artifacts(cv)
+    first = pt(run_pt, cv, "deploy", "--stage", "staging", "--target", "sagemaker", "--image-uri",
+               f"{REPO}@{digest(1)}", "--output", "json").json()
+    # a shadow deploy killed after creating its model and config: record `updating`, lease expired
+    smc = cv["sm"]
+    smc.create_model(ModelName=f"{EP}-mdead", ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/cv-staging-sagemaker",
+                     PrimaryContainer={"Image": f"{REPO}@{digest(2)}"})
+    smc.create_endpoint_config(EndpointConfigName=f"{EP}-cdead", ProductionVariants=[{
+        "VariantName": "production", "ModelName": f"{EP}-mdead", "InstanceType": "ml.m5.large",
+        "InitialInstanceCount": 1}])
+    past = Ledger(cv["aws"].client("dynamodb"), "cv-ledger", clock=lambda: time.time() - 3600)
+    past.acquire("staging", "20261127T000000000Z-dead00", {"name": "ci"})
+    past.put_record("sagemaker", "staging", {"operation": "shadow", "endpoint": EP, "digest": digest(2),
+                                             "previous_endpoint_config": first["endpoint_config"],
+                                             "endpoint_config": f"{EP}-cdead", "model": f"{EP}-mdead"},
+                    state="updating", record_id="20261127T000000000Z-dead00")
+
+    blocked = pt(run_pt, cv, "deploy", "--stage", "staging", "--target", "sagemaker", "--image-uri",
+                 f"{REPO}@{digest(2)}")
+    assert blocked.exit_code == 4 and "died mid-way" in blocked.stderr, blocked
+    dry = pt(run_pt, cv, "recover", "--stage", "staging", "--dry-run", "--output", "json")
+    assert dry.exit_code == 0 and dry.json()["to_endpoint_config"] == first["endpoint_config"], dry
+    res = pt(run_pt, cv, "recover", "--stage", "staging", "--output", "json")
+    assert res.exit_code == 0, res
+    assert res.json()["restore"] == f"endpoint already on {first['endpoint_config']}"
+    rec = ledger(cv).get("staging", "20261127T000000000Z-dead00")
+    assert rec.state == "failed" and "recovered" in rec.reason
+    assert ledger(cv).current_lock("staging") is None
+    assert f"{EP}-cdead" not in {c["EndpointConfigName"] for c in smc.list_endpoint_configs()["EndpointConfigs"]}
+    assert f"{EP}-mdead" not in {m["ModelName"] for m in smc.list_models()["Models"]}
+    nothing = pt(run_pt, cv, "recover", "--stage", "staging", "--target", "sagemaker")
+    assert nothing.exit_code == 0 and "nothing to recover" in nothing.stdout, nothing
