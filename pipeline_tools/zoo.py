@@ -675,13 +675,42 @@ def last_apply(led: Ledger, stage: str) -> Record | None:
     return recs[0] if recs else None
 
 
-def revert(cfg: Any, stage: str, d: ZooDeps, *, dry_run: bool = False) -> dict:
+def drift(d: ZooDeps, apply_rec: Record) -> list[str]:
+    """What changed since the apply (aliases, consumers): reverting over it would undo someone else."""
+    out = []
+    for s in apply_rec.data.get("models") or []:
+        now = read_deployed(d.lambda_client, s["function"])
+        if not now.live:
+            out.append(f"{s['function']}: gone or without alias live (the apply left v{s.get('version')})")
+        elif now.version != s.get("version") or now.weighted:
+            out.append(f"{s['function']}: live is v{now.version}, the apply left v{s.get('version')}")
+    for ch in apply_rec.data.get("consumers") or []:
+        c = Consumer(ch["model"], ch["kind"], ch["target"], ch.get("variable"))
+        now = read_consumer(c, ssm=d.ssm, lc=d.lambda_client)
+        if now != ch["value"]:
+            out.append(f"{c.key}: holds {now!r}, the apply set {ch['value']!r}")
+    return out
+
+
+def revert(cfg: Any, stage: str, d: ZooDeps, *, dry_run: bool = False, force: bool = False) -> dict:
     """Re-point every consumer and alias back to the previous versions, in one recorded step."""
+    from .deploy import _Signals
+
+    with _Signals() as sig:
+        return _revert(cfg, stage, d, dry_run=dry_run, force=force, sig=sig)
+
+
+def _revert(cfg: Any, stage: str, d: ZooDeps, *, dry_run: bool, force: bool, sig: Any) -> dict:
     led = d.ledger
     target = last_apply(led, stage)
     if target is None:
         raise NotFoundError(f"nothing to revert in {stage}: no zoo apply that succeeded and is not reverted yet",
-                            f"see the records with `pt zoo plan --stage {stage}` / `pt history --stage {stage}`")
+                            "every apply that succeeded there was reverted already, or none ran; "
+                            f"`pt zoo plan --stage {stage}` shows what runs")
+    changed = drift(d, target)
+    if changed and not force:
+        raise PtError(f"{stage} changed since zoo apply {target.id}: " + "; ".join(changed),
+                      "reverting would undo those changes too: check them, then `pt zoo revert --force`")
     steps = target.data.get("models") or []
     cons = {c.key: c for c in consumers(cfg, stage)}
     changes = []
@@ -689,6 +718,7 @@ def revert(cfg: Any, stage: str, d: ZooDeps, *, dry_run: bool = False) -> dict:
         c = cons.get(ch["consumer"]) or Consumer(ch["model"], ch["kind"], ch["target"], ch.get("variable"))
         changes.append((c, ch["value"], ch["previous"]))
     data = {"operation": "revert", "reverts": target.id, "set_digest": target.data.get("set_digest"),
+            "drift": changed,
             "models": [{"model": s["model"], "function": s["function"], "from_version": s.get("version"),
                         "apply_id": s.get("apply_id"),
                         "to_version": None if s.get("created") else s.get("previous_version"),
@@ -719,6 +749,7 @@ def revert(cfg: Any, stage: str, d: ZooDeps, *, dry_run: bool = False) -> dict:
                           clock=d.clock, sleep=d.sleep)
             raise
     except BaseException as exc:
+        sig.shielded = True
         reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         led.transition(stage, rid, "failed", actor=d.actor, reason=reason, current=rec)
         led.release(lock)

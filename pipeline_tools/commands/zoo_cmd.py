@@ -171,14 +171,15 @@ def apply(app: App, models: tuple[str, ...], image_uri: str | None, from_build: 
 
 @zoo.command()
 @stage_option(required=True)
+@click.option("--force", is_flag=True, help="Revert even if aliases/consumers changed since the apply.")
 @dry_run_option
 @output_option
 @pass_app
-def revert(app: App, dry_run: bool) -> int:
+def revert(app: App, force: bool, dry_run: bool) -> int:
     """Re-point every consumer and alias back to the previous versions, in one recorded step."""
     from .. import zoo as z
 
-    data = z.revert(app.config(), app.stage, _deps(app, app.stage), dry_run=dry_run)
+    data = z.revert(app.config(), app.stage, _deps(app, app.stage), dry_run=dry_run, force=force)
 
     def human(o):
         verb = "would revert" if dry_run else "reverted"

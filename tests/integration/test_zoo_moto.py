@@ -459,3 +459,14 @@ def test_rollback_never_deletes_a_function_it_did_not_create(zoo):
         z.apply_stage(cfg, plan, d)
     assert zoo.exists("zz-staging-resnet")
     assert zoo.records("staging", "apply")[0].state == "rolled_back"
+
+
+def test_revert_refuses_over_later_changes_unless_forced(zoo, run_pt):
+    assert pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1).exit_code == 0
+    zoo.ssm.put_parameter(Name="/zz/staging/resnet", Value="hand-edited", Type="String", Overwrite=True)
+    r = pt(run_pt, zoo, "revert", "--stage", "staging")
+    assert r.exit_code == 1 and "changed since zoo apply" in r.stderr and "hand-edited" in r.stderr, r
+    assert zoo.exists("zz-staging-resnet") and zoo.records("staging", "revert") == []
+    r = pt(run_pt, zoo, "revert", "--stage", "staging", "--force", "--output", "json")
+    assert r.exit_code == 0 and r.json()["drift"], r
+    assert zoo.consumers("staging") == (None, None) and not zoo.exists("zz-staging-resnet")
