@@ -20,10 +20,34 @@ def _deps(app: App, stage: str):
     factory = app.aws(stage)
     ddb = factory.client("dynamodb")
     ledger.ensure_table(ddb, cfg.ledger_table(), project=cfg.project, stage=stage, local=aws.is_local())
-    return ZooDeps(lambda_client=factory.client("lambda"), ssm=factory.client("ssm"),
-                   ledger=ledger.Ledger(ddb, cfg.ledger_table()), cloudwatch=factory.client("cloudwatch"),
-                   s3=s3_client(factory), clock=time.time, sleep=time.sleep, log=app.out.log,
-                   actor=actor.identify(factory.caller_arn()))
+    return ZooDeps(lambda_client=factory.client("lambda"), ssm=_Lazy(lambda: factory.client("ssm")),
+                   ledger=ledger.Ledger(ddb, cfg.ledger_table()),
+                   cloudwatch=_Lazy(lambda: factory.client("cloudwatch")), s3=_Lazy(lambda: s3_client(factory)),
+                   clock=time.time, sleep=time.sleep, log=app.out.log, actor=actor.identify(factory.caller_arn()))
+
+
+def _deps_for(app: App):
+    """`stage -> ZooDeps`, built once per stage for this command."""
+    cache: dict[str, Any] = {}
+
+    def get(stage: str):
+        if stage not in cache:
+            cache[stage] = _deps(app, stage)
+        return cache[stage]
+
+    return get
+
+
+class _Lazy:
+    """A client built on first use (building a botocore client costs ~50 ms; most verbs need few)."""
+
+    def __init__(self, make: Any):
+        self._make, self._client = make, None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._make()
+        return getattr(self._client, name)
 
 
 def _image_uri(app: App, image_uri: str | None, from_build: str | None, models: tuple[str, ...]) -> str | None:
@@ -109,7 +133,8 @@ def plan(app: App, models: tuple[str, ...], image_uri: str | None, from_build: s
     cfg = app.config()
     z.require_zoo(cfg)
     uri = _image_uri(app, image_uri, from_build, models)
-    plans = [z.plan_stage(cfg, st, deps=_deps(app, st), models=models or None, image_uri=uri).to_dict()
+    deps = _deps_for(app)
+    plans = [z.plan_stage(cfg, st, deps=deps(st), models=models or None, image_uri=uri).to_dict()
              for st in _stages(app)]
 
     def human(o):
@@ -149,7 +174,7 @@ def apply(app: App, models: tuple[str, ...], image_uri: str | None, from_build: 
 
         check(None, datetime.now(UTC), override=True, reason=reason)  # raises the usage error
     uri = _image_uri(app, image_uri, from_build, models)
-    result = z.rollout(cfg, lambda st: _deps(app, st), stages=_stages(app), models=models or None, image_uri=uri,
+    result = z.rollout(cfg, _deps_for(app), stages=_stages(app), models=models or None, image_uri=uri,
                        dry_run=dry_run, override_window=override_window, reason=reason, log=app.out.log)
 
     def human(o):
