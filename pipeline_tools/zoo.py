@@ -607,7 +607,9 @@ def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: 
         rec = led.put_record(ZOO, stage, {"operation": "apply", "set_digest": plan.set_digest,
                                           "plan": plan.to_dict(), "window": window, "models": [],
                                           "consumers": []},
-                             actor=d.actor, state="locked", record_id=rid)
+                             actor=d.actor, state="locked", record_id=rid,
+                             reason=f"window override: {window.get('reason')}"
+                             if window and window.get("overridden") else None)
         rec = led.transition(stage, rid, "applying", actor=d.actor, current=rec)
         for m in plan.changing():
             d.log(f"{stage}: {m.model}: {m.action} → {m.function}")

@@ -470,3 +470,20 @@ def test_revert_refuses_over_later_changes_unless_forced(zoo, run_pt):
     r = pt(run_pt, zoo, "revert", "--stage", "staging", "--force", "--output", "json")
     assert r.exit_code == 0 and r.json()["drift"], r
     assert zoo.consumers("staging") == (None, None) and not zoo.exists("zz-staging-resnet")
+
+
+def test_prod_window_and_override(zoo, run_pt):
+    # closed except Mondays 02:00-02:01 UTC (the deploy tests use the same window)
+    zoo.write_config(prod_extra='    window: {days: [mon], hours: "02:00-02:01", timezone: UTC}')
+    assert pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1).exit_code == 0
+    r = pt(run_pt, zoo, "apply", "--stage", "prod", "--image-uri", IMG1)
+    assert r.exit_code == 1 and "outside deploy window" in r.stderr, r
+    assert not zoo.exists("zz-prod-resnet")
+    r = pt(run_pt, zoo, "apply", "--stage", "prod", "--image-uri", IMG1, "--override-window")
+    assert r.exit_code == 2 and "--reason" in r.stderr
+    r = pt(run_pt, zoo, "apply", "--stage", "prod", "--image-uri", IMG1, "--override-window", "--reason", "INC-7",
+           "--output", "json")
+    assert r.exit_code == 0, r
+    rec = zoo.records("prod", "apply")[0]
+    assert rec.state == "succeeded" and rec.data["window"]["overridden"] and rec.data["window"]["reason"] == "INC-7"
+    assert rec.transitions[0]["reason"] == "window override: INC-7"
