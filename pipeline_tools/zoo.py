@@ -947,11 +947,25 @@ def source_apply(led: Ledger, source: str, digest: str) -> Record | None:
     return last if last is not None and last.data.get("set_digest") == digest else None
 
 
-def stage_gate(cfg: Any, stage: str, since: float, d: ZooDeps, *, wait: bool) -> tuple[str, str, dict | None]:
+def preflight(cfg: Any, stage: str, d: ZooDeps) -> frozenset[str]:
+    """Alarms already firing before an apply: refused (`preexisting_alarm: block`, as `pt deploy`
+    does) or returned, so the gate after the apply treats them per policy. API errors raise."""
+    policy = gate_mod.GatePolicy.from_config(cfg, stage)
+    firing = gate_mod.GateWatch(d.cloudwatch, policy, d.clock()).start()
+    if firing and policy.preexisting_alarm == "block":
+        names_ = ", ".join(a.name for a in firing)
+        raise DeployFailed(f"alarm already in ALARM before the zoo apply to {stage}: {names_}",
+                           "fix or silence it first, or set gate.preexisting_alarm: ignore for this stage")
+    return frozenset(a.name for a in firing)
+
+
+def stage_gate(cfg: Any, stage: str, since: float, d: ZooDeps, *, wait: bool,
+               preexisting: frozenset[str] = frozenset()) -> tuple[str, str, dict | None]:
     """Gate of `stage` over its bake since `since`: (PASS|FAIL|WAIT, explanation, verdict)."""
     policy = gate_mod.GatePolicy.from_config(cfg, stage)
     bake = cfg.stages[stage].deploy.bake
     watch = gate_mod.GateWatch(d.cloudwatch, policy, since)
+    watch.preexisting = preexisting
     while True:
         now = d.clock()
         v = watch.poll(now)
@@ -1073,31 +1087,33 @@ def rollout(cfg: Any, deps_for: Callable[[str], ZooDeps], *, stages: list[str] |
             window = decision.to_dict()
         if dry_run:
             continue
+        pre = preflight(cfg, stage, d) if not plan.noop else frozenset()
         rec = apply_stage(cfg, plan, d, window=window)
         entry["apply_id"] = rec.id if rec else None
         entry["state"] = rec.state if rec else "noop"
-        if i == len(order) - 1:
-            break
-        nxt = order[i + 1]
-        if cfg.stages[nxt].promote_from != stage:
+        nxt = order[i + 1] if i + 1 < len(order) else None
+        gates_next = nxt is not None and cfg.stages[nxt].promote_from == stage
+        if rec is None and not gates_next:
             continue
-        since = succeeded_at(rec) if rec else None
-        if since is None:
-            prior = last_apply(d.ledger, stage)
-            since = succeeded_at(prior) if prior else d.clock()
-        log(f"{stage}: gate over bake {cfg.stages[stage].deploy.bake:g}s before {nxt}")
-        status, why, verdict = stage_gate(cfg, stage, since, d, wait=True)
+        # Every stage that changed bakes under its gate (as a `pt deploy` would); a stage that did
+        # not change is still gated before the next one.
+        prior = rec or last_apply(d.ledger, stage)
+        since = succeeded_at(prior) if prior else d.clock()
+        log(f"{stage}: gate over bake {cfg.stages[stage].deploy.bake:g}s" + (f" before {nxt}" if gates_next else ""))
+        status, why, verdict = stage_gate(cfg, stage, since, d, wait=True, preexisting=pre)
         entry["gate"] = {"status": status, "explanation": why, "verdict": verdict}
         if rec is not None:
             d.ledger.append_event(stage, rec.id, "gate", actor=d.actor, reason=why,
                                   data={"gate": {"status": status, "explanation": why}})
+        untouched = f"; {nxt} untouched" if gates_next else ""
         if status == "FAIL":
             if rec is not None:
                 entry["reverted"] = revert(cfg, stage, d)["revert_id"]
             raise DeployFailed(f"{stage} gate FAIL after the zoo apply: {why}; "
-                               + ("reverted it, " if rec is not None else "") + f"{nxt} untouched")
+                               + ("reverted it" if rec is not None else "nothing changed in this run") + untouched)
         if status == "WAIT":
-            raise GateWait(f"{stage} gate still WAIT after bake: {why}; {nxt} untouched",
-                           f"re-run `pt zoo apply --stage {nxt}` when the gate passes")
+            raise GateWait(f"{stage} gate still WAIT after bake: {why}{untouched}",
+                           f"`pt zoo apply --stage {nxt}` when the gate passes" if gates_next else
+                           f"watch it with `pt gate --stage {stage}`; `pt zoo revert --stage {stage}` to undo")
     return result
 

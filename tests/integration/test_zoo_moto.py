@@ -138,6 +138,15 @@ def zoo(aws, tmp_path, monkeypatch):
     return Zoo(aws, tmp_path)
 
 
+def wait_for(pred, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
 def pt(run_pt, z: Zoo, *args: str):
     return run_pt("zoo", *args, "--config", str(z.config))
 
@@ -155,7 +164,7 @@ def test_plan_then_apply_staging_and_prod_then_skip(zoo, run_pt):
     assert r.exit_code == 0, r
     out = r.json()
     assert [s["state"] for s in out["stages"]] == ["succeeded", "succeeded"]
-    assert out["stages"][0]["gate"]["status"] == "PASS"
+    assert out["stages"][0]["gate"]["status"] == "PASS" and out["stages"][1]["gate"]["status"] == "PASS"
     assert {c["check"] for c in out["stages"][1]["checks"]} == {"deployed", "gate", "window", "lock"}
     for stage in ("staging", "prod"):
         assert zoo.alias(f"zz-{stage}-resnet") == "1" and zoo.alias(f"zz-{stage}-bert") == "1"
@@ -302,11 +311,33 @@ def test_consumer_failure_undoes_everything(zoo, run_pt):
     assert Ledger(zoo.aws.client("dynamodb"), "zz-ledger").current_lock("staging") is None
 
 
-def test_gate_fail_in_staging_reverts_and_leaves_prod_untouched(zoo, run_pt):
-    assert pt(run_pt, zoo, "apply", "--image-uri", IMG1).exit_code == 0
-    zoo.set_resnet("weights-2")
+def test_alarm_firing_before_apply_blocks_it(zoo, run_pt):
     zoo.cw.set_alarm_state(AlarmName="zz-staging-api-errors", StateValue="ALARM", StateReason="errors up")
+    r = pt(run_pt, zoo, "apply", "--image-uri", IMG1)
+    assert r.exit_code == 1 and "already in ALARM before the zoo apply to staging" in r.stderr, r
+    assert not zoo.exists("zz-staging-resnet") and zoo.records("staging") == []
+
+
+def test_gate_fail_in_staging_reverts_and_leaves_prod_untouched(zoo, run_pt):
+    import threading
+
+    assert pt(run_pt, zoo, "apply", "--image-uri", IMG1).exit_code == 0
+    zoo.config.write_text(zoo.config.read_text().replace("deploy: {bake: 0.2s}", "deploy: {bake: 3s}"))
+    zoo.set_resnet("weights-2")
+    errors: list[BaseException] = []
+
+    def alarm_during_bake():  # the moment the second staging apply succeeded, errors go up
+        try:
+            wait_for(lambda: any(r.state == "succeeded" for r in zoo.records("staging", "apply")[:-1]), 30)
+            zoo.cw.set_alarm_state(AlarmName="zz-staging-api-errors", StateValue="ALARM", StateReason="errors up")
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=alarm_during_bake)
+    t.start()
     r = pt(run_pt, zoo, "apply", "--output", "json")
+    t.join(30)
+    assert not errors
     assert r.exit_code == 1, r
     assert "staging gate FAIL" in r.stderr and "prod untouched" in r.stderr
     assert zoo.alias("zz-staging-resnet") == "1"  # reverted
