@@ -324,9 +324,10 @@ def plan_deploy(cfg: Config, stage: str, image_uri: str, digest: str, sagemaker:
             raise LockedError(f"endpoint {ep} is {cur.status} (another update is running)",
                               "wait until it is InService, then deploy again")
         same = cur.production_image == image_uri and (cur.production_artifacts or "").rstrip("/") == loc.url
-        action = "noop" if same and cur.shadow is None else "shadow"
+        action = "noop" if same else "shadow"
         if same and cur.shadow is not None:
-            notes.append("production already runs this digest; the running shadow is replaced by it")
+            notes.append(f"production already runs this digest; shadow {cur.shadow.get('ModelName')} still runs "
+                         "(`pt rollback --target sagemaker` drops it)")
         if cur.shadow is not None and not same:
             notes.append(f"replaces the running shadow {cur.shadow.get('ModelName')}")
         prod = copy_variant(cur.production)
@@ -453,6 +454,15 @@ def deploy(cfg: Config, plan: Plan, deps: Deps, *, window: dict | None = None) -
     t = target(cfg, plan.stage)
     led, stage = deps.ledger, plan.stage
     lock = _lock(deps, stage, plan.record_id)
+    try:
+        now_on = (describe_endpoint(deps.sagemaker, plan.endpoint) or {}).get("EndpointConfigName")
+    except BaseException:
+        led.release(lock)
+        raise
+    if now_on != plan.current.config:
+        led.release(lock)
+        raise LockedError(f"endpoint {plan.endpoint} changed since the plan was made (now on {now_on}, "
+                          f"planned from {plan.current.config})", "run the deploy again")
     data = {"operation": "create" if plan.action == "create" else "shadow", "digest": plan.digest,
             "image_uri": plan.image_uri, "endpoint": plan.endpoint, "plan": plan.to_dict(),
             "previous_endpoint_config": plan.current.config, "endpoint_config": plan.endpoint_config,
@@ -483,7 +493,8 @@ def deploy(cfg: Config, plan: Plan, deps: Deps, *, window: dict | None = None) -
             "new endpoint: nothing to restore"
         if plan.action == "create":
             _delete_failed_endpoint(deps, plan.endpoint)
-        _cleanup(deps, created[0], created[1])
+        if _restored_ok(restored):
+            _cleanup(deps, created[0], created[1])
         led.transition(stage, rec.id, "failed", reason=why, data={"restore": restored})
         err = _as_pt_error(e)
         if err is not None:
@@ -491,6 +502,12 @@ def deploy(cfg: Config, plan: Plan, deps: Deps, *, window: dict | None = None) -
         raise
     finally:
         led.release(lock)
+
+
+def _restored_ok(restored: str) -> bool:
+    """The endpoint no longer uses what the failed step created (so it may be deleted)."""
+    return restored.startswith(("restored ", "endpoint already on ", "SageMaker rolled back to ", "new endpoint",
+                                "endpoint does not exist"))
 
 
 def _as_pt_error(e: BaseException) -> PtError | None:
@@ -754,12 +771,14 @@ def gate_shadow(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, sag
     mstatus, checks = compare(shadow, prod, t.thresholds, elapsed=now - start, bake=bake)
     alarms = gate_mod.evaluate(cloudwatch, gate_mod.GatePolicy.from_config(cfg, stage), now, start)
     status = combine(mstatus, alarms)
-    bad = [c for c in checks if c.status == status] if status != PASS else []
-    why = "; ".join(c.why for c in bad[:3]) or ("" if status == PASS else alarms.summary())
-    if status != PASS and alarms.status == status and not bad:
-        why = alarms.summary()
-    explanation = {PASS: f"shadow {rec.digest[:19] if rec.digest else '?'}… matches production "
-                         f"({len(checks)} checks, alarms {alarms.status})"}.get(status, why)
+    if status == PASS:
+        explanation = (f"shadow {(rec.digest or '?')[:19]}… matches production ({len(checks)} checks, "
+                       f"alarms {alarms.status})")
+    else:
+        whys = [c.why for c in checks if c.status == status][:3]
+        if alarms.status == status:
+            whys.append(f"alarms: {alarms.summary()}")
+        explanation = "; ".join(whys)
     return ShadowReport(status=status, explanation=explanation, checks=tuple(checks), shadow=shadow,
                         production=prod, alarms=alarms, **base)
 
@@ -909,7 +928,8 @@ def promote_shadow(cfg: Config, stage: str, deps: Deps, *, now: datetime | None 
     except BaseException as e:
         why = e.message if isinstance(e, PtError) else f"{type(e).__name__}: {e}"
         restored = _restore(deps, ep, cur.config, t.wait)
-        _cleanup(deps, None, ec_name)
+        if _restored_ok(restored):
+            _cleanup(deps, None, ec_name)
         led.transition(stage, rid, "failed", reason=why, data={"restore": restored})
         err = _as_pt_error(e)
         if err is not None:
@@ -1014,7 +1034,7 @@ def recover(cfg: Config, stage: str, deps: Deps, *, force: bool = False, dry_run
             restored = _restore(deps, ep, rec.data.get("endpoint_config"), t.wait)
         else:
             restored = _restore(deps, ep, prev, t.wait)
-        if rec.data.get("operation") in ("create", "shadow", "promote"):
+        if rec.data.get("operation") in ("create", "shadow", "promote") and _restored_ok(restored):
             _cleanup(deps, rec.data.get("model") if rec.data.get("operation") != "promote" else None,
                      rec.data.get("endpoint_config"))
         led.transition(stage, rec.id, "failed", actor=deps.actor, reason=f"recovered: died in {rec.state}; {restored}",

@@ -120,8 +120,22 @@ def expect_current(stub, config="c0", prod_model="m0", digest=D_OLD, status="InS
 
 
 def plan_shadow(cfg, deps, stub, rid="20261127T120000000Z-aaaaaa"):
+    """A shadow plan, and the endpoint re-read deploy() makes under the lock (unchanged)."""
     expect_current(stub)
-    return sm.plan_deploy(cfg, "staging", f"{REPO}@{D_NEW}", D_NEW, deps.sagemaker, record_id=rid)
+    plan = sm.plan_deploy(cfg, "staging", f"{REPO}@{D_NEW}", D_NEW, deps.sagemaker, record_id=rid)
+    stub.add_response("describe_endpoint", endpoint("InService", "c0"), {"EndpointName": EP})
+    return plan
+
+
+def test_endpoint_changed_between_plan_and_lock_is_refused(cfg, env):
+    deps, stub, _, _ = env
+    expect_current(stub)
+    plan = sm.plan_deploy(cfg, "staging", f"{REPO}@{D_NEW}", D_NEW, deps.sagemaker, record_id="r9")
+    stub.add_response("describe_endpoint", endpoint("InService", "someone-else"), {"EndpointName": EP})
+    with pytest.raises(sm.LockedError, match="changed since the plan"):
+        sm.deploy(cfg, plan, deps)
+    stub.assert_no_pending_responses()  # nothing created
+    assert deps.ledger.current_lock("staging") is None and deps.ledger.get("staging", "r9") is None
 
 
 def test_shadow_deploy_request_shapes_and_ledger(cfg, env):
@@ -431,3 +445,29 @@ def test_rollback_drops_the_shadow(cfg, env):
         sm.active_shadow(deps.ledger, "staging")
     with pytest.raises(NotFoundError, match="nothing to roll back"):
         sm.rollback(cfg, "staging", deps)
+
+
+def test_failed_restore_keeps_the_config_the_endpoint_uses(cfg, env):
+    deps, stub, _, _ = env
+    plan = plan_shadow(cfg, deps, stub)
+    arn = "arn:aws:sagemaker:us-east-1:1:x/x"
+    stub.add_response("create_model", {"ModelArn": arn}, None)
+    stub.add_response("create_endpoint_config", {"EndpointConfigArn": arn}, None)
+    stub.add_response("update_endpoint", {"EndpointArn": arn}, None)
+    stub.add_response("describe_endpoint", endpoint("Failed", plan.endpoint_config, "bad image"), {"EndpointName": EP})
+    stub.add_response("describe_endpoint", endpoint("Failed", plan.endpoint_config, "bad image"), {"EndpointName": EP})
+    stub.add_client_error("update_endpoint", "ValidationException", "Cannot update in-progress endpoint")
+    # no delete_endpoint_config / delete_model: the endpoint still references them
+    with pytest.raises(sm.EndpointFailed, match="could not restore c0"):
+        sm.deploy(cfg, plan, deps)
+    stub.assert_no_pending_responses()
+    rec = deps.ledger.get("staging", plan.record_id)
+    assert rec.state == "failed" and rec.data["restore"].startswith("could not restore c0")
+    assert deps.ledger.current_lock("staging") is None
+
+
+def test_production_already_runs_the_digest_with_a_shadow_is_noop(cfg, env):
+    deps, stub, _, _ = env
+    expect_current(stub, digest=D_NEW, shadow="m-old-shadow")
+    plan = sm.plan_deploy(cfg, "staging", f"{REPO}@{D_NEW}", D_NEW, deps.sagemaker, record_id="r1")
+    assert plan.noop and "m-old-shadow" in plan.notes[0] and "pt rollback" in plan.notes[0]
