@@ -434,7 +434,7 @@ class Config(_Strict):
 
     def resolved(self, stage: str | None = None) -> dict:
         """Config as data with templates expanded; secrets stay references."""
-        data = self.model_dump(mode="json")
+        data = self.model_dump(mode="json", by_alias=True)
         stages = [stage] if stage else list(self.stages)
         for s in list(data["stages"]):
             if s not in stages:

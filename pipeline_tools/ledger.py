@@ -330,9 +330,10 @@ class Ledger:
                               f"{iso(held.lease_until)}")
         rec = self.get(stage, held.deploy_id)
         if rec is not None and not rec.final:
-            raise RecoveryNeeded(f"deploy {held.deploy_id} to stage {stage} died mid-way (state {rec.state}, "
+            command = "pt zoo recover" if rec.kind == "zoo" else "pt recover"
+            raise RecoveryNeeded(f"{rec.kind} {held.deploy_id} to stage {stage} died mid-way (state {rec.state}, "
                                  f"lease expired {iso(held.lease_until)})",
-                                 f"run `pt recover --stage {stage}` to roll it back (or forward) first")
+                                 f"run `{command} --stage {stage}` to roll it back (or forward) first")
         return self._swap(held, lock)
 
     def _swap(self, held: Lock, lock: Lock) -> Lock:

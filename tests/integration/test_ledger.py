@@ -110,6 +110,16 @@ def test_stale_lock_with_unfinished_deploy_needs_recovery(led):
     led.release(lock)
 
 
+def test_dead_zoo_operation_points_to_zoo_recover(led):
+    rec = led.put_record("zoo", "prod", {"operation": "apply"}, state="applying", record_id="z1")
+    led.acquire("prod", rec.id, ALICE, lease=10)
+    led.test_clock.advance(11)
+    with pytest.raises(L.RecoveryNeeded) as e:
+        led.acquire("prod", "d2", ALICE)
+    assert e.value.message.startswith("zoo z1 to stage prod died mid-way (state applying")
+    assert "`pt zoo recover --stage prod`" in e.value.hint
+
+
 def test_stale_lock_with_final_record_is_taken_over(led):
     rec = led.put_record("deploy", "prod", {}, state="succeeded", record_id="d1")
     led.acquire("prod", rec.id, ALICE, lease=10)
