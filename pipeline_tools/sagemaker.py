@@ -995,7 +995,26 @@ def rollback(cfg: Config, stage: str, deps: Deps, *, dry_run: bool = False) -> d
 
 
 
-# --- recover ----------------------------------------------------------------------------------
+
+def status(cfg: Config, stage: str, sagemaker: Any, led: Ledger | None) -> dict:
+    """What the endpoint runs (DescribeEndpoint…) and the ledger's view (open shadow, last step)."""
+    ep = endpoint_name(cfg, stage)
+    out: dict[str, Any] = {"endpoint": ep}
+    try:
+        out.update(read_current(sagemaker, ep).to_dict())
+    except Exception as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    if led is not None:
+        shadows = open_shadows(led, stage)
+        out["shadow"] = {"id": shadows[0].id, "digest": shadows[0].digest,
+                         "since": iso(_succeeded_at(shadows[0]))} if shadows else None
+        last = led.query(stage, KIND, limit=1)
+        out["last_step"] = {"id": last[0].id, "operation": last[0].data.get("operation"), "state": last[0].state,
+                            "digest": last[0].digest} if last else None
+    return out
+
+
+# --- recover -------------------------------------------------------------------------------
 
 
 def unfinished(led: Ledger, stage: str) -> Record | None:

@@ -198,6 +198,11 @@ def status(app: App) -> int:
             app.out.warn(f"{st}: {e.message}")
             led = None
         result.append(dp.status(cfg, st, app.aws(st).client("lambda"), led, time.time))
+        tgt = cfg.targets.sagemaker
+        if tgt is not None and (tgt.stages is None or st in tgt.stages):
+            from .. import sagemaker as sm
+
+            result[-1]["sagemaker"] = sm.status(cfg, st, app.aws(st).client("sagemaker"), led)
 
     def human(o):
         rows = []
@@ -211,6 +216,13 @@ def status(app: App) -> int:
                              last.get("actor") or "-", _age(last.get("age_s"))))
         o.table(rows, ["stage", "function", "live", "digest", "weights", "last deploy", "actor", "age"])
         for s in result:
+            e = s.get("sagemaker")
+            if e:
+                shadow = f", shadow {e['shadow']['digest'][:19]}… since {e['shadow']['since']}" if e.get("shadow") \
+                    else ""
+                o.info(f"{s['stage']}: endpoint {e['endpoint']}: {e.get('status') or 'not created'}"
+                       + (f" on {e['endpoint_config']}" if e.get("endpoint_config") else "") + shadow
+                       + (f" (error: {e['error']})" if e.get("error") else ""))
             if s.get("lock"):
                 lk = s["lock"]
                 o.info(f"{s['stage']}: locked by {lk['actor']} (deploy {lk['deploy_id']}, since {lk['since']})"

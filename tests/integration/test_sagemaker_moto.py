@@ -216,3 +216,17 @@ def test_dead_shadow_deploy_blocks_then_recover_restores(run_pt, cv):
     assert f"{EP}-mdead" not in {m["ModelName"] for m in smc.list_models()["Models"]}
     nothing = pt(run_pt, cv, "recover", "--stage", "staging", "--target", "sagemaker")
     assert nothing.exit_code == 0 and "nothing to recover" in nothing.stdout, nothing
+
+
+def test_status_shows_the_endpoint(run_pt, cv):
+    push_artifacts(cv)
+    first = pt(run_pt, cv, "deploy", "--stage", "staging", "--target", "sagemaker", "--image-uri",
+               f"{REPO}@{digest(1)}", "--output", "json").json()
+    res = pt(run_pt, cv, "status", "--stage", "staging", "--output", "json")
+    assert res.exit_code == 0, res
+    e = res.json()["stages"][0]["sagemaker"]
+    assert e["status"] == "InService" and e["endpoint_config"] == first["endpoint_config"]
+    assert e["production_image"] == f"{REPO}@{digest(1)}" and e["shadow"] is None
+    assert e["last_step"]["operation"] == "create" and e["last_step"]["state"] == "succeeded"
+    human = pt(run_pt, cv, "status", "--stage", "staging")
+    assert f"endpoint {EP}: InService on {first['endpoint_config']}" in human.stdout, human
