@@ -740,12 +740,13 @@ def combine(metric_status: str, alarms: gate_mod.Verdict | None) -> str:
 
 
 def gate_shadow(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, sagemaker: Any,
-                clock: Callable[[], float]) -> ShadowReport:
+                clock: Callable[[], float], bake: float | None = None) -> ShadowReport:
     """Shadow vs production metrics plus the stage alarms. Fails closed (errors → FAIL)."""
     t = target(cfg, stage)
     ep = endpoint_name(cfg, stage)
     now = clock()
-    bake = t.shadow_bake if t.shadow_bake is not None else cfg.stages[stage].deploy.bake
+    if bake is None:
+        bake = t.shadow_bake if t.shadow_bake is not None else cfg.stages[stage].deploy.bake
     try:
         rec = active_shadow(ledger, stage)
     except NotFoundError as e:

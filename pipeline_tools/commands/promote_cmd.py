@@ -114,7 +114,7 @@ def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, a
     from .. import promote as p
 
     if shadow:
-        return _gate_shadow(app, wait_, timeout)
+        return _gate_shadow(app, wait_, timeout, bake)
     cfg = app.config()
     stage = app.stage
     if cp_approve:
@@ -407,7 +407,7 @@ def _print_plan(app: App, plan, rec, *, dry_run: bool) -> None:
 SHADOW_COLUMNS = ["check", "status", "shadow", "production", "limit", "why"]
 
 
-def _gate_shadow(app: App, wait_: bool, timeout: float | None) -> int:
+def _gate_shadow(app: App, wait_: bool, timeout: float | None, bake: float | None = None) -> int:
     from .. import sagemaker as sm
 
     cfg, stage = app.config(), app.stage
@@ -417,7 +417,8 @@ def _gate_shadow(app: App, wait_: bool, timeout: float | None) -> int:
     cw, client = factory.client("cloudwatch"), factory.client("sagemaker")
     deadline = time.time() + (timeout if timeout is not None else 600.0)
     while True:
-        report = sm.gate_shadow(cfg, stage, ledger=ledger, cloudwatch=cw, sagemaker=client, clock=time.time)
+        report = sm.gate_shadow(cfg, stage, ledger=ledger, cloudwatch=cw, sagemaker=client, clock=time.time,
+                                bake=bake)
         if not wait_ or report.status != "WAIT" or time.time() >= deadline:
             break
         app.out.log(f"gate {stage} (shadow): {report.explanation}")

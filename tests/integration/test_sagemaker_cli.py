@@ -113,6 +113,9 @@ def test_gate_approve_promote_rollback_through_the_cli(run_pt, cli):
     assert res.json()["status"] == "FAIL" and "latency_p99" in {c["check"] for c in res.json()["checks"]
                                                               if c["status"] == "FAIL"}
     gate_reads(cli)
+    res = pt(run_pt, cli, "gate", "--stage", "staging", "--shadow", "--bake", "2h", "--output", "json")
+    assert res.exit_code == 3 and res.json()["status"] == "WAIT" and res.json()["bake"] == "2h", res
+    gate_reads(cli)
     res = pt(run_pt, cli, "gate", "--stage", "staging", "--shadow")
     assert res.exit_code == 0 and "PASS" in res.stdout, res
 
