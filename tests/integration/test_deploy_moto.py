@@ -384,13 +384,14 @@ def test_gate_still_wait_at_end_of_bake_rolls_back(stage):
 
 
 def test_lease_renewed_during_a_long_deploy(stage):
-    """Lease 0.6 s, deploy ~1.5 s: the lock is renewed, a second deployer never gets in."""
+    """Lease 1.5 s, deploy ~3.5 s (more than two leases): the lock is renewed (every lease/3, so a
+    1 s stall of a loaded machine is tolerated) and a second deployer never gets in."""
     from pipeline_tools.errors import LockedError
 
-    stage.write_config(strategy="canary", percent=50, interval="0.6s", bake="0.9s", poll="0.1s")
+    stage.write_config(strategy="canary", percent=50, interval="1.5s", bake="2s", poll="0.1s")
     cfg, plan = _plan(stage)
     deps = _deps(stage)
-    deps.lease = 0.6
+    deps.lease = 1.5
     attempts: list[str] = []
 
     def intruder():
