@@ -21,6 +21,22 @@ def _ledger(app: App, stage: str, *, create: bool = True):
     return ledger.Ledger(client, cfg.ledger_table())
 
 
+def _begin(app: App, stage: str, plan: Any, window_cfg: Any, override_window: bool, reason: str | None):
+    """Before a deploy starts: the deploy window (or its recorded override), the ledger, and no
+    dead deploy in the way; then the plan is logged. Returns (window decision, ledger)."""
+    from .. import deploy as dp
+    from .. import windows
+
+    decision = windows.check(window_cfg, datetime.now(UTC), override=override_window, reason=reason)
+    if decision.overridden:
+        app.out.warn(f"deploying outside the window ({decision.window}): {decision.reason}")
+    led = _ledger(app, stage)
+    dp.check_startable(led, stage, time.time)
+    for line in plan.lines():
+        app.out.log(line)
+    return decision, led
+
+
 def _deps(app: App, stage: str, led=None):
     from .. import actor
     from ..deploy import Deps
@@ -92,13 +108,7 @@ def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: 
 
         out.result(data, human)
         return 0
-    decision = windows.check(window_cfg, datetime.now(UTC), override=override_window, reason=reason)
-    if decision.overridden:
-        out.warn(f"deploying outside the window ({decision.window}): {decision.reason}")
-    led = _ledger(app, stage)
-    dp.check_startable(led, stage, time.time)
-    for line in plan.lines():
-        out.log(line)
+    decision, led = _begin(app, stage, plan, window_cfg, override_window, reason)
     deps = _deps(app, stage, led)
     from ..promote import notified_deploy
     from .promote_cmd import _notifier
@@ -332,13 +342,7 @@ def _deploy_sagemaker(app: App, image_uri, from_build, override_window: bool, re
 
         out.result({"dry_run": True, "plan": plan.to_dict(), "artifacts": verified, "window": win}, human)
         return 0
-    decision = windows.check(window_cfg, datetime.now(UTC), override=override_window, reason=reason)
-    if decision.overridden:
-        out.warn(f"deploying outside the window ({decision.window}): {decision.reason}")
-    led = _ledger(app, stage)
-    dp.check_startable(led, stage, time.time)
-    for line in plan.lines():
-        out.log(line)
+    decision, led = _begin(app, stage, plan, window_cfg, override_window, reason)
     rec = sm.deploy(cfg, plan, sagemaker_deps(app, stage, led), window=decision.to_dict() if window_cfg else None)
     data = {**rec.to_dict(), "artifacts": verified}
     out.github_output({"deploy_id": rec.id, "deploy_state": rec.state, "digest": plan.digest,
