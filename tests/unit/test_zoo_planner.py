@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline_tools import zoo as z
+from pipeline_tools import zoo_plan as zp
 from pipeline_tools.config import parse
 from pipeline_tools.errors import ConfigError, DeployFailed, UsageError
 
@@ -56,10 +57,10 @@ def test_function_name_too_long_for_lambda():
 def test_check_function_name_accepts_exactly_lambdas_rule(name):
     ok = 1 <= len(name) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_") for c in name)
     if ok:
-        assert z.check_function_name(name) == name
+        assert zp.check_function_name(name) == name
     else:
         with pytest.raises(UsageError):
-            z.check_function_name(name)
+            zp.check_function_name(name)
 
 
 # --- the decision table -----------------------------------------------------------------------
@@ -80,26 +81,26 @@ def test_check_function_name_accepts_exactly_lambdas_rule(name):
     (model(copy=True, img=10), z.Deployed(MAIN), z.Deployed(COPYFN), "new-version", MAIN, "no running model"),
 ])
 def test_decisions(m, main, copy, action, fn, why):
-    p = z.plan_model(m, main, copy)
+    p = zp.plan_model(m, main, copy)
     assert (p.action, p.function) == (action, fn)
     assert why in p.reason
 
 
 def test_copy_never_repoints_consumers_and_new_version_does():
-    c = z.plan_model(model(copy=True, art=2), live(MAIN), z.Deployed(COPYFN))
+    c = zp.plan_model(model(copy=True, art=2), live(MAIN), z.Deployed(COPYFN))
     assert c.repoint == () and c.create and c.previous_version is None
-    n = z.plan_model(model(art=2, consumers=("ssm:/a", "lambda:f#V")), live(MAIN), z.Deployed(COPYFN))
+    n = zp.plan_model(model(art=2, consumers=("ssm:/a", "lambda:f#V")), live(MAIN), z.Deployed(COPYFN))
     assert n.repoint == ("ssm:/a", "lambda:f#V") and not n.create and n.previous_version == "3"
 
 
 def test_kept_image_is_the_running_one():
-    p = z.plan_model(model(art=2), live(MAIN, img=12), z.Deployed(COPYFN))
+    p = zp.plan_model(model(art=2), live(MAIN, img=12), z.Deployed(COPYFN))
     assert p.image_digest == h(12) and p.image_uri == f"{REPO}@{h(12)}"
 
 
 def test_never_deployed_without_image_is_a_usage_error():
     with pytest.raises(UsageError, match="never been deployed"):
-        z.plan_model(model(), z.Deployed(MAIN), z.Deployed(COPYFN))
+        zp.plan_model(model(), z.Deployed(MAIN), z.Deployed(COPYFN))
 
 
 deployed = st.builds(
@@ -124,22 +125,22 @@ def test_planner_properties(copy, art, img, main, cp):
         return d.live and not d.weighted and d.artifacts == m.artifacts and (img is None or d.digest == h(img))
 
     try:
-        p = z.plan_model(m, main, cp)
+        p = zp.plan_model(m, main, cp)
     except UsageError:
         assert not (same(main) or (copy and main.live and same(cp)))
         assert img is None and main.image_uri is None and cp.image_uri is None
         return
     # skip exactly when what runs already has these artifacts (and the requested image)
-    assert (p.action == z.SKIP) == (same(main) or (copy and main.live and same(cp)))
-    if p.action == z.COPY:
+    assert (p.action == zp.SKIP) == (same(main) or (copy and main.live and same(cp)))
+    if p.action == zp.COPY:
         assert copy and main.live and p.function == COPYFN and p.repoint == ()
         assert p.create == (not cp.exists) and p.previous_version == cp.version
     if p.action == z.NEW_VERSION:
         assert p.function == MAIN and p.repoint == m.consumers
         assert p.create == (not main.exists) and p.previous_version == main.version
     if not copy:
-        assert p.function == MAIN and p.action != z.COPY
-    assert p.image_digest is not None or p.action == z.SKIP
+        assert p.function == MAIN and p.action != zp.COPY
+    assert p.image_digest is not None or p.action == zp.SKIP
     assert p.reason
 
 
