@@ -128,10 +128,9 @@ def registry(docker_client) -> str:
     return host
 
 
-@pytest.fixture(scope="session")
-def base_image(docker_client) -> str:
-    """The locally made Python base image (docker/base/build-base.sh)."""
-    name = os.environ.get("PT_BASE_IMAGE", "pt-local/python:3.11")
+def _local_image(docker_client, env: str, default: str) -> str:
+    """A locally made base image (docker/base/build-base.sh): skip locally, FAIL under CI."""
+    name = os.environ.get(env, default)
     try:
         docker_client.images.get(name)
     except Exception:
@@ -140,6 +139,18 @@ def base_image(docker_client) -> str:
             pytest.fail(msg)
         pytest.skip(msg)
     return name
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client) -> str:
+    """The plain local Python base image."""
+    return _local_image(docker_client, "PT_BASE_IMAGE", "pt-local/python:3.11")
+
+
+@pytest.fixture(scope="session")
+def lambda_base_image(docker_client) -> str:
+    """The Lambda-like local base (plain base + awslambdaric + pytest)."""
+    return _local_image(docker_client, "PT_LAMBDA_BASE_IMAGE", "pt-local/lambda-python:3.11")
 
 
 # --- CLI ---------------------------------------------------------------------------------

@@ -25,15 +25,8 @@ APPROVERS = ("alice@example.com", "bob@example.com")
 
 
 @pytest.fixture(scope="module")
-def release_env(docker_client, registry, tmp_path_factory):
-    base = os.environ.get("PT_LAMBDA_BASE_IMAGE", "pt-local/lambda-python:3.11")
-    try:
-        docker_client.images.get(base)
-    except Exception:
-        msg = f"Lambda-like base image {base} missing; run `source scripts/services.sh`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+def release_env(docker_client, registry, tmp_path_factory, lambda_base_image):
+    base = lambda_base_image
     state = tmp_path_factory.mktemp("pt-local")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PT_ACTOR", "PT_STAGE"))}
     env.update(PT_LOCAL_DIR=str(state), PT_REGISTRY=registry, PT_LAMBDA_BASE_IMAGE=base,

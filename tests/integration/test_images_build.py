@@ -224,16 +224,8 @@ def test_ecr_auth_and_repository_check_with_moto(aws, tmp_path, tiny_base, regis
 
 
 @pytest.fixture(scope="module")
-def lambda_base(docker_client) -> str:
-    name = os.environ.get("PT_LAMBDA_BASE_IMAGE", "pt-local/lambda-python:3.11")
-    try:
-        docker_client.images.get(name)
-    except Exception:
-        msg = f"{name} missing; run `source scripts/services.sh`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return name
+def lambda_base(lambda_base_image) -> str:
+    return lambda_base_image
 
 
 def test_pt_test_runs_in_the_image_without_network(tmp_path, lambda_base, registry, run_pt, monkeypatch,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 import time
 from pathlib import Path
@@ -60,15 +59,8 @@ stages:
 
 
 @pytest.fixture(scope="module")
-def handler_image(docker_client) -> str:
-    base = os.environ.get("PT_LAMBDA_BASE_IMAGE", "pt-local/lambda-python:3.11")
-    try:
-        docker_client.images.get(base)
-    except Exception:
-        msg = f"Lambda-like base image {base} missing; run `source scripts/services.sh`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+def handler_image(docker_client, lambda_base_image) -> str:
+    base = lambda_base_image
     # ENTRYPOINT as docker/model/Dockerfile sets it; `pt invoke` passes the handler as the command
     dockerfile = (f"FROM {base}\nCOPY handlers.py /var/task/handlers.py\n"
                   'ENTRYPOINT ["python3", "-m", "awslambdaric"]\n')
