@@ -82,26 +82,17 @@ def _print_up(o, res: dict) -> None:
            f"then e.g. `pt release --local`, `pt status --stage staging`, `pt local down`.")
 
 
+_GAP_PREFIXES = {"alias ": "live aliases", "alarm ": "alarms", "bucket policy ": "bucket policies"}
+_GAP_SUFFIXES = {": versioning": "bucket versioning", ": public access block": "public access blocks",
+                 ": scan on push": "ECR scan-on-push", ": point-in-time recovery": "DynamoDB PITR"}
+
+
 def _summarize(items: list[str]) -> str:
     """'alias a:live -> version 1', 'alarm x', … → '2 aliases, 6 alarms, …' (details in --output json)."""
     kinds: dict[str, int] = {}
     for it in items:
-        if it.startswith("alias "):
-            k = "live aliases"
-        elif it.startswith("alarm "):
-            k = "alarms"
-        elif it.startswith("bucket policy "):
-            k = "bucket policies"
-        elif it.endswith(": versioning"):
-            k = "bucket versioning"
-        elif it.endswith(": public access block"):
-            k = "public access blocks"
-        elif it.endswith(": scan on push"):
-            k = "ECR scan-on-push"
-        elif it.endswith(": point-in-time recovery"):
-            k = "DynamoDB PITR"
-        else:
-            k = "other"
+        k = next((v for p, v in _GAP_PREFIXES.items() if it.startswith(p)), None) \
+            or next((v for sfx, v in _GAP_SUFFIXES.items() if it.endswith(sfx)), "other")
         kinds[k] = kinds.get(k, 0) + 1
     return ", ".join(f"{k} ×{n}" for k, n in kinds.items())
 
