@@ -132,7 +132,7 @@ def test(app: App, image: str | None, extra: tuple[str, ...], junit: str | None)
     Tests are baked into the image (the Dockerfile copies the service directory, tests/ included),
     so what is tested is exactly what ships. Extra pytest arguments go after `--`.
     """
-    from ..images import connect_docker, run_tests
+    from ..images import connect_docker, run_tests, select_images
 
     cfg = app.config()
     if image is not None and image not in cfg.images and image.startswith("-"):
@@ -143,6 +143,7 @@ def test(app: App, image: str | None, extra: tuple[str, ...], junit: str | None)
             raise UsageError("which image? " + (f"images with a test_command: {', '.join(testable)}" if testable
                                                  else "no image has a test_command"), "pass IMAGE")
         image = testable[0]
+    select_images(cfg, [image])  # an unknown name is a usage error before Docker is reached
     junit_path = junit or os.path.join("reports", f"junit-{image}.xml")
     docker = connect_docker()
     stream = app.out.log if app.out.json else app.out.info

@@ -119,3 +119,11 @@ def test_ecr_registry_gets_token_from_ecr(project, aws, monkeypatch):
     assert reg.host == "111111111111.dkr.ecr.us-east-1.amazonaws.com" and not reg.http
     assert creds.username == "AWS" and creds.password and reg.credentials is creds
     assert ecr.meta.endpoint_url == aws.endpoint
+
+
+def test_pt_test_unknown_image_is_a_usage_error_before_docker(project, run_pt, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    r = run_pt("test", "modle")
+    assert r.exit_code == 2
+    assert "unknown image 'modle'" in r.stderr and "did you mean 'model'?" in r.stderr
+    assert "cannot reach Docker" not in r.stderr
