@@ -250,9 +250,9 @@ def evaluate(approvals: Iterable[Approval], *, stage: str, digest: str | None, r
         if merged and merged[-1].decision == a.decision:
             ignored.append((a.approver, f"same person as {merged[0].approver} (counts once)"))
         people = [p for p in people if p not in mine] + [[*merged, a]]
-    latest = [p[-1] for p in sorted(people, key=lambda p: (p[0].at, p[0].id or ""))]
-    approvers = tuple(a.approver for a in latest if a.decision == APPROVE)
-    rejected = tuple((a.approver, a.comment) for a in latest if a.decision == REJECT)
+    people.sort(key=lambda p: (p[0].at, p[0].id or ""))
+    approvers = tuple(p[0].approver for p in people if p[-1].decision == APPROVE)  # named as first seen
+    rejected = tuple((p[-1].approver, p[-1].comment) for p in people if p[-1].decision == REJECT)
     return ApprovalStatus(stage=stage, digest=digest, required=required, two_person_rule=two_person,
                           author=authors[0] if authors else None, approvers=approvers, rejected_by=rejected,
                           ignored=tuple(ignored), author_unknown=unknown, unknown_author=policy)
