@@ -527,8 +527,9 @@ def plan_promotion(cfg: Config, target: str, *, ledger: Ledger, cloudwatch: Any,
         elif status.blocked_by_unknown_author:
             fail(PromotionRefused("approvals", f"approvals for {target} not satisfied for {_short(digest)}: "
                                                f"{status.explain()}",
-                                  f"deploy it to {src} from CI or a git checkout with history so the author is "
-                                  f"recorded, or set stages.{target}.approvals.unknown_author: extra_approver"))
+                                  f"deploy it to {src} again from CI or a git checkout with history so its author "
+                                  "is recorded (locally: PT_COMMIT_AUTHOR=you@example.com), or set "
+                                  f"stages.{target}.approvals.unknown_author: extra_approver"))
         else:
             fail(PromotionRefused("approvals", f"approvals for {target} not satisfied for {_short(digest)}: "
                                                f"{status.explain()}",

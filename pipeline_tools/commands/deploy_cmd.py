@@ -42,7 +42,11 @@ def _who(app: App, stage: str) -> dict:
     """The STS caller, with PT_ACTOR only where declared identities are accepted (actor.py)."""
     from .. import actor
 
-    return actor.identify(app.aws(stage).caller_arn(), allow_declared=actor.declared_ok(app.config(), stage))
+    who = actor.identify(app.aws(stage).caller_arn(), allow_declared=actor.declared_ok(app.config(), stage))
+    if who.get("declared_ignored"):
+        app.out.warn(f"{' and '.join(who['declared_ignored'])} ignored: recorded as the STS caller {who['name']} "
+                     "(declared identities need local mode or approvals.allow_declared_actor: true)")
+    return who
 
 
 def _deps(app: App, stage: str, led=None, who: dict | None = None):
