@@ -160,6 +160,12 @@ class GateConfig(_Strict):
 class ApprovalsConfig(_Strict):
     required: int = Field(1, ge=1, le=10, description="distinct approvers")
     two_person_rule: bool = Field(False, description="approvers must differ from the commit author")
+    aliases: dict[str, list[str]] = Field(
+        default_factory=dict, description="person → the STS ARNs, role/session names, e-mails and logins that are them")
+    allow_declared_actor: bool = Field(
+        False, description="accept PT_ACTOR / PT_COMMIT_AUTHOR outside local mode (recorded as declared)")
+    unknown_author: Literal["refuse", "extra_approver"] = Field(
+        "refuse", description="two_person_rule when the commit author is unknown: refuse, or require one more approver")
 
 
 class WindowConfig(_Strict):

@@ -11,6 +11,7 @@ rejections, bound to a digest), "window-override" (who overrode a window and why
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ GATE = "gate"
 APPROVAL = "approval"
 WINDOW_OVERRIDE = "window-override"
 PROMOTION = "promotion"
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class PromotionRefused(PtError):
@@ -251,6 +253,11 @@ class Candidate:
     def author(self) -> str | None:
         return (self.deploy.actor or {}).get("author")
 
+    @property
+    def authors(self) -> tuple[str, ...]:
+        """The commit author's names recorded on the source deploy (e-mail, login, pusher)."""
+        return rules.authors_of(self.deploy.actor)
+
 
 def candidate(cfg: Config, ledger: Ledger, stage: str, deploy_id: str | None = None) -> Candidate:
     src = approval_source_stage(cfg, stage)
@@ -278,7 +285,7 @@ def load_approvals(ledger: Ledger, stage: str) -> list[rules.Approval]:
 
 def approval_status(cfg: Config, ledger: Ledger, cand: Candidate) -> rules.ApprovalStatus:
     return rules.evaluate(load_approvals(ledger, cand.stage), stage=cand.stage, digest=cand.digest,
-                          rule=cfg.stages[cand.stage].approvals, author=cand.author)
+                          rule=cfg.stages[cand.stage].approvals, author=cand.authors)
 
 
 @dataclass(frozen=True)
@@ -294,21 +301,54 @@ class ApprovalOutcome:
 
 
 def decide(cfg: Config, ledger: Ledger, stage: str, *, decision: str, actor: dict, clock: Callable[[], float],
-           comment: str | None = None, deploy_id: str | None = None) -> ApprovalOutcome:
-    """Record an approval/rejection by `actor` for the digest waiting for `stage`."""
+           comment: str | None = None, deploy_id: str | None = None,
+           digest: str | None = None) -> ApprovalOutcome:
+    """Record an approval/rejection by `actor` for the digest waiting for `stage`, or for an
+    explicit `digest` (what a `pt deploy --break-glass` of that digest needs)."""
+    if digest is not None:
+        return _decide_digest(cfg, ledger, stage, digest, decision=decision, actor=actor, clock=clock,
+                              comment=comment)
     cand = candidate(cfg, ledger, stage, deploy_id)
     rule = cfg.stages[stage].approvals
-    new = rules.Approval(stage=stage, digest=cand.digest, approver=actor.get("name") or "unknown",
-                         decision=decision, arn=actor.get("arn"), comment=comment, at=clock(),
-                         deploy_id=cand.deploy.id, source="pt")
+    new = _approval(stage, cand.digest, decision, actor, clock, comment, cand.deploy.id)
     existing = load_approvals(ledger, stage)
-    note = rules.check_new(new, existing=existing, rule=rule, author=cand.author)
+    note = rules.check_new(new, existing=existing, rule=rule, author=cand.authors)
     rec = None
     if note is None:
         rec = ledger.put_record(APPROVAL, stage, {k: v for k, v in new.to_dict().items() if k != "id"},
                                 actor=actor, state="approved" if decision == rules.APPROVE else "rejected",
                                 reason=comment)
     return ApprovalOutcome(new, rec, note, approval_status(cfg, ledger, cand))
+
+
+def _decide_digest(cfg: Config, ledger: Ledger, stage: str, digest: str, *, decision: str, actor: dict,
+                   clock: Callable[[], float], comment: str | None) -> ApprovalOutcome:
+    """An approval of an explicit digest for `stage` (break-glass): the actor of the deploy is
+    the "author" whose own approval does not count (see `guard.break_glass_status`)."""
+    from .config import ApprovalsConfig
+
+    if not _DIGEST_RE.match(digest):
+        raise UsageError(f"--digest {digest!r} is not an image digest", "pass sha256: followed by 64 hex digits")
+    rule = cfg.stages[stage].approvals or ApprovalsConfig(required=1)
+    new = _approval(stage, digest, decision, actor, clock, comment, None)
+    existing = load_approvals(ledger, stage)
+    note = rules.check_new(new, existing=existing, rule=rule, author=None)
+    rec = None
+    if note is None:
+        rec = ledger.put_record(APPROVAL, stage, {**{k: v for k, v in new.to_dict().items() if k != "id"},
+                                                  "purpose": "digest"},
+                                actor=actor, state="approved" if decision == rules.APPROVE else "rejected",
+                                reason=comment)
+    status = rules.evaluate(load_approvals(ledger, stage), stage=stage, digest=digest,
+                            rule=ApprovalsConfig(required=1, aliases=rule.aliases), author=None)
+    return ApprovalOutcome(new, rec, note, status)
+
+
+def _approval(stage: str, digest: str, decision: str, actor: dict, clock: Callable[[], float],
+              comment: str | None, deploy_id: str | None) -> rules.Approval:
+    return rules.Approval(stage=stage, digest=digest, approver=actor.get("name") or "unknown",
+                          decision=decision, arn=actor.get("arn"), comment=comment, at=clock(),
+                          deploy_id=deploy_id, source="pt", declared=actor.get("declared"))
 
 
 def sync_codepipeline(cfg: Config, ledger: Ledger, stage: str, *, codepipeline: Any, pipeline: str,
@@ -332,13 +372,12 @@ def sync_codepipeline(cfg: Config, ledger: Ledger, stage: str, *, codepipeline: 
         if ext in seen:
             out.append({**a.to_dict(), "recorded": None, "note": "already recorded"})
             continue
-        name = sorted(rules.aliases(a.approver) - {a.approver.lower()}) or [a.approver]
-        new = rules.Approval(stage=stage, digest=cand.digest, approver=name[0],
+        new = rules.Approval(stage=stage, digest=cand.digest, approver=rules.principal(a.approver) or a.approver,
                              decision=rules.APPROVE if a.status == "approved" else rules.REJECT,
                              arn=a.approver, comment=a.summary, at=a.changed_at or clock(),
                              deploy_id=cand.deploy.id, source="codepipeline")
         note = None
-        if new.decision == rules.APPROVE and rules.is_author(new, cand.author) and \
+        if new.decision == rules.APPROVE and rules.is_author(new, cand.authors, cfg.stages[stage].approvals) and \
                 cfg.stages[stage].approvals and cfg.stages[stage].approvals.two_person_rule:
             note = "approver is the commit author: recorded, but it does not count (two_person_rule)"
         rec = ledger.put_record(APPROVAL, stage, {**{k: v for k, v in new.to_dict().items() if k != "id"},
@@ -485,6 +524,12 @@ def plan_promotion(cfg: Config, target: str, *, ledger: Ledger, cloudwatch: Any,
         status = approval_status(cfg, ledger, Candidate(target, src, rec))
         if status.satisfied:
             checks.append(Check("approvals", True, status.explain()))
+        elif status.blocked_by_unknown_author:
+            fail(PromotionRefused("approvals", f"approvals for {target} not satisfied for {_short(digest)}: "
+                                               f"{status.explain()}",
+                                  f"deploy it to {src} again from CI or a git checkout with history so its author "
+                                  "is recorded (locally: PT_COMMIT_AUTHOR=you@example.com), or set "
+                                  f"stages.{target}.approvals.unknown_author: extra_approver"))
         else:
             fail(PromotionRefused("approvals", f"approvals for {target} not satisfied for {_short(digest)}: "
                                                f"{status.explain()}",

@@ -810,8 +810,8 @@ def approve_shadow(cfg: Config, ledger: Ledger, stage: str, *, decision: str, ac
     rule = cfg.stages[stage].approvals
     new = rules.Approval(stage=stage, digest=rec.digest or "", approver=actor.get("name") or "unknown",
                          decision=decision, arn=actor.get("arn"), comment=comment, at=clock(),
-                         deploy_id=rec.id, source="pt")
-    note = rules.check_new(new, existing=load_approvals(ledger, stage), rule=rule, author=rec.actor.get("author"))
+                         deploy_id=rec.id, source="pt", declared=actor.get("declared"))
+    note = rules.check_new(new, existing=load_approvals(ledger, stage), rule=rule, author=rules.authors_of(rec.actor))
     stored = None
     if note is None:
         stored = ledger.put_record(APPROVAL, stage, {k: v for k, v in new.to_dict().items() if k != "id"},
@@ -824,7 +824,7 @@ def shadow_approvals(cfg: Config, ledger: Ledger, stage: str, rec: Record) -> ru
     from .promote import load_approvals
 
     return rules.evaluate(load_approvals(ledger, stage), stage=stage, digest=rec.digest,
-                          rule=cfg.stages[stage].approvals, author=rec.actor.get("author"))
+                          rule=cfg.stages[stage].approvals, author=rules.authors_of(rec.actor))
 
 
 # --- promote the shadow -----------------------------------------------------------------------

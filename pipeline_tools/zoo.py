@@ -794,7 +794,7 @@ def promotion_checks(cfg: Any, target: str, digest: str, d: ZooDeps, *, override
         from .promote import load_approvals
 
         st = rules.evaluate(load_approvals(led, target), stage=target, digest=digest, rule=rule,
-                            author=(rec.actor or {}).get("author"))
+                            author=rules.authors_of(rec.actor))
         if not st.satisfied:
             raise PtError(f"approvals for {target} not satisfied for zoo set {short(digest)}: {st.explain()}",
                           f"each approver runs `pt zoo approve --stage {target}`")
@@ -824,9 +824,10 @@ def approve(cfg: Any, target: str, d: ZooDeps, *, decision: str = rules.APPROVE,
                             f"approve after `pt zoo apply --stage {src}` succeeded")
     digest = rec.data["set_digest"]
     new = rules.Approval(stage=target, digest=digest, approver=d.actor.get("name") or "unknown", decision=decision,
-                         arn=d.actor.get("arn"), comment=comment, at=d.clock(), deploy_id=rec.id, source="pt-zoo")
+                         arn=d.actor.get("arn"), comment=comment, at=d.clock(), deploy_id=rec.id, source="pt-zoo",
+                         declared=d.actor.get("declared"))
     existing = load_approvals(d.ledger, target)
-    author = (rec.actor or {}).get("author")
+    author = rules.authors_of(rec.actor)
     note = rules.check_new(new, existing=existing, rule=cfg.stages[target].approvals, author=author)
     if note is None and not dry_run:
         d.ledger.put_record(APPROVAL, target, {k: v for k, v in new.to_dict().items() if k != "id"}, actor=d.actor,

@@ -10,6 +10,7 @@ import click
 
 from ..clikit import dry_run_option, output_option, pass_app, stage_option
 from ..context import App
+from ..errors import UsageError
 
 
 def _ledger(app: App, stage: str, *, create: bool = True):
@@ -37,14 +38,38 @@ def _begin(app: App, stage: str, plan: Any, window_cfg: Any, override_window: bo
     return decision, led
 
 
-def _deps(app: App, stage: str, led=None):
+def _who(app: App, stage: str) -> dict:
+    """The STS caller, with PT_ACTOR only where declared identities are accepted (actor.py)."""
     from .. import actor
+
+    who = actor.identify(app.aws(stage).caller_arn(), allow_declared=actor.declared_ok(app.config(), stage))
+    if who.get("declared_ignored"):
+        app.out.warn(f"{' and '.join(who['declared_ignored'])} ignored: recorded as the STS caller {who['name']} "
+                     "(declared identities need local mode or approvals.allow_declared_actor: true)")
+    return who
+
+
+def _deps(app: App, stage: str, led=None, who: dict | None = None):
     from ..deploy import Deps
 
     factory = app.aws(stage)
     return Deps(lambda_client=factory.client("lambda"), cloudwatch=factory.client("cloudwatch"),
                 ledger=led if led is not None else _ledger(app, stage), clock=time.time, sleep=time.sleep,
-                log=app.out.log, actor=actor.identify(factory.caller_arn()))
+                log=app.out.log, actor=who if who is not None else _who(app, stage))
+
+
+def _guard(app: App, stage: str, digest: str, break_glass: bool, reason: str | None, dry_run: bool):
+    """guard.check_deploy for a stage with promote_from (or --break-glass): (decision, ledger, actor)."""
+    from .. import guard
+
+    cfg = app.config()
+    led = _ledger(app, stage)
+    src = cfg.stages[stage].promote_from
+    who = _who(app, stage)
+    decision = guard.check_deploy(cfg, stage, digest, ledger=led, cloudwatch=app.aws(src or stage).client("cloudwatch"),
+                                  actor=who, clock=time.time, break_glass=break_glass, reason=reason,
+                                  record=not dry_run)
+    return decision, led, who
 
 
 @click.command()
@@ -56,7 +81,12 @@ def _deps(app: App, stage: str, led=None):
 @click.option("--strategy", type=click.Choice(["all-at-once", "canary", "linear"]),
               help="Override the stage's deploy strategy (env PT_DEPLOY_STRATEGY).")
 @click.option("--override-window", is_flag=True, help="Deploy outside the stage's deploy window.")
-@click.option("--reason", metavar="TEXT", help="Why the window is overridden (recorded in the ledger).")
+@click.option("--break-glass", "break_glass", is_flag=True,
+              help="Stage with promote_from: deploy a digest that was not promoted (emergency). Needs --reason "
+                   "and one approval of the digest by someone else (`pt approve --stage S --digest D`); "
+                   "recorded in the ledger and notified.")
+@click.option("--reason", metavar="TEXT",
+              help="Why the window is overridden / the glass is broken (recorded in the ledger).")
 @click.option("--target", type=click.Choice(["lambda", "sagemaker"]), default="lambda", show_default=True,
               help="What to deploy to: the stage's Lambdas, or its SageMaker endpoint (as a shadow variant).")
 @dry_run_option
@@ -64,17 +94,25 @@ def _deps(app: App, stage: str, led=None):
 @pass_app
 def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: str | None,
            strategy: str | None, override_window: bool, reason: str | None, dry_run: bool,
-           target: str = "lambda") -> int:
+           target: str = "lambda", break_glass: bool = False) -> int:
     """Deploy an image digest to a stage's Lambdas (canary/linear/all-at-once) with rollback.
 
+    A stage with promote_from (prod) only takes the digest its source stage runs after it passed
+    the gate there and got the stage's approvals (what `pt promote --to STAGE` checks), unless
+    --break-glass --reason "…" with a second person's approval of the digest.
+
     \b
-    Exit codes: 0 deployed (or nothing to deploy), 1 failed and rolled back,
-    2 usage error, 4 stage locked or a dead deploy needs `pt recover`.
+    Exit codes: 0 deployed (or nothing to deploy), 1 failed and rolled back or refused
+    (not promoted, break-glass without approval), 2 usage error, 3 source gate still baking,
+    4 stage locked or a dead deploy needs `pt recover`.
     """
     from .. import deploy as dp
     from .. import windows
 
     if target == "sagemaker":
+        if break_glass:
+            raise UsageError("--break-glass applies to Lambda deploys",
+                             "a SageMaker shadow reaches production through `pt promote --shadow`")
         return _deploy_sagemaker(app, image_uri, from_build, override_window, reason, dry_run)
     cfg, stage, out = app.config(), app.stage, app.out
     build = dp.load_build_output(from_build) if from_build else None
@@ -92,16 +130,23 @@ def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: 
         out.github_output({"deploy_state": "noop", "digest": ref.digest})
         return 0
     window_cfg = cfg.stages[stage].window
+    guarded = led = who = None
+    if break_glass or cfg.stages[stage].promote_from:
+        guarded, led, who = _guard(app, stage, plan.digest, break_glass, reason, dry_run)
     if dry_run:
         try:
             win = windows.check(window_cfg, datetime.now(UTC), override=override_window, reason=reason).to_dict()
         except windows.WindowClosed as e:
             win = {"open": False, "overridden": False, "message": e.message}
-        data = {"dry_run": True, "plan": plan.to_dict(), "window": win}
+        data = {"dry_run": True, "plan": plan.to_dict(), "window": win,
+                "guard": guarded.to_dict() if guarded else None}
 
         def human(o):
             for line in plan.lines():
                 o.info(line)
+            if guarded and guarded.mode == "break-glass":
+                o.info(f"break-glass: approved by {', '.join(guarded.approvals.approvers)}"
+                       + (f"; bypasses: {guarded.bypassed}" if guarded.bypassed else ""))
             if win.get("message"):
                 o.info(f"note: a real deploy would be refused now: {win['message']}")
             o.info("dry run: nothing changed")
@@ -109,13 +154,19 @@ def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: 
         out.result(data, human)
         return 0
     decision, led = _begin(app, stage, plan, window_cfg, override_window, reason)
-    deps = _deps(app, stage, led)
+    deps = _deps(app, stage, led, who)
     from ..promote import notified_deploy
     from .promote_cmd import _notifier
 
-    result = notified_deploy(lambda: dp.deploy(cfg, plan, deps, window=decision.to_dict() if window_cfg else None),
-                             ledger=led, stage=stage, digest=plan.digest, strategy=plan.strategy,
-                             notify=_notifier(app, deps.actor))
+    notify = _notifier(app, deps.actor)
+    def run_for(d):
+        return dp.deploy(cfg, plan, d, window=decision.to_dict() if window_cfg else None)
+
+    if guarded is not None and guarded.mode == "break-glass":
+        result = _break_glass_deploy(app, guarded, deps, run_for, notify, plan)
+    else:
+        result = notified_deploy(lambda: run_for(deps), ledger=led, stage=stage, digest=plan.digest,
+                                 strategy=plan.strategy, notify=notify)
     data = result.to_dict()
     out.github_output({"deploy_id": result.deploy_id, "deploy_state": result.state, "digest": plan.digest,
                        "image_uri": plan.image_uri})
@@ -128,6 +179,37 @@ def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: 
     out.result(data, f"deployed {plan.image} {plan.digest[:19]}… to {stage}: {versions} "
                      f"({plan.strategy}, {data['duration_s']:.1f}s, deploy {result.deploy_id})")
     return 0
+
+
+def _break_glass_deploy(app: App, guarded, deps, run_for, notify, plan):
+    """Record the break-glass, notify it, deploy (actor tagged with the record), close the record."""
+    from dataclasses import replace
+
+    from .. import guard
+    from ..promote import _record_notification, notified_deploy
+
+    led, stage = deps.ledger, guarded.stage
+    bg = guard.start_break_glass(led, guarded, deps.actor)
+    app.out.warn(f"BREAK-GLASS deploy of {plan.digest} to {stage} by {deps.actor.get('name')} "
+                 f"(approved by {', '.join(guarded.approvals.approvers)}): {guarded.reason}")
+    res = notify("break_glass", stage, {
+        "digest": plan.digest, "summary": f"break-glass deploy of {plan.digest[:19]}… to {stage} by "
+        f"{deps.actor.get('name')}: {guarded.reason}", "approvers": list(guarded.approvals.approvers),
+        "bypassed": guarded.bypassed, "record": bg.id})
+    _record_notification(led, stage, bg.id, res)
+    deps = replace(deps, actor={**deps.actor, "break_glass": bg.id})
+    try:
+        result = notified_deploy(lambda: run_for(deps), ledger=led, stage=stage, digest=plan.digest,
+                                 strategy=plan.strategy, info={"break_glass": bg.id}, notify=notify)
+    except Exception as e:
+        last = led.query(stage, "deploy", limit=1)
+        guard.finish_break_glass(led, stage, bg.id, deploy_id=last[0].id if last else None,
+                                 deploy_state=last[0].state if last else "failed", actor=deps.actor,
+                                 error=getattr(e, "message", None) or f"{type(e).__name__}: {e}")
+        raise
+    guard.finish_break_glass(led, stage, bg.id, deploy_id=result.deploy_id, deploy_state=result.state,
+                             actor=deps.actor)
+    return result
 
 
 @click.command()

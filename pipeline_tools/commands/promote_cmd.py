@@ -43,7 +43,8 @@ def _ledger(app: App, stage: str, clock=time.time):
 
 
 def _actor(app: App, stage: str) -> dict:
-    from ..actor import identify
+    """The STS caller (PT_ACTOR only where declared identities are accepted; see actor.py)."""
+    from ..actor import declared_ok, identify
 
     try:
         arn = app.aws(stage).caller_arn()
@@ -51,7 +52,11 @@ def _actor(app: App, stage: str) -> dict:
         from ..errors import translate
 
         raise translate(e) or e from None
-    return identify(arn)
+    who = identify(arn, allow_declared=declared_ok(app.config(), stage))
+    if who.get("declared_ignored"):
+        app.out.warn(f"{' and '.join(who['declared_ignored'])} ignored: acting as the STS caller {who['name']} "
+                     f"(declared identities need local mode or stages.{stage}.approvals.allow_declared_actor: true)")
+    return who
 
 
 def _notifier(app: App, actor: dict | None, clock=time.time):
@@ -192,15 +197,18 @@ def _pipeline_from_env() -> str:
 # --- approvals ------------------------------------------------------------------------------------
 
 
-def _decide(app: App, decision: str, deploy_id: str | None, comment: str | None) -> int:
+def _decide(app: App, decision: str, deploy_id: str | None, comment: str | None, digest: str | None = None) -> int:
     from .. import promote as p
 
     cfg = app.config()
     stage = app.stage
     ledger = _ledger(app, stage)
     actor = _actor(app, stage)
+    if digest is not None and deploy_id is not None:
+        raise UsageError("pass --deploy or --digest, not both",
+                         "--digest approves a digest for `pt deploy --break-glass`; --deploy a staging deploy")
     outcome = p.decide(cfg, ledger, stage, decision=decision, actor=actor, clock=time.time, comment=comment,
-                       deploy_id=deploy_id)
+                       deploy_id=deploy_id, digest=digest)
     st = outcome.status
 
     def human(out) -> None:
@@ -220,30 +228,38 @@ def _decide(app: App, decision: str, deploy_id: str | None, comment: str | None)
 @stage_option(required=True, help="Stage the digest is waiting for (e.g. prod).")
 @click.option("--deploy", "deploy_id", metavar="ID", default=None,
               help="Deploy record of the source stage to approve (default: what it runs now).")
+@click.option("--digest", "digest", metavar="sha256:…", default=None,
+              help="Approve this digest instead: the second person's approval a `pt deploy --break-glass` of it needs.")
 @click.option("--comment", "-m", default=None, help="Why (kept in the ledger).")
 @click.option("--shadow", is_flag=True, help="Approve the SageMaker shadow running in this stage for production.")
 @output_option
 @pass_app
-def approve(app: App, deploy_id, comment, shadow: bool = False) -> int:
-    """Approve the digest waiting for a stage (the one its promote_from stage runs)."""
+def approve(app: App, deploy_id, comment, shadow: bool = False, digest: str | None = None) -> int:
+    """Approve the digest waiting for a stage (the one its promote_from stage runs).
+
+    The approver is the STS caller (see docs/promote.md, identity model); the same person
+    approving twice, under any alias, counts once.
+    """
     if shadow:
         return _decide_shadow(app, "approve", comment)
-    return _decide(app, "approve", deploy_id, comment)
+    return _decide(app, "approve", deploy_id, comment, digest)
 
 
 @click.command()
 @stage_option(required=True, help="Stage the digest is waiting for (e.g. prod).")
 @click.option("--deploy", "deploy_id", metavar="ID", default=None,
               help="Deploy record of the source stage to reject (default: what it runs now).")
+@click.option("--digest", "digest", metavar="sha256:…", default=None,
+              help="Reject this digest instead (blocks a `pt deploy --break-glass` of it).")
 @click.option("--comment", "-m", required=True, help="Why it is rejected (kept in the ledger).")
 @click.option("--shadow", is_flag=True, help="Reject the SageMaker shadow running in this stage.")
 @output_option
 @pass_app
-def reject(app: App, deploy_id, comment, shadow: bool = False) -> int:
+def reject(app: App, deploy_id, comment, shadow: bool = False, digest: str | None = None) -> int:
     """Reject the digest waiting for a stage; a rejection blocks promotion until withdrawn by an approval."""
     if shadow:
         return _decide_shadow(app, "reject", comment)
-    return _decide(app, "reject", deploy_id, comment)
+    return _decide(app, "reject", deploy_id, comment, digest)
 
 
 APPROVAL_COLUMNS = ["approver", "decision", "digest", "at", "counts", "comment"]
@@ -287,7 +303,7 @@ def list_(app: App) -> int:
 
     def human(out) -> None:
         out.info(f"{stage} waits for {cand.digest} ({cand.source} deploy {cand.deploy.id}, "
-                 f"author {cand.author or 'unknown'})")
+                 f"author {', '.join(cand.authors) or 'unknown'})")
         out.info(f"{'satisfied' if st.satisfied else 'pending'}: {st.explain()}")
         if rows:
             out.table(rows, APPROVAL_COLUMNS)

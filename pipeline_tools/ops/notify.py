@@ -31,6 +31,7 @@ EVENTS = {
     "gate_failed": ("Gate FAIL", "🛑", "attention"),
     "approval_needed": ("Approval needed", "✋", "accent"),
     "promoted": ("Promoted", "📦", "good"),
+    "break_glass": ("Break-glass deploy", "🚨", "attention"),
 }
 
 DEFAULT_TIMEOUT = 5.0

@@ -316,6 +316,6 @@ def test_sync_codepipeline_records_answered_approvals_once(env):
     assert by["ByCarol"]["recorded"] is None and "not answered" in by["ByCarol"]["note"]
     assert [r["note"] for r in again if r["action"] != "ByCarol"] == ["already recorded"] * 2
     st = p.approval_status(cfg, ledger, p.candidate(cfg, ledger, "prod"))
-    assert st.approvers == ("bob",) and st.missing == 1
+    assert st.approvers == ("Ops/bob",) and st.missing == 1  # the STS caller, normalised to ROLE/SESSION
     recs = ledger.query("prod", "approval")
     assert {r.data["source"] for r in recs} == {"codepipeline"} and len(recs) == 2
