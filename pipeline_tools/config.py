@@ -472,7 +472,15 @@ class Config(_Strict):
             d["gate"]["alarms"] = self.gate_patterns(s)
             d["sns_topic"] = self.sns_topic(s)
             d["functions"] = {f: self.function_name(s, f) for f in self.functions}
+            d["deploy_role"] = self.stages[s].role or names.role_arn(self.stages[s].account,
+                                                                      names.deploy_role(self.project, s))
         data["ledger_table"] = self.ledger_table()
+        if self.accounts is not None:
+            data["ledger"] = {"table": self.ledger_table(), "account": self.accounts.tooling,
+                              "region": self.accounts.region or self.region,
+                              "role": self.accounts.ledger_role or names.role_arn(
+                                  self.accounts.tooling, names.ledger_role(self.project)),
+                              "stack": names.ledger_stack(self.project)}
         data["repositories"] = {i: self.ecr_repository(i) for i in self.images}
         return data
 

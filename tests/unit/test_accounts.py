@@ -197,3 +197,11 @@ def test_assumed_stage_session_uses_the_role_credentials_and_keeps_the_caller(tm
         assert app.aws("prod") is prod  # one session per role, reused
         assert app.ledger_aws("prod") is app.aws()  # caller in the tooling account: ledger direct
     stub.assert_no_pending_responses()
+
+
+def test_config_show_names_the_roles_and_the_ledger_location():
+    data = MULTI.resolved()
+    assert data["stages"]["prod"]["deploy_role"] == f"arn:aws:iam::{B}:role/iris-prod-deploy"
+    assert data["ledger"] == {"table": "iris-ledger", "account": C, "region": "us-east-1",
+                              "role": f"arn:aws:iam::{C}:role/iris-ledger", "stack": "iris-ledger"}
+    assert "ledger" not in SINGLE.resolved()
