@@ -60,7 +60,7 @@ class App:
             return base
         from . import accounts
 
-        if not accounts.multi_account(cfg):
+        if _single_account() or not accounts.multi_account(cfg):
             return base
         return self._factory(region, accounts.stage_role(cfg, stage, self.caller()))
 
@@ -70,7 +70,7 @@ class App:
         from . import accounts
 
         cfg = self.config()
-        if accounts.ledger_account(cfg) is None:
+        if _single_account() or accounts.ledger_account(cfg) is None:
             return self.aws(stage)
         region = accounts.ledger_region(cfg)
         return self._factory(region, accounts.ledger_role(cfg, self.caller()))
@@ -88,7 +88,7 @@ class App:
 
         cfg = self.config()
         source = cfg.stages[target].promote_from if target in cfg.stages else None
-        if source is None or accounts.ledger_account(cfg) is not None \
+        if source is None or _single_account() or accounts.ledger_account(cfg) is not None \
                 or cfg.stages[source].account == cfg.stages[target].account:
             return
         accounts.check_shared_ledger(cfg, source, target, self.caller())
@@ -110,3 +110,11 @@ class App:
             source = self._factory(region) if role is not None else None
             self._aws[key] = AwsFactory(region=region, profile=self.profile, role=role, source=source)
         return self._aws[key]
+
+
+def _single_account() -> bool:
+    """`PT_SINGLE_ACCOUNT=1` (set by `pt local up`'s env file: the local stack is one emulated
+    account): ignore `accounts:` and stage roles; every client uses the caller's credentials."""
+    import os
+
+    return os.environ.get("PT_SINGLE_ACCOUNT") == "1"

@@ -205,3 +205,18 @@ def test_config_show_names_the_roles_and_the_ledger_location():
     assert data["ledger"] == {"table": "iris-ledger", "account": C, "region": "us-east-1",
                               "role": f"arn:aws:iam::{C}:role/iris-ledger", "stack": "iris-ledger"}
     assert "ledger" not in SINGLE.resolved()
+
+
+def test_single_account_override_never_calls_sts(tmp_path, monkeypatch):
+    """`pt local up` exports PT_SINGLE_ACCOUNT=1: the local stack is one account, whatever the config says."""
+    monkeypatch.setenv("PT_SINGLE_ACCOUNT", "1")
+    path = tmp_path / "pipeline.yml"
+    path.write_text(cfg_text(f'accounts: {{tooling: "{C}"}}'))
+    app = App(config_path=str(path))
+    base = app.aws()
+    with Stubber(base.client("sts")):  # no responses queued: any STS call would raise
+        assert app.aws("prod") is base and app.ledger_aws("prod") is base
+        app.check_shared_ledger("prod")
+    from pipeline_tools.local import env_vars
+
+    assert env_vars({"moto": {"endpoint": "http://127.0.0.1:1"}, "registry": {"host": "h"}})["PT_SINGLE_ACCOUNT"] == "1"
