@@ -163,6 +163,11 @@ def test_promotion_across_three_accounts(world, run_pt):
     # every stage's view of the same ledger: history of staging and status of prod agree
     r = run_pt("history", "--config", cfg, "--stage", "staging", "--output", "json")
     assert r.exit_code == 0 and r.json()["deploys"][0]["digest"] == digest(2)
+    r = run_pt("status", "--config", cfg, "--output", "json")  # every stage, each through its own role
+    assert r.exit_code == 0, r
+    for s in r.json()["stages"]:
+        assert {f["digest"] for f in s["functions"]} == {digest(2)}, s
+        assert s["last_deploy"]["state"] == "succeeded"
 
 
 def test_source_alarms_are_read_in_the_source_account(world, run_pt):
