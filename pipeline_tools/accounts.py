@@ -1,4 +1,6 @@
-"""Which account each thing lives in and which role reaches it (docs/accounts.md). Pure: no I/O.
+"""Which account each thing lives in and which role reaches it (docs/accounts.md).
+
+The decisions are pure (no I/O); only `check_access` calls AWS, through the factories it is given.
 
 - Single account (no `accounts:` in pipeline.yml and no stage `role:`): every client uses the
   caller's credentials, the ledger is the table the caller's account holds. This is how pt always
@@ -13,8 +15,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import names
 from .errors import UsageError
@@ -127,3 +130,60 @@ def check_shared_ledger(cfg: Config, source: str, target: str, caller: Caller | 
         f"ledger: the ledger in account {caller.account} does not hold {unseen}'s records",
         "set `accounts: {tooling: \"<account id>\"}` in pipeline.yml (the ledger then lives in that account; "
         "see docs/accounts.md)")
+
+
+# --- `pt config accounts`: can pt reach every account it needs? (calls AWS through the factories) ---
+
+
+def check_access(cfg: Config, stages: list[str], *, stage_factory: Callable[[str], Any],
+                 ledger_factory: Callable[[str], Any], ledger_stack_name: Callable[[str], str],
+                 same_account: bool = True) -> list[dict]:
+    """One row per stage and one for the ledger: where it lives, which role reaches it, and whether
+    that works now (STS GetCallerIdentity through the stage's session; DescribeTable on the ledger).
+    `same_account`: a stage's session must act in the stage's account (off for PT_SINGLE_ACCOUNT).
+    Never raises for an AWS error: the row says what failed (the command exits 1)."""
+    from .errors import translate
+
+    rows: list[dict] = []
+
+    def attempt(row: dict, call: Callable[[], str]) -> None:
+        try:
+            row["acting_as"] = call()
+            row["ok"] = True
+        except Exception as e:
+            err = translate(e)
+            if err is None:
+                raise
+            row["ok"] = False
+            row["error"] = err.message + (f" ({err.hint})" if err.hint else "")
+        rows.append(row)
+
+    for stage in stages:
+        f = stage_factory(stage)
+        role = getattr(f, "role", None)
+        row = {"what": f"stage {stage}", "account": cfg.stages[stage].account, "region": cfg.stage_region(stage),
+               "via": role.arn if role is not None else "caller's credentials"}
+
+        def whoami(f=f, want=cfg.stages[stage].account) -> str:
+            arn = f.client("sts").get_caller_identity()["Arn"]
+            if same_account and arn.split(":")[4] != want:
+                raise UsageError(f"these credentials act in account {arn.split(':')[4]}, not {want}",
+                                 "set accounts.tooling (or the stage's role) so pt assumes the stage's deploy role")
+            return arn
+
+        attempt(row, whoami)
+    lf = ledger_factory(stages[0])
+    role = getattr(lf, "role", None)
+    row = {"what": f"ledger {cfg.ledger_table()}", "account": ledger_account(cfg) or "each stage's",
+           "region": ledger_region(cfg) if ledger_account(cfg) else cfg.stage_region(stages[0]),
+           "via": role.arn if role is not None else "caller's credentials"}
+
+    def table() -> str:
+        from .ledger import ensure_table
+
+        ensure_table(lf.client("dynamodb"), cfg.ledger_table(), project=cfg.project, stage=stages[0], local=False,
+                     stack=ledger_stack_name(stages[0]))
+        return lf.client("sts").get_caller_identity()["Arn"]
+
+    attempt(row, table)
+    return rows

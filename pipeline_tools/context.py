@@ -60,7 +60,7 @@ class App:
             return base
         from . import accounts
 
-        if _single_account() or not accounts.multi_account(cfg):
+        if single_account() or not accounts.multi_account(cfg):
             return base
         return self._factory(region, accounts.stage_role(cfg, stage, self.caller()))
 
@@ -70,7 +70,7 @@ class App:
         from . import accounts
 
         cfg = self.config()
-        if _single_account() or accounts.ledger_account(cfg) is None:
+        if single_account() or accounts.ledger_account(cfg) is None:
             return self.aws(stage)
         region = accounts.ledger_region(cfg)
         return self._factory(region, accounts.ledger_role(cfg, self.caller()))
@@ -88,7 +88,7 @@ class App:
 
         cfg = self.config()
         source = cfg.stages[target].promote_from if target in cfg.stages else None
-        if source is None or _single_account() or accounts.ledger_account(cfg) is not None \
+        if source is None or single_account() or accounts.ledger_account(cfg) is not None \
                 or cfg.stages[source].account == cfg.stages[target].account:
             return
         accounts.check_shared_ledger(cfg, source, target, self.caller())
@@ -112,7 +112,7 @@ class App:
         return self._aws[key]
 
 
-def _single_account() -> bool:
+def single_account() -> bool:
     """`PT_SINGLE_ACCOUNT=1` (set by `pt local up`'s env file: the local stack is one emulated
     account): ignore `accounts:` and stage roles; every client uses the caller's credentials."""
     import os

@@ -215,3 +215,29 @@ def test_two_accounts_without_a_shared_ledger_is_refused_in_one_line(world, run_
         assert "different accounts" in r.stderr and "accounts: {tooling:" in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
     assert acc[B].live_digests("prod") == {digest(1)}
+
+
+def test_config_accounts_checks_every_role_and_the_ledger(world, run_pt):
+    acc, cfg = world
+    r = run_pt("config", "accounts", "--config", cfg, "--output", "json")
+    assert r.exit_code == 1, r  # no ledger table yet in the tooling account
+    rows = {x["what"]: x for x in r.json()["checks"]}
+    assert rows["stage staging"]["ok"] and rows["stage staging"]["via"] == f"arn:aws:iam::{A}:role/acc-staging-deploy"
+    assert f":sts::{A}:assumed-role/acc-staging-deploy/pt-staging-" in rows["stage staging"]["acting_as"]
+    assert rows["stage prod"]["ok"] and f":sts::{B}:" in rows["stage prod"]["acting_as"]
+    ledger = rows[f"ledger {PROJECT}-ledger"]
+    assert not ledger["ok"] and ledger["account"] == C and "npx cdk deploy acc-ledger" in ledger["error"]
+    acc[C]("dynamodb").create_table(
+        TableName=f"{PROJECT}-ledger", BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("pk", "sk")],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
+    r = run_pt("config", "accounts", "--config", cfg)
+    assert r.exit_code == 0, r
+    assert "acc-staging-deploy" in r.stdout and "FAIL" not in r.stdout
+    # without accounts: pt would act in the caller's account (C) for stages that name A and B: said so
+    cfg.write_text(config(tooling=None))
+    r = run_pt("config", "accounts", "--config", cfg, "--output", "json")
+    assert r.exit_code == 1
+    rows = {x["what"]: x for x in r.json()["checks"]}
+    assert not rows["stage staging"]["ok"] and f"act in account {C}, not {A}" in rows["stage staging"]["error"]
+    assert "set accounts.tooling" in rows["stage staging"]["error"]
