@@ -205,6 +205,22 @@ def test_caller_in_a_stage_account_reaches_the_ledger_through_the_ledger_role(wo
     assert b.live_digests("prod") == {digest(3)} and b.tables() == []
 
 
+def test_two_accounts_ledger_in_the_staging_account(world, run_pt, monkeypatch):
+    acc, cfg = world
+    a, b = acc[A], acc[B]
+    cfg.write_text(config(tooling=A))  # the contract's two accounts, staging's account holds the ledger
+    Account(a.endpoint, A, role=f"{PROJECT}-staging-deploy").env(monkeypatch)
+    r = run_pt("deploy", "--config", cfg, "--stage", "staging", "--image-uri",
+               f"{a.registry}/{PROJECT}-model@{digest(2)}")
+    assert r.exit_code == 0, r
+    Account(a.endpoint, B, role=f"{PROJECT}-prod-deploy").env(monkeypatch)
+    r = run_pt("promote", "--config", cfg, "--to", "prod")
+    assert r.exit_code == 0, r
+    assert b.live_digests("prod") == {digest(2)} and a.live_digests("staging") == {digest(2)}
+    assert a.tables() == [f"{PROJECT}-ledger"] and b.tables() == [] and acc[C].tables() == []
+    assert {"kind": "promotion", "state": "succeeded"} in a.ledger("prod")
+
+
 def test_two_accounts_without_a_shared_ledger_is_refused_in_one_line(world, run_pt, monkeypatch):
     acc, cfg = world
     cfg.write_text(config(tooling=None))
