@@ -99,7 +99,14 @@ class App:
 
         if self._caller is None:
             cfg = self.config()
-            self._caller = accounts.Caller.parse(self._factory(self.region or cfg.region).caller_arn())
+            arn = self._factory(self.region or cfg.region).caller_arn()
+            try:
+                self._caller = accounts.Caller.parse(arn)
+            except ValueError:
+                from .errors import AwsError
+
+                raise AwsError(f"STS GetCallerIdentity returned {arn!r}, which names no account",
+                               "check the credentials pt runs with (`aws sts get-caller-identity`)") from None
         return self._caller
 
     def _factory(self, region: str | None, role=None) -> AwsFactory:
