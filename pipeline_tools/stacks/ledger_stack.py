@@ -12,8 +12,10 @@ Helpers the StageStack's deploy role uses (pure functions of the config):
     tooling table directly when the stage lives in the tooling account; or AssumeRole on the
     ledger role), plus AssumeRole on the source stage's deploy role when that stage is in another
     account (`pt promote` reads the source's alarms with the source's role);
+    (and reads its artifacts bucket: `pt artifacts promote` copies server-side);
   - `add_cross_account_trust(role, stack)`: who in other accounts may assume a stage's deploy role:
-    the deploy roles of stages that promote from it, and the CI roles of the tooling account.
+    the deploy roles of stages that promote from it, and the CI roles of the tooling account; and
+    a bucket policy letting those promoting deploy roles read this stage's artifacts.
 Without `accounts:` nothing here changes a template.
 """
 
@@ -29,12 +31,14 @@ from constructs import Construct
 from .. import names
 from ..config import Config
 from ..ledger import PK, SK
-from .constructs import arn
+from .constructs import acknowledge_wildcards, arn
 from .github_oidc_stack import github_role_name
 
 if TYPE_CHECKING:
     from .stage_stack import StageStack
 
+SOURCE_ARTIFACT_ACTIONS = ["s3:ListBucket", "s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAttributes",
+                           "s3:GetObjectTagging"]
 LEDGER_ACTIONS = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
                   "dynamodb:Query", "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"]
 
@@ -122,6 +126,14 @@ def ledger_statements(st: StageStack) -> list[iam.PolicyStatement]:
         source = cfg.stages[src]
         out.append(iam.PolicyStatement(sid="SourceStageRole", actions=["sts:AssumeRole"], resources=[
             source.role or _role(st, source.account, names.deploy_role(cfg.project, src))]))
+        # `pt artifacts promote` copies server-side with this role: it reads the source bucket
+        # (which grants it in its bucket policy, see `add_cross_account_trust`).
+        bucket = f"arn:{st.partition}:s3:::{cfg.bucket(src)}"
+        out.append(iam.PolicyStatement(sid="SourceArtifacts", actions=SOURCE_ARTIFACT_ACTIONS,
+                                       resources=[bucket, f"{bucket}/*"]))
+        acknowledge_wildcards(st, "objects of the promote_from stage's artifacts bucket, read by `pt artifacts "
+                                  "promote` (server-side copy into this stage's bucket)",
+                              [f"Resource::arn:<AWS::Partition>:s3:::{cfg.bucket(src)}/*"])
     return out
 
 
@@ -142,6 +154,16 @@ def add_cross_account_trust(role: iam.Role, st: StageStack) -> None:
         allowed.setdefault(tooling, []).extend(
             [_role(st, tooling, github_role_name(cfg.project))]
             + [_role(st, tooling, codebuild_role_name(cfg.project, s)) for s in readers])
+    readers = {other: ost.account for other, ost in cfg.stages.items()
+               if ost.promote_from == stage and ost.account != account}
+    if readers:  # the promoting stages' deploy roles copy this stage's artifacts server-side
+        bucket = st.artifacts.bucket
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid="PromoteRead", actions=SOURCE_ARTIFACT_ACTIONS,
+            principals=[iam.AccountPrincipal(a) for a in dict.fromkeys(readers.values())],
+            resources=[bucket.bucket_arn, bucket.arn_for_objects("*")],
+            conditions={"ArnEquals": {"aws:PrincipalArn": [
+                _role(st, a, names.deploy_role(cfg.project, other)) for other, a in readers.items()]}}))
     if not allowed:
         return
     role.assume_role_policy.add_statements(iam.PolicyStatement(  # type: ignore[union-attr]

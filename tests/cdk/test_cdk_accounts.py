@@ -92,6 +92,20 @@ def test_three_accounts_deploy_roles_reach_the_ledger_and_the_source_stage(three
     assert f"{B}:root" in principals and f"{C}:root" in principals and f"{A}:root" not in principals
 
 
+def test_three_accounts_artifacts_promotion_reads_the_source_bucket(three):
+    staging, prod = three.template("iris-staging-stage"), three.template("iris-prod-stage")
+    src = deploy_policy(prod)["SourceArtifacts"]
+    assert "s3:GetObject" in src["Action"] and not any(a.endswith("*") for a in src["Action"])
+    assert "s3:::iris-staging-artifacts" in text(src["Resource"]) and "SourceArtifacts" not in deploy_policy(staging)
+    policies = [s for p in by_type(staging, "AWS::S3::BucketPolicy")
+                for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    read = next(s for s in policies if s.get("Sid") == "PromoteRead")
+    assert f"{B}:root" in text(read["Principal"])
+    assert f":iam::{B}:role/iris-prod-deploy" in text(read["Condition"]["ArnEquals"]["aws:PrincipalArn"])
+    assert not any(s.get("Sid") == "PromoteRead" for p in by_type(prod, "AWS::S3::BucketPolicy")
+                   for s in p["Properties"]["PolicyDocument"]["Statement"])
+
+
 def test_one_account_with_tooling_keeps_the_ledger_direct(one):
     ledger = one.template("iris-ledger")
     assert len(by_type(ledger, "AWS::DynamoDB::Table")) == 1
@@ -100,7 +114,7 @@ def test_one_account_with_tooling_keeps_the_ledger_direct(one):
         t = one.template(f"iris-{stage}-stage")
         assert by_type(t, "AWS::DynamoDB::Table") == []
         sids = deploy_policy(t)
-        assert "LedgerRole" not in sids and "SourceStageRole" not in sids
+        assert not {"LedgerRole", "SourceStageRole", "SourceArtifacts"} & set(sids)
         assert f":{A}:table/iris-ledger" in text(sids["Ledger"]["Resource"])
         trust = deploy_role(t, stage)["Properties"]["AssumeRolePolicyDocument"]["Statement"]
         assert len(trust) == 1  # as in a single-account config
