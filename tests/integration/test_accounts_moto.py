@@ -145,6 +145,11 @@ def test_promotion_across_three_accounts(world, run_pt):
                f"{a.registry}/{PROJECT}-model@{digest(2)}", "--output", "json")
     assert r.exit_code == 0, r
     assert a.live_digests("staging") == {digest(2)}  # deployed in A through staging's role
+    r = run_pt("gate", "--config", cfg, "--stage", "staging", "--output", "json")
+    assert r.exit_code == 0 and r.json()["status"] == "PASS", r  # A's alarms, C's ledger
+    r = run_pt("promote", "--config", cfg, "--to", "prod", "--dry-run", "--output", "json")
+    assert r.exit_code == 0 and r.json()["dry_run"] is True, r
+    assert b.live_digests("prod") == {digest(1)}
     r = run_pt("promote", "--config", cfg, "--to", "prod", "--output", "json")
     assert r.exit_code == 0, r
     checks = {ch["check"]: ch for ch in r.json()["checks"]}
