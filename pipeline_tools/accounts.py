@@ -114,20 +114,23 @@ def ledger_stack(cfg: Config, stage: str) -> str:
 def check_shared_ledger(cfg: Config, source: str, target: str, caller: Caller | None) -> None:
     """Refuse a promotion that could not see the source stage's records.
 
-    Without a tooling account each account has its own ledger table; when `source` and `target`
-    are in different accounts and the caller acts in one of them, the other stage's records are
-    in a table these credentials do not reach: prod would never see staging's deploys.
-    (A caller in neither account is an emulated single account, as in local mode.)
+    Without a tooling account each account has its own ledger table. When `source` and `target`
+    are in different accounts, the ledger the promotion reads is the target's (stage roles on)
+    or the caller's; either way it does not hold the other stage's records: prod would never
+    see staging's deploys. (Without stage roles, a caller in neither account is one emulated
+    account, as in local mode: one ledger, nothing to refuse.)
     """
     if ledger_account(cfg) is not None or caller is None:
         return
     a, b = cfg.stages[source].account, cfg.stages[target].account
-    if a == b or caller.account not in (a, b):
+    roles = multi_account(cfg)
+    if a == b or (not roles and caller.account not in (a, b)):
         return
-    unseen = source if caller.account == b else target
+    reached = b if roles else caller.account
+    unseen = source if reached != a else target
     raise UsageError(
         f"{source} (account {a}) and {target} (account {b}) are in different accounts, but there is no shared "
-        f"ledger: the ledger in account {caller.account} does not hold {unseen}'s records",
+        f"ledger: the ledger in account {reached} does not hold {unseen}'s records",
         "set `accounts: {tooling: \"<account id>\"}` in pipeline.yml (the ledger then lives in that account; "
         "see docs/accounts.md)")
 

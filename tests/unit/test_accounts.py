@@ -120,6 +120,14 @@ def test_promotion_across_accounts_without_a_shared_ledger(who, refused):
     accounts.check_shared_ledger(MULTI, "staging", "prod", caller(who))  # shared ledger: always fine
 
 
+def test_stage_roles_without_a_tooling_account_refuse_from_any_caller():
+    cfg = parse(cfg_text(prod_role=f'    role: "arn:aws:iam::{B}:role/deployer"'))
+    for who in (A, B, C):  # prod's promotion reads prod's ledger (through its role): no staging records
+        with pytest.raises(UsageError) as e:
+            accounts.check_shared_ledger(cfg, "staging", "prod", caller(who))
+        assert f"the ledger in account {B} does not hold staging's records" in e.value.message
+
+
 @pytest.mark.parametrize(("block", "staging_role", "message"), [
     ('accounts: {tooling: "12345"}', "", 'accounts.tooling: must be a 12-digit AWS account id'),
     ("accounts: {}", "", "accounts.tooling: required key is missing"),
