@@ -26,19 +26,31 @@ def is_local() -> bool:
 
 
 class AwsFactory:
-    """Builds and caches clients. Pass `factory.client("lambda")` etc. to library functions."""
+    """Builds and caches clients. Pass `factory.client("lambda")` etc. to library functions.
+
+    With `role` (an `accounts.RoleChoice`) and `source` (the caller's factory), the session holds
+    that role's credentials, assumed through the source's STS client on first use and refreshed
+    before they expire (a deploy with a long bake outlives one STS session).
+    """
 
     def __init__(self, region: str | None = None, profile: str | None = None,
-                 endpoint: str | None = None, max_attempts: int | None = None):
+                 endpoint: str | None = None, max_attempts: int | None = None, *,
+                 role: Any = None, source: AwsFactory | None = None):
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         self.profile = profile or None
         self.endpoint = endpoint if endpoint is not None else endpoint_url()
         self.max_attempts = max_attempts or int(os.environ.get("PT_AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
+        if (role is None) != (source is None):
+            raise ValueError("role and source go together")
+        self.role = role
+        self.source = source
         self._session = None
         self._clients: dict[tuple[str, str | None], Any] = {}
 
     @property
     def session(self):
+        if self._session is None and self.role is not None:
+            self._session = self._assumed_session()
         if self._session is None:
             import boto3
             import botocore.exceptions
@@ -74,10 +86,57 @@ class AwsFactory:
         return self._clients[key]
 
     def caller_arn(self) -> str:
-        """The STS caller identity ARN (who is acting), cached."""
+        """The STS caller identity ARN (who is acting), cached. For an assumed stage role it is
+        still the original caller: approvals and records name the person, not the deploy role."""
+        if self.source is not None:
+            return self.source.caller_arn()
         if not hasattr(self, "_caller"):
             self._caller = self.client("sts").get_caller_identity()["Arn"]
         return self._caller
+
+    def account_id(self) -> str:
+        """The account this factory's clients act in (the assumed role's, else the caller's)."""
+        if self.role is not None:
+            return self.role.account
+        return self.caller_arn().split(":")[4]
+
+    def _assumed_session(self):
+        import boto3
+        import botocore.session
+        from botocore.credentials import RefreshableCredentials
+
+        assert self.source is not None and self.role is not None
+        sts, role = self.source.client("sts"), self.role
+
+        def fetch() -> dict:
+            try:
+                c = sts.assume_role(RoleArn=role.arn, RoleSessionName=role.session_name)["Credentials"]
+            except Exception as e:
+                raise _assume_error(e, role, self.source) from None
+            return {"access_key": c["AccessKeyId"], "secret_key": c["SecretAccessKey"],
+                    "token": c["SessionToken"], "expiry_time": c["Expiration"].isoformat()}
+
+        core = botocore.session.Session()
+        core._credentials = RefreshableCredentials.create_from_metadata(
+            metadata=fetch(), refresh_using=fetch, method="sts-assume-role")
+        return boto3.session.Session(botocore_session=core, region_name=self.region)
+
+
+def _assume_error(exc: BaseException, role: Any, source: AwsFactory) -> BaseException:
+    """AssumeRole failed: one line naming the role and the pipeline.yml key that chose it."""
+    from .errors import translate
+
+    code = client_error_code(exc)
+    if code is None:
+        return translate(exc) or exc
+    msg = str(getattr(exc, "response", {}).get("Error", {}).get("Message", "")).strip()
+    try:
+        caller = source.caller_arn()
+    except Exception:
+        caller = "the caller"
+    denied = code in ("AccessDenied", "AccessDeniedException", "InvalidClientTokenId", "NoSuchEntity")
+    return AwsError(f"cannot assume role {role.arn} (account {role.account}): {code}" + (f": {msg}" if msg else ""),
+                    role.hint(caller), code=code, operation="AssumeRole", exit_code=2 if denied else None)
 
 
 def client_error_code(exc: BaseException) -> str | None:

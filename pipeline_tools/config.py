@@ -64,6 +64,8 @@ Duration = Annotated[
                     "description": "duration: 30s, 5m, 1h30m or seconds"}),
 ]
 
+ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9_+=,.@/-]+$"
+
 _SECRET_RE = re.compile(r"^(ssm|env):(\S+)$")
 
 
@@ -210,8 +212,28 @@ class StageConfig(_Strict):
     window: WindowConfig | None = None
     protected: bool | None = Field(None, description="refuse teardown; defaults to true for prod")
     registry: str | None = Field(None, description="registry host instead of the stage's ECR")
+    role: str | None = Field(None, pattern=ROLE_ARN_PATTERN,
+                             description="role ARN pt assumes for this stage when the caller is in another account "
+                                         "(default: <project>-<stage>-deploy in the stage's account; docs/accounts.md)")
 
     @field_validator("account", mode="before")
+    @classmethod
+    def _account_str(cls, v: Any) -> Any:
+        return str(v).zfill(12) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class AccountsConfig(_Strict):
+    """Where the shared ledger lives (docs/accounts.md). Setting it turns on per-stage role assumption."""
+
+    tooling: str = Field(pattern=r"^\d{12}$",
+                         description="12-digit id of the tooling account (the ledger table and pipelines live there)")
+    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$",
+                               description="region of the ledger table (default: the top-level region)")
+    ledger_role: str | None = Field(None, pattern=ROLE_ARN_PATTERN,
+                                    description="role ARN pt assumes to reach the ledger from outside the tooling "
+                                                "account (default: <project>-ledger in the tooling account)")
+
+    @field_validator("tooling", mode="before")
     @classmethod
     def _account_str(cls, v: Any) -> Any:
         return str(v).zfill(12) if isinstance(v, int) and not isinstance(v, bool) else v
@@ -369,6 +391,8 @@ class Config(_Strict):
     cdk: CdkConfig = Field(default_factory=CdkConfig)
     targets: TargetsConfig = Field(default_factory=TargetsConfig)
     zoo: ZooConfig | None = None
+    accounts: AccountsConfig | None = Field(None, description="tooling account with the shared ledger; stages in "
+                                                              "other accounts are reached through their deploy role")
 
     # Set by load(): where the file lives (paths in it are relative to its directory).
     source: str | None = Field(None, exclude=True, json_schema_extra={"readOnly": True})
@@ -454,7 +478,15 @@ class Config(_Strict):
             d["gate"]["alarms"] = self.gate_patterns(s)
             d["sns_topic"] = self.sns_topic(s)
             d["functions"] = {f: self.function_name(s, f) for f in self.functions}
+            d["deploy_role"] = self.stages[s].role or names.role_arn(self.stages[s].account,
+                                                                      names.deploy_role(self.project, s))
         data["ledger_table"] = self.ledger_table()
+        if self.accounts is not None:
+            data["ledger"] = {"table": self.ledger_table(), "account": self.accounts.tooling,
+                              "region": self.accounts.region or self.region,
+                              "role": self.accounts.ledger_role or names.role_arn(
+                                  self.accounts.tooling, names.ledger_role(self.project)),
+                              "stack": names.ledger_stack(self.project)}
         data["repositories"] = {i: self.ecr_repository(i) for i in self.images}
         return data
 
@@ -641,6 +673,9 @@ def _describe(err: dict, data: dict) -> tuple[tuple, str]:
     if kind == "string_pattern_mismatch":
         field = loc[-1] if loc else ""
         hints = {"account": "a 12-digit AWS account id in quotes, e.g. \"111111111111\"",
+                 "tooling": "a 12-digit AWS account id in quotes, e.g. \"333333333333\"",
+                 "role": "an IAM role ARN like arn:aws:iam::111111111111:role/NAME",
+                 "ledger_role": "an IAM role ARN like arn:aws:iam::333333333333:role/NAME",
                  "project": "lowercase letters, digits and dashes, starting with a letter",
                  "region": "an AWS region like us-east-1"}
         return loc, f"must be {hints.get(field, 'of pattern ' + ctx.get('pattern', ''))} (got {got!r})"
@@ -705,11 +740,32 @@ def _cross_checks(data: dict) -> list[tuple[tuple, str]]:
             cycle = path[path.index(cur):] + [cur]
             seen_cycle.update(cycle)
             out.append((("stages", cur, "promote_from"), f"promote_from forms a cycle: {' <- '.join(cycle)}"))
+    out += _account_checks(data, stages)
     bucket = _get(data, ("artifacts", "bucket"))
     if isinstance(bucket, str):
         for m in _TEMPLATE_RE.finditer(bucket):
             if m[1] not in ("project", "stage"):
                 out.append((("artifacts", "bucket"), f"unknown placeholder {{{m[1]}}}; use {{project}} and {{stage}}"))
+    return out
+
+
+def _account_checks(data: dict, stages: dict) -> list[tuple[tuple, str]]:
+    """A role ARN must belong to the account it is used for (a typo here sends a deploy elsewhere)."""
+    out: list[tuple[tuple, str]] = []
+
+    def check(path: tuple, role: Any, account: Any, owner: str) -> None:
+        if isinstance(role, str) and isinstance(account, str) and re.match(ROLE_ARN_PATTERN, role):
+            in_arn = role.split(":")[4]
+            if in_arn != account:
+                out.append((path, f"role is in account {in_arn}, but {owner} is {account}; "
+                                  "use a role of that account (or drop the key for the default role)"))
+
+    for sname, s in stages.items():
+        if isinstance(s, dict):
+            check(("stages", sname, "role"), s.get("role"), s.get("account"), f"stages.{sname}.account")
+    acc = data.get("accounts")
+    if isinstance(acc, dict):
+        check(("accounts", "ledger_role"), acc.get("ledger_role"), acc.get("tooling"), "accounts.tooling")
     return out
 
 

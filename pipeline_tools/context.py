@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .output import Output
 
@@ -23,6 +23,7 @@ class App:
     _config: Config | None = field(default=None, repr=False)
     _aws: dict = field(default_factory=dict, repr=False)
     _out: Output | None = field(default=None, repr=False)
+    _caller: Any = field(default=None, repr=False)
 
     @property
     def out(self) -> Output:
@@ -44,17 +45,83 @@ class App:
         return self.stage  # type: ignore[return-value]
 
     def aws(self, stage: str | None = None) -> AwsFactory:
-        """Client factory for a stage's region (or --region, or the config's region)."""
+        """Client factory for a stage: its region (or --region, or the config's region) and, in a
+        multi-account config, its deploy role when the caller is in another account."""
+        region = self.region
+        cfg = None
+        try:
+            cfg = self.config()
+        except Exception:
+            pass
+        if region is None and cfg is not None:
+            region = cfg.stage_region(stage) if stage in cfg.stages else cfg.region
+        base = self._factory(region)
+        if cfg is None or stage not in cfg.stages:
+            return base
+        from . import accounts
+
+        if single_account() or not accounts.multi_account(cfg):
+            return base
+        return self._factory(region, accounts.stage_role(cfg, stage, self.caller()))
+
+    def ledger_aws(self, stage: str | None = None) -> AwsFactory:
+        """Client factory for the ledger table: the tooling account's (`accounts.tooling`), reached
+        directly or through `accounts.ledger_role`; without a tooling account, the stage's."""
+        from . import accounts
+
+        cfg = self.config()
+        if single_account() or accounts.ledger_account(cfg) is None:
+            return self.aws(stage)
+        region = accounts.ledger_region(cfg)
+        return self._factory(region, accounts.ledger_role(cfg, self.caller()))
+
+    def ledger_stack(self, stage: str) -> str:
+        """The stack that creates the ledger table (named in 'table missing' hints)."""
+        from . import accounts
+
+        return accounts.ledger_stack(self.config(), stage)
+
+    def check_shared_ledger(self, target: str) -> None:
+        """Refuse (exit 2) to read `target`'s promote_from stage's records from a ledger that cannot
+        hold them (stages in two accounts, no `accounts.tooling`); see accounts.check_shared_ledger."""
+        from . import accounts
+
+        cfg = self.config()
+        source = cfg.stages[target].promote_from if target in cfg.stages else None
+        if source is None or single_account() or accounts.ledger_account(cfg) is not None \
+                or cfg.stages[source].account == cfg.stages[target].account:
+            return
+        accounts.check_shared_ledger(cfg, source, target, self.caller())
+
+    def caller(self):
+        """The STS caller (account, partition) of the credentials pt runs with, cached."""
+        from . import accounts
+
+        if self._caller is None:
+            cfg = self.config()
+            arn = self._factory(self.region or cfg.region).caller_arn()
+            try:
+                self._caller = accounts.Caller.parse(arn)
+            except ValueError:
+                from .errors import AwsError
+
+                raise AwsError(f"STS GetCallerIdentity returned {arn!r}, which names no account",
+                               "check the credentials pt runs with (`aws sts get-caller-identity`)") from None
+        return self._caller
+
+    def _factory(self, region: str | None, role=None) -> AwsFactory:
         from .aws import AwsFactory
 
-        region = self.region
-        if region is None:
-            try:
-                cfg = self.config()
-                region = cfg.stage_region(stage) if stage in cfg.stages else cfg.region
-            except Exception:
-                region = None
-        key = region or ""
+        key = (region or "", role.arn if role is not None else "")
         if key not in self._aws:
-            self._aws[key] = AwsFactory(region=region, profile=self.profile)
+            source = self._factory(region) if role is not None else None
+            self._aws[key] = AwsFactory(region=region, profile=self.profile, role=role, source=source)
         return self._aws[key]
+
+
+def single_account() -> bool:
+    """`PT_SINGLE_ACCOUNT=1` (set by `pt local up`'s env file: the local stack is one emulated
+    account): ignore `accounts:` and stage roles; every client uses the caller's credentials."""
+    import os
+
+    return os.environ.get("PT_SINGLE_ACCOUNT") == "1"

@@ -121,8 +121,9 @@ class Lock:
 
 
 def ensure_table(client: Any, table: str, *, project: str, stage: str, local: bool,
-                 sleep: Callable[[float], None] = time.sleep) -> bool:
-    """True if the table exists (or was created here, local mode only)."""
+                 sleep: Callable[[float], None] = time.sleep, stack: str | None = None) -> bool:
+    """True if the table exists (or was created here, local mode only). `stack`: the stack that
+    creates it (default: the stage's StageStack; the ledger stack when the ledger is shared)."""
     from botocore.exceptions import ClientError
 
     try:
@@ -132,9 +133,9 @@ def ensure_table(client: Any, table: str, *, project: str, stage: str, local: bo
         if e.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
             raise
     if not local:
+        stack = stack or names.stage_stack(project, stage)
         raise NotFoundError(f"ledger table {table} does not exist",
-                            f"deploy the stack {names.stage_stack(project, stage)} (it creates the ledger), "
-                            "e.g. `npx cdk deploy " + names.stage_stack(project, stage) + "`")
+                            f"deploy the stack {stack} (it creates the ledger), e.g. `npx cdk deploy {stack}`")
     try:
         client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
                             AttributeDefinitions=[{"AttributeName": PK, "AttributeType": "S"},

@@ -744,6 +744,8 @@ def env_vars(state: dict) -> dict[str, str]:
         # moto answers calls it lacks (e.g. DescribeAlarmHistory) with 500s that botocore would
         # retry with backoff; two attempts keep the gate's polls fast
         "PT_AWS_MAX_ATTEMPTS": "2",
+        # the local stack is one account: stages of other accounts live in it too (docs/accounts.md)
+        "PT_SINGLE_ACCOUNT": "1",
     }
     if state.get("docker", {}).get("host"):
         out["DOCKER_HOST"] = state["docker"]["host"]

@@ -43,3 +43,17 @@ def pipeline_stack(project: str, stage: str) -> str:
 
 def deploy_role(project: str, stage: str) -> str:
     return f"{project}-{stage}-deploy"
+
+
+def ledger_stack(project: str) -> str:
+    """The stack that holds the shared ledger in the tooling account (`accounts.tooling`)."""
+    return f"{project}-ledger"
+
+
+def ledger_role(project: str) -> str:
+    """Role in the tooling account that stage deploy roles assume to reach the shared ledger."""
+    return f"{project}-ledger"
+
+
+def role_arn(account: str, name: str, partition: str = "aws") -> str:
+    return f"arn:{partition}:iam::{account}:role/{name}"

@@ -1,4 +1,4 @@
-"""`pt config validate|show|schema`."""
+"""`pt config validate|show|schema|accounts`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ..context import App
 
 @click.group()
 def config() -> None:
-    """Validate pipeline.yml, show it resolved, export its JSON Schema."""
+    """Validate pipeline.yml, show it resolved, export its JSON Schema, check account access."""
 
 
 @config.command()
@@ -52,6 +52,38 @@ def show(app: App) -> int:
 
         app.out.info(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
     return 0
+
+
+@config.command()
+@stage_option(help="Only this stage (default: every stage).")
+@output_option
+@pass_app
+def accounts(app: App) -> int:
+    """Check that pt reaches every stage's account and the ledger (roles assumed, table found).
+
+    \b
+    Exit 0 when every row is ok, 1 when one is not (the row says why). See docs/accounts.md.
+    """
+    from .. import accounts as acc
+    from ..context import single_account
+
+    cfg = app.config()
+    stages = [app.stage] if app.stage else list(cfg.stages)
+    if app.stage:
+        cfg.stage(app.stage)
+    caller = app.caller()
+    rows = acc.check_access(cfg, stages, stage_factory=app.aws, ledger_factory=app.ledger_aws,
+                            ledger_stack_name=app.ledger_stack, same_account=not single_account())
+    ok = all(r["ok"] for r in rows)
+
+    def human(out) -> None:
+        out.info(f"caller: {caller.arn}")
+        out.table([(r["what"], r["account"], r["region"], r["via"], "ok" if r["ok"] else "FAIL",
+                    r.get("acting_as") or r.get("error", "")) for r in rows],
+                  ["what", "account", "region", "via", "result", "acting as / error"])
+
+    app.out.result({"caller": caller.arn, "ok": ok, "checks": rows}, human)
+    return 0 if ok else 1
 
 
 @config.command()

@@ -17,8 +17,9 @@ def _ledger(app: App, stage: str, *, create: bool = True):
     from .. import aws, ledger
 
     cfg = app.config()
-    client = app.aws(stage).client("dynamodb")
-    ledger.ensure_table(client, cfg.ledger_table(), project=cfg.project, stage=stage, local=aws.is_local() and create)
+    client = app.ledger_aws(stage).client("dynamodb")
+    ledger.ensure_table(client, cfg.ledger_table(), project=cfg.project, stage=stage, local=aws.is_local() and create,
+                        stack=app.ledger_stack(stage))
     return ledger.Ledger(client, cfg.ledger_table())
 
 

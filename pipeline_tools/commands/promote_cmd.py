@@ -37,8 +37,9 @@ def _ledger(app: App, stage: str, clock=time.time):
     from ..ledger import Ledger, ensure_table
 
     cfg = app.config()
-    client = app.aws(stage).client("dynamodb")
-    ensure_table(client, cfg.ledger_table(), project=cfg.project, stage=stage, local=is_local())
+    client = app.ledger_aws(stage).client("dynamodb")
+    ensure_table(client, cfg.ledger_table(), project=cfg.project, stage=stage, local=is_local(),
+                 stack=app.ledger_stack(stage))
     return Ledger(client, cfg.ledger_table(), clock=clock)
 
 
@@ -202,6 +203,7 @@ def _decide(app: App, decision: str, deploy_id: str | None, comment: str | None,
 
     cfg = app.config()
     stage = app.stage
+    app.check_shared_ledger(stage)
     ledger = _ledger(app, stage)
     actor = _actor(app, stage)
     if digest is not None and deploy_id is not None:
@@ -288,6 +290,7 @@ def list_(app: App) -> int:
     app.require_stage()
     cfg = app.config()
     stage = app.stage
+    app.check_shared_ledger(stage)
     ledger = _ledger(app, stage)
     cand = p.candidate(cfg, ledger, stage)
     st = p.approval_status(cfg, ledger, cand)
@@ -325,6 +328,7 @@ def sync_codepipeline(app: App, pipeline: str) -> int:
 
     cfg = app.config()
     stage = app.stage
+    app.check_shared_ledger(stage)
     ledger = _ledger(app, stage)
     client = app.aws(stage).client("codepipeline")
     actor = _actor(app, stage)
@@ -378,9 +382,10 @@ def promote(app: App, target: str, source: str | None, override_window: bool, re
         return _promote_shadow(app, target, override_window, reason, dry_run)
     cfg = app.config()
     cfg.stage(target)
-    ledger = _ledger(app, target)
     src = p.resolve_source(cfg, target, source)
-    cw = app.aws(src).client("cloudwatch")
+    app.check_shared_ledger(target)
+    ledger = _ledger(app, target)  # the shared ledger (tooling account) when accounts.tooling is set
+    cw = app.aws(src).client("cloudwatch")  # the source's alarms, with the source stage's role
     if dry_run:
         plan, _ = p.promote(cfg, target, ledger=ledger, cloudwatch=cw, deploy=_no_deploy, actor={},
                             clock=time.time, source=source, override_window=override_window, reason=reason,

@@ -18,8 +18,9 @@ def _deps(app: App, stage: str):
 
     cfg = app.config()
     factory = app.aws(stage)
-    ddb = factory.client("dynamodb")
-    ledger.ensure_table(ddb, cfg.ledger_table(), project=cfg.project, stage=stage, local=aws.is_local())
+    ddb = app.ledger_aws(stage).client("dynamodb")
+    ledger.ensure_table(ddb, cfg.ledger_table(), project=cfg.project, stage=stage, local=aws.is_local(),
+                        stack=app.ledger_stack(stage))
     return ZooDeps(lambda_client=factory.client("lambda"), ssm=_Lazy(lambda: factory.client("ssm")),
                    ledger=ledger.Ledger(ddb, cfg.ledger_table()),
                    cloudwatch=_Lazy(lambda: factory.client("cloudwatch")), s3=_Lazy(lambda: s3_client(factory)),

@@ -4,6 +4,7 @@ Stacks (one module each):
   stage_stack.StageStack            `<project>-<stage>-stage`    per stage, in its account/region
   pipeline_stack.PipelineStack      `<project>-<stage>-pipeline` per stage (needs repository + connection)
   github_oidc_stack.GitHubOidcStack `<project>-github-oidc`      per account hosting stages (needs repository)
+  ledger_stack.LedgerStack          `<project>-ledger`           in the tooling account (when `accounts:` is set)
 
 Entry points:
   build_app(app, cfg, ...)  adds every stack for `cfg` to a cdk.App (used by cdk/app.py and tests).
@@ -98,6 +99,13 @@ def build_app(app: cdk.App, cfg: Config, *, repository: str | None = None, conne
     connection_arn = connection_arn or cfg.cdk.connection_arn
     chosen = stages or list(cfg.stages)
     out: dict[str, Any] = {}
+    if cfg.accounts is not None:
+        from .ledger_stack import LedgerStack
+
+        name = names.ledger_stack(cfg.project)
+        out[name] = LedgerStack(app, name, cfg=cfg, env=cdk.Environment(
+            account=cfg.accounts.tooling, region=cfg.accounts.region or cfg.region),
+            description=f"{cfg.project}: the shared ledger of every stage (pt), in the tooling account")
     for stage in chosen:
         st = cfg.stages[stage]
         env = cdk.Environment(account=st.account, region=cfg.stage_region(stage))

@@ -49,6 +49,7 @@ from ..config import AlarmConfig, Config, FunctionConfig
 from ..ledger import PK, SK
 from .constructs import SecureBucket, acknowledge_wildcards, arn, logical, nag_arn, ref
 from .github_oidc_stack import github_role_name
+from .ledger_stack import add_cross_account_trust, ledger_statements, ledger_table
 
 DIGEST_PATTERN = r"^(sha256:[0-9a-f]{64})?$"
 # Ledger item keys: the same constants pipeline_tools/ledger.py reads and writes (both strings).
@@ -129,20 +130,9 @@ class StageStack(Stack):
         self.topic = sns.Topic(self, "Events", topic_name=cfg.sns_topic(stage), master_key=self.topic_key,
                                enforce_ssl=True)
 
-        # --- ledger ---
-        if owner:
-            self.ledger: dynamodb.ITable = dynamodb.Table(
-                self, "Ledger",
-                table_name=cfg.ledger_table(),
-                partition_key=dynamodb.Attribute(name=LEDGER_PARTITION_KEY, type=dynamodb.AttributeType.STRING),
-                sort_key=dynamodb.Attribute(name=LEDGER_SORT_KEY, type=dynamodb.AttributeType.STRING),
-                billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-                point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                    point_in_time_recovery_enabled=True),
-                encryption=dynamodb.TableEncryption.AWS_MANAGED,
-                deletion_protection=not local,
-                removal_policy=removal,
-            )
+        # --- ledger (in the tooling account's LedgerStack when `accounts.tooling` is set) ---
+        if owner and cfg.accounts is None:
+            self.ledger: dynamodb.ITable = ledger_table(self, cfg, local=local, removal=removal)
         else:
             self.ledger = dynamodb.Table.from_table_name(self, "Ledger", cfg.ledger_table())
 
@@ -304,6 +294,7 @@ class DeployRole(Construct):
             max_session_duration=Duration.hours(2),
             description=f"assumed by pt (CI) to build, deploy, gate and promote {cfg.project} {stage}",
         )
+        add_cross_account_trust(self.role, st)
         statements: list[iam.PolicyStatement] = []
         if fn_names:
             statements.append(iam.PolicyStatement(
@@ -329,12 +320,7 @@ class DeployRole(Construct):
                                 resources=["*"]),
             iam.PolicyStatement(sid="ReadOnlyUnscoped", resources=["*"], actions=[
                 "cloudwatch:GetMetricData", "logs:DescribeLogGroups", "sns:ListTopics"]),
-            iam.PolicyStatement(
-                sid="Ledger",
-                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-                         "dynamodb:Query", "dynamodb:ConditionCheckItem",
-                         "dynamodb:DescribeTable"],
-                resources=[arn(st, "dynamodb", f"table/{cfg.ledger_table()}")]),
+            *ledger_statements(st),
             iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
             iam.PolicyStatement(
                 sid="EcrPushPull",
