@@ -64,6 +64,7 @@ def _guard(app: App, stage: str, digest: str, break_glass: bool, reason: str | N
     from .. import guard
 
     cfg = app.config()
+    app.check_shared_ledger(stage)
     led = _ledger(app, stage)
     src = cfg.stages[stage].promote_from
     who = _who(app, stage)
