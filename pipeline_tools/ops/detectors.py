@@ -206,7 +206,7 @@ def load_patterns(path: str | Path) -> list[Detector]:
 
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = _decode_patterns(p, p.read_bytes())
     except OSError as e:
         raise UsageError(f"patterns file {p}: cannot read: {e.strerror or e}",
                          "pass a YAML/JSON list of {name, regex}") from None
@@ -235,6 +235,20 @@ def load_patterns(path: str | Path) -> list[Detector]:
                              "make it match at least one character")
         out.append(Detector(entry["name"], rx))
     return out
+
+
+def _decode_patterns(p: Path, data: bytes) -> str:
+    """UTF-8 (BOM or not), or UTF-16/32 with a BOM or a clear byte pattern; anything else is refused."""
+    from .logread import sniff_encoding
+
+    codec = sniff_encoding(data[:4096])
+    try:
+        return data.decode(codec).replace("\r\n", "\n")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].decode(codec, "replace").count("\n") + 1
+        raise UsageError(f"patterns file {p}: not valid {codec.upper().replace('-SIG', '')} "
+                         f"(byte 0x{data[e.start]:02x} at line {line})",
+                         "save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8`") from None
 
 
 # --- scanning a line ---------------------------------------------------------------------------

@@ -1,0 +1,221 @@
+"""Reading log files for `pt logs scan` without ever dropping bytes silently.
+
+- compression by magic bytes, never by name: gzip (`1f 8b`), bzip2 (`BZh`), xz (`fd 37 7a 58 5a 00`);
+  a file named `.gz` that is plain text is read as text. A truncated or corrupt stream is a read
+  error: what was decoded before it is scanned, the rest is reported as not scanned.
+- text encoding: a BOM (UTF-8, UTF-16 LE/BE, UTF-32 LE/BE) wins; without one, UTF-16/32 is
+  recognised by its zero-byte pattern in the first 4 KiB; otherwise UTF-8. Bytes that do not
+  decode are counted (with the line of the first one) and make the file "not scanned".
+- NUL bytes are text like any other character (a stray NUL does not turn a log into "binary");
+  the line of the first one is reported.
+
+`open_text(path)` returns a `TextSource`: iterate `chunks()` for decoded text (universal
+newlines), then read `problem` (None when every byte was decoded).
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import io
+import lzma
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHUNK = 1 << 20       # characters per read
+SNIFF = 4096          # bytes looked at for compression / encoding
+
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"))
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+# Decode errors are counted by a registered error handler (the decoder is inside TextIOWrapper).
+_counter = threading.local()
+
+
+def _count_errors(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    _counter.bad = getattr(_counter, "bad", 0) + (exc.end - exc.start)
+    return "\ufffd", exc.end
+
+
+codecs.register_error("pt-logscan-count", _count_errors)
+
+
+def compression(head: bytes) -> str | None:
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+
+
+def sniff_encoding(head: bytes) -> str:
+    """The codec for text starting with `head` (pure; see the module doc)."""
+    for bom, codec in _BOMS:
+        if head.startswith(bom):
+            return codec
+    n4 = len(head) // 4 * 4
+    if n4 >= 8:
+        quads = [head[i:i + 4] for i in range(0, n4, 4)]
+        le = sum(1 for q in quads if q[0] and not (q[1] or q[2] or q[3]))
+        be = sum(1 for q in quads if q[3] and not (q[0] or q[1] or q[2]))
+        if le >= 0.8 * len(quads):
+            return "utf-32-le"
+        if be >= 0.8 * len(quads):
+            return "utf-32-be"
+    n2 = len(head) // 2 * 2
+    if n2 >= 4:
+        pairs = n2 // 2
+        odd_zero = sum(1 for i in range(1, n2, 2) if head[i] == 0)
+        even_zero = sum(1 for i in range(0, n2, 2) if head[i] == 0)
+        if odd_zero >= 0.6 * pairs and even_zero <= 0.05 * pairs:
+            return "utf-16-le"
+        if even_zero >= 0.6 * pairs and odd_zero <= 0.05 * pairs:
+            return "utf-16-be"
+    return "utf-8"
+
+
+class _Inflate(io.RawIOBase):
+    """A decompressing reader that never loses what it decoded before an error: a truncated or
+    corrupt stream ends the data and sets `error` (instead of raising inside TextIOWrapper, which
+    would drop the text decoded in the same read). Multi-member gzip and bzip2 are followed."""
+
+    def __init__(self, raw, kind: str):
+        self.raw, self.kind = raw, kind
+        self.d = self._new()
+        self.buf = b""
+        self.done = False
+        self.error: str | None = None
+
+    def _new(self):
+        if self.kind == "gzip":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return bz2.BZ2Decompressor() if self.kind == "bzip2" else lzma.LZMADecompressor()
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> None:
+        while not self.buf and not self.done:
+            data = self.raw.read(1 << 16)
+            if not data:
+                if not self.d.eof:
+                    self.error = "read error: compressed stream is truncated"
+                self.done = True
+                return
+            try:
+                self.buf = self.d.decompress(data)
+                while self.d.eof and self.d.unused_data.strip(b"\0"):  # next member
+                    rest = self.d.unused_data
+                    self.d = self._new()
+                    self.buf += self.d.decompress(rest)
+            except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as e:
+                self.error = f"read error: compressed stream is corrupt ({e})"
+                self.done = True
+
+    def readinto(self, b) -> int:
+        self._fill()
+        n = min(len(b), len(self.buf))
+        b[:n] = self.buf[:n]
+        self.buf = self.buf[n:]
+        return n
+
+
+@dataclass
+class TextSource:
+    path: Path
+    compression: str | None = None
+    encoding: str = "utf-8"
+    lines: int = 0                      # lines seen (a last line without newline counts)
+    undecodable: int = 0                # bytes that did not decode
+    first_undecodable_line: int | None = None
+    nul_bytes: int = 0
+    first_nul_line: int | None = None
+    read_error: str | None = None       # truncated/corrupt stream, I/O error
+    read_error_line: int | None = None
+    wide_text_line: int | None = None   # a line that looks like UTF-16/32 inside a file read as UTF-8
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def problem(self) -> str | None:
+        """Why (part of) the file was not scanned, or None when every byte was decoded and read."""
+        parts = []
+        if self.read_error:
+            parts.append(f"{self.read_error} after line {self.read_error_line or 0}"
+                         f"{'' if self.compression is None else f' ({self.compression})'}")
+        if self.undecodable:
+            parts.append(f"{self.undecodable} byte(s) not valid {self.encoding}, first at line "
+                         f"{self.first_undecodable_line}")
+        if self.wide_text_line:
+            parts.append(f"line {self.wide_text_line} looks like UTF-16/32 text (every other byte NUL) in a file "
+                         f"read as {self.encoding}; convert the file to one encoding (iconv)")
+        return "; ".join(parts) or None
+
+    def info(self) -> dict:
+        out: dict = {"lines": self.lines, "encoding": self.encoding}
+        if self.compression:
+            out["compression"] = self.compression
+        if self.nul_bytes:
+            out["nul_bytes"] = self.nul_bytes
+            out["first_nul_line"] = self.first_nul_line
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
+
+    def chunks(self, chunk: int = CHUNK) -> Iterator[str]:
+        """Decoded text (newlines normalized to \\n), chunk by chunk. Problems are recorded on the
+        source, not raised (OSError from opening the file is left to the caller)."""
+        with self.path.open("rb") as fh:
+            head = fh.read(SNIFF)
+            self.compression = compression(head)
+            if self.compression:
+                fh.seek(0)
+                head = _Inflate(fh, self.compression).read(SNIFF) or b""
+        self.encoding = sniff_encoding(head)
+        _counter.bad = 0
+        with self.path.open("rb") as raw:
+            inflate = _Inflate(raw, self.compression) if self.compression else None
+            binary = io.BufferedReader(inflate) if inflate else raw
+            text = io.TextIOWrapper(binary, encoding=self.encoding, errors="pt-logscan-count", newline=None)  # type: ignore[arg-type]
+            line = 1
+            while True:
+                before = _counter.bad
+                try:
+                    data = text.read(chunk)
+                except OSError as e:  # I/O error in the middle of the file
+                    self.read_error, self.read_error_line = f"read error: {e.strerror or e}", self.lines
+                    return
+                bad = _counter.bad - before
+                if bad:
+                    if not self.undecodable:
+                        self.first_undecodable_line = line + data.count("\n", 0, max(data.find("\ufffd"), 0))
+                    self.undecodable += bad
+                if not data:
+                    break
+                nul = data.count("\0")
+                if nul:
+                    if not self.nul_bytes:
+                        self.first_nul_line = line + data.count("\n", 0, data.find("\0"))
+                    self.nul_bytes += nul
+                    if self.wide_text_line is None and self.encoding.startswith("utf-8"):
+                        self.wide_text_line = _wide_line(data, line)
+                line += data.count("\n")
+                self.lines = line - 1 + (0 if data.endswith("\n") else 1)
+                yield data
+            if inflate is not None and inflate.error:
+                self.read_error, self.read_error_line = inflate.error, self.lines
+
+
+def _wide_line(data: str, first_line: int) -> int | None:
+    """The first line where at least a third of the characters (8 or more) are NUL: text in a
+    wider encoding that the sniffer did not see at the start of the file."""
+    for i, ln in enumerate(data.split("\n")):
+        n = ln.count("\0")
+        if n >= 8 and 3 * n >= len(ln):
+            return first_line + i
+    return None
+
+
+def open_text(path: str | Path) -> TextSource:
+    return TextSource(Path(path))
