@@ -368,19 +368,23 @@ def _iso(ms: int) -> str:
 # --- archive ----------------------------------------------------------------------------------
 
 
-def parse_s3_url(url: str) -> tuple[str, str]:
-    m = re.fullmatch(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?", url or "")
-    if not m:
-        raise UsageError(f"--to: expected s3://BUCKET[/PREFIX] (got {url!r})")
-    return m[1], (m[2] or "").strip("/")
+def parse_s3_url(url: str, what: str = "--to") -> tuple[str, str]:
+    from .. import keys
+
+    return keys.parse_s3_url(url, what)
 
 
 def _slug(group: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", group.strip("/")) or "_"
+    """A log group name as one key segment (never '.' or '..')."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", group.strip("/")) or "_"
+    return "_" + slug if set(slug) == {"."} else slug
 
 
-def join_key(*parts: str) -> str:
-    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+def join_key(prefix: str, *parts: str) -> str:
+    """prefix/part/… through keys.join: refuses '.', '..' and empty segments."""
+    from .. import keys
+
+    return keys.join(prefix, *parts)
 
 
 @dataclass

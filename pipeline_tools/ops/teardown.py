@@ -368,7 +368,7 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
 
     check_allowed(cfg, stage)
     if archive_to:
-        arch_bucket, _ = ops_logs.parse_s3_url(archive_to)
+        arch_bucket, _ = ops_logs.parse_s3_url(archive_to, "--archive-to")
         if arch_bucket == cfg.bucket(stage):
             raise UsageError(f"--archive-to s3://{arch_bucket} is the stage's own artifacts bucket, which "
                              "teardown deletes", "archive to a bucket that outlives the stage")
@@ -557,7 +557,7 @@ def write_evidence(ev: Evidence, evidence_dir: str | Path, s3=None, archive_to: 
     d.mkdir(parents=True, exist_ok=True)
     ev.files = [str(d / f"{base}.json"), str(d / f"{base}.md")]
     if s3 is not None and archive_to:
-        bucket, prefix = ops_logs.parse_s3_url(archive_to)
+        bucket, prefix = ops_logs.parse_s3_url(archive_to, "--archive-to")
         ev.files += [f"s3://{bucket}/{ops_logs.join_key(prefix, 'evidence', base)}.{x}" for x in ("json", "md")]
     body_json = json.dumps(ev.to_dict(), indent=2)
     body_md = ev.markdown()
