@@ -78,12 +78,18 @@ def scan(app: App, since: str, log_groups: tuple[str, ...], paths: tuple[str, ..
     app.out.result({"stage": stage, **report.to_dict()}, human)
     app.out.github_output({"clean": str(report.clean).lower(), "findings": len(report.findings),
                            "unscanned": len(report.unscanned)})
-    if report.findings:
+    if report.findings or report.unscanned:
         from ..output import markdown_table
 
-        app.out.step_summary(f"### pt logs scan: {len(report.findings)} finding(s) in stage {stage}\n\n"
-                             + markdown_table([(f.kind, f.where, f.excerpt) for f in report.findings[:200]],
-                                              ["kind", "where", "excerpt"]))
+        md = f"### pt logs scan: {len(report.findings)} finding(s) in stage {stage}\n\n"
+        if report.findings:
+            md += markdown_table([(f.kind, f.where, f.excerpt) for f in report.findings[:200]],
+                                 ["kind", "where", "excerpt"]) + "\n"
+        if report.unscanned:
+            md += (f"\n**{len(report.unscanned)} input(s) not scanned**"
+                   + (" (accepted by --allow-unscanned)" if allow_unscanned else "") + "\n\n"
+                   + markdown_table([(u["input"], u["reason"]) for u in report.unscanned[:200]], ["input", "reason"]))
+        app.out.step_summary(md)
     return 0 if report.ok else 1
 
 

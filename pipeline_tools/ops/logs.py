@@ -137,21 +137,23 @@ class LineScanner:
 
     def feed(self, text: str) -> list[tuple[int, str, str]]:
         out: list[tuple[int, str, str]] = []
-        self.buf += text
+        buf = self.buf + text if self.buf else text
+        start = 0  # buf[start:] is the current line; buf[start:start + done_to] was answered for
         while True:
-            nl = self.buf.find("\n", self.done_to)
-            if nl >= 0 and nl <= self.window:
-                out += self._scan(self.buf[:nl], self.done_to, None)
-                self.buf, self.done_to = self.buf[nl + 1:], 0
+            nl = buf.find("\n", start + self.done_to)
+            if 0 <= nl - start <= self.window:
+                out += self._scan(buf[start:nl], self.done_to, None)
+                start, self.done_to = nl + 1, 0
                 self.line += 1
                 continue
-            if len(self.buf) < self.window + 1 and nl < 0:
+            if nl < 0 and len(buf) - start <= self.window:
+                self.buf = buf[start:]
                 return out
             # the line goes on past the window: answer for [done_to, window - overlap), keep the rest
             stop = self.window - self.overlap
-            out += self._scan(self.buf[:self.window], self.done_to, stop)
+            out += self._scan(buf[start:start + self.window], self.done_to, stop)
             keep = max(stop - self.context, 0)
-            self.buf, self.done_to = self.buf[keep:], stop - keep
+            start, self.done_to = start + keep, stop - keep
 
     def finish(self) -> list[tuple[int, str, str]]:
         out = self._scan(self.buf, self.done_to, None) if len(self.buf) > self.done_to else []

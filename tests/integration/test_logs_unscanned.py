@@ -189,3 +189,18 @@ def test_long_cloudwatch_event_is_scanned_to_its_end(aws, tmp_path, run_pt):
     r = run_pt("logs", "scan", "--stage", "val", "--config", cfg, "--output", "json")
     assert r.exit_code == 1, r
     assert [f["kind"] for f in r.json()["findings"]] == ["email"]
+
+
+def test_github_outputs_and_summary_list_what_was_not_scanned(tmp_path, run_pt, monkeypatch):
+    cfg = write_config(tmp_path)
+    gh_out, summary = tmp_path / "out", tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(gh_out))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    log = tmp_path / "app.log.gz"
+    log.write_bytes(gzip.compress(("fine\n" * 20000).encode())[:-100])
+    r = run_pt("logs", "scan", "--stage", "val", "--config", cfg, "--no-cloudwatch", "--path", log)
+    assert r.exit_code == 1, r
+    assert "clean=false" in gh_out.read_text() and "unscanned=1" in gh_out.read_text()
+    md = summary.read_text()
+    assert "**1 input(s) not scanned**" in md and f"| {log} | read error: compressed stream is truncated" in md
