@@ -81,9 +81,12 @@ class _Inflate(io.RawIOBase):
     corrupt stream ends the data and sets `error` (instead of raising inside TextIOWrapper, which
     would drop the text decoded in the same read). Multi-member gzip and bzip2 are followed."""
 
+    MAX_OUT = 1 << 20  # bytes per decompress call: a small bomb never needs more memory than this
+
     def __init__(self, raw, kind: str):
         self.raw, self.kind = raw, kind
         self.d = self._new()
+        self.pending = b""      # compressed input not yet handed to the decompressor
         self.buf = b""
         self.done = False
         self.error: str | None = None
@@ -96,23 +99,40 @@ class _Inflate(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def _needs_input(self) -> bool:
+        if self.pending:
+            return False
+        return True if self.kind == "gzip" else self.d.needs_input
+
     def _fill(self) -> None:
-        while not self.buf and not self.done:
-            data = self.raw.read(1 << 16)
-            if not data:
-                if not self.d.eof:
-                    self.error = "read error: compressed stream is truncated"
-                self.done = True
-                return
-            try:
-                self.buf = self.d.decompress(data)
-                while self.d.eof and self.d.unused_data.strip(b"\0"):  # next member
-                    rest = self.d.unused_data
-                    self.d = self._new()
-                    self.buf += self.d.decompress(rest)
-            except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as e:
-                self.error = f"read error: compressed stream is corrupt ({e})"
-                self.done = True
+        try:
+            while not self.buf and not self.done:
+                if self.d.eof:  # end of a member: another one may follow
+                    rest = self.d.unused_data + self.pending
+                    self.pending = b""
+                    if not rest.strip(b"\0"):
+                        more = self.raw.read(1 << 16)
+                        if not more:
+                            self.done = True
+                            return
+                        rest += more
+                        if not rest.strip(b"\0"):
+                            continue
+                    self.d, self.pending = self._new(), rest.lstrip(b"\0")
+                if self._needs_input():
+                    data = self.raw.read(1 << 16)
+                    if not data:
+                        if self.kind == "gzip":
+                            self.buf = self.d.flush()
+                        self.error = "read error: compressed stream is truncated"
+                        self.done = True
+                        return
+                    self.pending = data
+                self.buf = self.d.decompress(self.pending, self.MAX_OUT)
+                self.pending = self.d.unconsumed_tail if self.kind == "gzip" else b""
+        except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as e:
+            self.error = f"read error: compressed stream is corrupt ({e})"
+            self.done = True
 
     def readinto(self, b) -> int:
         self._fill()
