@@ -120,7 +120,7 @@ def resolve_artifacts(cfg: Any, stage: str, model: str, *, s3: Any = None, worke
     spec = cfg.zoo.models[model].artifacts
     where = render(spec, project=cfg.project, stage=stage, bucket=cfg.bucket(stage))
     if where.startswith("s3://"):
-        loc = art.parse_s3_url(where)
+        loc = art.parse_s3_url(where, f"zoo.models.{model}.artifacts")
         if s3 is None:
             raise UsageError(f"model {model}: artifacts are in S3 ({loc.url}) but no S3 client was given")
         try:

@@ -116,3 +116,28 @@ def test_prefix_is_idempotent_and_canonical(prefix):
         return
     assert keys.prefix(p) == p
     assert p == "" or posixpath.normpath(p) == p
+
+
+@pytest.mark.parametrize("artifacts, needle", [
+    ("models/../../{stage}", "sagemaker model_artifacts of stage staging 'models/../../staging': has a '..' segment"),
+    ("s3://other-bucket/../x", "sagemaker model_artifacts of stage staging s3://other-bucket/…: prefix '../x'"),
+    ("/models/{stage}", "sagemaker model_artifacts of stage staging '/models/staging': starts with '/'"),
+])
+def test_config_artifact_locations_are_checked_too(tmp_path, artifacts, needle):
+    from pipeline_tools import sagemaker
+    from pipeline_tools.config import load
+
+    p = tmp_path / "pipeline.yml"
+    p.write_text(f"""\
+project: cv
+region: us-east-1
+images:
+  model: {{context: .}}
+stages:
+  staging: {{account: "111111111111", branch: integration}}
+targets:
+  sagemaker: {{endpoint: vision, image: model, model_artifacts: "{artifacts}"}}
+""")
+    with pytest.raises(UsageError) as ei:
+        sagemaker.artifacts_location(load(p), "staging")
+    assert needle in ei.value.message and ei.value.exit_code == 2
