@@ -247,6 +247,20 @@ def _keep_shared(inv: Inventory, shared: dict[tuple[str, str], str]) -> list[dic
     return kept
 
 
+def _stack_owns_shared(cfn, stack: str, shared: dict[tuple[str, str], str]) -> tuple[str, str] | None:
+    """(physical id, why) of a shared resource that the stage stack itself manages, or None.
+    Deleting that stack would delete it (whatever teardown keeps by name), so the stack is kept."""
+    names = {name: why for (t, name), why in shared.items() if t != "alarm-prefix"}
+    if not names:
+        return None
+    for r in _paginate(cfn, "list_stack_resources", "StackResourceSummaries", StackName=stack):
+        pid = r.get("PhysicalResourceId") or ""
+        key = pid.rsplit(":", 1)[-1] if pid.startswith("arn:") else pid
+        if key in names:
+            return pid, names[key]
+    return None
+
+
 def _paginate(client, op: str, key: str, **kw) -> list:
     out: list = []
     for page in client.get_paginator(op).paginate(**kw):
@@ -446,9 +460,18 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
     run = _Run(ev, clock, dry_run)
     inv = discover(cfg, stage, c, purge_ledger=purge_ledger)
     ev.found = inv.listing()
-    for k in _keep_shared(inv, shared_resources(cfg, stage)):
+    shared = shared_resources(cfg, stage)
+    for k in _keep_shared(inv, shared):
         ev.kept.append(k)
         run.record("scope", k["type"], k["name"], "none (shared)", "kept", k["why"])
+    if inv.stack and shared:
+        owned = _stack_owns_shared(c.cloudformation, inv.stack["StackName"], shared)
+        if owned:
+            why = (f"the stack manages {owned[0]}, which is shared ({owned[1]}): deleting the stack would delete "
+                   "it; fix the names in pipeline.yml, or delete the stack by hand")
+            ev.kept.append({"type": "cloudformation:stack", "name": inv.stack["StackName"], "why": why})
+            run.record("scope", "cloudformation:stack", inv.stack["StackName"], "none (shared)", "kept", why)
+            inv.stack = None
     sharing = shared_with(cfg, stage)
     ecr_mine = not sharing
     if not ecr_mine:

@@ -106,3 +106,20 @@ def test_colliding_function_its_log_group_and_alarms_are_kept(aws, tmp_path, run
     groups = {g["logGroupName"] for g in aws.client("logs").describe_log_groups()["logGroups"]}
     assert groups == {"/aws/lambda/iris-val-eu-predict"}
     assert [a["AlarmName"] for a in cw.describe_alarms()["MetricAlarms"]] == ["iris-val-eu-predict-errors"]
+
+
+def test_stack_that_manages_a_shared_resource_is_kept(aws, tmp_path, run_pt):
+    """The stage stack of `val` owns the shared bucket: deleting the stack would delete it."""
+    cfg_path = write_config(tmp_path, _config("{project}-artifacts"))
+    template = {"Resources": {"Bucket": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "iris-artifacts"}},
+                              "Topic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": "iris-val-events"}}}}
+    cfn = aws.client("cloudformation")
+    cfn.create_stack(StackName="iris-val-stage", TemplateBody=json.dumps(template))
+    aws.client("s3").put_object(Bucket="iris-artifacts", Key="staging/model.bin", Body=b"x")
+    r, ev = _run(run_pt, cfg_path, "val", tmp_path / "ev")
+    assert r.exit_code == 0, r
+    assert ("kept cloudformation:stack iris-val-stage: the stack manages iris-artifacts, which is shared "
+            "(shared with stage(s) val-eu, staging") in r.stdout
+    assert cfn.describe_stacks(StackName="iris-val-stage")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    assert aws.client("s3").get_object(Bucket="iris-artifacts", Key="staging/model.bin")["Body"].read() == b"x"
+    assert not [a for a in ev["actions"] if a["step"] == "delete-stack"]
