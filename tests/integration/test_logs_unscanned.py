@@ -144,7 +144,10 @@ PATTERNS = "- {name: order_id, regex: 'ORD-\\d{8}'}\n"
     (PATTERNS.encode("utf-16"), 1, "order_id"),
     (PATTERNS.encode("utf-16-le"), 1, "order_id"),
     (b"# caf\xe9\n" + PATTERNS.encode(), 2, "p.yml: not valid UTF-8 (byte 0xe9 at line 1)"),
-], ids=["utf16-bom", "utf16-no-bom", "latin1-refused"])
+    (b"# ok\n\n" + PATTERNS.encode() + b"- {name: b,\0 regex: 'y'}\n", 2,
+     "p.yml: line 4: invalid YAML/JSON: a NUL byte"),
+    (PATTERNS.encode() + b"- {name: b, regex: 'y'\n", 2, "p.yml: line 3: invalid YAML/JSON: expected ',' or '}'"),
+], ids=["utf16-bom", "utf16-no-bom", "latin1-refused", "nul-byte-line", "syntax-error-line"])
 def test_pattern_file_encodings(tmp_path, run_pt, data, code, needle):
     cfg = write_config(tmp_path)
     pats = tmp_path / "p.yml"
