@@ -206,11 +206,10 @@ class TextSource:
                 except OSError as e:  # I/O error in the middle of the file
                     self.read_error, self.read_error_line = f"read error: {e.strerror or e}", self.lines
                     return
-                bad = _counter.bad - before
-                if bad:
-                    if not self.undecodable:
-                        self.first_undecodable_line = line + data.count("\n", 0, max(data.find("\ufffd"), 0))
-                    self.undecodable += bad
+                self.undecodable += _counter.bad - before
+                # TextIOWrapper decodes ahead: the error may be counted one read before its U+FFFD shows
+                if self.undecodable and self.first_undecodable_line is None and (i := data.find("\ufffd")) >= 0:
+                    self.first_undecodable_line = line + data.count("\n", 0, i)
                 if not data:
                     break
                 nul = data.count("\0")
@@ -223,6 +222,8 @@ class TextSource:
                 line += data.count("\n")
                 self.lines = line - 1 + (0 if data.endswith("\n") else 1)
                 yield data
+            if self.undecodable and self.first_undecodable_line is None:
+                self.first_undecodable_line = max(self.lines, 1)
             if inflate is not None and inflate.error:
                 self.read_error, self.read_error_line = inflate.error, self.lines
 

@@ -132,3 +132,14 @@ def test_sniff_encoding(head, codec):
 def test_window_arguments_are_checked():
     with pytest.raises(ValueError):
         ops_logs.LineScanner(window=100, overlap=90, context=20)
+
+
+@SETTINGS
+@given(before=st.integers(0, 3000), chunk=st.sampled_from([7, 100, 4096, 1 << 20]))
+def test_the_first_undecodable_byte_is_reported_on_its_line(tmp_path, before, chunk):
+    p = tmp_path / "x.log"
+    p.write_bytes(b"fine line\n" * before + b"caf\xe9 au lait\n" + b"after\n" * 3)
+    src = logread.open_text(p)
+    assert "".join(src.chunks(chunk)).count("\n") == before + 4
+    assert src.undecodable == 1 and src.first_undecodable_line == before + 1
+    assert src.problem == f"1 byte(s) not valid utf-8, first at line {before + 1}"
