@@ -74,6 +74,8 @@ def scan(app: App, since: str, log_groups: tuple[str, ...], paths: tuple[str, ..
             out.info(f"NOT CLEAN: nothing sensitive found, but {len(report.unscanned)} input(s) were not scanned"
                      + (" (accepted by --allow-unscanned)" if allow_unscanned else
                         "; fix them or pass --allow-unscanned to accept"))
+        elif report.unscanned:
+            out.info(f"and {len(report.unscanned)} input(s) were not scanned (listed above)")
 
     app.out.result({"stage": stage, **report.to_dict()}, human)
     app.out.github_output({"clean": str(report.clean).lower(), "findings": len(report.findings),
