@@ -30,8 +30,26 @@ def _decompress(data: bytes) -> bytes:
     return {"gzip": gzip.decompress, "bzip2": bz2.decompress, "xz": lzma.decompress}[kind](data) if kind else data
 
 
+_CODECS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be", "latin-1"]
+_WRAP = {"none": lambda b: b, "gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress}
+
+
+@st.composite
+def _near_valid(draw) -> bytes:
+    """Text in some encoding, maybe with stray bytes inserted, maybe compressed, maybe cut short."""
+    text = draw(st.text(max_size=800))
+    body = text.encode(draw(st.sampled_from(_CODECS)), "replace")
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(body)))
+        body = body[:at] + draw(st.binary(min_size=1, max_size=3)) + body[at:]
+    data = _WRAP[draw(st.sampled_from(list(_WRAP)))](body)
+    if draw(st.booleans()):
+        data = data[:draw(st.integers(0, len(data)))]
+    return data
+
+
 @SETTINGS
-@given(data=st.binary(max_size=3000))
+@given(data=st.one_of(st.binary(max_size=3000), _near_valid()))
 def test_any_bytes_clean_only_if_every_byte_decodes(tmp_path, data):
     """Whatever the bytes: if the file is not reported as not scanned, then a strict decoder
     (independent of the scanner's counting) decodes all of them with the encoding reported."""
@@ -41,7 +59,7 @@ def test_any_bytes_clean_only_if_every_byte_decodes(tmp_path, data):
         assert info["status"] == "not scanned" and info["reason"]
         return
     assert info["status"] == "scanned"
-    _decompress(data).decode(info["encoding"])  # raises if any byte was not really decodable
+    _decompress(data).decode(info["encoding"])  # raises if any byte was not really decodable (or truncated)
 
 
 @SETTINGS
