@@ -19,6 +19,7 @@ import bz2
 import codecs
 import io
 import lzma
+import re
 import threading
 import zlib
 from collections.abc import Iterator
@@ -155,6 +156,7 @@ class TextSource:
     read_error: str | None = None       # truncated/corrupt stream, I/O error
     read_error_line: int | None = None
     wide_text_line: int | None = None   # a line that looks like UTF-16/32 inside a file read as UTF-8
+    utf16_order: str | None = None      # "le"/"be" when read as UTF-16
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -193,6 +195,9 @@ class TextSource:
                 fh.seek(0)
                 head = _Inflate(fh, self.compression).read(SNIFF) or b""
         self.encoding = sniff_encoding(head)
+        if self.encoding.startswith("utf-16"):
+            self.utf16_order = ("be" if self.encoding.endswith("be") or head.startswith(codecs.BOM_UTF16_BE)
+                                else "le")
         _counter.bad = 0
         with self.path.open("rb") as raw:
             inflate = _Inflate(raw, self.compression) if self.compression else None
@@ -226,6 +231,20 @@ class TextSource:
                 self.first_undecodable_line = max(self.lines, 1)
             if inflate is not None and inflate.error:
                 self.read_error, self.read_error_line = inflate.error, self.lines
+
+
+# A UTF-16 code unit whose two bytes are both printable ASCII (or tab/newline/CR): what 8-bit text
+# (UTF-8/ASCII appended to a UTF-16 file by another writer) turns into when read as UTF-16.
+_PAIR = "".join(f"{chr(h << 8 | 0x09)}-{chr(h << 8 | 0x7E)}" for h in range(0x09, 0x7F) if h << 8 | 0x09 >= 0x100)
+NARROW_IN_UTF16 = re.compile(f"[{_PAIR}]{{8,}}")
+
+
+def narrow_views(data: str, order: str) -> list[tuple[int, str]]:
+    """(offset in `data`, text) for every run of 8+ such code units, re-read as 8-bit text: the
+    scanner scans these too, so a secret in a UTF-8 tail of a UTF-16 file is not missed."""
+    codec = "utf-16-le" if order == "le" else "utf-16-be"
+    return [(m.start(), m.group().encode(codec, "surrogatepass").decode("latin-1"))
+            for m in NARROW_IN_UTF16.finditer(data)]
 
 
 def _wide_line(data: str, first_line: int) -> int | None:

@@ -312,8 +312,18 @@ def scan_file(path: Path, extra: Sequence[detectors.Detector] = ()) -> tuple[lis
     found: list[Finding] = []
     try:
         for chunk in src.chunks():
+            first = sc.line
             for n, kind, excerpt in sc.feed(chunk):
                 found.append(Finding(kind, "file", f"{key}:{n}", excerpt, file=key, line=n))
+            if src.utf16_order:  # 8-bit text inside a UTF-16 file reads as CJK-like code units: scan it as bytes too
+                for off, view in logread.narrow_views(chunk, src.utf16_order):
+                    n = first + chunk.count("\n", 0, off)
+                    for piece in view.splitlines():
+                        hits = detectors.find(piece, extra)
+                        if hits:
+                            excerpt = detectors.redact(piece, hits)
+                            found += [Finding(h.kind, "file", f"{key}:{n}", f"(8-bit text in a UTF-16 file) {excerpt}",
+                                              file=key, line=n) for h in hits]
     except OSError as e:
         return found, src.info(), f"cannot read: {e.strerror or e}"
     for n, kind, excerpt in sc.finish():

@@ -52,6 +52,8 @@ FILES = [
     ("long-line-match-far-out", {"a.log": _long_line(300_000).encode()}, [], 1, "a.log:1"),
     ("utf16-after-utf8-head", {"a.log": b"plain head\n" * 500 + TEXT.encode("utf-16-le")}, [], 1,
      "NOT SCANNED {d}/a.log: line 501 looks like UTF-16/32 text (every other byte NUL) in a file read as utf-8"),
+    ("utf8-after-utf16-head", {"a.log": "head line\n".encode("utf-16") + b"user jane.doe@example.com in\n"}, [], 1,
+     "a.log:2  (8-bit text in a UTF-16 file) user [REDACTED:email] in"),
     ("truncated-gzip", {"a.log.gz": gzip.compress(("fine\n" * 20000).encode())[:-100]}, [], 1,
      "NOT SCANNED {d}/a.log.gz: read error: compressed stream is truncated after line"),
     ("truncated-gzip-findings-before-the-cut-kept", {"a.gz": gzip.compress((TEXT * 3000).encode())[:-50]}, [], 1,

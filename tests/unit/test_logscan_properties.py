@@ -89,6 +89,18 @@ def test_wide_text_after_a_narrow_head_is_never_clean(tmp_path, head, codec):
 
 
 @SETTINGS
+@given(head=st.text(alphabet=st.characters(codec="ascii", exclude_characters="\0"), max_size=3000),
+       codec=st.sampled_from(["utf-16", "utf-16-le", "utf-16-be"]), pad=st.booleans())
+def test_narrow_text_after_a_utf16_head_is_never_clean(tmp_path, head, codec, pad):
+    """The other way round: a UTF-8 writer appending to a UTF-16 log. Read as UTF-16 those bytes
+    look like CJK text; the scanner re-reads such runs as 8-bit text, so the secret is found."""
+    tail = b"contact jane.doe@example.com now\n" + (b"x" if pad else b"")
+    rep = _scan_bytes(tmp_path, (head + "\n").encode(codec) + tail)
+    assert not rep.clean
+    assert "email" in [f.kind for f in rep.findings] or rep.unscanned
+
+
+@SETTINGS
 @given(text=st.text(alphabet=st.characters(codec="ascii"), min_size=200, max_size=3000),
        cut=st.floats(min_value=0.0, max_value=0.999))
 def test_truncated_gzip_is_never_clean(tmp_path, text, cut):
