@@ -326,7 +326,8 @@ def _upload(cfg: Any, stage: str, m: ModelPlan, s3: Any) -> str:
         return m.location
     if s3 is None:
         raise UsageError(f"model {m.model}: local artifacts need an S3 client to upload them")
-    loc = art.Location.of(cfg.bucket(stage), f"zoo/{m.model}/{m.artifacts.removeprefix('sha256:')[:16]}")
+    loc = art.Location.of(cfg.bucket(stage), f"zoo/{m.model}/{m.artifacts.removeprefix('sha256:')[:16]}",
+                          f"zoo model {m.model}: artifacts prefix")
     art.push(s3, m.location or "", loc, stack=names.stage_stack(cfg.project, stage))
     return loc.url
 
