@@ -118,7 +118,7 @@ def down(app: App, directory: str | None, dry_run: bool) -> int:
         for s in res["refused"]:
             o.warn(f"refused {s}")
         if not (res["stopped"] or res["left"] or res["refused"]):
-            o.info("nothing to stop")
+            o.info("would stop: nothing" if dry_run else "nothing to stop")
 
     app.out.result(res, human)
     if res["refused"]:
