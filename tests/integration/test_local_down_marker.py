@@ -135,3 +135,18 @@ def test_marker_of_a_spawned_process_matches_until_it_exits(tmp_path):
         local._terminate(pid, proc={"started_by_pt": True, **m})
     assert local.check_ours({"started_by_pt": True, **m})[0] == "gone"
     assert os.path.exists(tmp_path / "x.log")
+
+
+def test_a_real_moto_started_by_pt_is_stopped_by_down(tmp_path, run_pt):
+    moto = local.start_moto(tmp_path, {}, local.free_port())
+    try:
+        assert moto["started_by_pt"] and moto["argv"][1:3] == ["-m", "moto.server"]
+        assert isinstance(moto["start_time"], int)
+        local.save_state(tmp_path, {"moto": moto})
+        r = run_pt("local", "down", "--dir", tmp_path)
+        assert r.exit_code == 0, r
+        assert f"stopped moto {moto['endpoint']} (pid {moto['pid']})" in r.stdout
+        assert local.check_ours(moto)[0] == "gone" and not local.moto_answers(moto["endpoint"])
+    finally:
+        if local.check_ours(moto)[0] == "ours":
+            local._terminate(moto["pid"], proc=moto)
