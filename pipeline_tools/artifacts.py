@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import keys
 from . import manifest as mf
 from .errors import AwsError, NotFoundError, PtError, UsageError
 from .manifest import BUFSIZE, FileEntry, Manifest, Progress, Ticker, human_bytes
@@ -47,11 +48,12 @@ class Location:
     prefix: str = ""  # normalized: no leading/trailing slash
 
     @classmethod
-    def of(cls, bucket: str, prefix: str | None) -> Location:
-        return cls(bucket, (prefix or "").strip("/"))
+    def of(cls, bucket: str, prefix: str | None, what: str = "--prefix") -> Location:
+        """Refuses (exit 2) a prefix with '.', '..' or empty segments or a leading '/' (keys.py)."""
+        return cls(bucket, keys.prefix(prefix, what))
 
     def key(self, rel: str) -> str:
-        return f"{self.prefix}/{rel}" if self.prefix else rel
+        return keys.join(self.prefix, rel, what="manifest path")
 
     def rel(self, key: str) -> str:
         return key[len(self.prefix) + 1:] if self.prefix else key
@@ -69,13 +71,9 @@ class Location:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
 
-def parse_s3_url(url: str) -> Location:
-    if not url.startswith("s3://") or len(url) <= 5:
-        raise UsageError(f"not an S3 URL: {url!r}", "use s3://bucket/prefix")
-    bucket, _, prefix = url[5:].partition("/")
-    if not bucket:
-        raise UsageError(f"no bucket in {url!r}", "use s3://bucket/prefix")
-    return Location.of(bucket, prefix)
+def parse_s3_url(url: str, what: str = "S3 URL") -> Location:
+    bucket, prefix = keys.parse_s3_url(url, what)
+    return Location(bucket, prefix)
 
 
 def s3_client(factory, workers: int = DEFAULT_WORKERS):

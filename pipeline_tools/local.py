@@ -83,10 +83,30 @@ def state_dir(env: dict[str, str] | None = None) -> Path:
 
 
 def load_state(directory: Path) -> dict:
+    """The state `up` wrote; {} when there is none. A state file that cannot be read or is not a
+    JSON object is an error (LocalError, one line): guessing could leave pt's processes running
+    or signal someone else's."""
+    path = directory / "state.json"
     try:
-        return json.loads((directory / "state.json").read_text())
-    except (FileNotFoundError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise LocalError(f"{path}: cannot read the local stack state: {getattr(e, 'strerror', None) or e}",
+                         _STATE_HINT.format(path=path)) from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise LocalError(f"{path}: corrupt local stack state (not JSON: {e})",
+                         _STATE_HINT.format(path=path)) from None
+    if not isinstance(data, dict):
+        raise LocalError(f"{path}: corrupt local stack state (a JSON {type(data).__name__}, not an object)",
+                         _STATE_HINT.format(path=path))
+    return data
+
+
+_STATE_HINT = ("nothing was signalled; stop leftover `moto.server`/registry processes yourself (`ps -ef`), "
+               "then delete {path} and run `pt local up` again")
 
 
 def save_state(directory: Path, state: dict) -> None:
@@ -110,14 +130,58 @@ def _pid_cmdline(pid: int) -> str | None:
         return ""  # alive, command line unknown (no /proc)
 
 
+def process_identity(pid: int) -> dict | None:
+    """{start_time, argv} of a live process from /proc, or None when it does not run (or cannot be
+    identified: no /proc). start_time is in clock ticks since boot, so a recycled pid differs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    if len(fields) < 20 or fields[0] == "Z":
+        return None
+    return {"start_time": int(fields[19]),
+            "argv": [a.decode(errors="surrogateescape") for a in argv.split(b"\0")[:-1]]}
+
+
+def marker(pid: int, argv: list[str]) -> dict:
+    """pt's marker for a process it started: pid, start time and command line, recorded in state.json."""
+    ident = process_identity(pid)
+    return {"pid": pid, "start_time": ident["start_time"] if ident else None, "argv": list(argv)}
+
+
+def check_ours(proc: dict | None) -> tuple[str, str]:
+    """(verdict, why); verdict is "ours" (signal it), "foreign" (not started by pt: leave it),
+    "gone" (nothing runs under the pid) or "refuse" (cannot prove it is ours). Only a process that
+    carries pt's marker is ours: started by pt, and the recorded pid, start time and command line
+    ALL match the live process. Anything missing, empty or of the wrong type matches nothing."""
+    if not isinstance(proc, dict) or proc.get("started_by_pt") is not True:
+        return "foreign", "not started by pt local up, left running"
+    pid, start, argv = proc.get("pid"), proc.get("start_time"), proc.get("argv")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+        return "refuse", f"state.json has no valid pid ({pid!r}): nothing signalled"
+    if not (isinstance(start, int) and not isinstance(start, bool)) or not (
+            isinstance(argv, list) and argv and all(isinstance(a, str) and a for a in argv)):
+        return "refuse", (f"state.json has no start time and command line for pid {pid} (written by an older pt "
+                       "or edited): refusing to signal it")
+    live = process_identity(pid)
+    if live is None:
+        if _pid_cmdline(pid) == "":
+            return "refuse", f"cannot check pid {pid} on this system (no /proc): refusing to signal it"
+        return "gone", f"pid {pid} no longer runs it (already stopped)"
+    if live["start_time"] != start:
+        return "refuse", (f"pid {pid} now belongs to another process (started at tick {live['start_time']}, "
+                       f"recorded {start}): refusing to signal it")
+    if live["argv"] != argv:
+        return "refuse", (f"pid {pid} runs `{' '.join(live['argv'])[:120]}`, not the recorded "
+                       f"`{' '.join(argv)[:120]}`: refusing to signal it")
+    return "ours", "ours"
+
+
 def _ours(proc: dict | None) -> bool:
     """True if the recorded process still runs the command we started (pid not recycled)."""
-    if not proc or not proc.get("pid") or not proc.get("started_by_pt"):
-        return False
-    cmd = _pid_cmdline(int(proc["pid"]))
-    if cmd is None:
-        return False
-    return cmd == "" or proc.get("match", "") in cmd
+    return check_ours(proc)[0] == "ours"
 
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -205,8 +269,7 @@ def start_moto(directory: Path, state: dict, port: int | None, *, clock: Callabl
         _terminate(pid)
         raise LocalError(f"moto server did not answer on {endpoint} within 30 s",
                          f"see {directory / 'moto.log'}")
-    return {"endpoint": endpoint, "port": want, "pid": pid, "started_by_pt": True, "reused": False,
-            "match": f"moto.server -H 127.0.0.1 -p {want}"}
+    return {"endpoint": endpoint, "port": want, "started_by_pt": True, "reused": False, **marker(pid, argv)}
 
 
 def ensure_registry(directory: Path, state: dict, *, clock: Callable[[], float] = time.time,
@@ -230,11 +293,12 @@ def ensure_registry(directory: Path, state: dict, *, clock: Callable[[], float] 
     cfg = directory / "registry.yml"
     cfg.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {store}\n  delete:\n"
                    f"    enabled: true\nhttp:\n  addr: {host}\n")
-    pid = _spawn([binary, "serve", str(cfg)], directory / "registry.log")
+    argv = [binary, "serve", str(cfg)]
+    pid = _spawn(argv, directory / "registry.log")
     if not _wait_until(lambda: registry_answers(host), 20, clock, sleep):
         _terminate(pid)
         raise LocalError(f"registry did not answer on {host}", f"see {directory / 'registry.log'}")
-    return {"host": host, "pid": pid, "started_by_pt": True, "reused": False, "match": str(cfg)}
+    return {"host": host, "started_by_pt": True, "reused": False, **marker(pid, argv)}
 
 
 def check_docker(docker_factory: Callable[[], Any] | None = None) -> dict:
@@ -255,7 +319,10 @@ def check_docker(docker_factory: Callable[[], Any] | None = None) -> dict:
     return {"host": host, "version": version}
 
 
-def _terminate(pid: int, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> bool:
+def _terminate(pid: int, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
+               proc: dict | None = None) -> bool:
+    """SIGTERM the process group, SIGKILL after 10 s. With `proc` (a recorded marker) the
+    identity is checked again right before the SIGKILL, so a pid recycled meanwhile is spared."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -263,7 +330,7 @@ def _terminate(pid: int, sleep: Callable[[float], None] = time.sleep, clock: Cal
     except PermissionError:
         os.kill(pid, signal.SIGTERM)
     gone = _wait_until(lambda: _pid_cmdline(pid) is None or _zombie(pid), 10, clock, sleep, every=0.1)
-    if not gone:
+    if not gone and (proc is None or check_ours(proc)[0] == "ours"):
         try:
             os.killpg(pid, signal.SIGKILL)
         except OSError:
@@ -857,26 +924,31 @@ def _dummy_credentials_for(factory) -> None:
 
 
 def down(directory: Path | None = None, *, clock: Callable[[], float] = time.time,
-         sleep: Callable[[float], None] = time.sleep) -> dict:
-    """Stop what `up` started (matching pid and command line); leave reused services alone."""
+         sleep: Callable[[float], None] = time.sleep, dry_run: bool = False) -> dict:
+    """Stop what `up` started: only processes whose recorded pid, start time and command line all
+    match (see `check_ours`); leave reused services alone. A process pt refuses to signal is listed
+    in `refused` with the reason, and the state file is then kept so nothing is forgotten."""
     directory = directory or state_dir()
     state = load_state(directory)
-    stopped, left = [], []
+    stopped, left, refused = [], [], []
     for key in ("moto", "registry"):
         proc = state.get(key)
         if not proc:
             continue
-        label = proc.get("endpoint") or proc.get("host")
-        if _ours(proc):
-            _terminate(int(proc["pid"]), sleep=sleep, clock=clock)
+        label = (proc.get("endpoint") or proc.get("host")) if isinstance(proc, dict) else None
+        verdict, why = check_ours(proc)
+        if verdict == "ours":
+            if not dry_run:
+                _terminate(int(proc["pid"]), sleep=sleep, clock=clock, proc=proc)
             stopped.append(f"{key} {label} (pid {proc['pid']})")
-        elif proc.get("started_by_pt"):
-            left.append(f"{key} {label}: pid {proc['pid']} no longer runs it (already stopped)")
+        elif verdict in ("foreign", "gone"):
+            left.append(f"{key} {label}: {why}")
         else:
-            left.append(f"{key} {label}: not started by pt local up, left running")
-    for name in ("state.json", "env"):
-        (directory / name).unlink(missing_ok=True)
-    return {"state_dir": str(directory), "stopped": stopped, "left": left}
+            refused.append(f"{key} {label}: {why}")
+    if not dry_run and not refused:
+        for name in ("state.json", "env"):
+            (directory / name).unlink(missing_ok=True)
+    return {"state_dir": str(directory), "stopped": stopped, "left": left, "refused": refused, "dry_run": dry_run}
 
 
 def status(directory: Path | None = None) -> dict:

@@ -103,9 +103,10 @@ def capture_uri(cfg: Config, stage: str) -> str:
 
 def artifacts_location(cfg: Config, stage: str) -> art.Location:
     raw = render(target(cfg, stage).model_artifacts, project=cfg.project, stage=stage)
+    what = f"sagemaker model_artifacts of stage {stage}"
     if raw.startswith("s3://"):
-        return art.parse_s3_url(raw)
-    return art.Location.of(cfg.bucket(stage), raw)
+        return art.parse_s3_url(raw, what)
+    return art.Location.of(cfg.bucket(stage), raw, what)
 
 
 def _fit(name: str, limit: int = 63) -> str:

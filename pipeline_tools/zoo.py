@@ -120,7 +120,7 @@ def resolve_artifacts(cfg: Any, stage: str, model: str, *, s3: Any = None, worke
     spec = cfg.zoo.models[model].artifacts
     where = render(spec, project=cfg.project, stage=stage, bucket=cfg.bucket(stage))
     if where.startswith("s3://"):
-        loc = art.parse_s3_url(where)
+        loc = art.parse_s3_url(where, f"zoo.models.{model}.artifacts")
         if s3 is None:
             raise UsageError(f"model {model}: artifacts are in S3 ({loc.url}) but no S3 client was given")
         try:
@@ -326,7 +326,8 @@ def _upload(cfg: Any, stage: str, m: ModelPlan, s3: Any) -> str:
         return m.location
     if s3 is None:
         raise UsageError(f"model {m.model}: local artifacts need an S3 client to upload them")
-    loc = art.Location.of(cfg.bucket(stage), f"zoo/{m.model}/{m.artifacts.removeprefix('sha256:')[:16]}")
+    loc = art.Location.of(cfg.bucket(stage), f"zoo/{m.model}/{m.artifacts.removeprefix('sha256:')[:16]}",
+                          f"zoo model {m.model}: artifacts prefix")
     art.push(s3, m.location or "", loc, stack=names.stage_stack(cfg.project, stage))
     return loc.url
 

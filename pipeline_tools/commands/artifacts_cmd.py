@@ -201,11 +201,12 @@ def copy(app: App, from_stage: str, prefix: str, to_stage: str | None, to_url: s
     src_s3 = art.s3_client(app.aws(from_stage), workers)
     if to_stage:
         cfg.stage(to_stage)
-        dst = art.Location.of(cfg.bucket(to_stage), prefix if to_prefix is None else to_prefix)
+        dst = (art.Location.of(cfg.bucket(to_stage), prefix) if to_prefix is None
+               else art.Location.of(cfg.bucket(to_stage), to_prefix, "--to-prefix"))
         dst_s3 = art.s3_client(app.aws(to_stage), workers)
         dst_stack = stage_stack(cfg.project, to_stage)
     else:
-        dst = art.parse_s3_url(to_url or "")
+        dst = art.parse_s3_url(to_url or "", "--to")
         dst_s3, dst_stack = src_s3, None
     report = art.copy(src_s3, src, dst_s3, dst, dry_run=dry_run, delete=delete, workers=workers,
                       src_stack=stage_stack(cfg.project, from_stage), dst_stack=dst_stack, progress=app.out.log)

@@ -107,15 +107,25 @@ def down(app: App, directory: str | None, dry_run: bool) -> int:
     from .. import local as lib
 
     where = Path(directory).resolve() if directory else lib.state_dir()
-    if dry_run:
-        st = lib.load_state(where)
-        would = [f"{k} pid {st[k]['pid']}" for k in ("moto", "registry") if lib._ours(st.get(k))]
-        app.out.result({"would_stop": would}, f"would stop: {', '.join(would) or 'nothing'}")
-        return 0
-    res = lib.down(where)
-    app.out.result(res, lambda o: [o.info(f"stopped {s}") for s in res["stopped"]]
-                   + [o.info(f"left {s}") for s in res["left"]]
-                   + ([o.info("nothing to stop")] if not res["stopped"] and not res["left"] else []))
+    res = lib.down(where, dry_run=dry_run)
+    verb = "would stop" if dry_run else "stopped"
+
+    def human(o) -> None:
+        for s in res["stopped"]:
+            o.info(f"{verb} {s}")
+        for s in res["left"]:
+            o.info(f"left {s}")
+        for s in res["refused"]:
+            o.warn(f"refused {s}")
+        if not (res["stopped"] or res["left"] or res["refused"]):
+            o.info("would stop: nothing" if dry_run else "nothing to stop")
+
+    app.out.result(res, human)
+    if res["refused"]:
+        app.out.error([f"pt local down refused to signal {len(res['refused'])} process(es) it cannot prove it "
+                       f"started; state kept in {where / 'state.json'}"],
+                      "stop them yourself if they are yours (kill PID), then delete the state file")
+        return EXIT_FAILURE
     return 0
 
 

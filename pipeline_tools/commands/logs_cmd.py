@@ -23,15 +23,24 @@ def logs() -> None:
 @click.option("--log-group", "log_groups", multiple=True, metavar="GROUP",
               help="Another CloudWatch log group to scan (repeatable).")
 @click.option("--path", "paths", multiple=True, type=click.Path(), metavar="PATH",
-              help="Local file or directory to scan too (repeatable; .gz read as text).")
+              help="Local file or directory to scan too (repeatable). gzip/bzip2/xz are recognised by "
+                   "content, UTF-8/16/32 by BOM or byte pattern.")
 @click.option("--patterns", type=click.Path(dir_okay=False), metavar="FILE",
               help="YAML/JSON list of {name, regex}: extra patterns to report.")
 @click.option("--no-cloudwatch", is_flag=True, help="Scan only --path, not CloudWatch.")
+@click.option("--allow-unscanned", is_flag=True,
+              help="Exit 0 even if some input could not be read (missing log group, undecodable bytes, "
+                   "truncated gzip, …); it is still listed as not scanned.")
 @output_option
 @pass_app
 def scan(app: App, since: str, log_groups: tuple[str, ...], paths: tuple[str, ...], patterns: str | None,
-         no_cloudwatch: bool) -> int:
-    """Find emails, phones, IPs, AWS keys, cards, SSNs, JWTs in logs; exit 1 if any."""
+         no_cloudwatch: bool, allow_unscanned: bool) -> int:
+    """Find emails, phones, IPs, AWS keys, cards, SSNs, JWTs in logs.
+
+    Exit 1 if anything is found, or if any input could not be read completely (it is listed as
+    "not scanned" with the reason; --allow-unscanned accepts that). Never reports clean on input
+    it did not read.
+    """
     from ..ops import logs as ops_logs
 
     cfg = app.config()
@@ -40,30 +49,50 @@ def scan(app: App, since: str, log_groups: tuple[str, ...], paths: tuple[str, ..
         raise UsageError("nothing to scan: --no-cloudwatch without --path", "add --path FILE_OR_DIR")
     report = ops_logs.scan(cfg, stage, logs_client=None if no_cloudwatch else app.aws(stage).client("logs"),
                            since=ops_logs.parse_since(since), extra_groups=log_groups, paths=paths,
-                           patterns=patterns, cloudwatch=not no_cloudwatch, clock=time.time)
+                           patterns=patterns, cloudwatch=not no_cloudwatch, clock=time.time,
+                           allow_unscanned=allow_unscanned)
 
     def human(out) -> None:
         for group, info in report.groups.items():
             out.log(f"{group}: {info['status']} ({info['events']} events)")
         for path, info in report.files.items():
-            if info["status"] != "scanned":
-                out.log(f"{path}: {info['status']}")
+            if info.get("note"):
+                out.warn(f"{path}: {info['note']}")
+            if info.get("nul_bytes"):
+                out.log(f"{path}: {info['nul_bytes']} NUL byte(s), first at line {info['first_nul_line']} "
+                        "(scanned as text)")
+        for u in report.unscanned:
+            out.warn(f"NOT SCANNED {u['input']}: {u['reason']}")
+        if report.findings:
+            out.table([(f.kind, f.where, f.excerpt) for f in report.findings], ["kind", "where", "excerpt"],
+                      title=f"{len(report.findings)} finding(s): "
+                            + ", ".join(f"{k} {n}" for k, n in report.counts().items()))
+        where = f"{len(report.groups)} log group(s), {len(report.files)} file(s)"
         if report.clean:
-            out.info(f"clean: nothing sensitive in {len(report.groups)} log group(s), {len(report.files)} file(s)")
-            return
-        out.table([(f.kind, f.where, f.excerpt) for f in report.findings], ["kind", "where", "excerpt"],
-                  title=f"{len(report.findings)} finding(s): "
-                        + ", ".join(f"{k} {n}" for k, n in report.counts().items()))
+            out.info(f"clean: nothing sensitive in {where}")
+        elif not report.findings:
+            out.info(f"NOT CLEAN: nothing sensitive found, but {len(report.unscanned)} input(s) were not scanned"
+                     + (" (accepted by --allow-unscanned)" if allow_unscanned else
+                        "; fix them or pass --allow-unscanned to accept"))
+        elif report.unscanned:
+            out.info(f"and {len(report.unscanned)} input(s) were not scanned (listed above)")
 
     app.out.result({"stage": stage, **report.to_dict()}, human)
-    app.out.github_output({"clean": str(report.clean).lower(), "findings": len(report.findings)})
-    if not report.clean:
+    app.out.github_output({"clean": str(report.clean).lower(), "findings": len(report.findings),
+                           "unscanned": len(report.unscanned)})
+    if report.findings or report.unscanned:
         from ..output import markdown_table
 
-        app.out.step_summary(f"### pt logs scan: {len(report.findings)} finding(s) in stage {stage}\n\n"
-                             + markdown_table([(f.kind, f.where, f.excerpt) for f in report.findings[:200]],
-                                              ["kind", "where", "excerpt"]))
-    return 0 if report.clean else 1
+        md = f"### pt logs scan: {len(report.findings)} finding(s) in stage {stage}\n\n"
+        if report.findings:
+            md += markdown_table([(f.kind, f.where, f.excerpt) for f in report.findings[:200]],
+                                 ["kind", "where", "excerpt"]) + "\n"
+        if report.unscanned:
+            md += (f"\n**{len(report.unscanned)} input(s) not scanned**"
+                   + (" (accepted by --allow-unscanned)" if allow_unscanned else "") + "\n\n"
+                   + markdown_table([(u["input"], u["reason"]) for u in report.unscanned[:200]], ["input", "reason"]))
+        app.out.step_summary(md)
+    return 0 if report.ok else 1
 
 
 @logs.command()

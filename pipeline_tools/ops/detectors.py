@@ -206,15 +206,15 @@ def load_patterns(path: str | Path) -> list[Detector]:
 
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = _decode_patterns(p, p.read_bytes())
     except OSError as e:
         raise UsageError(f"patterns file {p}: cannot read: {e.strerror or e}",
                          "pass a YAML/JSON list of {name, regex}") from None
     try:
         data = yaml.safe_load(text)  # JSON is YAML
     except yaml.YAMLError as e:
-        raise UsageError(f"patterns file {p}: invalid YAML/JSON: {str(e).splitlines()[0]}",
-                         "expected a list of {name: ..., regex: ...}") from None
+        raise UsageError(f"patterns file {p}: line {_yaml_error_line(e, text)}: invalid YAML/JSON: "
+                         f"{_yaml_problem(e)}", "expected a list of {name: ..., regex: ...}") from None
     if isinstance(data, dict) and isinstance(data.get("patterns"), list):
         data = data["patterns"]
     if not isinstance(data, list):
@@ -235,6 +235,38 @@ def load_patterns(path: str | Path) -> list[Detector]:
                              "make it match at least one character")
         out.append(Detector(entry["name"], rx))
     return out
+
+
+def _yaml_error_line(e: Exception, text: str) -> int:
+    """The 1-based line of a YAML error: reader errors (a NUL byte, …) only carry a character position."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None:
+        return mark.line + 1
+    pos = getattr(e, "position", None)
+    return text[:pos].count("\n") + 1 if isinstance(pos, int) else 1
+
+
+def _yaml_problem(e: Exception) -> str:
+    import yaml
+
+    if isinstance(e, yaml.reader.ReaderError):
+        c = e.character if isinstance(e.character, int) else ord(e.character[:1] or "\0")
+        return "a NUL byte" if c == 0 else f"character U+{c:04X} is not allowed"
+    return (getattr(e, "problem", None) or str(e).splitlines()[0]).strip()
+
+
+def _decode_patterns(p: Path, data: bytes) -> str:
+    """UTF-8 (BOM or not), or UTF-16/32 with a BOM or a clear byte pattern; anything else is refused."""
+    from .logread import sniff_encoding
+
+    codec = sniff_encoding(data[:4096])
+    try:
+        return data.decode(codec).replace("\r\n", "\n")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].decode(codec, "replace").count("\n") + 1
+        raise UsageError(f"patterns file {p}: not valid {codec.upper().replace('-SIG', '')} "
+                         f"(byte 0x{data[e.start]:02x} at line {line})",
+                         "save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8`") from None
 
 
 # --- scanning a line ---------------------------------------------------------------------------

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 MANIFEST = "manifest.json"
 CHECKSUMS = "SHA256SUMS"
-_MAX_LINE = 64 * 1024  # longer lines are scanned in this many characters
 
 
 def stage_log_groups(cfg: Config, stage: str, extra: Sequence[str] = ()) -> list[str]:
@@ -66,13 +65,24 @@ class Finding:
 @dataclass
 class ScanReport:
     findings: list[Finding] = field(default_factory=list)
-    groups: dict[str, dict] = field(default_factory=dict)   # group -> {status, events}
-    files: dict[str, dict] = field(default_factory=dict)    # path -> {status, lines}
+    groups: dict[str, dict] = field(default_factory=dict)   # group -> {status, events[, reason]}
+    files: dict[str, dict] = field(default_factory=dict)    # path -> {status, lines, encoding…[, reason]}
+    unscanned: list[dict] = field(default_factory=list)     # {source, input, reason}: not (fully) read
     since: float | None = None
+    allow_unscanned: bool = False
 
     @property
     def clean(self) -> bool:
-        return not self.findings
+        """Nothing found AND everything read: input that was not read is never called clean."""
+        return not self.findings and not self.unscanned
+
+    @property
+    def ok(self) -> bool:
+        """Exit 0? No findings, and nothing left unread unless --allow-unscanned accepts that."""
+        return not self.findings and (not self.unscanned or self.allow_unscanned)
+
+    def not_scanned(self, source: str, what: str, reason: str) -> None:
+        self.unscanned.append({"source": source, "input": what, "reason": reason})
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -83,24 +93,80 @@ class ScanReport:
     def to_dict(self) -> dict:
         return {
             "clean": self.clean,
+            "ok": self.ok,
             "total": len(self.findings),
             "counts": self.counts(),
             "since_seconds": self.since,
             "groups": self.groups,
             "files": self.files,
+            "unscanned": self.unscanned,
+            "allow_unscanned": self.allow_unscanned,
             "findings": [{k: v for k, v in asdict(f).items() if v is not None} for f in self.findings],
         }
 
 
+WINDOW = 64 * 1024   # a line longer than this is scanned in overlapping windows of this many characters
+OVERLAP = 8 * 1024   # consecutive windows share this much: any match up to this long is found whole
+CONTEXT = 256        # characters before a window's first position, so look-behinds still see them
+
+
+class LineScanner:
+    """Feed text in any pieces; get (line, kind, redacted excerpt) for every hit, in order.
+
+    A line is scanned whole when it is at most WINDOW characters; a longer line (or one that
+    has no end yet) in windows of WINDOW characters that overlap by OVERLAP: window k answers
+    for the hits that start in its first WINDOW - OVERLAP characters, so a match of up to
+    OVERLAP characters is always inside the window that answers for it, whatever the line
+    length and however the text was cut into pieces. Memory stays about WINDOW characters."""
+
+    def __init__(self, extra: Sequence[detectors.Detector] = (), window: int = WINDOW, overlap: int = OVERLAP,
+                 context: int = CONTEXT):
+        if not 0 < overlap < window - context:
+            raise ValueError("overlap must be positive and smaller than window - context")
+        self.extra, self.window, self.overlap, self.context = extra, window, overlap, context
+        self.line = 1
+        self.buf = ""
+        self.done_to = 0   # positions in buf before this were already answered for (buf[:done_to] is context)
+
+    def _scan(self, text: str, lo: int, hi: int | None) -> list[tuple[int, str, str]]:
+        hits = [h for h in detectors.find(text, self.extra) if h.start >= lo and (hi is None or h.start < hi)]
+        if not hits:
+            return []
+        excerpt = detectors.redact(text, hits)
+        return [(self.line, h.kind, excerpt) for h in hits]
+
+    def feed(self, text: str) -> list[tuple[int, str, str]]:
+        out: list[tuple[int, str, str]] = []
+        buf = self.buf + text if self.buf else text
+        start = 0  # buf[start:] is the current line; buf[start:start + done_to] was answered for
+        while True:
+            nl = buf.find("\n", start + self.done_to)
+            if 0 <= nl - start <= self.window:
+                out += self._scan(buf[start:nl], self.done_to, None)
+                start, self.done_to = nl + 1, 0
+                self.line += 1
+                continue
+            if nl < 0 and len(buf) - start <= self.window:
+                self.buf = buf[start:]
+                return out
+            # the line goes on past the window: answer for [done_to, window - overlap), keep the rest
+            stop = self.window - self.overlap
+            out += self._scan(buf[start:start + self.window], self.done_to, stop)
+            keep = max(stop - self.context, 0)
+            start, self.done_to = start + keep, stop - keep
+
+    def finish(self) -> list[tuple[int, str, str]]:
+        out = self._scan(self.buf, self.done_to, None) if len(self.buf) > self.done_to else []
+        self.buf, self.done_to = "", 0
+        return out
+
+
 def scan_text(lines: Iterable[str], extra: Sequence[detectors.Detector] = ()) -> Iterator[tuple[int, str, str]]:
     """(line number, kind, redacted excerpt) for every hit in `lines` (1-based numbers)."""
-    for n, line in enumerate(lines, 1):
-        line = line[:_MAX_LINE]
-        hits = detectors.find(line, extra)
-        if hits:
-            excerpt = detectors.redact(line, hits)
-            for h in hits:
-                yield n, h.kind, excerpt
+    sc = LineScanner(extra)
+    for line in lines:
+        yield from sc.feed(line.rstrip("\n") + "\n")
+    yield from sc.finish()
 
 
 def iter_log_events(logs_client, group: str, start_ms: int | None, end_ms: int | None = None,
@@ -129,6 +195,10 @@ def _code(exc: BaseException) -> str | None:
 
 def scan_groups(logs_client, groups: Sequence[str], since: float | None, clock: Callable[[], float],
                 extra: Sequence[detectors.Detector] = (), report: ScanReport | None = None) -> ScanReport:
+    """Scan every event of each group. A group that does not exist or cannot be read (part way
+    included) is recorded as not scanned, never as clean."""
+    from ..errors import translate
+
     report = report or ScanReport(since=since)
     start_ms = int((clock() - since) * 1000) if since else None
     for group in groups:
@@ -137,78 +207,163 @@ def scan_groups(logs_client, groups: Sequence[str], since: float | None, clock: 
             for ev in iter_log_events(logs_client, group, start_ms):
                 events += 1
                 msg = ev.get("message", "")
-                for _n, kind, excerpt in scan_text(msg.splitlines() or [msg], extra):
-                    ts = int(ev.get("timestamp", 0))
-                    stream = ev.get("logStreamName", "")
+                sc = LineScanner(extra)
+                ts = int(ev.get("timestamp", 0))
+                stream = ev.get("logStreamName", "")
+                for _n, kind, excerpt in sc.feed(msg) + sc.finish():
                     report.findings.append(Finding(kind, "cloudwatch", f"{group}/{stream}@{_iso(ts)}", excerpt,
                                                    group=group, stream=stream, timestamp=ts))
         except Exception as e:
-            if _code(e) == "ResourceNotFoundException":
-                report.groups[group] = {"status": "missing", "events": 0}
-                continue
-            raise
+            code = _code(e)
+            if code is None:
+                raise
+            if code == "ResourceNotFoundException":
+                reason = "log group does not exist"
+            else:
+                err = translate(e)
+                reason = (err.message if err else f"{code}: {e}") + (f" (after {events} events)" if events else "")
+            report.groups[group] = {"status": "not scanned", "events": events, "reason": reason}
+            report.not_scanned("cloudwatch", group, reason)
+            continue
         report.groups[group] = {"status": "scanned", "events": events}
     return report
 
 
-def _is_binary(path: Path) -> bool:
+def _within(target: str, root: str) -> bool:
+    return target == root or target.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _special(p: Path) -> str:
+    import stat
+
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as fh:
-            return b"\0" in fh.read(8192)
-    except (OSError, EOFError):  # not really gzip
-        return True
+        mode = p.stat().st_mode
+    except OSError as e:
+        return f"cannot stat: {e.strerror or e}"
+    kind = ("fifo" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+            else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")
+    return f"not a regular file ({kind})"
 
 
-def _iter_files(paths: Sequence[str | os.PathLike]) -> Iterator[tuple[Path, str | None]]:
-    """(file, why skipped or None). Directories recursively; symlinks and special files skipped."""
+def _iter_files(paths: Sequence[str | os.PathLike]) -> Iterator[tuple[Path, str | None, str | None]]:
+    """(file, note, why not scanned). Nothing is skipped silently:
+
+    - a path given explicitly that is a symlink is followed, with a note saying so;
+    - inside a directory, a symlink whose target is a file or directory in the same tree is
+      scanned there (noted); any other symlink is not followed and is reported as not scanned;
+    - special files, unreadable directories and broken links are reported as not scanned."""
     for raw in paths:
         p = Path(raw)
+        note = None
         if p.is_symlink():
-            yield p, "symlink"
-        elif p.is_dir():
-            for root, dirs, files in os.walk(p):
+            target = os.path.realpath(p)
+            if not os.path.exists(target):
+                yield p, None, f"broken symlink to {os.readlink(p)}"
+                continue
+            note = f"symlink to {target}, followed (given explicitly)"
+        if p.is_dir():
+            root_real = os.path.realpath(p)
+            if note:
+                yield p, note, None
+            walk_errors: list[OSError] = []
+            for root, dirs, files in os.walk(p, onerror=walk_errors.append):
                 dirs.sort()
+                for d in list(dirs):
+                    full = Path(root) / d
+                    if full.is_symlink():
+                        target = os.path.realpath(full)
+                        if os.path.isdir(target) and _within(target, root_real):
+                            yield full, f"symlink to {target}, scanned there", None
+                        else:
+                            yield full, None, ("symlink to a directory outside the tree, not followed "
+                                               "(pass it as --path to scan it)")
                 for name in sorted(files):
-                    yield from _iter_files([Path(root) / name])
+                    full = Path(root) / name
+                    if full.is_symlink():
+                        target = os.path.realpath(full)
+                        if os.path.isfile(target) and _within(target, root_real):
+                            yield full, f"symlink to {target}, scanned there", None
+                        elif not os.path.exists(target):
+                            yield full, None, f"broken symlink to {os.readlink(full)}"
+                        else:
+                            yield full, None, ("symlink to a file outside the tree, not followed "
+                                               "(pass it as --path to scan it)")
+                    elif full.is_file():
+                        yield full, None, None
+                    else:
+                        yield full, None, _special(full)
+            for err in walk_errors:
+                yield Path(err.filename or p), None, f"cannot list directory: {err.strerror or err}"
         elif p.is_file():
-            yield p, None
-        elif not p.exists():
-            raise UsageError(f"--path {p}: no such file or directory")
+            yield p, note, None
+        elif not p.exists() and not p.is_symlink():
+            raise UsageError(f"--path {p}: no such file or directory", "pass an existing file or directory")
         else:
-            yield p, "not a regular file"
+            yield p, None, _special(p)
+
+
+def scan_file(path: Path, extra: Sequence[detectors.Detector] = ()) -> tuple[list[Finding], dict, str | None]:
+    """Findings, file info, and why (part of) it was not scanned (None: every byte was read)."""
+    from . import logread
+
+    src = logread.open_text(path)
+    key = str(path)
+    sc = LineScanner(extra)
+    found: list[Finding] = []
+    try:
+        for chunk in src.chunks():
+            first = sc.line
+            for n, kind, excerpt in sc.feed(chunk):
+                found.append(Finding(kind, "file", f"{key}:{n}", excerpt, file=key, line=n))
+            if src.utf16_order:  # 8-bit text inside a UTF-16 file reads as CJK-like code units: scan it as bytes too
+                for off, view in logread.narrow_views(chunk, src.utf16_order):
+                    n = first + chunk.count("\n", 0, off)
+                    for piece in view.splitlines():
+                        hits = detectors.find(piece, extra)
+                        if hits:
+                            excerpt = detectors.redact(piece, hits)
+                            found += [Finding(h.kind, "file", f"{key}:{n}", f"(8-bit text in a UTF-16 file) {excerpt}",
+                                              file=key, line=n) for h in hits]
+    except OSError as e:
+        return found, src.info(), f"cannot read: {e.strerror or e}"
+    for n, kind, excerpt in sc.finish():
+        found.append(Finding(kind, "file", f"{key}:{n}", excerpt, file=key, line=n))
+    return found, src.info(), src.problem
 
 
 def scan_paths(paths: Sequence[str | os.PathLike], extra: Sequence[detectors.Detector] = (),
                report: ScanReport | None = None) -> ScanReport:
     report = report or ScanReport()
-    for path, skipped in _iter_files(paths):
+    for path, note, unread in _iter_files(paths):
         key = str(path)
-        if skipped is None and _is_binary(path):
-            skipped = "binary"
-        if skipped:
-            report.files[key] = {"status": f"skipped: {skipped}", "lines": 0}
+        if unread:
+            report.files[key] = {"status": "not scanned", "lines": 0, "reason": unread}
+            report.not_scanned("file", key, unread)
             continue
-        opener = gzip.open if path.suffix == ".gz" else open
-        counter = [0]
-
-        def counted(fh, c=counter):
-            for line in fh:
-                c[0] += 1
-                yield line
-
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-            for n, kind, excerpt in scan_text(counted(fh), extra):
-                report.findings.append(Finding(kind, "file", f"{key}:{n}", excerpt, file=key, line=n))
-        report.files[key] = {"status": "scanned", "lines": counter[0]}
+        if note and note.endswith("scanned there"):
+            report.files[key] = {"status": "scanned", "lines": 0, "note": note}
+            continue
+        if path.is_dir():  # an explicit symlink to a directory: its files follow
+            report.files[key] = {"status": "followed", "lines": 0, "note": note}
+            continue
+        found, info, problem = scan_file(path, extra)
+        report.findings += found
+        entry = {"status": "not scanned" if problem else "scanned", **info}
+        if note:
+            entry["note"] = note
+        if problem:
+            entry["reason"] = problem
+            report.not_scanned("file", key, problem)
+        report.files[key] = entry
     return report
 
 
 def scan(cfg: Config, stage: str, *, logs_client=None, since: float | None = 86400.0,
          extra_groups: Sequence[str] = (), paths: Sequence[str] = (), patterns: str | None = None,
-         cloudwatch: bool = True, clock: Callable[[], float]) -> ScanReport:
+         cloudwatch: bool = True, clock: Callable[[], float], allow_unscanned: bool = False) -> ScanReport:
     """Scan the stage's log groups (unless `cloudwatch=False`) and local `paths`."""
     extra = detectors.load_patterns(patterns) if patterns else []
-    report = ScanReport(since=since)
+    report = ScanReport(since=since, allow_unscanned=allow_unscanned)
     if cloudwatch:
         scan_groups(logs_client, stage_log_groups(cfg, stage, extra_groups), since, clock, extra, report)
     if paths:
@@ -225,19 +380,23 @@ def _iso(ms: int) -> str:
 # --- archive ----------------------------------------------------------------------------------
 
 
-def parse_s3_url(url: str) -> tuple[str, str]:
-    m = re.fullmatch(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?", url or "")
-    if not m:
-        raise UsageError(f"--to: expected s3://BUCKET[/PREFIX] (got {url!r})")
-    return m[1], (m[2] or "").strip("/")
+def parse_s3_url(url: str, what: str = "--to") -> tuple[str, str]:
+    from .. import keys
+
+    return keys.parse_s3_url(url, what)
 
 
 def _slug(group: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", group.strip("/")) or "_"
+    """A log group name as one key segment (never '.' or '..')."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", group.strip("/")) or "_"
+    return "_" + slug if set(slug) == {"."} else slug
 
 
-def join_key(*parts: str) -> str:
-    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+def join_key(prefix: str, *parts: str) -> str:
+    """prefix/part/… through keys.join: refuses '.', '..' and empty segments."""
+    from .. import keys
+
+    return keys.join(prefix, *parts)
 
 
 @dataclass

@@ -16,7 +16,9 @@ Order (each step is idempotent, so a re-run after a partial failure finishes the
 ECR repositories are named per image (`<project>-<image>`), not per stage, so they are shared by
 every stage that deploys to the same account and region. They are deleted only when no other
 stage in the config uses this stage's account and region; otherwise they are kept and the
-evidence says which stages share them.
+evidence says which stages share them. Likewise anything else another stage derives too (an
+artifacts bucket template without `{stage}`, colliding function or topic names; see
+`shared_resources`) is kept, never emptied, with the reason in the evidence.
 
 Library code: clients come in through `Clients`; time through `clock`/`sleep`; nothing prints.
 """
@@ -178,6 +180,85 @@ def shared_with(cfg: Config, stage: str) -> list[str]:
     st = cfg.stages[stage]
     return [s for s, o in cfg.stages.items()
             if s != stage and o.account == st.account and cfg.stage_region(s) == cfg.stage_region(stage)]
+
+
+def _same_place(cfg: Config, a: str, b: str) -> bool:
+    return cfg.stages[a].account == cfg.stages[b].account and cfg.stage_region(a) == cfg.stage_region(b)
+
+
+def shared_resources(cfg: Config, stage: str) -> dict[tuple[str, str], str]:
+    """(resource type, name) -> why, for everything this stage derives that another stage derives
+    too (pure). Such a resource is never deleted or emptied by one stage's teardown:
+
+    - the artifacts bucket, when another stage renders the same bucket name (a template without
+      `{stage}`); bucket names are global, so the accounts do not matter;
+    - functions (and their log groups and alarms) and the events topic whose derived name equals
+      another stage's in the same account and region (e.g. stage `val` + function `eu-predict` and
+      stage `val-eu` + function `predict` are both `<project>-val-eu-predict`).
+    ECR repositories are handled by `shared_with` (shared by design within an account/region)."""
+    out: dict[tuple[str, str], str] = {}
+    mine_bucket = cfg.bucket(stage)
+    same_bucket = [s for s in cfg.stages if s != stage and cfg.bucket(s) == mine_bucket]
+    if same_bucket:
+        why = (f"shared with stage(s) {', '.join(same_bucket)}: artifacts.bucket {cfg.artifacts.bucket!r} "
+               f"renders the same name for them" + ("" if "{stage}" in cfg.artifacts.bucket else
+                                                   " (it has no {stage})"))
+        out[("s3:bucket", mine_bucket)] = why
+    for other in cfg.stages:
+        if other == stage or not _same_place(cfg, stage, other):
+            continue
+        theirs = {cfg.function_name(other, f) for f in cfg.functions}
+        place = f"account {cfg.stages[stage].account}/{cfg.stage_region(stage)}"
+        for fn in sorted(theirs & {cfg.function_name(stage, f) for f in cfg.functions}):
+            why = f"also the function of stage {other} in {place} (the derived names collide)"
+            out.setdefault(("lambda:function", fn), why)
+            out.setdefault(("logs:group", f"/aws/lambda/{fn}"), why)
+            out.setdefault(("alarm-prefix", f"{fn}-"), why)
+        if cfg.sns_topic(other) == cfg.sns_topic(stage):
+            out.setdefault(("sns:topic", cfg.sns_topic(stage)), f"also the events topic of stage {other} in {place}")
+    return out
+
+
+def _keep_shared(inv: Inventory, shared: dict[tuple[str, str], str]) -> list[dict]:
+    """Take shared resources out of the inventory (nothing below will touch them); the kept list."""
+    kept: list[dict] = []
+    if inv.bucket and ("s3:bucket", inv.bucket) in shared:
+        kept.append({"type": "s3:bucket", "name": inv.bucket, "why": shared[("s3:bucket", inv.bucket)]})
+        inv.bucket, inv.object_versions = None, []
+    for fn in list(inv.functions):
+        if ("lambda:function", fn) in shared:
+            kept.append({"type": "lambda:function", "name": fn, "why": shared[("lambda:function", fn)]})
+            del inv.functions[fn]
+    for g in list(inv.log_groups):
+        if ("logs:group", g) in shared:
+            kept.append({"type": "logs:group", "name": g, "why": shared[("logs:group", g)]})
+            inv.log_groups.remove(g)
+    prefixes = {name: why for (t, name), why in shared.items() if t == "alarm-prefix"}
+    for a in list(inv.alarms):
+        why = next((w for p, w in prefixes.items() if a.startswith(p)), None)
+        if why:
+            kept.append({"type": "cloudwatch:alarm", "name": a, "why": why})
+            inv.alarms.remove(a)
+    for arn in list(inv.topics):
+        name = arn.rsplit(":", 1)[-1]
+        if ("sns:topic", name) in shared:
+            kept.append({"type": "sns:topic", "name": arn, "why": shared[("sns:topic", name)]})
+            inv.topics.remove(arn)
+    return kept
+
+
+def _stack_owns_shared(cfn, stack: str, shared: dict[tuple[str, str], str]) -> tuple[str, str] | None:
+    """(physical id, why) of a shared resource that the stage stack itself manages, or None.
+    Deleting that stack would delete it (whatever teardown keeps by name), so the stack is kept."""
+    names = {name: why for (t, name), why in shared.items() if t != "alarm-prefix"}
+    if not names:
+        return None
+    for r in _paginate(cfn, "list_stack_resources", "StackResourceSummaries", StackName=stack):
+        pid = r.get("PhysicalResourceId") or ""
+        key = pid.rsplit(":", 1)[-1] if pid.startswith("arn:") else pid
+        if key in names:
+            return pid, names[key]
+    return None
 
 
 def _paginate(client, op: str, key: str, **kw) -> list:
@@ -368,7 +449,7 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
 
     check_allowed(cfg, stage)
     if archive_to:
-        arch_bucket, _ = ops_logs.parse_s3_url(archive_to)
+        arch_bucket, _ = ops_logs.parse_s3_url(archive_to, "--archive-to")
         if arch_bucket == cfg.bucket(stage):
             raise UsageError(f"--archive-to s3://{arch_bucket} is the stage's own artifacts bucket, which "
                              "teardown deletes", "archive to a bucket that outlives the stage")
@@ -379,6 +460,18 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
     run = _Run(ev, clock, dry_run)
     inv = discover(cfg, stage, c, purge_ledger=purge_ledger)
     ev.found = inv.listing()
+    shared = shared_resources(cfg, stage)
+    for k in _keep_shared(inv, shared):
+        ev.kept.append(k)
+        run.record("scope", k["type"], k["name"], "none (shared)", "kept", k["why"])
+    if inv.stack and shared:
+        owned = _stack_owns_shared(c.cloudformation, inv.stack["StackName"], shared)
+        if owned:
+            why = (f"the stack manages {owned[0]}, which is shared ({owned[1]}): deleting the stack would delete "
+                   "it; fix the names in pipeline.yml, or delete the stack by hand")
+            ev.kept.append({"type": "cloudformation:stack", "name": inv.stack["StackName"], "why": why})
+            run.record("scope", "cloudformation:stack", inv.stack["StackName"], "none (shared)", "kept", why)
+            inv.stack = None
     sharing = shared_with(cfg, stage)
     ecr_mine = not sharing
     if not ecr_mine:
@@ -557,7 +650,7 @@ def write_evidence(ev: Evidence, evidence_dir: str | Path, s3=None, archive_to: 
     d.mkdir(parents=True, exist_ok=True)
     ev.files = [str(d / f"{base}.json"), str(d / f"{base}.md")]
     if s3 is not None and archive_to:
-        bucket, prefix = ops_logs.parse_s3_url(archive_to)
+        bucket, prefix = ops_logs.parse_s3_url(archive_to, "--archive-to")
         ev.files += [f"s3://{bucket}/{ops_logs.join_key(prefix, 'evidence', base)}.{x}" for x in ("json", "md")]
     body_json = json.dumps(ev.to_dict(), indent=2)
     body_md = ev.markdown()

@@ -141,8 +141,9 @@ def test_down_leaves_a_recycled_pid_alone(tmp_path):
     local.save_state(tmp_path, {"moto": {"endpoint": "http://127.0.0.1:1", "pid": me, "started_by_pt": True,
                                          "match": "moto.server -H 127.0.0.1 -p 1"}})
     res = local.down(tmp_path)
-    assert res["stopped"] == []
-    assert res["left"] == [f"moto http://127.0.0.1:1: pid {me} no longer runs it (already stopped)"]
+    assert res["stopped"] == [] and res["left"] == []
+    assert res["refused"] == [f"moto http://127.0.0.1:1: state.json has no start time and command line for pid {me} "
+                              "(written by an older pt or edited): refusing to signal it"]
 
 
 def test_boto3_provisioning_without_the_cdk_module(aws):

@@ -10,7 +10,7 @@ import time
 import pytest
 from botocore.stub import Stubber
 
-from pipeline_tools.errors import AwsError, translate
+from pipeline_tools.errors import AwsError
 from pipeline_tools.ops import logs as ops_logs
 
 from .conftest_ops import load_config, seed_log_group, write_config
@@ -49,7 +49,11 @@ def test_scan_cli_finds_each_kind_redacted_with_location(aws, cfg_path, run_pt):
     kinds = sorted(f["kind"] for f in data["findings"])
     assert kinds == sorted(["email", "email", "aws_access_key_id", "credit_card", "us_ssn", "ipv4", "phone"])
     assert data["groups"][GROUP] == {"status": "scanned", "events": len(CLEAN + SENSITIVE)}
-    assert data["groups"]["/aws/lambda/iris-val-batch-score"]["status"] == "missing"
+    assert data["groups"]["/aws/lambda/iris-val-batch-score"] == {
+        "status": "not scanned", "events": 0, "reason": "log group does not exist"}
+    assert data["unscanned"] == [{"source": "cloudwatch", "input": "/aws/lambda/iris-val-batch-score",
+                                  "reason": "log group does not exist"}]
+    assert data["clean"] is False and data["ok"] is False
     f = next(f for f in data["findings"] if f["kind"] == "us_ssn")
     assert f["group"] == GROUP and f["stream"] == "2026/11/27/[$LATEST]abc" and f["timestamp"] > 0
     assert f["excerpt"] == "applicant ssn [REDACTED:us_ssn]"
@@ -59,9 +63,10 @@ def test_scan_cli_finds_each_kind_redacted_with_location(aws, cfg_path, run_pt):
 
 def test_scan_human_output_and_clean_exit_zero(aws, cfg_path, run_pt):
     seed_log_group(aws, GROUP, CLEAN)
+    seed_log_group(aws, "/aws/lambda/iris-val-batch-score", CLEAN)
     r = run_pt("logs", "scan", "--stage", "val", "--config", cfg_path)
     assert r.exit_code == 0, r
-    assert "clean" in r.stdout
+    assert "clean: nothing sensitive in 2 log group(s)" in r.stdout
     seed_log_group(aws, GROUP, ["user bob@example.com"])
     r = run_pt("logs", "scan", "--stage", "val", "--config", cfg_path)
     assert r.exit_code == 1
@@ -74,7 +79,7 @@ def test_since_window_excludes_old_events(aws, cfg):
     seed_log_group(aws, GROUP, ["fresh"], now_ms=int(now * 1000), stream="new")
     logs = aws.client("logs")
     rep = ops_logs.scan(cfg, "val", logs_client=logs, since=86400, clock=lambda: now)
-    assert rep.clean and rep.groups[GROUP]["events"] == 1
+    assert not rep.findings and rep.groups[GROUP]["events"] == 1
     rep = ops_logs.scan(cfg, "val", logs_client=logs, since=ops_logs.parse_since("7d"), clock=lambda: now)
     assert [f.kind for f in rep.findings] == ["email"]
 
@@ -97,8 +102,8 @@ def test_local_paths_and_user_patterns(tmp_path, cfg_path, run_pt):
     (d / "app.log").write_text("ok\nuser=carol@example.com\norder ORD-12345678 shipped\n")
     with gzip.open(d / "sub" / "old.log.gz", "wt") as fh:
         fh.write("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln\n")
-    (d / "blob.bin").write_bytes(b"\0\1\2 dave@example.com")
-    (d / "link.log").symlink_to(d / "app.log")
+    (d / "blob.bin").write_bytes(b"\0\1\2 dave@example.com")  # stray NULs: still text, still scanned
+    (d / "link.log").symlink_to(d / "app.log")  # inside the tree: scanned as app.log
     pats = tmp_path / "patterns.yml"
     pats.write_text("- {name: order_id, regex: 'ORD-\\d{8}'}\n")
     r = run_pt("logs", "scan", "--stage", "val", "--config", cfg_path, "--no-cloudwatch", "--path", d,
@@ -106,10 +111,12 @@ def test_local_paths_and_user_patterns(tmp_path, cfg_path, run_pt):
     assert r.exit_code == 1, r
     data = r.json()
     where = {(f["kind"], f["where"]) for f in data["findings"]}
-    assert where == {("email", f"{d}/app.log:2"), ("order_id", f"{d}/app.log:3"), ("jwt", f"{d}/sub/old.log.gz:1")}
-    assert data["files"][str(d / "blob.bin")]["status"] == "skipped: binary"
-    assert data["files"][str(d / "link.log")]["status"] == "skipped: symlink"
-    assert "ORD-12345678" not in r.stdout and "carol@" not in r.stdout
+    assert where == {("email", f"{d}/app.log:2"), ("order_id", f"{d}/app.log:3"), ("jwt", f"{d}/sub/old.log.gz:1"),
+                     ("email", f"{d}/blob.bin:1")}
+    assert data["files"][str(d / "blob.bin")]["first_nul_line"] == 1
+    assert data["files"][str(d / "link.log")]["note"] == f"symlink to {d / 'app.log'}, scanned there"
+    assert data["unscanned"] == []
+    assert "ORD-12345678" not in r.stdout and "carol@" not in r.stdout and "dave@" not in r.stdout
 
 
 @pytest.mark.parametrize("content, needle", [
@@ -137,17 +144,17 @@ def test_unknown_stage_and_missing_path(tmp_path, cfg_path, run_pt):
     assert r.exit_code == 2 and "nothing to scan" in r.stderr
 
 
-def test_access_denied_is_a_clear_aws_error(aws, cfg):
+def test_access_denied_is_not_scanned_with_the_aws_error(aws, cfg):
     logs = aws.client("logs")
     with Stubber(logs) as stub:
-        stub.add_client_error("filter_log_events", service_error_code="AccessDeniedException",
-                              service_message="User is not authorized to perform: logs:FilterLogEvents",
-                              http_status_code=400)
-        with pytest.raises(Exception) as ei:
-            ops_logs.scan(cfg, "val", logs_client=logs, since=3600, clock=time.time)
-    err = translate(ei.value)
-    assert isinstance(err, AwsError) and err.code == "AccessDeniedException"
-    assert "FilterLogEvents" in err.message and err.hint
+        for _ in range(2):
+            stub.add_client_error("filter_log_events", service_error_code="AccessDeniedException",
+                                  service_message="User is not authorized to perform: logs:FilterLogEvents",
+                                  http_status_code=400)
+        rep = ops_logs.scan(cfg, "val", logs_client=logs, since=3600, clock=time.time)
+    assert not rep.findings and not rep.clean and not rep.ok
+    assert [u["input"] for u in rep.unscanned] == [GROUP, "/aws/lambda/iris-val-batch-score"]
+    assert all("AccessDeniedException" in u["reason"] and "FilterLogEvents" in u["reason"] for u in rep.unscanned)
 
 
 # --- archive -----------------------------------------------------------------------------------
