@@ -38,19 +38,24 @@ _BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 
 
-def clip(value: object, limit: int = 100) -> str:
+def clip(value: object, limit: int = 100, count: bool = True) -> str:
     """repr() of a value for a message, shortened so a huge value is never echoed back whole."""
     text = repr(value)
     if len(text) <= limit:
         return text
-    return f"{text[:limit - 1]}…' ({len(str(value))} characters)"
+    return f"{text[:limit - 1]}…'" + (f" ({len(str(value))} characters)" if count else "")
+
+
+def short(name: str, limit: int = 60) -> str:
+    """A key (stage, function, alarm) named in a message, shortened like clip() but unquoted."""
+    return name if len(name) <= limit else f"{name[:limit]}… ({len(name)} characters)"
 
 
 def _length(kind: str, name: str, lo: int, hi: int) -> str | None:
     n = len(name)
     if n < lo or n > hi:
         allowed = f"at most {hi}" if lo <= 1 else f"{lo} to {hi}"
-        return f"{kind} {clip(name)} is {n} characters; AWS allows {allowed}"
+        return f"{kind} {clip(name, count=False)} is {n} characters; AWS allows {allowed}"
     return None
 
 

@@ -30,11 +30,6 @@ def sagemaker_role(project: str, stage: str) -> str:
     return f"{project}-{stage}-sagemaker"
 
 
-def github_role(project: str) -> str:
-    """The GitHub OIDC role name (stacks.github_oidc_stack.github_role_name)."""
-    return f"{project}-github"
-
-
 def checks(data: dict) -> list[Problem]:
     out: list[Problem] = []
     out += _required_strings(data)
@@ -231,7 +226,7 @@ def _derived_names(data: dict) -> list[Problem]:
 
     for image in images:
         check(("images", image), "ECR repository name", names.ecr_repository(project, image),
-              awsnames.ecr_repository, ("none", image), f"image {image}")
+              awsnames.ecr_repository, ("none", image), f"image {awsnames.short(image)}")
 
     for sname, s in stages.items():
         account = _account(s)
@@ -239,10 +234,10 @@ def _derived_names(data: dict) -> list[Problem]:
         regional = ("regional", account, region)
         acct = ("account", account)
         spath = ("stages", sname)
-        st = f"stage {sname}"
+        st = f"stage {awsnames.short(sname)}"
         for fname, f in functions.items():
             fpath = ("functions", fname)
-            who = f"{st}, function {fname}"
+            who = f"{st}, function {awsnames.short(fname)}"
             fn = names.function_name(project, sname, fname)
             check(fpath, "Lambda function name", fn, awsnames.lambda_function, regional, who)
             check(fpath, "log group name", f"/aws/lambda/{fn}", awsnames.log_group, regional, who)
@@ -254,13 +249,13 @@ def _derived_names(data: dict) -> list[Problem]:
                 if isinstance(aname, str) and aname.strip():
                     check(fpath + ("alarms", i, "name"), "alarm name",
                           names.alarm_name(project, sname, fname, aname), awsnames.alarm, regional,
-                          f"{who}, alarm {aname}")
+                          f"{who}, alarm {awsnames.short(aname)}")
         for model in zoo_models:
             mpath = ("zoo", "models", model)
             fn = names.function_name(project, sname, model)
             for name in (fn, fn + "_copy"):
                 check(mpath, "Lambda function name", name, awsnames.lambda_function, ("zoo", account, region),
-                      f"{st}, zoo model {model}")
+                      f"{st}, zoo model {awsnames.short(model)}")
         check(bucket_path or spath, "S3 bucket name", render(bucket_tpl, project=project, stage=sname),
               awsnames.s3_bucket, ("global",), st)
         check(spath, "IAM role name", names.deploy_role(project, sname), awsnames.iam_role, acct, st)
