@@ -14,6 +14,7 @@ import sys
 import click
 
 from . import __version__
+from .clikit import Region
 from .context import App
 from .errors import EXIT_FAILURE, EXIT_USAGE
 
@@ -71,7 +72,7 @@ def _setter(attr: str):
 _COMMON = [
     (("--config", "-c"), "config_path", {"metavar": "FILE", "help": "pipeline.yml to use (env PT_CONFIG)."}),
     (("--output",), "output_mode", {"type": click.Choice(["human", "json"]), "help": "Output format."}),
-    (("--region",), "region", {"metavar": "REGION", "help": "AWS region."}),
+    (("--region",), "region", {"metavar": "REGION", "type": Region(), "help": "AWS region."}),
     (("--profile",), "profile", {"metavar": "NAME", "help": "AWS profile."}),
     (("--verbose", "-v"), "verbose", {"is_flag": True, "default": None, "help": "More detail on stderr."}),
 ]
@@ -129,7 +130,8 @@ class LazyGroup(click.Group):
 @click.option("--config", "-c", "config_path", metavar="FILE", envvar="PT_CONFIG",
               help="pipeline.yml to use (default ./pipeline.yml; env PT_CONFIG).")
 @click.option("--stage", "-s", metavar="STAGE", envvar="PT_STAGE", help="Stage to act on (env PT_STAGE).")
-@click.option("--region", metavar="REGION", envvar="PT_REGION", help="AWS region (default: stage, then config).")
+@click.option("--region", metavar="REGION", type=Region(), envvar="PT_REGION",
+              help="AWS region (default: stage, then config).")
 @click.option("--profile", metavar="NAME", envvar="PT_PROFILE", help="AWS profile (env PT_PROFILE or AWS_PROFILE).")
 @click.option("--output", "output_mode", type=click.Choice(["human", "json"]), default="human", envvar="PT_OUTPUT",
               show_default=True, help="Output format; json prints one document on stdout.")

@@ -164,24 +164,29 @@ class Output:
 
     # --- GitHub Actions ----------------------------------------------------------------
     def github_output(self, values: dict[str, Any]) -> None:
-        path = os.environ.get("GITHUB_OUTPUT")
-        if not (in_github_actions() and path):
-            return
-        with open(path, "a", encoding="utf-8") as fh:
-            for k, v in values.items():
-                v = v if isinstance(v, str) else json.dumps(v, default=str)
-                v = redact(v)
-                if "\n" in v:
-                    fh.write(f"{k}<<PT_EOF\n{v}\nPT_EOF\n")
-                else:
-                    fh.write(f"{k}={v}\n")
+        lines = []
+        for k, v in values.items():
+            v = v if isinstance(v, str) else json.dumps(v, default=str)
+            v = redact(v)
+            lines.append(f"{k}<<PT_EOF\n{v}\nPT_EOF\n" if "\n" in v else f"{k}={v}\n")
+        self._append_github_file("GITHUB_OUTPUT", "".join(lines))
 
     def step_summary(self, markdown: str) -> None:
-        path = os.environ.get("GITHUB_STEP_SUMMARY")
+        self._append_github_file("GITHUB_STEP_SUMMARY", redact(markdown).rstrip() + "\n\n")
+
+    def _append_github_file(self, variable: str, text: str) -> None:
+        """Append to a file the runner names; a path that cannot be written is a warning, because
+        the command's own work is already done and its exit code must still say how that went."""
+        path = os.environ.get(variable)
         if not (in_github_actions() and path):
             return
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(redact(markdown).rstrip() + "\n\n")
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as e:
+            from .errors import os_error
+
+            self.warn(f"cannot write ${variable}: {os_error(e).message}")
 
 
 def markdown_table(rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> str:
