@@ -479,6 +479,8 @@ def find_config(path: str | os.PathLike | None = None) -> Path:
 
 
 def load(path: str | os.PathLike | None = None) -> Config:
+    if path is not None and not str(path).strip():
+        raise ConfigError(["--config: the path is empty"], "pass --config FILE, or leave it out to use ./pipeline.yml")
     p = find_config(path)
     shown = str(path or os.environ.get("PT_CONFIG") or DEFAULT_CONFIG)
     text = _read(p, shown)

@@ -46,6 +46,7 @@ CASES = [
     # directories where files are expected
     ("config is a directory", "config validate -c {tmp}/dir", {}, 2, "{tmp}/dir: is a directory, expected a YAML file"),
     ("PT_CONFIG is a directory", "config validate", {"PT_CONFIG": "{tmp}/dir"}, 2, "{tmp}/dir: is a directory, expected a YAML file"),
+    ("empty --config", "--config= config validate", {}, 2, "--config: the path is empty"),
     ("--from-build is a directory", "-c {cfg} deploy -s staging --from-build {tmp}/dir", UNREACHABLE, 2, "is a directory"),
     ("--patterns is a directory", "-c {cfg} logs scan -s staging --no-cloudwatch --path {tmp}/log.txt --patterns {tmp}/dir", {}, 2, "is a directory"),
     ("invoke --event is a directory", "-c {cfg} invoke predict -s staging --local --event {tmp}/dir", {}, 2, "event file {tmp}/dir is a directory"),
