@@ -176,9 +176,16 @@ def main(argv: list[str] | None = None) -> int:
         ctx = getattr(e, "ctx", None)
         where = f" ({ctx.command_path})" if ctx is not None and ctx.command_path != "pt" else ""
         sys.stderr.write(f"error: {msg}{where}\n")
-        if isinstance(e, click.UsageError) and ctx is not None:
-            sys.stderr.write(f"hint: see `{ctx.command_path} --help`\n")
-        return e.exit_code if e.exit_code else EXIT_USAGE
+        hint = f"see `{ctx.command_path} --help`" if isinstance(e, click.UsageError) and ctx is not None else None
+        if hint:
+            sys.stderr.write(f"hint: {hint}\n")
+        code = e.exit_code if e.exit_code else EXIT_USAGE
+        if _json_requested(argv):
+            import json
+
+            sys.stdout.write(json.dumps({"error": "UsageError", "message": msg + where, "hint": hint,
+                                         "exit_code": code}, indent=2) + "\n")
+        return code
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
@@ -187,6 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(rv, int):
         return rv
     return 0
+
+
+def _json_requested(argv: list[str] | None) -> bool:
+    """--output json given (on the group or a command) or PT_OUTPUT=json, even if parsing failed."""
+    app = _state.get("app")
+    if app is not None and app.output_mode == "json":
+        return True
+    args = list(sys.argv[1:] if argv is None else argv)
+    pairs = zip(args, args[1:] + [""])
+    return (os.environ.get("PT_OUTPUT") == "json" or "--output=json" in args
+            or any(a == "--output" and b == "json" for a, b in pairs))
 
 
 def _report(e: BaseException, debug: bool) -> int:

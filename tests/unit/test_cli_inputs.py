@@ -145,3 +145,18 @@ def test_an_unexpected_file_error_is_translated_not_internal():
     assert err is not None and err.message == "/tmp/f/x: a parent of this path is a file, not a directory"
     err = translate(PermissionError(13, "Permission denied", "/etc/shadow"))
     assert err.message == "/etc/shadow: permission denied" and err.exit_code == 1
+
+
+@pytest.mark.parametrize("argv,env", [
+    (["--output", "json", "-c", str(CONTRACT_CONFIG), "history", "-s", "staging", "-n", "-1"], {}),
+    (["-c", str(CONTRACT_CONFIG), "history", "-s", "staging", "-n", "-1", "--output", "json"], {}),
+    (["-c", str(CONTRACT_CONFIG), "--region", "nowhere", "status"], {"PT_OUTPUT": "json"}),
+])
+def test_json_mode_usage_error_is_one_document_on_stdout(run_pt, monkeypatch, argv, env):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    r = run_pt(*argv)
+    assert r.exit_code == 2
+    doc = json.loads(r.stdout)
+    assert doc["error"] == "UsageError" and doc["exit_code"] == 2 and doc["message"].startswith("Invalid value for")
+    assert r.stderr.startswith("error: Invalid value for")
