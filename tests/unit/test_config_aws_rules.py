@@ -148,3 +148,65 @@ def test_contract_names_stay_valid():
     for path in (CONTRACT_CONFIG, EXAMPLE_CONFIG):
         assert load(path).project == "iris"
     assert parse(GOOD).project == "iris"
+
+
+# --- no input makes validation crash --------------------------------------------------------
+
+def _mutations():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**13), st.floats(allow_nan=False),
+                        st.text(max_size=80), st.sampled_from(["", " ", "0s", "-1", "x" * 300, "AWS_REGION",
+                                                               "https://h/", "{stage}", "..", "1.2.3.4"]))
+    values = st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.one_of(st.text(max_size=20), st.integers()), inner,
+                                                     max_size=3)), max_leaves=8)
+    paths = st.sampled_from([
+        ("project",), ("region",), ("registry",), ("images",), ("images", "model"), ("images", "model", "context"),
+        ("functions",), ("functions", "predict"), ("functions", "predict", "environment"),
+        ("functions", "predict", "alarms"), ("functions", "x" * 70), ("stages",), ("stages", "staging"),
+        ("stages", "staging", "region"), ("stages", "staging", "gate"), ("stages", "staging", "gate", "poll"),
+        ("stages", "staging", "deploy", "interval"), ("stages", "prod", "registry"), ("stages", "Prod_2"),
+        ("artifacts",), ("artifacts", "bucket"), ("artifacts", "paths"), ("targets",), ("targets", "sagemaker"),
+        ("zoo",), ("zoo", "models"), ("zoo", "consumers"),
+    ])
+    return st.lists(st.tuples(paths, values), min_size=1, max_size=4)
+
+
+def _apply(data: dict, path: tuple, value) -> None:
+    cur = data
+    for key in path[:-1]:
+        if not isinstance(cur.get(key), dict):
+            cur[key] = {}
+        cur = cur[key]
+    cur[path[-1]] = value
+
+
+def test_any_mutation_of_a_good_config_is_valid_or_a_config_error():
+    """Validation (pydantic + cross checks + AWS rules) never raises anything but ConfigError."""
+    import yaml
+    from hypothesis import HealthCheck, given, settings
+
+    from pipeline_tools.errors import ConfigError
+
+    base = yaml.safe_load(GOOD)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_mutations())
+    def run(mutations):
+        import copy
+
+        data = copy.deepcopy(base)
+        for path, value in mutations:
+            _apply(data, path, value)
+        try:
+            text = yaml.safe_dump(data)
+        except yaml.YAMLError:
+            return
+        try:
+            parse(text)
+        except ConfigError as e:
+            assert e.lines() and all(ln.startswith("pipeline.yml:") for ln in e.lines()), e.lines()
+            assert all(len(ln) < 2000 for ln in e.lines())
+
+    run()
