@@ -555,6 +555,14 @@ def parse(text: str, shown: str = DEFAULT_CONFIG, source: str | None = None) -> 
 
 
 def _yaml_error(e: Exception, shown: str, text: str) -> str:
+    position = getattr(e, "position", None)
+    if getattr(e, "character", None) is not None and isinstance(position, int):
+        # yaml's ReaderError (a NUL or other control character) has no mark: find its line here.
+        before = text[:position]
+        line, col = before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
+        code = e.character if isinstance(e.character, int) else ord(e.character)  # type: ignore[attr-defined]
+        return (f"{shown}:{line}: control character U+{code:04X} (column {col}): "
+                "YAML allows only printable characters, tabs and newlines")
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     line = mark.line + 1 if mark else 1
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]

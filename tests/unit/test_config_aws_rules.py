@@ -210,3 +210,14 @@ def test_any_mutation_of_a_good_config_is_valid_or_a_config_error():
             assert all(len(ln) < 2000 for ln in e.lines())
 
     run()
+
+
+@pytest.mark.parametrize("text,expected", [
+    (sub("    memory: 1024", "    memory: 10\x0024"),
+     "pipeline.yml:12: control character U+0000 (column 15): YAML allows only printable characters, tabs and newlines"),
+    (sub("branch: master", "branch: mas\x07ter"),
+     "pipeline.yml:29: control character U+0007 (column 16): YAML allows only printable characters, tabs and newlines"),
+    (GOOD + "\x00", "pipeline.yml:46: control character U+0000 (column 1): YAML allows only printable characters, tabs and newlines"),
+])
+def test_a_control_character_is_reported_on_its_own_line(text, expected):
+    assert problems(text) == [expected]
