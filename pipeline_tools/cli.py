@@ -14,7 +14,7 @@ import sys
 import click
 
 from . import __version__
-from .clikit import Region
+from .clikit import Region, non_empty
 from .context import App
 from .errors import EXIT_FAILURE, EXIT_USAGE
 
@@ -129,7 +129,8 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, "--version", "-V", prog_name="pt", message="%(prog)s %(version)s")
 @click.option("--config", "-c", "config_path", metavar="FILE", envvar="PT_CONFIG",
               help="pipeline.yml to use (default ./pipeline.yml; env PT_CONFIG).")
-@click.option("--stage", "-s", metavar="STAGE", envvar="PT_STAGE", help="Stage to act on (env PT_STAGE).")
+@click.option("--stage", "-s", metavar="STAGE", envvar="PT_STAGE", callback=non_empty,
+              help="Stage to act on (env PT_STAGE).")
 @click.option("--region", metavar="REGION", type=Region(), envvar="PT_REGION",
               help="AWS region (default: stage, then config).")
 @click.option("--profile", metavar="NAME", envvar="PT_PROFILE", help="AWS profile (env PT_PROFILE or AWS_PROFILE).")

@@ -13,12 +13,19 @@ pass_app = click.make_pass_decorator(App, ensure=True)
 
 
 def _set(attr: str):
-    def callback(ctx: click.Context, _param: click.Parameter, value):
+    def callback(ctx: click.Context, param: click.Parameter, value):
         if value is not None:
-            setattr(ctx.ensure_object(App), attr, value)
+            setattr(ctx.ensure_object(App), attr, non_empty(ctx, param, value))
         return value
 
     return callback
+
+
+def non_empty(ctx: click.Context, param: click.Parameter, value):
+    """Option callback: an empty --stage '' is a usage error, not 'no stage' (which may mean all)."""
+    if isinstance(value, str) and not value.strip():
+        raise click.BadParameter("must not be empty", ctx=ctx, param=param)
+    return value
 
 
 def stage_option(required: bool = False, help: str = "Stage from pipeline.yml (or PT_STAGE)."):

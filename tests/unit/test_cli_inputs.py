@@ -73,6 +73,8 @@ CASES = [
     ("bad --region on a command", "-c {cfg} status -s staging --region US-EAST-1", {}, 2, "'US-EAST-1' is not an AWS region name"),
     ("bad PT_REGION", "-c {cfg} status -s staging", {"PT_REGION": "mars-1"}, 2, "'mars-1' is not an AWS region name"),
     ("bad --region of init", "init -C {tmp}/dir --region eu_west_1", {}, 2, "'eu_west_1' is not an AWS region name"),
+    ("empty --stage on a command", "-c {cfg} status --stage=", UNREACHABLE, 2, "Invalid value for '--stage' / '-s': must not be empty"),
+    ("empty --stage on the group", "-c {cfg} --stage= status", UNREACHABLE, 2, "Invalid value for '--stage' / '-s': must not be empty"),
     ("unknown stage", "-c {cfg} status -s stagin", {}, 2, "unknown stage 'stagin'"),
     # corrupt local state: missing is "not started", corrupt says so
     ("local state not JSON", "local status --dir {tmp}/state-bad", {}, 1,
