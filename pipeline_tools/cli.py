@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("aborted\n")
         return 130
     except click.ClickException as e:
-        msg = e.format_message()
+        from .output import shorten
+
+        msg = shorten(e.format_message())
         ctx = getattr(e, "ctx", None)
         where = f" ({ctx.command_path})" if ctx is not None and ctx.command_path != "pt" else ""
         sys.stderr.write(f"error: {msg}{where}\n")
@@ -227,7 +229,10 @@ def _report(e: BaseException, debug: bool) -> int:
 
     out.error(err.lines(), err.hint, prefix=not isinstance(err, ConfigError))
     if out.json:
-        out.result(err.to_dict())
+        from .output import shorten
+
+        doc = err.to_dict()
+        out.result({**doc, "message": shorten(doc["message"]), "hint": shorten(doc["hint"]) if doc["hint"] else None})
     return err.exit_code
 
 

@@ -68,6 +68,15 @@ def _redact_data(data: Any) -> Any:
     return data
 
 
+_LONG_TOKEN = re.compile(r"\S{201,}")
+
+
+def shorten(text: str) -> str:
+    """An error line never echoes a huge value back: any run of over 200 non-blank characters
+    keeps its first 100 and says how long it was."""
+    return _LONG_TOKEN.sub(lambda m: f"{m[0][:100]}…({len(m[0])} characters)", text)
+
+
 def in_github_actions() -> bool:
     return os.environ.get("GITHUB_ACTIONS") == "true"
 
@@ -113,12 +122,15 @@ class Output:
             self._write(self.stderr, f"debug: {text}")
 
     def warn(self, text: str) -> None:
+        text = shorten(text)
         self._write(self.stderr, f"warning: {text}")
         if in_github_actions():
             self._write(self.stderr, f"::warning::{_gh_escape(redact(text))}")
 
     def error(self, lines: Sequence[str], hint: str | None = None, prefix: bool = True) -> None:
         """Error lines on stderr. `prefix=False` for lines that start with FILE:LINE already."""
+        lines = [shorten(ln) for ln in lines]
+        hint = shorten(hint) if hint else hint
         for ln in lines:
             self._write(self.stderr, f"error: {ln}" if prefix and not ln.startswith("error:") else ln)
         if hint:

@@ -75,6 +75,9 @@ CASES = [
     ("bad --region of init", "init -C {tmp}/dir --region eu_west_1", {}, 2, "'eu_west_1' is not an AWS region name"),
     ("empty --stage on a command", "-c {cfg} status --stage=", UNREACHABLE, 2, "Invalid value for '--stage' / '-s': must not be empty"),
     ("empty --stage on the group", "-c {cfg} --stage= status", UNREACHABLE, 2, "Invalid value for '--stage' / '-s': must not be empty"),
+    ("100 KB stage name", "-c {cfg} status -s " + "x" * 100_000, {}, 2, "error: unknown stage '" + "x" * 99 + "…(100002 characters)"),
+    ("100 KB command name", "x" * 100_000, {}, 2, "error: unknown command '" + "x" * 99 + "…(100002 characters)"),
+    ("100 KB choice", "-c {cfg} deploy -s staging --strategy " + "y" * 100_000, {}, 2, "Invalid value for '--strategy': '" + "y" * 99 + "…(100002 characters)"),
     ("unknown stage", "-c {cfg} status -s stagin", {}, 2, "unknown stage 'stagin'"),
     # corrupt local state: missing is "not started", corrupt says so
     ("local state not JSON", "local status --dir {tmp}/state-bad", {}, 1,
