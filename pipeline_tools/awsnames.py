@@ -115,6 +115,16 @@ def iam_role(name: str) -> str | None:
         f"IAM role name {clip(name)} may contain only letters, digits and + = , . @ _ -")
 
 
+_ROLE_ARN_RE = re.compile(r"arn:aws[a-zA-Z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}", re.ASCII)
+
+
+def iam_role_arn(value: str) -> str | None:
+    if _ROLE_ARN_RE.fullmatch(value):
+        return None
+    return (f"must be an IAM role ARN like arn:aws:iam::123456789012:role/NAME "
+            f"(a 12-digit account, a role name of at most 64 characters) (got {clip(value)})")
+
+
 def sns_topic(name: str) -> str | None:
     return _length("SNS topic name", name, 1, 256) or (
         None if _TOPIC_RE.fullmatch(name) else

@@ -107,12 +107,17 @@ def _required_strings(data: dict) -> Iterator[Problem]:
                 yield ("zoo", "consumers", i, key), msg
 
 
-# --- registries ------------------------------------------------------------------------------
+# --- registries and role ARNs ----------------------------------------------------------------
 
 
 def _registries(data: dict) -> Iterator[Problem]:
     if isinstance(data.get("registry"), str) and (p := awsnames.registry_host(data["registry"])):
         yield ("registry",), p
+    for path in (("targets", "sagemaker", "execution_role"), ("zoo", "role")):
+        parent = _dict(_dict(data.get(path[0])).get(path[1])) if len(path) == 3 else _dict(data.get(path[0]))
+        role = parent.get(path[-1])
+        if isinstance(role, str) and (p := awsnames.iam_role_arn(role)):
+            yield path, p
     for sname, s in _dict(data.get("stages")).items():
         s = _dict(s)
         if isinstance(s.get("registry"), str) and (p := awsnames.registry_host(s["registry"])):

@@ -56,6 +56,8 @@ CASES = [
      "pipeline.yml:3: registry: must be a registry host[:port] without a scheme (got 'https://ghcr.io/'); write 'ghcr.io'"),
     ("stage registry with a path", sub("    branch: master\n", "    branch: master\n    registry: host:5000/x y\n"),
      "pipeline.yml:30: stages.prod.registry: must be a registry host[:port], e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com (got 'host:5000/x y')"),
+    ("zoo role not an ARN", GOOD + "zoo:\n  role: my-role\n",
+     "pipeline.yml:47: zoo.role: must be an IAM role ARN like arn:aws:iam::123456789012:role/NAME (a 12-digit account, a role name of at most 64 characters) (got 'my-role')"),
     ("gate poll zero", sub("poll: 5s", "poll: 0s"),
      "pipeline.yml:26: stages.staging.gate.poll: must be more than 0s (the gate would poll without pause)"),
     ("interval zero", sub("interval: 60s", "interval: 0"),
@@ -119,6 +121,15 @@ def test_lambda_environment_keys(key, ok):
 ])
 def test_registry_hosts(value, ok):
     assert (awsnames.registry_host(value) is None) is ok
+
+
+@pytest.mark.parametrize("value,ok", [
+    ("arn:aws:iam::123456789012:role/iris-zoo", True), ("arn:aws-cn:iam::123456789012:role/path/x", True),
+    ("arn:aws:iam::123456789012:role/" + "r" * 64, True), ("arn:aws:iam::123456789012:role/" + "r" * 65, False),
+    ("arn:aws:iam::1234:role/x", False), ("arn:aws:iam::123456789012:user/x", False), ("iris-zoo", False),
+])
+def test_role_arns(value, ok):
+    assert (awsnames.iam_role_arn(value) is None) is ok
 
 
 def test_pt_registry_with_a_scheme_is_a_usage_error(monkeypatch):
