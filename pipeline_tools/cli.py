@@ -169,9 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         rv = cli.main(args=argv, prog_name="pt", standalone_mode=False, auto_envvar_prefix="PT")
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
-        sys.stderr.write("aborted\n")
-        return 130
+    except click.exceptions.Abort as e:
+        return _abort(e, debug)
     except click.ClickException as e:
         from .output import shorten
 
@@ -197,6 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(rv, int):
         return rv
     return 0
+
+
+def _abort(e: click.exceptions.Abort, debug: bool) -> int:
+    """click turns any EOFError into Abort; only a user's Ctrl-C/Ctrl-D at a prompt is 'aborted' (130).
+    An EOFError from reading data (a truncated .gz, say) is a read failure (exit 1)."""
+    if isinstance(e.__cause__, EOFError):
+        return _report(e.__cause__, debug)
+    sys.stderr.write("aborted\n")
+    return 130
 
 
 def _json_requested(argv: list[str] | None) -> bool:

@@ -149,6 +149,10 @@ def translate(exc: BaseException) -> PtError | None:
         return DockerError(f"docker: {text}")
     if isinstance(exc, OSError) and exc.filename is not None:
         return os_error(exc)
+    if isinstance(exc, EOFError):
+        return PtError(f"unexpected end of data: {exc or 'the input ended early'}",
+                       "a file pt read was cut short (a truncated .gz or an interrupted download): "
+                       "re-create or re-download it")
     return None
 
 

@@ -165,3 +165,25 @@ def test_json_mode_usage_error_is_one_document_on_stdout(run_pt, monkeypatch, ar
     doc = json.loads(r.stdout)
     assert doc["error"] == "UsageError" and doc["exit_code"] == 2 and doc["message"].startswith("Invalid value for")
     assert r.stderr.startswith("error: Invalid value for")
+
+
+def test_end_of_data_is_a_read_failure_not_aborted(capsys):
+    """click re-raises an EOFError (e.g. from a truncated gzip) as Abort: pt reports a read error, exit 1."""
+    import gzip
+
+    import click
+
+    from pipeline_tools import cli
+
+    data = gzip.compress(b"line\n" * 1000)
+    try:
+        gzip.decompress(data[: len(data) // 2])
+    except EOFError as eof:
+        abort = click.exceptions.Abort()
+        abort.__cause__ = eof
+    assert cli._abort(abort, debug=False) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: unexpected end of data: Compressed file ended before the end-of-stream marker")
+    assert "aborted" not in err and not EXCEPTION_NAMES.search(err)
+    assert cli._abort(click.exceptions.Abort(), debug=False) == 130  # Ctrl-C/Ctrl-D at a prompt
+    assert capsys.readouterr().err == "aborted\n"
