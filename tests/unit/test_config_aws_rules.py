@@ -232,3 +232,12 @@ def test_any_mutation_of_a_good_config_is_valid_or_a_config_error():
 ])
 def test_a_control_character_is_reported_on_its_own_line(text, expected):
     assert problems(text) == [expected]
+
+
+def test_one_mistake_is_one_line():
+    """A derived name is not re-reported for a mistake another check already names."""
+    assert problems(sub('"{project}-{stage}-artifacts"', '"{project}-{env}-artifacts"')) == [
+        "pipeline.yml:44: artifacts.bucket: unknown placeholder {env}; use {project} and {stage}"]
+    two = sub("  prod:\n", "  staging-b:\n", SAME_ACCOUNT)
+    dup = [ln for ln in problems(two) if "is also derived" in ln]
+    assert len(dup) == 1 and "Lambda function name 'iris-staging-b-predict'" in dup[0]
