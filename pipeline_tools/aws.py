@@ -11,18 +11,23 @@ import os
 from typing import Any
 
 from . import __version__
+from .envvars import env_int
 from .errors import AwsError, UsageError
 
 DEFAULT_MAX_ATTEMPTS = 5
+MAX_ATTEMPTS_LIMIT = 20
 
 
 def endpoint_url() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL") or None
+    """AWS_ENDPOINT_URL if set (a malformed one is a usage error)."""
+    from .envvars import endpoint_url as checked
+
+    return checked()
 
 
 def is_local() -> bool:
     """True when pointed at a local AWS (moto server in `pt local up` and the tests)."""
-    return endpoint_url() is not None
+    return bool(os.environ.get("AWS_ENDPOINT_URL"))
 
 
 class AwsFactory:
@@ -39,7 +44,8 @@ class AwsFactory:
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         self.profile = profile or None
         self.endpoint = endpoint if endpoint is not None else endpoint_url()
-        self.max_attempts = max_attempts or int(os.environ.get("PT_AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
+        self.max_attempts = max_attempts or env_int("PT_AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS,
+                                                    minimum=1, maximum=MAX_ATTEMPTS_LIMIT)
         if (role is None) != (source is None):
             raise ValueError("role and source go together")
         self.role = role

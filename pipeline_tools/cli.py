@@ -14,6 +14,7 @@ import sys
 import click
 
 from . import __version__
+from .clikit import Region, non_empty
 from .context import App
 from .errors import EXIT_FAILURE, EXIT_USAGE
 
@@ -71,7 +72,7 @@ def _setter(attr: str):
 _COMMON = [
     (("--config", "-c"), "config_path", {"metavar": "FILE", "help": "pipeline.yml to use (env PT_CONFIG)."}),
     (("--output",), "output_mode", {"type": click.Choice(["human", "json"]), "help": "Output format."}),
-    (("--region",), "region", {"metavar": "REGION", "help": "AWS region."}),
+    (("--region",), "region", {"metavar": "REGION", "type": Region(), "help": "AWS region."}),
     (("--profile",), "profile", {"metavar": "NAME", "help": "AWS profile."}),
     (("--verbose", "-v"), "verbose", {"is_flag": True, "default": None, "help": "More detail on stderr."}),
 ]
@@ -128,8 +129,10 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, "--version", "-V", prog_name="pt", message="%(prog)s %(version)s")
 @click.option("--config", "-c", "config_path", metavar="FILE", envvar="PT_CONFIG",
               help="pipeline.yml to use (default ./pipeline.yml; env PT_CONFIG).")
-@click.option("--stage", "-s", metavar="STAGE", envvar="PT_STAGE", help="Stage to act on (env PT_STAGE).")
-@click.option("--region", metavar="REGION", envvar="PT_REGION", help="AWS region (default: stage, then config).")
+@click.option("--stage", "-s", metavar="STAGE", envvar="PT_STAGE", callback=non_empty,
+              help="Stage to act on (env PT_STAGE).")
+@click.option("--region", metavar="REGION", type=Region(), envvar="PT_REGION",
+              help="AWS region (default: stage, then config).")
 @click.option("--profile", metavar="NAME", envvar="PT_PROFILE", help="AWS profile (env PT_PROFILE or AWS_PROFILE).")
 @click.option("--output", "output_mode", type=click.Choice(["human", "json"]), default="human", envvar="PT_OUTPUT",
               show_default=True, help="Output format; json prints one document on stdout.")
@@ -166,17 +169,25 @@ def main(argv: list[str] | None = None) -> int:
         rv = cli.main(args=argv, prog_name="pt", standalone_mode=False, auto_envvar_prefix="PT")
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
-        sys.stderr.write("aborted\n")
-        return 130
+    except click.exceptions.Abort as e:
+        return _abort(e, debug)
     except click.ClickException as e:
-        msg = e.format_message()
+        from .output import shorten
+
+        msg = shorten(e.format_message())
         ctx = getattr(e, "ctx", None)
         where = f" ({ctx.command_path})" if ctx is not None and ctx.command_path != "pt" else ""
         sys.stderr.write(f"error: {msg}{where}\n")
-        if isinstance(e, click.UsageError) and ctx is not None:
-            sys.stderr.write(f"hint: see `{ctx.command_path} --help`\n")
-        return e.exit_code if e.exit_code else EXIT_USAGE
+        hint = f"see `{ctx.command_path} --help`" if isinstance(e, click.UsageError) and ctx is not None else None
+        if hint:
+            sys.stderr.write(f"hint: {hint}\n")
+        code = e.exit_code if e.exit_code else EXIT_USAGE
+        if _json_requested(argv):
+            import json
+
+            sys.stdout.write(json.dumps({"error": "UsageError", "message": msg + where, "hint": hint,
+                                         "exit_code": code}, indent=2) + "\n")
+        return code
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
@@ -185,6 +196,26 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(rv, int):
         return rv
     return 0
+
+
+def _abort(e: click.exceptions.Abort, debug: bool) -> int:
+    """click turns any EOFError into Abort; only a user's Ctrl-C/Ctrl-D at a prompt is 'aborted' (130).
+    An EOFError from reading data (a truncated .gz, say) is a read failure (exit 1)."""
+    if isinstance(e.__cause__, EOFError):
+        return _report(e.__cause__, debug)
+    sys.stderr.write("aborted\n")
+    return 130
+
+
+def _json_requested(argv: list[str] | None) -> bool:
+    """--output json given (on the group or a command) or PT_OUTPUT=json, even if parsing failed."""
+    app = _state.get("app")
+    if app is not None and app.output_mode == "json":
+        return True
+    args = list(sys.argv[1:] if argv is None else argv)
+    pairs = zip(args, args[1:] + [""])
+    return (os.environ.get("PT_OUTPUT") == "json" or "--output=json" in args
+            or any(a == "--output" and b == "json" for a, b in pairs))
 
 
 def _report(e: BaseException, debug: bool) -> int:
@@ -206,7 +237,10 @@ def _report(e: BaseException, debug: bool) -> int:
 
     out.error(err.lines(), err.hint, prefix=not isinstance(err, ConfigError))
     if out.json:
-        out.result(err.to_dict())
+        from .output import shorten
+
+        doc = err.to_dict()
+        out.result({**doc, "message": shorten(doc["message"]), "hint": shorten(doc["hint"]) if doc["hint"] else None})
     return err.exit_code
 
 

@@ -203,7 +203,7 @@ class WindowConfig(_Strict):
 
 class StageConfig(_Strict):
     account: str = Field(pattern=r"^\d{12}$", description="12-digit AWS account id")
-    region: str | None = Field(None, description="defaults to the top-level region")
+    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="defaults to the top-level region")
     branch: str
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
@@ -428,6 +428,11 @@ class Config(_Strict):
         """Registry host: PT_REGISTRY, else stage/config `registry:`, else the stage's ECR."""
         env = os.environ.get("PT_REGISTRY")
         if env:
+            from .awsnames import registry_host
+            from .errors import UsageError
+
+            if problem := registry_host(env):
+                raise UsageError(f"PT_REGISTRY {problem}", "set PT_REGISTRY to a host[:port], or unset it")
             return env
         st = self.stages.get(stage) if stage else None
         if st and st.registry:
@@ -512,6 +517,8 @@ def find_config(path: str | os.PathLike | None = None) -> Path:
 
 
 def load(path: str | os.PathLike | None = None) -> Config:
+    if path is not None and not str(path).strip():
+        raise ConfigError(["--config: the path is empty"], "pass --config FILE, or leave it out to use ./pipeline.yml")
     p = find_config(path)
     shown = str(path or os.environ.get("PT_CONFIG") or DEFAULT_CONFIG)
     text = _read(p, shown)
@@ -559,6 +566,7 @@ def parse(text: str, shown: str = DEFAULT_CONFIG, source: str | None = None) -> 
     lines = loaded.lines
 
     def add(path: tuple, message: str) -> None:
+        message = _shorten_values(message)
         line = line_for(lines, path)
         text_ = f"{shown}:{line}: {_dotted(path) or '(top level)'}: {message}"
         if all(t != text_ for _, t in problems):
@@ -571,7 +579,9 @@ def parse(text: str, shown: str = DEFAULT_CONFIG, source: str | None = None) -> 
         for err in e.errors():
             path, message = _describe(err, data)
             add(path, message)
-    for path, message in _cross_checks(data):
+    from .configcheck import checks as aws_checks
+
+    for path, message in _cross_checks(data) + aws_checks(data):
         add(path, message)
     if problems:
         problems.sort(key=lambda t: t[0])
@@ -583,6 +593,14 @@ def parse(text: str, shown: str = DEFAULT_CONFIG, source: str | None = None) -> 
 
 
 def _yaml_error(e: Exception, shown: str, text: str) -> str:
+    position = getattr(e, "position", None)
+    if getattr(e, "character", None) is not None and isinstance(position, int):
+        # yaml's ReaderError (a NUL or other control character) has no mark: find its line here.
+        before = text[:position]
+        line, col = before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
+        code = e.character if isinstance(e.character, int) else ord(e.character)  # type: ignore[attr-defined]
+        return (f"{shown}:{line}: control character U+{code:04X} (column {col}): "
+                "YAML allows only printable characters, tabs and newlines")
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     line = mark.line + 1 if mark else 1
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
@@ -591,6 +609,14 @@ def _yaml_error(e: Exception, shown: str, text: str) -> str:
         return f"{shown}:{line}: tab character in indentation: YAML needs spaces"
     col = f" (column {mark.column + 1})" if mark else ""
     return f"{shown}:{line}: invalid YAML: {problem}{col}"
+
+
+_LONG_QUOTED_RE = re.compile(r"'([^'\n]{100})[^'\n]+'")
+
+
+def _shorten_values(message: str) -> str:
+    """A quoted value of 100 KB is never echoed back whole: keep its start and its length."""
+    return _LONG_QUOTED_RE.sub(lambda m: f"'{m[1]}…' ({len(m[0]) - 2} characters)", message)
 
 
 def _dotted(path: tuple) -> str:

@@ -147,4 +147,28 @@ def translate(exc: BaseException) -> PtError | None:
             return DockerError(f"cannot reach Docker at {host}",
                                "start Docker or set DOCKER_HOST (tests: bash scripts/services.sh)")
         return DockerError(f"docker: {text}")
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return os_error(exc)
+    if isinstance(exc, EOFError):
+        return PtError(f"unexpected end of data: {exc or 'the input ended early'}",
+                       "a file pt read was cut short (a truncated .gz or an interrupted download): "
+                       "re-create or re-download it")
     return None
+
+
+def os_error(exc: OSError) -> PtError:
+    """A file-system error as one line naming the path and what is wrong with it."""
+    import errno
+
+    path = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+    what = {
+        errno.ENOENT: ("no such file or directory (or its parent directory is missing)",
+                       "check the path; create missing directories first"),
+        errno.ENOTDIR: ("a parent of this path is a file, not a directory", "check the path"),
+        errno.EISDIR: ("is a directory, expected a file", "give a file path"),
+        errno.EACCES: ("permission denied", "check the file's permissions"),
+        errno.EPERM: ("operation not permitted", "check the file's permissions"),
+        errno.ENOSPC: ("no space left on device", "free disk space"),
+        errno.EROFS: ("read-only file system", "write somewhere else"),
+    }.get(exc.errno or 0, (exc.strerror or "cannot access", None))
+    return PtError(f"{path}: {what[0]}", what[1])

@@ -951,9 +951,40 @@ def down(directory: Path | None = None, *, clock: Callable[[], float] = time.tim
     return {"state_dir": str(directory), "stopped": stopped, "left": left, "refused": refused, "dry_run": dry_run}
 
 
+def read_state_checked(directory: Path) -> dict:
+    """state.json for `pt local status`: {} if missing; a corrupt file is an error saying so."""
+    path = directory / "state.json"
+    hint = f"delete {path} and run `pt local up` (services it recorded may still run)"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except IsADirectoryError:
+        raise PtError(f"{path} is a directory, expected pt's local state file", hint) from None
+    except OSError as e:
+        raise PtError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        state = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PtError(f"{path} is corrupt: not UTF-8 text", hint) from None
+    except ValueError as e:
+        raise PtError(f"{path} is corrupt: not JSON ({getattr(e, 'msg', e)} at line "
+                      f"{getattr(e, 'lineno', '?')})", hint) from None
+    if not isinstance(state, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(state), "a number")
+        raise PtError(f"{path} is corrupt: expected a JSON object, got {kind}", hint)
+    for key, field_ in (("moto", "endpoint"), ("registry", "host"), ("docker", "host")):
+        entry = state.get(key)
+        if entry is not None and not (isinstance(entry, dict) and isinstance(entry.get(field_), str)):
+            raise PtError(f"{path} is corrupt: `{key}` lacks a `{field_}` string", hint)
+    if not isinstance(state.get("provisioned", {}), dict):
+        raise PtError(f"{path} is corrupt: `provisioned` is not an object", hint)
+    return state
+
+
 def status(directory: Path | None = None) -> dict:
     directory = directory or state_dir()
-    state = load_state(directory)
+    state = read_state_checked(directory)
     rows = []
     moto = state.get("moto")
     if moto:

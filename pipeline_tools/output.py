@@ -68,6 +68,15 @@ def _redact_data(data: Any) -> Any:
     return data
 
 
+_LONG_TOKEN = re.compile(r"\S{201,}")
+
+
+def shorten(text: str) -> str:
+    """An error line never echoes a huge value back: any run of over 200 non-blank characters
+    keeps its first 100 and says how long it was."""
+    return _LONG_TOKEN.sub(lambda m: f"{m[0][:100]}…({len(m[0])} characters)", text)
+
+
 def in_github_actions() -> bool:
     return os.environ.get("GITHUB_ACTIONS") == "true"
 
@@ -113,12 +122,15 @@ class Output:
             self._write(self.stderr, f"debug: {text}")
 
     def warn(self, text: str) -> None:
+        text = shorten(text)
         self._write(self.stderr, f"warning: {text}")
         if in_github_actions():
             self._write(self.stderr, f"::warning::{_gh_escape(redact(text))}")
 
     def error(self, lines: Sequence[str], hint: str | None = None, prefix: bool = True) -> None:
         """Error lines on stderr. `prefix=False` for lines that start with FILE:LINE already."""
+        lines = [shorten(ln) for ln in lines]
+        hint = shorten(hint) if hint else hint
         for ln in lines:
             self._write(self.stderr, f"error: {ln}" if prefix and not ln.startswith("error:") else ln)
         if hint:
@@ -164,24 +176,29 @@ class Output:
 
     # --- GitHub Actions ----------------------------------------------------------------
     def github_output(self, values: dict[str, Any]) -> None:
-        path = os.environ.get("GITHUB_OUTPUT")
-        if not (in_github_actions() and path):
-            return
-        with open(path, "a", encoding="utf-8") as fh:
-            for k, v in values.items():
-                v = v if isinstance(v, str) else json.dumps(v, default=str)
-                v = redact(v)
-                if "\n" in v:
-                    fh.write(f"{k}<<PT_EOF\n{v}\nPT_EOF\n")
-                else:
-                    fh.write(f"{k}={v}\n")
+        lines = []
+        for k, v in values.items():
+            v = v if isinstance(v, str) else json.dumps(v, default=str)
+            v = redact(v)
+            lines.append(f"{k}<<PT_EOF\n{v}\nPT_EOF\n" if "\n" in v else f"{k}={v}\n")
+        self._append_github_file("GITHUB_OUTPUT", "".join(lines))
 
     def step_summary(self, markdown: str) -> None:
-        path = os.environ.get("GITHUB_STEP_SUMMARY")
+        self._append_github_file("GITHUB_STEP_SUMMARY", redact(markdown).rstrip() + "\n\n")
+
+    def _append_github_file(self, variable: str, text: str) -> None:
+        """Append to a file the runner names; a path that cannot be written is a warning, because
+        the command's own work is already done and its exit code must still say how that went."""
+        path = os.environ.get(variable)
         if not (in_github_actions() and path):
             return
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(redact(markdown).rstrip() + "\n\n")
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as e:
+            from .errors import os_error
+
+            self.warn(f"cannot write ${variable}: {os_error(e).message}")
 
 
 def markdown_table(rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> str:

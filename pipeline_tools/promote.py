@@ -66,7 +66,8 @@ def current_deploy(ledger: Ledger, stage: str) -> Record:
     recs = ledger.query(stage, DEPLOY, limit=1)
     if not recs:
         raise PromotionRefused("deployed", f"nothing has been deployed to {stage} yet (no deploy in the ledger)",
-                               f"deploy an image to {stage} first: `pt deploy --stage {stage} --digest sha256:…`")
+                               f"deploy an image to {stage} first: "
+                               f"`pt deploy --stage {stage} --image-uri REPO@sha256:…`")
     rec = recs[0]
     op = rec.data.get("operation", "deploy")
     if not rec.final:

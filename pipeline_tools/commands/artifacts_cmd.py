@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..clikit import dry_run_option, output_option, pass_app, stage_option
+from ..clikit import OutputPath, dry_run_option, output_option, pass_app, stage_option
 from ..context import App
 
 _prefix = click.option("--prefix", "-p", default="", metavar="PREFIX",
@@ -40,7 +40,7 @@ def _problems_table(out, problems: list[dict]) -> None:
 
 @artifacts.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", "-o", "out_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--out", "-o", "out_file", type=OutputPath(), default=None,
               help="manifest.json to write (default PATH/manifest.json); SHA256SUMS goes next to it.")
 @_workers
 @output_option
@@ -103,7 +103,7 @@ def push(app: App, path: str, prefix: str, delete: bool, multipart_threshold: in
 
 
 @artifacts.command()
-@click.argument("dest", type=click.Path(file_okay=False))
+@click.argument("dest", type=OutputPath(directory=True))
 @stage_option(required=True)
 @_prefix
 @_workers

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..clikit import output_option, pass_app, stage_option
+from ..clikit import OutputPath, output_option, pass_app, stage_option
 from ..context import App
 
 
@@ -87,7 +87,7 @@ def accounts(app: App) -> int:
 
 
 @config.command()
-@click.option("--out", "-o", "out_file", type=click.Path(dir_okay=False, writable=True), default=None,
+@click.option("--out", "-o", "out_file", type=OutputPath(), default=None,
               help="Write to FILE instead of stdout.")
 def schema(out_file: str | None) -> int:
     """Print the JSON Schema of pipeline.yml (for editor completion and validation).

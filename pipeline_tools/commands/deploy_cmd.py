@@ -336,7 +336,7 @@ def _age(seconds: Any) -> str:
 
 @click.command()
 @stage_option(required=True)
-@click.option("-n", "limit", type=int, default=20, show_default=True, help="How many deploys.")
+@click.option("-n", "limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many deploys.")
 @output_option
 @pass_app
 def history(app: App, limit: int) -> int:
@@ -358,15 +358,15 @@ def history(app: App, limit: int) -> int:
 
 
 def sagemaker_deps(app: App, stage: str, led):
-    import os
-
     from .. import actor
     from .. import sagemaker as sm
+    from ..envvars import env_seconds
 
     factory = app.aws(stage)
     return sm.Deps(sagemaker=factory.client("sagemaker"), ledger=led, s3=factory.client("s3"),
                    cloudwatch=factory.client("cloudwatch"), clock=time.time, sleep=time.sleep, log=app.out.log,
-                   actor=actor.identify(factory.caller_arn()), poll=float(os.environ.get("PT_SAGEMAKER_POLL", "15")))
+                   actor=actor.identify(factory.caller_arn()),
+                   poll=env_seconds("PT_SAGEMAKER_POLL", 15.0, minimum=0.001, maximum=3600))
 
 
 def _sagemaker_image(cfg, image: str, image_uri: str | None, from_build: str | None):

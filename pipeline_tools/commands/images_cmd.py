@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import click
 
-from ..clikit import dry_run_option, output_option, pass_app, stage_option
+from ..clikit import OutputPath, dry_run_option, output_option, pass_app, stage_option
 from ..context import App
 from ..errors import UsageError
 
@@ -122,7 +122,7 @@ def _mb(n: int) -> str:
 @click.argument("image", required=False)
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 @stage_option(help="Stage whose registry names the image (default as build-push).")
-@click.option("--junit", "junit", default=None, metavar="PATH",
+@click.option("--junit", "junit", default=None, metavar="PATH", type=OutputPath(),
               help="Where the JUnit XML goes (default reports/junit-<image>.xml).")
 @output_option
 @pass_app

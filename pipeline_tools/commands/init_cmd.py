@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from ..clikit import output_option, pass_app
+from ..clikit import Region, output_option, pass_app
 from ..context import App
 
 
 @click.command()
 @click.option("--project", default=None, help="Service name (default: the directory name).")
-@click.option("--region", "region_", default="us-east-1", show_default=True, help="AWS region.")
+@click.option("--region", "region_", type=Region(), default="us-east-1", show_default=True, help="AWS region.")
 @click.option("--directory", "-C", default=".", type=click.Path(file_okay=False), help="Repository root.")
 @click.option("--force", is_flag=True, help="Overwrite files that already exist.")
 @click.option("--dry-run", is_flag=True, help="List what would be written, write nothing.")

@@ -159,6 +159,8 @@ def status(app: App, directory: str | None) -> int:
 
 
 def _read_event(event: str | None) -> bytes:
+    from ..awsnames import clip
+
     if event is None:
         return b"{}"
     if event == "-":
@@ -167,13 +169,17 @@ def _read_event(event: str | None) -> bytes:
         data = event.encode()  # inline JSON: --event '{"features": [5.1, 3.5, 1.4, 0.2]}'
     else:
         p = Path(event)
+        if p.is_dir():
+            raise UsageError(f"event file {event} is a directory", "pass --event FILE (JSON), inline JSON, or -")
         if not p.is_file():
-            raise UsageError(f"event file {event} not found", "pass --event FILE (JSON), inline JSON, or - for stdin")
+            raise UsageError(f"event file {clip(event)} not found",
+                             "pass --event FILE (JSON), inline JSON, or - for stdin")
         data = p.read_bytes()
     try:
         json.loads(data or b"null")
     except ValueError as e:
-        raise UsageError(f"event {event} is not JSON: {e}", "Lambda events are JSON documents") from None
+        shown = "from stdin" if event == "-" else clip(event)
+        raise UsageError(f"event {shown} is not JSON: {e}", "Lambda events are JSON documents") from None
     return data or b"{}"
 
 

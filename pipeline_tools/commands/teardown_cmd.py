@@ -7,7 +7,7 @@ import time
 
 import click
 
-from ..clikit import dry_run_option, output_option, pass_app, stage_option
+from ..clikit import OutputPath, dry_run_option, output_option, pass_app, stage_option
 from ..context import App
 from ..errors import UsageError
 
@@ -18,7 +18,7 @@ from ..errors import UsageError
 @click.option("--purge-ledger", is_flag=True, help="Also delete the stage's records in the ledger table.")
 @click.option("--archive-to", metavar="s3://BUCKET/PREFIX",
               help="Archive the log groups here first; the evidence report is stored next to them.")
-@click.option("--evidence-dir", default="reports", show_default=True, type=click.Path(file_okay=False),
+@click.option("--evidence-dir", default="reports", show_default=True, type=OutputPath(directory=True),
               help="Local directory for the evidence report (JSON + markdown).")
 @dry_run_option
 @output_option
