@@ -12,7 +12,7 @@ Helpers the StageStack's deploy role uses (pure functions of the config):
     tooling table directly when the stage lives in the tooling account; or AssumeRole on the
     ledger role), plus AssumeRole on the source stage's deploy role when that stage is in another
     account (`pt promote` reads the source's alarms with the source's role);
-    (and reads its artifacts bucket: `pt artifacts promote` copies server-side);
+    (and reads its artifacts bucket: `pt artifacts copy --from-stage S --to-stage T` copies server-side);
   - `add_cross_account_trust(role, stack)`: who in other accounts may assume a stage's deploy role:
     the deploy roles of stages that promote from it, and the CI roles of the tooling account; and
     a bucket policy letting those promoting deploy roles read this stage's artifacts.
@@ -126,13 +126,13 @@ def ledger_statements(st: StageStack) -> list[iam.PolicyStatement]:
         source = cfg.stages[src]
         out.append(iam.PolicyStatement(sid="SourceStageRole", actions=["sts:AssumeRole"], resources=[
             source.role or _role(st, source.account, names.deploy_role(cfg.project, src))]))
-        # `pt artifacts promote` copies server-side with this role: it reads the source bucket
+        # `pt artifacts copy --to-stage` copies server-side with this role: it reads the source bucket
         # (which grants it in its bucket policy, see `add_cross_account_trust`).
         bucket = f"arn:{st.partition}:s3:::{cfg.bucket(src)}"
         out.append(iam.PolicyStatement(sid="SourceArtifacts", actions=SOURCE_ARTIFACT_ACTIONS,
                                        resources=[bucket, f"{bucket}/*"]))
         acknowledge_wildcards(st, "objects of the promote_from stage's artifacts bucket, read by `pt artifacts "
-                                  "promote` (server-side copy into this stage's bucket)",
+                                  "copy --to-stage` (server-side copy into this stage's bucket)",
                               [f"Resource::arn:<AWS::Partition>:s3:::{cfg.bucket(src)}/*"])
     return out
 
