@@ -53,6 +53,7 @@ GOOD = textwrap.dedent("""\
           days: [mon, tue, wed, thu]
           hours: "02:00-05:00"
           timezone: UTC
+        gate: {alarms: ["iris-prod-*"]}
     notifications:
       slack_webhook: ssm:/iris/slack-webhook
       teams_webhook: env:TEAMS_WEBHOOK_URL
@@ -160,9 +161,9 @@ CASES = [
      None, None, r"promote_from forms a cycle: (staging <- prod <- staging|prod <- staging <- prod)"),
     ("duplicate branch", sub("branch: master", "branch: integration"), 29, "stages.prod.branch",
      r"branch 'integration' is already used by stage staging"),
-    ("literal slack url", sub("ssm:/iris/slack-webhook", "https://hooks.slack.com/services/T0/B0/XYZ"), 40, "notifications.slack_webhook", r"looks like a literal secret; store it in SSM"),
-    ("literal teams token", sub("env:TEAMS_WEBHOOK_URL", "abcdefabcdefabcdefabcdef12345"), 41, "notifications.teams_webhook", r"looks like a literal secret"),
-    ("bad secret ref", sub("env:TEAMS_WEBHOOK_URL", "vault:x"), 41, "notifications.teams_webhook",
+    ("literal slack url", sub("ssm:/iris/slack-webhook", "https://hooks.slack.com/services/T0/B0/XYZ"), 41, "notifications.slack_webhook", r"looks like a literal secret; store it in SSM"),
+    ("literal teams token", sub("env:TEAMS_WEBHOOK_URL", "abcdefabcdefabcdefabcdef12345"), 42, "notifications.teams_webhook", r"looks like a literal secret"),
+    ("bad secret ref", sub("env:TEAMS_WEBHOOK_URL", "vault:x"), 42, "notifications.teams_webhook",
      r"must be a reference ssm:NAME or env:NAME \(got 'vault:x'\)"),
     ("account not 12 digits", sub('"222222222222"', '"2222"'), 28, "stages.prod.account",
      r"must be a 12-digit AWS account id"),
@@ -181,7 +182,7 @@ CASES = [
      r"must be a string \(got list"),
     ("insufficient_data policy", sub("insufficient_data: fail", "insufficient_data: maybe"), 25, "stages.staging.gate.insufficient_data", r"must be one of fail, pass, wait \(got 'maybe'\)"),
     ("star inside alarm prefix", sub('alarms: ["iris-staging-*"]', 'alarms: ["iris-*-errors"]'), 24, "stages.staging.gate.alarms[0]", r"'\*' is allowed only at the end"),
-    ("unknown bucket placeholder", sub('"{project}-{stage}-artifacts"', '"{project}-{env}-artifacts"'), 44, "artifacts.bucket", r"unknown placeholder \{env\}"),
+    ("unknown bucket placeholder", sub('"{project}-{stage}-artifacts"', '"{project}-{env}-artifacts"'), 45, "artifacts.bucket", r"unknown placeholder \{env\}"),
     ("memory too small", sub("memory: 1024", "memory: 64"), 12, "functions.predict.memory",
      r"must be ≥ 128 \(got 64\)"),
     ("duplicate key", sub("    memory: 1024\n", "    memory: 1024\n    memory: 2048\n"), 13, "functions.predict.memory", r"duplicate key 'memory' \(first on line 12\)"),
