@@ -189,6 +189,22 @@ CASES = [
     ("approvals required zero", sub("required: 2", "required: 0"), 33, "stages.prod.approvals.required",
      r"must be ≥ 1 \(got 0\)"),
     ("bool type", sub("two_person_rule: true", "two_person_rule: perhaps"), 34, "stages.prod.approvals.two_person_rule", r"must be true or false \(got 'perhaps'\)"),
+    # a gate with nothing to watch passes anything: a config error unless the stage opts out
+    ("empty gate alarms, canary", sub('alarms: ["iris-staging-*"]', "alarms: []"), 24, "stages.staging.gate.alarms",
+     r"strategy canary shifts traffic step by step on alarms, but the stage has none to watch; .*"
+     r"stages\.staging\.gate\.alarms .*allow_no_alarms: true"),
+    ("no gate, linear", sub('    gate: {alarms: ["iris-prod-*"]}\n', ""), 27, "stages.prod",
+     r"strategy linear shifts traffic .* none to watch"),
+    ("gate without alarms key", sub('gate: {alarms: ["iris-prod-*"]}', "gate: {poll: 5s}"), 39, "stages.prod.gate",
+     r"none to watch"),
+    ("empty gate, all-at-once", sub("strategy: linear, percent: 25, interval: 120s, ", "").replace(
+        'gate: {alarms: ["iris-prod-*"]}', "gate: {alarms: []}"), 39, "stages.prod.gate.alarms",
+     r"no alarms to watch: the gate would pass anything"),
+    ("allow_no_alarms with alarms", sub('gate: {alarms: ["iris-prod-*"]}',
+                                        'gate: {alarms: ["iris-prod-*"], allow_no_alarms: true}'), 39,
+     "stages.prod.gate.allow_no_alarms", r"contradicts the alarms listed"),
+    ("allow_no_alarms not a bool", sub('gate: {alarms: ["iris-prod-*"]}', "gate: {alarms: [], allow_no_alarms: maybe}"),
+     39, "stages.prod.gate.allow_no_alarms", r"must be true or false"),
 ]
 
 
@@ -273,3 +289,21 @@ def test_resolved_keeps_secret_references_and_expands_templates():
     assert data["stages"]["prod"]["artifacts_bucket"] == "iris-prod-artifacts"
     assert data["stages"]["prod"]["functions"] == {"predict": "iris-prod-predict"}
     assert data["notifications"]["slack_webhook"] == "ssm:/iris/slack-webhook"
+
+
+def test_empty_gate_is_allowed_only_explicitly_and_then_reaches_the_policy():
+    from pipeline_tools.gate import GatePolicy
+
+    cfg = parse(sub('gate: {alarms: ["iris-prod-*"]}', "gate: {alarms: [], allow_no_alarms: true}"))
+    assert cfg.stages["prod"].gate.allow_no_alarms is True
+    assert GatePolicy.from_config(cfg, "prod") == GatePolicy((), "fail", "block", 5.0, True)
+    assert GatePolicy.from_config(cfg, "staging").allow_no_alarms is False
+
+
+def test_pt_config_validate_rejects_an_empty_gate_with_file_line(run_pt, tmp_path):
+    f = tmp_path / "pipeline.yml"
+    f.write_text(sub('alarms: ["iris-staging-*"]', "alarms: []"))
+    r = run_pt("config", "validate", "--config", f)
+    assert r.exit_code == 2, r
+    assert f"{f}:24: stages.staging.gate.alarms: strategy canary" in r.stderr
+    assert "Traceback" not in r.stderr
