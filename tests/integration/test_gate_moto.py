@@ -100,3 +100,42 @@ def test_promote_applies_the_preexisting_policy_of_the_source_stage(stage, run_p
     stage.set_alarm("ALARM")  # fired again after the deploy
     r = dry_run()
     assert r.exit_code == 1 and "staging gate FAIL" in r.stderr + r.stdout and PREDICT in r.stderr + r.stdout
+
+
+def test_deploy_does_not_move_traffic_on_when_a_step_has_no_evidence(stage):
+    """An alarm re-set during a canary step (its state timestamp changes, the state does not)
+    needs alarm history, which moto cannot give: the step ends WAIT without evidence, so the
+    deploy rolls back instead of shifting to the next step."""
+    import threading
+
+    from pipeline_tools import deploy as dp
+    from pipeline_tools.config import load
+    from pipeline_tools.ledger import Ledger, ensure_table
+
+    stage.write_config(strategy="canary", percent=50, interval="1s", bake="0s", poll="0.1s")
+    cfg = load(stage.config)
+    plan = dp.plan_deploy(cfg, "staging", "model", dp.parse_image_uri(uri(2)), stage.lam)
+    ensure_table(stage.ddb, "rel-ledger", project="rel", stage="staging", local=True)
+    ledger = Ledger(stage.ddb, "rel-ledger")
+    deps = dp.Deps(stage.lam, stage.cw, ledger, actor={"name": "alice"}, lease=30)
+    percents: list[int] = []
+
+    def during_first_step():
+        wait_for(lambda: (r := ledger.query("staging", "deploy", limit=1)) and r[0].state == "shifting",
+                 timeout=20, interval=0.01)
+        stage.set_alarm("OK")  # OK → OK: moto moves the state timestamp; it may have been ALARM in between
+
+    t = threading.Thread(target=during_first_step)
+    t.start()
+    try:
+        dp.deploy(cfg, plan, deps)
+        raise AssertionError("the deploy should have rolled back")
+    except dp.DeployFailed as e:
+        assert "could not read its evidence" in e.message and "rolled back" in e.message, e.message
+    finally:
+        t.join()
+    rec = ledger.query("staging", "deploy", limit=1)[0]
+    percents = [x["percent"] for x in rec.transitions if x.get("state") == "shifting"]
+    assert percents == [50]  # never shifted to 100 %
+    assert rec.state == "rolled_back" and rec.data["verdict"]["errors"][0]["api"] == "describe_alarm_history"
+    assert stage.live_digests() == {digest(1)}
