@@ -127,6 +127,20 @@ class GateReport:
         return {"snapshot": v.get("snapshot"), "transitions": v.get("transitions", []),
                 "errors": v.get("errors", []), "preexisting_alarms": v.get("preexisting_alarms", [])}
 
+    def evidence(self) -> str | None:
+        """One line: what the verdict was decided from (window-start snapshot, history, read errors)."""
+        v = self.verdict
+        if v is None:
+            return None
+        snap = f"snapshot of {len(v.snapshot.alarms)} alarm(s) at {iso(v.snapshot.at)} ({v.snapshot.source})" \
+            if v.snapshot else "no snapshot at window start (state timestamps vs window start)"
+        parts = [snap, f"history: {v.history_source}"]
+        if v.preexisting:
+            parts.append("preexisting: " + ", ".join(v.preexisting))
+        if v.errors:
+            parts.append("errors: " + "; ".join(str(e) for e in v.errors))
+        return "evidence: " + "; ".join(parts)
+
     def rows(self) -> list[list[Any]]:
         if not self.verdict:
             return []

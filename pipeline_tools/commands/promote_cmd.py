@@ -170,6 +170,8 @@ def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, a
         out.info(f"gate {stage}: {report.status}: {report.explanation}")
         if report.rows():
             out.table(report.rows(), GATE_COLUMNS)
+        if report.evidence():
+            out.info(report.evidence())
         if answered:
             out.info(f"CodePipeline {answered['pipeline']}: {answered['stage']}/{answered['action']} "
                      f"answered {answered['result']}")

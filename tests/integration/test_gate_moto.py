@@ -76,6 +76,10 @@ def test_alarm_that_fired_and_recovered_after_the_deploy_is_not_pass(stage, run_
     assert out["errors"] == [{"api": "describe_alarm_history", "message": "HTTP 500 from CloudWatch",
                               "retryable": True}]
     assert out["history_source"].startswith("polling only")
+    human = run_pt("gate", "--config", stage.config, "--stage", "staging", "--bake", "0s")
+    assert human.exit_code == 3
+    assert "evidence: snapshot of 2 alarm(s)" in human.stdout and \
+        "errors: describe_alarm_history: HTTP 500 from CloudWatch" in human.stdout, human
     r = run_pt("gate", "--config", stage.config, "--stage", "staging", "--bake", "0s", "--wait", "--timeout", "0.3s")
     assert r.exit_code == 3 and "deadline" in r.stdout + r.stderr
 
