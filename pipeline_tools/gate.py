@@ -282,6 +282,15 @@ def changed_in_window(a: AlarmState, snapshot: Snapshot | None, window_start: fl
     return None
 
 
+def window_floor(name: str, snapshot: Snapshot | None, window_start: float) -> float:
+    """From when a transition of `name` counts: just after its last change before the snapshot
+    (CloudWatch's clock, so skew between it and ours cannot hide one), else the window start."""
+    s = snapshot.get(name) if snapshot else None
+    if s is not None and s.since is not None:
+        return s.since + 1e-3
+    return window_start
+
+
 def _explained(a: AlarmState, history: Sequence[Transition]) -> bool:
     """History shows the change that put `a` in its current state (not lagging behind it)."""
     if a.since is None:
@@ -308,7 +317,7 @@ def verdict(alarms: Sequence[AlarmState] | None, history: Iterable[Transition], 
 
     into_alarm: dict[str, Transition] = {}
     for t in hist:
-        if t.new == ALARM and t.at >= window_start and t.alarm not in into_alarm:
+        if t.new == ALARM and t.alarm not in into_alarm and t.at >= window_floor(t.alarm, snapshot, window_start):
             into_alarm[t.alarm] = t
 
     def done(status: Status) -> Verdict:
@@ -613,9 +622,9 @@ class GateWatch:
                 history_error = self._history_dead
             else:
                 end = max([now] + [a.since for a in need if a.since is not None])
+                start = min(window_floor(a.name, self.snapshot, self.window_start) for a in need)
                 try:
-                    hist = read_history(self.cloudwatch, [a.name for a in need], self.window_start, end,
-                                        sleep=self.sleep)
+                    hist = read_history(self.cloudwatch, [a.name for a in need], start, end, sleep=self.sleep)
                     self.seen.extend(t for t in hist if t not in self.seen)
                     self.history_note = "describe_alarm_history (for the alarms that changed) + polling"
                 except HistoryUnavailable as e:
@@ -628,7 +637,8 @@ class GateWatch:
                        history_note=self.history_note, snapshot=self.snapshot, history_error=history_error)
 
     def _alarm_seen(self) -> set[str]:
-        return {t.alarm for t in self.seen if t.new == ALARM and t.at >= self.window_start}
+        return {t.alarm for t in self.seen
+                if t.new == ALARM and t.at >= window_floor(t.alarm, self.snapshot, self.window_start)}
 
     def _observe(self, alarms: Sequence[AlarmState], now: float) -> None:
         """Remember an ALARM seen by this poll, so that it still fails the gate after it recovers."""

@@ -152,8 +152,9 @@ RELATIONS = {  # name: (since now, snapshot entry or None, snapshot given, chang
 HISTORY = ("none", "explains", "alarm", "err-retryable", "err-fatal")
 
 
-def spec(state, changed, hist, explain_at, pre, policy):
-    if hist == "alarm" or (hist == "explains" and state == ALARM and explain_at >= T0):
+def spec(state, changed, hist, into_alarm_at, floor, pre, policy):
+    # `floor`: a transition counts after the alarm's change recorded in the snapshot, else from T0
+    if into_alarm_at is not None and into_alarm_at > floor:
         return FAIL
     if state == ALARM:
         if changed or not pre:
@@ -185,9 +186,13 @@ def _case(state, rel, hist):
         history = [Transition(NAME, OTHER[state], state, explain_at)]
     elif hist == "alarm":
         history = [Transition(NAME, OK, ALARM, T0 + 10), Transition(NAME, ALARM, state, T0 + 20)]
+        if rel == "snap-same":  # unchanged since the snapshot: nothing can have happened after it
+            history = [Transition(NAME, OK, ALARM, since - 20), Transition(NAME, ALARM, state, since)]
     elif hist.startswith("err"):
         err = gate.ReadError("describe_alarm_history", "boom", hist == "err-retryable")
-    return a(state=state, since=since), snapshot, history, err, changed, explain_at
+    floor = snap_alarms[0].since if snap_alarms else T0 - 1e-9
+    into = [t.at for t in history if t.new == ALARM]
+    return a(state=state, since=since), snapshot, history, err, changed, into[0] if into else None, floor
 
 
 def test_verdict_exhaustive_for_one_alarm():
@@ -199,10 +204,10 @@ def test_verdict_exhaustive_for_one_alarm():
                     for pe in ("block", "ignore"):
                         for ins in ("fail", "pass", "wait"):
                             pol = GatePolicy(POL.patterns, ins, pe)
-                            alarm, snapshot, history, err, changed, at = _case(state, rel, hist)
+                            alarm, snapshot, history, err, changed, at, floor = _case(state, rel, hist)
                             v = verdict([alarm], history, pol, T0 + 60, T0, preexisting={NAME} if pre else (),
                                         snapshot=snapshot, history_error=err)
-                            want = spec(state, changed, hist, at, pre, pol)
+                            want = spec(state, changed, hist, at, floor, pre, pol)
                             assert v.status == want, (state, rel, hist, pre, pe, ins, v.summary())
                             if snapshot is not None:
                                 assert [x["name"] for x in v.to_dict()["snapshot"]["alarms"]] == \
@@ -507,3 +512,18 @@ def test_watch_snapshot_now_is_the_last_read():
         w.poll(T0 + 7)
     snap = w.snapshot_now()
     assert snap.at == T0 + 7 and [(x.name, x.state, x.since) for x in snap.alarms] == [(NAME, OK, T0 - 100)]
+
+
+def test_clock_skew_cannot_hide_a_transition_after_the_snapshot():
+    """CloudWatch's clock is 100 s behind ours: the spike at its T0-90 happened after the
+    snapshot (its alarm was OK since T0-500), so it counts although it is "before" our window."""
+    cw = _cw()
+    snap = gate.Snapshot(T0 - 1, (AlarmState(NAME, OK, T0 - 500),))
+    with Stubber(cw) as stub:
+        stub.add_response("describe_alarms", _alarm_resp(OK, T0 - 80))
+        stub.add_response("describe_alarm_history", {"AlarmHistoryItems": [
+            _hist_item(OK, ALARM, T0 - 90), _hist_item(ALARM, OK, T0 - 80)]},
+            _history_params(T0 - 500 + 1e-3, T0 + 10))
+        v = gate.evaluate(cw, POL, T0 + 10, T0, snapshot=snap, sleep=_no_sleep)
+        stub.assert_no_pending_responses()
+    assert v.failed and "went into ALARM" in v.summary() and "from alarm history" in v.summary()
