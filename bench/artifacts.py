@@ -31,7 +31,7 @@ from pipeline_tools import manifest as mf  # noqa: E402
 CONFIG = """project: bench
 region: us-east-1
 images: {model: {context: .}}
-stages: {ci: {account: "111111111111", branch: main}}
+stages: {ci: {account: "111111111111", branch: main, gate: {alarms: [], allow_no_alarms: true}}}
 artifacts: {bucket: "bench-artifacts-{stage}"}
 """
 

@@ -157,6 +157,8 @@ class GateConfig(_Strict):
     insufficient_data: Literal["fail", "pass", "wait"] = "fail"
     preexisting_alarm: Literal["block", "ignore"] = "block"
     poll: Duration = 5.0
+    allow_no_alarms: bool = Field(False, description="true: this stage has no alarms to watch and its gate "
+                                                     "passes on the bake time alone (needs alarms: [])")
 
 
 class ApprovalsConfig(_Strict):
@@ -754,6 +756,7 @@ def _cross_checks(data: dict) -> list[tuple[tuple, str]]:
                     if isinstance(pat, str) and "*" in pat.rstrip("*"):
                         out.append((("stages", sname, "gate", key, i),
                                     f"'*' is allowed only at the end of an alarm prefix (got {pat!r})"))
+    out += _gate_checks(stages)
     # cycles in promote_from
     seen_cycle: set[str] = set()
     for start in stages:
@@ -792,6 +795,34 @@ def _account_checks(data: dict, stages: dict) -> list[tuple[tuple, str]]:
     acc = data.get("accounts")
     if isinstance(acc, dict):
         check(("accounts", "ledger_role"), acc.get("ledger_role"), acc.get("tooling"), "accounts.tooling")
+    return out
+
+
+def _gate_checks(stages: dict) -> list[tuple[tuple, str]]:
+    """A gate with nothing to watch passes everything: an error unless the stage opts out explicitly."""
+    out: list[tuple[tuple, str]] = []
+    for sname, s in stages.items():
+        if not isinstance(s, dict):
+            continue
+        gate = s.get("gate")
+        alarms = gate.get("alarms") if isinstance(gate, dict) else None
+        if isinstance(gate, dict) and "alarms" in gate and not isinstance(alarms, list):
+            continue  # the type error is reported by the model
+        allow = isinstance(gate, dict) and gate.get("allow_no_alarms") is True
+        if alarms and allow:
+            out.append((("stages", sname, "gate", "allow_no_alarms"),
+                        "allow_no_alarms: true contradicts the alarms listed in gate.alarms; remove one of them"))
+        if alarms or allow:
+            continue
+        deploy = s.get("deploy")
+        strategy = deploy.get("strategy") if isinstance(deploy, dict) else None
+        what = (f"strategy {strategy} shifts traffic step by step on alarms, but the stage has none to watch"
+                if strategy in ("canary", "linear") else "no alarms to watch: the gate would pass anything")
+        path = ("stages", sname, "gate", "alarms") if isinstance(gate, dict) and "alarms" in gate else \
+            ("stages", sname, "gate") if isinstance(gate, dict) else ("stages", sname)
+        out.append((path, f"{what}; list alarm names or prefixes in stages.{sname}.gate.alarms "
+                          f"(e.g. [\"{{project}}-{sname}-*\"]), or opt out explicitly with "
+                          "`gate: {alarms: [], allow_no_alarms: true}`"))
     return out
 
 

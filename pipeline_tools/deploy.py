@@ -438,6 +438,8 @@ class _Run:
                 raise GateFailed(v, phase)
             now = self.d.clock()
             if now >= end:
+                if v.errors and not v.passed:  # no evidence for this step: never move traffic on
+                    raise GateFailed(v, phase + " (the gate could not read its evidence)")
                 return v
             self.d.sleep(max(0.0, min(self.plan.poll, end - now)))
 
@@ -485,7 +487,7 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
     d, stage = deps, plan.stage
     started = d.clock()
     with _Signals() as sig:
-        watch = GateWatch(d.cloudwatch, plan.policy, started)
+        watch = GateWatch(d.cloudwatch, plan.policy, started, sleep=d.sleep)
         firing = watch.start()
         if firing and plan.policy.preexisting_alarm == "block":
             names_ = ", ".join(f"{a.name} (since {iso(a.since)})" for a in firing)
@@ -507,7 +509,10 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
                 raise Interrupted(sig.received)
             data = {"operation": "deploy", "image": plan.image, "image_uri": plan.image_uri, "digest": plan.digest,
                     "strategy": plan.strategy, "plan": plan.to_dict(), "functions": _function_data(plan, {}),
-                    "lease": d.lease, "pid": os.getpid()}
+                    "lease": d.lease, "pid": os.getpid(),
+                    # alarms firing at window start: `pt gate`/`pt promote` apply preexisting_alarm to them
+                    "preexisting_alarms": sorted(watch.preexisting),
+                    "gate_start": watch.snapshot.to_dict() if watch.snapshot else None}
             overridden = bool(window and window.get("overridden"))
             if window:
                 data["window"] = window
@@ -541,7 +546,8 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
         run.stop_heartbeat()
         note = f" ({signal.Signals(sig.received).name} received while finishing)" if sig.received else ""
         run.mark("succeeded", reason="gate PASS after bake" + note,
-                 functions=_function_data(plan, run.versions), pruned=pruned)
+                 functions=_function_data(plan, run.versions), pruned=pruned,
+                 gate_snapshot=watch.snapshot_now().to_dict())  # the start of `pt gate`'s window
         d.ledger.release(run.lock)
         d.log(f"deploy {run.id} succeeded")
         return DeployResult(run.id, "succeeded", plan, dict(run.versions),

@@ -121,7 +121,28 @@ class GateReport:
                 "explanation": self.explanation, "recorded_fail": self.recorded_fail,
                 "alarms": [r.to_dict() for r in self.verdict.reasons] if self.verdict else [],
                 "notes": list(self.verdict.notes) if self.verdict else [],
-                "history_source": self.verdict.history_source if self.verdict else None}
+                "history_source": self.verdict.history_source if self.verdict else None,
+                **self._read()}
+
+    def _read(self) -> dict:
+        """What the verdict was decided from: states at window start, transitions, read errors."""
+        v = self.verdict.to_dict() if self.verdict else {}
+        return {"snapshot": v.get("snapshot"), "transitions": v.get("transitions", []),
+                "errors": v.get("errors", []), "preexisting_alarms": v.get("preexisting_alarms", [])}
+
+    def evidence(self) -> str | None:
+        """One line: what the verdict was decided from (window-start snapshot, history, read errors)."""
+        v = self.verdict
+        if v is None:
+            return None
+        snap = f"snapshot of {len(v.snapshot.alarms)} alarm(s) at {iso(v.snapshot.at)} ({v.snapshot.source})" \
+            if v.snapshot else "no snapshot at window start (state timestamps vs window start)"
+        parts = [snap, f"history: {v.history_source}"]
+        if v.preexisting:
+            parts.append("preexisting: " + ", ".join(v.preexisting))
+        if v.errors:
+            parts.append("errors: " + "; ".join(str(e) for e in v.errors))
+        return "evidence: " + "; ".join(parts)
 
     def rows(self) -> list[list[Any]]:
         if not self.verdict:
@@ -137,11 +158,15 @@ def _threshold(r: gate_mod.AlarmVerdict) -> str:
 
 
 def evaluate_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock: Callable[[], float],
-                  bake: float | None = None, watches: dict | None = None) -> GateReport:
+                  bake: float | None = None, watches: dict | None = None,
+                  sleep: Callable[[float], None] = time.sleep) -> GateReport:
     """PASS/FAIL/WAIT for `stage` over its bake window since its last succeeded deploy. Fails closed.
 
+    The window starts when the deploy succeeded; the alarm states at that moment come from the
+    deploy record (`gate_snapshot`, the deploy's last gate poll), and the alarms already firing
+    before the deploy (`preexisting_alarms`) are judged by the stage's `preexisting_alarm` policy.
     `watches` (a dict kept by the caller across polls) reuses one `gate.GateWatch` per deploy,
-    so transitions between polls are remembered and alarm history is probed only once.
+    so transitions seen by one poll still count at the next. `sleep` paces history retries.
     """
     now = clock()
     bake_s = cfg.stages[stage].deploy.bake if bake is None else bake
@@ -153,17 +178,18 @@ def evaluate_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, c
     start = succeeded_at(rec)
     policy = gate_mod.GatePolicy.from_config(cfg, stage)
     pre = rec.data.get("preexisting_alarms") or ()
+    snapshot = gate_mod.Snapshot.from_dict(rec.data.get("gate_snapshot"), f"deploy {rec.id}'s last gate poll")
     try:
         if watches is None:
-            v = gate_mod.evaluate(cloudwatch, policy, now, start, preexisting=pre)
+            v = gate_mod.evaluate(cloudwatch, policy, now, start, preexisting=pre, snapshot=snapshot, sleep=sleep)
         else:
             w = watches.get(rec.id)
             if w is None:
-                w = watches[rec.id] = gate_mod.GateWatch(cloudwatch, policy, start)
-                w.preexisting = frozenset(pre)
+                w = watches[rec.id] = gate_mod.GateWatch(cloudwatch, policy, start, snapshot=snapshot,
+                                                         preexisting=pre, sleep=sleep)
             v = w.poll(now)
-    except Exception as e:  # evaluate turns API errors into FAIL; anything else also fails closed
-        v = gate_mod.verdict(None, (), policy, now, start, error=f"{type(e).__name__}: {e}")
+    except Exception as e:  # evaluate turns API errors into FAIL/WAIT; anything else also fails closed
+        v = gate_mod.verdict(None, (), policy, now, start, error=f"{type(e).__name__}: {e}", snapshot=snapshot)
     # A FAIL recorded earlier for this deploy stands even if the alarm is OK now (moto and
     # accounts without alarm history cannot show us the transition again).
     earlier = ledger.query(stage, GATE, limit=1, where=lambda g: g.data.get("deploy_id") == rec.id
@@ -197,7 +223,8 @@ def wait_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock
     """Poll `evaluate_gate` until PASS/FAIL or the deadline (default: bake end + 10 min)."""
     start = clock()
     watches: dict = {}
-    report = evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cloudwatch, clock=clock, bake=bake, watches=watches)
+    report = evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cloudwatch, clock=clock, bake=bake, watches=watches,
+                           sleep=sleep)
     if timeout is None:
         end = report.decides_at if report.decides_at is not None else start
         deadline = max(end, start) + 600.0
@@ -213,7 +240,7 @@ def wait_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock
                                  f"{report.explanation} (still WAIT at the deadline {iso(deadline)})"})
         sleep(min(poll, max(0.0, deadline - now)) or poll)
         report = evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cloudwatch, clock=clock, bake=bake,
-                               watches=watches)
+                               watches=watches, sleep=sleep)
     return report
 
 

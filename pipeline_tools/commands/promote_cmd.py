@@ -114,8 +114,10 @@ def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, a
          shadow: bool = False) -> int:
     """Decide PASS/FAIL/WAIT for a stage from its CloudWatch alarms over the bake window.
 
-    The window starts when the stage's last deploy succeeded (ledger). Exit 0 PASS, 1 FAIL,
-    3 WAIT. Fails closed: a missing alarm, an API error or no deploy is a FAIL (or WAIT).
+    The window starts when the stage's last deploy succeeded (ledger), from the alarm states
+    that deploy recorded. Exit 0 PASS, 1 FAIL, 3 WAIT. Fails closed: a missing alarm, an API
+    error, no deploy, or an alarm that changed while its history cannot be read is a FAIL
+    (or a WAIT where a later check may succeed).
     """
     from .. import promote as p
 
@@ -176,6 +178,8 @@ def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, a
         out.info(f"gate {stage}: {report.status}: {report.explanation}")
         if report.rows():
             out.table(report.rows(), GATE_COLUMNS)
+        if report.evidence():
+            out.info(report.evidence())
         if answered:
             out.info(f"CodePipeline {answered['pipeline']}: {answered['stage']}/{answered['action']} "
                      f"answered {answered['result']}")

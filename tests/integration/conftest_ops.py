@@ -20,18 +20,23 @@ stages:
   val:                       # alone in its account: owns the ECR repositories too
     account: "123456789012"
     branch: val
+    gate: {alarms: ["iris-val-*"]}
   val-eu:                    # its names start with "iris-val-": teardown of val must spare them
     account: "333333333333"
     branch: val-eu
+    gate: {alarms: ["iris-val-eu-*"]}
   staging:
     account: "111111111111"
     branch: integration
+    gate: {alarms: ["iris-staging-*"]}
   qa:                        # same account/region as staging: ECR repositories are shared
     account: "111111111111"
     branch: qa
+    gate: {alarms: ["iris-qa-*"]}
   prod:                      # protected by default
     account: "222222222222"
     branch: master
+    gate: {alarms: ["iris-prod-*"]}
 """
 
 

@@ -439,16 +439,25 @@ def test_recover_rolls_forward_after_bake(stage, run_pt):
     assert rec.state == "succeeded" and "recovered forward" in rec.reason
 
 
-def test_history_probe_is_not_retried(stage):
-    """moto answers describe_alarm_history with HTTP 500: one attempt, then polling only."""
+def test_history_is_read_only_when_needed_and_moto_500_is_not_pass(stage):
+    """moto answers describe_alarm_history with HTTP 500. Unchanged alarms need no history (no
+    call, PASS); an alarm that fired and recovered between polls needs it: bounded retries with
+    the injected sleep (botocore's own retries are off for it), then WAIT, never PASS."""
     from pipeline_tools.aws import AwsFactory
-    from pipeline_tools.gate import GatePolicy, GateWatch
+    from pipeline_tools.gate import HISTORY_ATTEMPTS, WAIT, GatePolicy, GateWatch
 
     cw = AwsFactory(region="us-east-1", max_attempts=5).client("cloudwatch")
     sent: list[str] = []
+    slept: list[float] = []
     cw.meta.events.register("before-send.cloudwatch.DescribeAlarmHistory", lambda **kw: sent.append("x"))
-    w = GateWatch(cw, GatePolicy(("rel-staging-*",), insufficient_data="pass"), time.time())
+    w = GateWatch(cw, GatePolicy(("rel-staging-*",), insufficient_data="pass"), time.time(), sleep=slept.append)
     w.start()
     v1, v2 = w.poll(time.time()), w.poll(time.time())
-    assert v1.passed and v2.passed and sent == ["x"]
-    assert v2.history_source.startswith("polling only")
+    assert v1.passed and v2.passed and sent == [] and slept == []
+    stage.set_alarm("ALARM")
+    stage.set_alarm("OK")  # between two polls: only the state timestamp shows it
+    v3 = w.poll(time.time())
+    assert v3.status == WAIT and len(sent) == HISTORY_ATTEMPTS and len(slept) == HISTORY_ATTEMPTS - 1
+    assert "alarm history is unreadable" in v3.summary() and "rel-staging-predict-errors" in v3.summary()
+    assert v3.to_dict()["errors"][0] == {"api": "describe_alarm_history", "message": "HTTP 500 from CloudWatch",
+                                         "retryable": True}

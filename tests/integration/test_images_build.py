@@ -70,7 +70,7 @@ images:
     context: svc
     dockerfile: svc/Dockerfile
 {extra_image}stages:
-  staging: {{account: "111111111111", branch: integration}}
+  staging: {{account: "111111111111", branch: integration, gate: {{alarms: ["{project}-staging-*"]}}}}
 """)
     return root / "pipeline.yml"
 

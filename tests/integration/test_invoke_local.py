@@ -54,7 +54,7 @@ functions:
   boom: {{image: fn, handler: handlers.boom, timeout: 30}}
   slow: {{image: fn, handler: handlers.slow, timeout: {slow_timeout}}}
 stages:
-  dev: {{account: "111111111111", branch: main}}
+  dev: {{account: "111111111111", branch: main, gate: {{alarms: [], allow_no_alarms: true}}}}
 '''
 
 

@@ -18,11 +18,13 @@ images:
 functions:
   handle: {image: api, handler: app.handler}
 stages:
-  dev: {account: "111111111111", branch: dev, deploy: {strategy: all-at-once}}
-  qa: {account: "111111111111", branch: qa, promote_from: dev, deploy: {strategy: linear, percent: 50}}
+  dev: {account: "111111111111", branch: dev, deploy: {strategy: all-at-once}, gate: {alarms: ["svc-dev-*"]}}
+  qa: {account: "111111111111", branch: qa, promote_from: dev, deploy: {strategy: linear, percent: 50},
+       gate: {alarms: ["svc-qa-*"]}}
   prod:
     account: "222222222222"
     branch: main
+    gate: {alarms: ["svc-prod-*"]}
     promote_from: qa
     approvals: {required: 3, two_person_rule: true}
 """

@@ -32,7 +32,7 @@ stages:
     account: "111111111111"
     branch: dev
     deploy: {bake: 0s}
-    gate: {alarms: []}
+    gate: {alarms: [], allow_no_alarms: true}
   staging:
     account: "111111111111"
     branch: integration
@@ -79,9 +79,20 @@ def env(aws):
 
 
 def deployed(ledger, stage, digest, *, author="alice@example.com", state="succeeded", reason=None, op="deploy"):
-    rec = ledger.put_record("deploy", stage, {"digest": digest, "operation": op}, state="locked",
-                            actor={"name": "ci", "author": author})
-    return ledger.transition(stage, rec.id, state, reason=reason)
+    """A deploy record as the engine leaves it, with the alarm states of its last gate poll
+    (`gate_snapshot`, where `pt gate`'s window starts) and the alarms firing before it."""
+    import boto3
+
+    from pipeline_tools import gate
+
+    watch = gate.GateWatch(boto3.client("cloudwatch", region_name="us-east-1"),
+                           gate.GatePolicy((f"iris-{stage}-*",)), ledger.clock())
+    firing = watch.start()
+    rec = ledger.put_record("deploy", stage, {"digest": digest, "operation": op,
+                                              "preexisting_alarms": sorted(a.name for a in firing)},
+                            state="locked", actor={"name": "ci", "author": author})
+    return ledger.transition(stage, rec.id, state, reason=reason,
+                             data={"gate_snapshot": watch.snapshot_now().to_dict()})
 
 
 def approve(cfg, ledger, clock, who, decision="approve", **kw):

@@ -53,6 +53,7 @@ GOOD = textwrap.dedent("""\
           days: [mon, tue, wed, thu]
           hours: "02:00-05:00"
           timezone: UTC
+        gate: {alarms: ["iris-prod-*"]}
     notifications:
       slack_webhook: ssm:/iris/slack-webhook
       teams_webhook: env:TEAMS_WEBHOOK_URL
@@ -160,9 +161,9 @@ CASES = [
      None, None, r"promote_from forms a cycle: (staging <- prod <- staging|prod <- staging <- prod)"),
     ("duplicate branch", sub("branch: master", "branch: integration"), 29, "stages.prod.branch",
      r"branch 'integration' is already used by stage staging"),
-    ("literal slack url", sub("ssm:/iris/slack-webhook", "https://hooks.slack.com/services/T0/B0/XYZ"), 40, "notifications.slack_webhook", r"looks like a literal secret; store it in SSM"),
-    ("literal teams token", sub("env:TEAMS_WEBHOOK_URL", "abcdefabcdefabcdefabcdef12345"), 41, "notifications.teams_webhook", r"looks like a literal secret"),
-    ("bad secret ref", sub("env:TEAMS_WEBHOOK_URL", "vault:x"), 41, "notifications.teams_webhook",
+    ("literal slack url", sub("ssm:/iris/slack-webhook", "https://hooks.slack.com/services/T0/B0/XYZ"), 41, "notifications.slack_webhook", r"looks like a literal secret; store it in SSM"),
+    ("literal teams token", sub("env:TEAMS_WEBHOOK_URL", "abcdefabcdefabcdefabcdef12345"), 42, "notifications.teams_webhook", r"looks like a literal secret"),
+    ("bad secret ref", sub("env:TEAMS_WEBHOOK_URL", "vault:x"), 42, "notifications.teams_webhook",
      r"must be a reference ssm:NAME or env:NAME \(got 'vault:x'\)"),
     ("account not 12 digits", sub('"222222222222"', '"2222"'), 28, "stages.prod.account",
      r"must be a 12-digit AWS account id"),
@@ -181,13 +182,29 @@ CASES = [
      r"must be a string \(got list"),
     ("insufficient_data policy", sub("insufficient_data: fail", "insufficient_data: maybe"), 25, "stages.staging.gate.insufficient_data", r"must be one of fail, pass, wait \(got 'maybe'\)"),
     ("star inside alarm prefix", sub('alarms: ["iris-staging-*"]', 'alarms: ["iris-*-errors"]'), 24, "stages.staging.gate.alarms[0]", r"'\*' is allowed only at the end"),
-    ("unknown bucket placeholder", sub('"{project}-{stage}-artifacts"', '"{project}-{env}-artifacts"'), 44, "artifacts.bucket", r"unknown placeholder \{env\}"),
+    ("unknown bucket placeholder", sub('"{project}-{stage}-artifacts"', '"{project}-{env}-artifacts"'), 45, "artifacts.bucket", r"unknown placeholder \{env\}"),
     ("memory too small", sub("memory: 1024", "memory: 64"), 12, "functions.predict.memory",
      r"must be ≥ 128 \(got 64\)"),
     ("duplicate key", sub("    memory: 1024\n", "    memory: 1024\n    memory: 2048\n"), 13, "functions.predict.memory", r"duplicate key 'memory' \(first on line 12\)"),
     ("approvals required zero", sub("required: 2", "required: 0"), 33, "stages.prod.approvals.required",
      r"must be ≥ 1 \(got 0\)"),
     ("bool type", sub("two_person_rule: true", "two_person_rule: perhaps"), 34, "stages.prod.approvals.two_person_rule", r"must be true or false \(got 'perhaps'\)"),
+    # a gate with nothing to watch passes anything: a config error unless the stage opts out
+    ("empty gate alarms, canary", sub('alarms: ["iris-staging-*"]', "alarms: []"), 24, "stages.staging.gate.alarms",
+     r"strategy canary shifts traffic step by step on alarms, but the stage has none to watch; .*"
+     r"stages\.staging\.gate\.alarms .*allow_no_alarms: true"),
+    ("no gate, linear", sub('    gate: {alarms: ["iris-prod-*"]}\n', ""), 27, "stages.prod",
+     r"strategy linear shifts traffic .* none to watch"),
+    ("gate without alarms key", sub('gate: {alarms: ["iris-prod-*"]}', "gate: {poll: 5s}"), 39, "stages.prod.gate",
+     r"none to watch"),
+    ("empty gate, all-at-once", sub("strategy: linear, percent: 25, interval: 120s, ", "").replace(
+        'gate: {alarms: ["iris-prod-*"]}', "gate: {alarms: []}"), 39, "stages.prod.gate.alarms",
+     r"no alarms to watch: the gate would pass anything"),
+    ("allow_no_alarms with alarms", sub('gate: {alarms: ["iris-prod-*"]}',
+                                        'gate: {alarms: ["iris-prod-*"], allow_no_alarms: true}'), 39,
+     "stages.prod.gate.allow_no_alarms", r"contradicts the alarms listed"),
+    ("allow_no_alarms not a bool", sub('gate: {alarms: ["iris-prod-*"]}', "gate: {alarms: [], allow_no_alarms: maybe}"),
+     39, "stages.prod.gate.allow_no_alarms", r"must be true or false"),
 ]
 
 
@@ -272,3 +289,21 @@ def test_resolved_keeps_secret_references_and_expands_templates():
     assert data["stages"]["prod"]["artifacts_bucket"] == "iris-prod-artifacts"
     assert data["stages"]["prod"]["functions"] == {"predict": "iris-prod-predict"}
     assert data["notifications"]["slack_webhook"] == "ssm:/iris/slack-webhook"
+
+
+def test_empty_gate_is_allowed_only_explicitly_and_then_reaches_the_policy():
+    from pipeline_tools.gate import GatePolicy
+
+    cfg = parse(sub('gate: {alarms: ["iris-prod-*"]}', "gate: {alarms: [], allow_no_alarms: true}"))
+    assert cfg.stages["prod"].gate.allow_no_alarms is True
+    assert GatePolicy.from_config(cfg, "prod") == GatePolicy((), "fail", "block", 5.0, True)
+    assert GatePolicy.from_config(cfg, "staging").allow_no_alarms is False
+
+
+def test_pt_config_validate_rejects_an_empty_gate_with_file_line(run_pt, tmp_path):
+    f = tmp_path / "pipeline.yml"
+    f.write_text(sub('alarms: ["iris-staging-*"]', "alarms: []"))
+    r = run_pt("config", "validate", "--config", f)
+    assert r.exit_code == 2, r
+    assert f"{f}:24: stages.staging.gate.alarms: strategy canary" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -20,7 +20,7 @@ images:
     context: svc
     dockerfile: svc/Dockerfile
 stages:
-  staging: {account: "111111111111", branch: integration}
+  staging: {account: "111111111111", branch: integration, gate: {alarms: [], allow_no_alarms: true}}
 """
 
 

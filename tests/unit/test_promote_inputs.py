@@ -13,12 +13,13 @@ project: iris
 region: us-east-1
 images: {{model: {{context: .}}}}
 stages:
-  staging: {{account: "111111111111", branch: integration}}
+  staging: {{account: "111111111111", branch: integration, gate: {{alarms: ["iris-staging-*"]}}}}
   prod:
     account: "222222222222"
     branch: master
     promote_from: staging
     window: {window}
+    gate: {{alarms: ["iris-prod-*"]}}
 """
 
 

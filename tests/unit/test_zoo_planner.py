@@ -247,7 +247,7 @@ BASE = textwrap.dedent("""\
     region: us-east-1
     images: {model: {context: .}}
     functions: {api: {image: model}}
-    stages: {staging: {account: "111111111111", branch: main}}
+    stages: {staging: {account: "111111111111", branch: main, gate: {alarms: ["zz-staging-*"]}}}
     """)
 
 
