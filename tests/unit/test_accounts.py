@@ -28,11 +28,13 @@ stages:
   staging:
     account: "{A}"
     branch: integration
+    gate: {{alarms: ["iris-staging-*"]}}
 {staging_role}
   prod:
     account: "{B}"
     branch: master
     promote_from: staging
+    gate: {{alarms: ["iris-prod-*"]}}
 {prod_role}
 """
 

@@ -21,17 +21,17 @@ CASES = [
     ("ECR repository uppercase", sub("  model:\n", "  Model:\n", sub("image: model", "image: Model")),
      "pipeline.yml:4: images.Model: ECR repository name 'iris-Model' must be lowercase letters and digits, separated by single '.', '_', '__' or dashes (optionally in '/' segments) (image Model)"),
     ("bucket uppercase from template", sub('"{project}-{stage}-artifacts"', '"{project}-{stage}-Artifacts"'),
-     "pipeline.yml:44: artifacts.bucket: S3 bucket name 'iris-staging-Artifacts' must be lowercase letters, digits, '.' and '-', beginning and ending with a letter or digit (stage staging)"),
+     "pipeline.yml:45: artifacts.bucket: S3 bucket name 'iris-staging-Artifacts' must be lowercase letters, digits, '.' and '-', beginning and ending with a letter or digit (stage staging)"),
     ("bucket too long", sub('"{project}-{stage}-artifacts"', '"{project}-{stage}-' + "a" * 51 + '"'),
-     "pipeline.yml:44: artifacts.bucket: S3 bucket name 'iris-staging-" + "a" * 51 + "' is 64 characters; AWS allows 3 to 63 (stage staging)"),
+     "pipeline.yml:45: artifacts.bucket: S3 bucket name 'iris-staging-" + "a" * 51 + "' is 64 characters; AWS allows 3 to 63 (stage staging)"),
     ("bucket with adjacent dots", sub('"{project}-{stage}-artifacts"', '"{project}..{stage}"'),
-     "pipeline.yml:44: artifacts.bucket: S3 bucket name 'iris..staging' must not contain two adjacent periods (stage staging)"),
+     "pipeline.yml:45: artifacts.bucket: S3 bucket name 'iris..staging' must not contain two adjacent periods (stage staging)"),
     ("bucket shaped like an IP address", sub('"{project}-{stage}-artifacts"', '"10.0.0.1"'),
-     "pipeline.yml:44: artifacts.bucket: S3 bucket name '10.0.0.1' must not be formatted as an IP address (stage staging)"),
+     "pipeline.yml:45: artifacts.bucket: S3 bucket name '10.0.0.1' must not be formatted as an IP address (stage staging)"),
     ("bucket shared by two stages", sub('"{project}-{stage}-artifacts"', '"{project}-artifacts"'),
-     "pipeline.yml:44: artifacts.bucket: S3 bucket name 'iris-artifacts' (stage prod) is also derived for stage staging (S3 bucket names are global: put {stage} in artifacts.bucket); rename one of them"),
+     "pipeline.yml:45: artifacts.bucket: S3 bucket name 'iris-artifacts' (stage prod) is also derived for stage staging (S3 bucket names are global: put {stage} in artifacts.bucket); rename one of them"),
     ("default bucket of a stage name with '_'", sub("  prod:\n", "  prod_eu:\n"),
-     "pipeline.yml:44: artifacts.bucket: S3 bucket name 'iris-prod_eu-artifacts' must be lowercase letters, digits, '.' and '-', beginning and ending with a letter or digit (stage prod_eu)"),
+     "pipeline.yml:45: artifacts.bucket: S3 bucket name 'iris-prod_eu-artifacts' must be lowercase letters, digits, '.' and '-', beginning and ending with a letter or digit (stage prod_eu)"),
     ("stack name of a stage name with '_'", sub("  prod:\n", "  prod_eu:\n"),
      "pipeline.yml:27: stages.prod_eu: CloudFormation stack name 'iris-prod_eu-stage' must start with a letter and contain only letters, digits and '-' (stage prod_eu)"),
     ("role name over 64", sub("  prod:\n", f"  {P60}:\n"),
@@ -57,7 +57,7 @@ CASES = [
     ("stage registry with a path", sub("    branch: master\n", "    branch: master\n    registry: host:5000/x y\n"),
      "pipeline.yml:30: stages.prod.registry: must be a registry host[:port], e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com (got 'host:5000/x y')"),
     ("zoo role not an ARN", GOOD + "zoo:\n  role: my-role\n",
-     "pipeline.yml:47: zoo.role: must be an IAM role ARN like arn:aws:iam::123456789012:role/NAME (a 12-digit account, a role name of at most 64 characters) (got 'my-role')"),
+     "pipeline.yml:48: zoo.role: must be an IAM role ARN like arn:aws:iam::123456789012:role/NAME (a 12-digit account, a role name of at most 64 characters) (got 'my-role')"),
     ("gate poll zero", sub("poll: 5s", "poll: 0s"),
      "pipeline.yml:26: stages.staging.gate.poll: must be more than 0s (the gate would poll without pause)"),
     ("interval zero", sub("interval: 60s", "interval: 0"),
@@ -228,7 +228,7 @@ def test_any_mutation_of_a_good_config_is_valid_or_a_config_error():
      "pipeline.yml:12: control character U+0000 (column 15): YAML allows only printable characters, tabs and newlines"),
     (sub("branch: master", "branch: mas\x07ter"),
      "pipeline.yml:29: control character U+0007 (column 16): YAML allows only printable characters, tabs and newlines"),
-    (GOOD + "\x00", "pipeline.yml:46: control character U+0000 (column 1): YAML allows only printable characters, tabs and newlines"),
+    (GOOD + "\x00", "pipeline.yml:47: control character U+0000 (column 1): YAML allows only printable characters, tabs and newlines"),
 ])
 def test_a_control_character_is_reported_on_its_own_line(text, expected):
     assert problems(text) == [expected]
@@ -237,7 +237,7 @@ def test_a_control_character_is_reported_on_its_own_line(text, expected):
 def test_one_mistake_is_one_line():
     """A derived name is not re-reported for a mistake another check already names."""
     assert problems(sub('"{project}-{stage}-artifacts"', '"{project}-{env}-artifacts"')) == [
-        "pipeline.yml:44: artifacts.bucket: unknown placeholder {env}; use {project} and {stage}"]
+        "pipeline.yml:45: artifacts.bucket: unknown placeholder {env}; use {project} and {stage}"]
     two = sub("  prod:\n", "  staging-b:\n", SAME_ACCOUNT)
     dup = [ln for ln in problems(two) if "is also derived" in ln]
     assert len(dup) == 1 and "Lambda function name 'iris-staging-b-predict'" in dup[0]

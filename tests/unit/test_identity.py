@@ -243,13 +243,14 @@ region: us-east-1
 images: {model: {context: ., dockerfile: Dockerfile}}
 functions: {predict: {image: model}}
 stages:
-  dev: {account: "111111111111", branch: dev}
-  staging: {account: "111111111111", branch: integration}
+  dev: {account: "111111111111", branch: dev, gate: {alarms: ["t-dev-*"]}}
+  staging: {account: "111111111111", branch: integration, gate: {alarms: ["t-staging-*"]}}
   prod:
     account: "222222222222"
     branch: master
     promote_from: staging
     approvals: {required: 1, allow_declared_actor: true}
+    gate: {alarms: ["t-prod-*"]}
 """)
     cfg = config_mod.load(path)
     assert actor.declared_ok(cfg, "dev", local=True)

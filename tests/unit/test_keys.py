@@ -134,7 +134,7 @@ region: us-east-1
 images:
   model: {{context: .}}
 stages:
-  staging: {{account: "111111111111", branch: integration}}
+  staging: {{account: "111111111111", branch: integration, gate: {{alarms: ["cv-staging-*"]}}}}
 targets:
   sagemaker: {{endpoint: vision, image: model, model_artifacts: "{artifacts}"}}
 """)
