@@ -84,24 +84,28 @@ def state_dir(env: dict[str, str] | None = None) -> Path:
 
 def load_state(directory: Path) -> dict:
     """The state `up` wrote; {} when there is none. A state file that cannot be read or is not a
-    JSON object is an error (LocalError, one line): guessing could leave pt's processes running
-    or signal someone else's."""
+    JSON object is an error (LocalError, one line, "missing" told apart from "corrupt"): guessing
+    could leave pt's processes running or signal someone else's."""
     path = directory / "state.json"
+    hint = _STATE_HINT.format(path=path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError) as e:
-        raise LocalError(f"{path}: cannot read the local stack state: {getattr(e, 'strerror', None) or e}",
-                         _STATE_HINT.format(path=path)) from None
+    except IsADirectoryError:
+        raise LocalError(f"{path} is a directory, expected pt's local state file", hint) from None
+    except OSError as e:
+        raise LocalError(f"{path}: cannot read the local stack state: {e.strerror or e}", hint) from None
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise LocalError(f"{path} is corrupt: not UTF-8 text", hint) from None
     except ValueError as e:
-        raise LocalError(f"{path}: corrupt local stack state (not JSON: {e})",
-                         _STATE_HINT.format(path=path)) from None
+        raise LocalError(f"{path} is corrupt: not JSON ({getattr(e, 'msg', e)} at line "
+                         f"{getattr(e, 'lineno', '?')})", hint) from None
     if not isinstance(data, dict):
-        raise LocalError(f"{path}: corrupt local stack state (a JSON {type(data).__name__}, not an object)",
-                         _STATE_HINT.format(path=path))
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(data), "a number")
+        raise LocalError(f"{path} is corrupt: expected a JSON object, got {kind}", hint)
     return data
 
 
@@ -952,33 +956,16 @@ def down(directory: Path | None = None, *, clock: Callable[[], float] = time.tim
 
 
 def read_state_checked(directory: Path) -> dict:
-    """state.json for `pt local status`: {} if missing; a corrupt file is an error saying so."""
+    """state.json for `pt local status`: load_state plus the fields status reads."""
+    state = load_state(directory)
     path = directory / "state.json"
-    hint = f"delete {path} and run `pt local up` (services it recorded may still run)"
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return {}
-    except IsADirectoryError:
-        raise PtError(f"{path} is a directory, expected pt's local state file", hint) from None
-    except OSError as e:
-        raise PtError(f"{path}: cannot read: {e.strerror or e}") from None
-    try:
-        state = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise PtError(f"{path} is corrupt: not UTF-8 text", hint) from None
-    except ValueError as e:
-        raise PtError(f"{path} is corrupt: not JSON ({getattr(e, 'msg', e)} at line "
-                      f"{getattr(e, 'lineno', '?')})", hint) from None
-    if not isinstance(state, dict):
-        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(state), "a number")
-        raise PtError(f"{path} is corrupt: expected a JSON object, got {kind}", hint)
+    hint = _STATE_HINT.format(path=path)
     for key, field_ in (("moto", "endpoint"), ("registry", "host"), ("docker", "host")):
         entry = state.get(key)
         if entry is not None and not (isinstance(entry, dict) and isinstance(entry.get(field_), str)):
-            raise PtError(f"{path} is corrupt: `{key}` lacks a `{field_}` string", hint)
+            raise LocalError(f"{path} is corrupt: `{key}` lacks a `{field_}` string", hint)
     if not isinstance(state.get("provisioned", {}), dict):
-        raise PtError(f"{path} is corrupt: `provisioned` is not an object", hint)
+        raise LocalError(f"{path} is corrupt: `provisioned` is not an object", hint)
     return state
 
 

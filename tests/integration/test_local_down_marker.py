@@ -102,10 +102,10 @@ def test_pid_that_no_longer_runs_is_already_stopped(tmp_path, run_pt, victim):
 
 
 @pytest.mark.parametrize("content, needle", [
-    ("{not json", "corrupt local stack state (not JSON: Expecting property name"),
-    ("[1, 2]", "corrupt local stack state (a JSON list, not an object)"),
-    ("", "corrupt local stack state (not JSON: Expecting value: line 1 column 1"),
-    (b"\xff\xfe{", "cannot read the local stack state"),
+    ("{not json", "is corrupt: not JSON (Expecting property name"),
+    ("[1, 2]", "is corrupt: expected a JSON object, got an array"),
+    ("", "is corrupt: not JSON (Expecting value at line 1)"),
+    (b"\xff\xfe{", "is corrupt: not UTF-8 text"),
 ], ids=["not-json", "a-list", "empty", "not-utf8"])
 def test_corrupt_state_is_one_line_and_signals_nothing(tmp_path, run_pt, victim, content, needle):
     p = tmp_path / "state.json"
