@@ -34,7 +34,7 @@ from . import lambda_ops as lo
 from . import schedule
 from .errors import DeployFailed, LockedError, NotFoundError, UsageError
 from .gate import GatePolicy, GateWatch, Verdict
-from .ledger import DEFAULT_LEASE, DEPLOY, Ledger, Lock, Record, RecoveryNeeded, iso, new_id
+from .ledger import DEPLOY, FenceLost, Ledger, Lock, Record, RecoveryNeeded, iso, lease_from_env, new_id
 
 IMAGE_URI_RE = re.compile(r"^(?P<repo>[a-z0-9][^@\s]*?)@(?P<digest>sha256:[0-9a-f]{64})$")
 UPDATE_TIMEOUT = 300.0
@@ -192,7 +192,15 @@ def plan_deploy(cfg: Any, stage: str, image: str, ref: ImageRef, lambda_client: 
         steps = schedule.steps(strategy, percent, st.deploy.interval)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    plans = _read_functions(cfg, stage, sorted(fns), lambda_client)
+    return DeployPlan(stage, image, ref.uri, ref.digest, strategy, steps, st.deploy.bake, st.gate.poll,
+                      st.deploy.keep_versions, plans, GatePolicy.from_config(cfg, stage))
+
+
+def _read_functions(cfg: Any, stage: str, fns: list[str], lambda_client: Any) -> tuple[FunctionPlan, ...]:
+    """What each function's alias serves now (version, digest, weights)."""
     hint = "deploy the stage stack first (`npx cdk deploy` creates the functions)"
+
     def read(fn: str) -> FunctionPlan:
         name = cfg.function_name(stage, fn)
         alias = lo.read_alias(lambda_client, name)
@@ -203,10 +211,17 @@ def plan_deploy(cfg: Any, stage: str, image: str, ref: ImageRef, lambda_client: 
 
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(8, len(fns))) as ex:
-        plans = list(ex.map(read, sorted(fns)))
-    return DeployPlan(stage, image, ref.uri, ref.digest, strategy, steps, st.deploy.bake, st.gate.poll,
-                      st.deploy.keep_versions, tuple(plans), GatePolicy.from_config(cfg, stage))
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(fns)))) as ex:
+        return tuple(ex.map(read, fns))
+
+
+def replan(cfg: Any, plan: DeployPlan, lambda_client: Any) -> DeployPlan:
+    """The plan with every function re-read: run under the stage lock, so that what a rollback
+    returns to is what ran when the lock was taken, not when the plan was first made."""
+    import dataclasses
+
+    fresh = _read_functions(cfg, plan.stage, [f.function for f in plan.functions], lambda_client)
+    return dataclasses.replace(plan, functions=fresh)
 
 
 # --- execution -----------------------------------------------------------------------------
@@ -236,7 +251,7 @@ class Deps:
     sleep: Callable[[float], None] = time.sleep
     log: Callable[[str], None] = lambda _m: None
     actor: dict = field(default_factory=dict)
-    lease: float = DEFAULT_LEASE
+    lease: float = field(default_factory=lease_from_env)
     update_timeout: float = UPDATE_TIMEOUT
 
 
@@ -312,6 +327,7 @@ class _Heartbeat:
         self.run = run
         self.stopped = threading.Event()
         self.lost: str | None = None
+        self.fence_lost = False
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -319,17 +335,25 @@ class _Heartbeat:
         self.thread.start()
 
     def _loop(self) -> None:
-        from .ledger import LedgerConflict
-
         d = self.run.d
+        last_ok = d.clock()
         while not self.stopped.wait(max(0.05, d.lease / 3)):
             try:
                 if self.run.lock is not None:
                     self.run.lock = d.ledger.renew(self.run.lock, d.lease)
-            except LedgerConflict as e:
+                    last_ok = d.clock()
+            except FenceLost as e:
+                self.fence_lost = True
                 self.lost = e.message
                 return
-            except Exception as e:  # transient: the next beat retries well inside the lease
+            except Exception as e:
+                # transient: the next beat retries, but never past 2/3 of the lease: a holder that
+                # cannot renew stops (and rolls back) before another process may take the stage
+                failing = d.clock() - last_ok
+                if failing >= d.lease * 2 / 3:
+                    self.lost = (f"lock renewal on stage {self.run.plan.stage} failing for {failing:.0f}s "
+                                 f"(lease {d.lease:g}s; last error: {e})")
+                    return
                 d.log(f"warning: lock renewal failed ({e}); retrying")
 
     def stop(self) -> None:
@@ -357,7 +381,7 @@ class _Run:
     def mark(self, state: str, reason: str | None = None, **data: Any) -> Record:
         self.check_lock()
         self.rec = self.d.ledger.transition(self.plan.stage, self.id, state, reason=reason, actor=self.d.actor,
-                                            data=data or None, current=self.rec)
+                                            data=data or None, current=self.rec, lock=self.lock)
         return self.rec
 
     def each(self, fn: Callable[[FunctionPlan], Any], plans: tuple[FunctionPlan, ...]) -> dict[str, Any]:
@@ -374,7 +398,13 @@ class _Run:
 
     def check_lock(self) -> None:
         if self.heartbeat is not None and self.heartbeat.lost:
-            raise DeployFailed(self.heartbeat.lost, "another process took the stage over; see `pt status`")
+            hint = ("another process took the stage over; see `pt status`" if self.heartbeat.fence_lost
+                    else "check access to the ledger table; `pt status` shows where the stage ended")
+            raise DeployFailed(self.heartbeat.lost, hint)
+
+    @property
+    def fence_lost(self) -> bool:
+        return self.heartbeat is not None and self.heartbeat.fence_lost
 
     def stop_heartbeat(self) -> None:
         if self.heartbeat is not None:
@@ -505,6 +535,12 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
             sig.shielded = False
             if sig.received:
                 raise Interrupted(sig.received)
+            # under the lock: what runs now (another deploy may have finished since the plan was read)
+            fresh = replan(cfg, plan, d.lambda_client)
+            if fresh.functions != plan.functions:
+                d.log("the stage changed while waiting for the lock: using what runs now ("
+                      + ", ".join(f"{f.name} v{f.previous_version}" for f in fresh.functions) + ")")
+            plan = run.plan = fresh
             data = {"operation": "deploy", "image": plan.image, "image_uri": plan.image_uri, "digest": plan.digest,
                     "strategy": plan.strategy, "plan": plan.to_dict(), "functions": _function_data(plan, {}),
                     "lease": d.lease, "pid": os.getpid()}
@@ -513,11 +549,11 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
                 data["window"] = window
             run.rec = d.ledger.put_record(DEPLOY, stage, data, actor=d.actor, state="locked", record_id=run.id,
                                           reason=f"window override: {window.get('reason')}"
-                                          if overridden and window else None)
+                                          if overridden and window else None, lock=run.lock)
             run.record_written = True
             if overridden and window:
                 run.rec = d.ledger.append_event(stage, run.id, "window-override", actor=d.actor,
-                                                reason=window.get("reason"))
+                                                reason=window.get("reason"), lock=run.lock)
             d.log(f"deploy {run.id}: locked stage {stage}")
             phase = "updating"
             run.mark("updating")
@@ -535,18 +571,34 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
             state = "rolled back" if run.alias_touched else "failed"
             sig_note = f" (received {signal.Signals(sig.received).name})" if sig.received else ""
             hint = None if released else f"rollback incomplete: run `pt recover --stage {stage}`"
-            raise DeployFailed(f"deploy {run.id} to {stage} {state}: {reason}{sig_note}", hint) \
+            if run.fence_lost:
+                hint = f"another process took stage {stage} over and records the outcome; see `pt status`"
+            raise _failed(f"deploy {run.id} to {stage} {state}: {reason}{sig_note}", hint, run.id) \
                 from (exc if isinstance(exc, Exception) else None)
         pruned = run.finish()
         run.stop_heartbeat()
         note = f" ({signal.Signals(sig.received).name} received while finishing)" if sig.received else ""
-        run.mark("succeeded", reason="gate PASS after bake" + note,
-                 functions=_function_data(plan, run.versions), pruned=pruned)
+        try:  # fenced, not check_lock(): a renewal hiccup after the bake must not undo a good deploy
+            run.rec = d.ledger.transition(stage, run.id, "succeeded", reason="gate PASS after bake" + note,
+                                          actor=d.actor, data={"functions": _function_data(plan, run.versions),
+                                                               "pruned": pruned}, current=run.rec, lock=run.lock)
+        except FenceLost as e:
+            raise _failed(f"deploy {run.id} to {stage} reached 100% and baked, but {e.message}",
+                          f"the process that took it over (`pt recover --stage {stage}`) finishes it "
+                          "forward; see `pt status`", run.id) from None
         d.ledger.release(run.lock)
         d.log(f"deploy {run.id} succeeded")
         return DeployResult(run.id, "succeeded", plan, dict(run.versions),
                             run.last_verdict.to_dict() if run.last_verdict else None, None, started,
                             d.clock(), pruned)
+
+
+def _failed(message: str, hint: str | None, deploy_id: str) -> DeployFailed:
+    """DeployFailed that names the record it belongs to (`.deploy_id`), so that callers (the
+    notifications of `notified_deploy`) never attach it to another process's record."""
+    err = DeployFailed(message, hint)
+    err.deploy_id = deploy_id  # type: ignore[attr-defined]
+    return err
 
 
 def _reason(exc: BaseException, phase: str) -> tuple[str, dict | None]:
@@ -583,24 +635,28 @@ def _abort(run: _Run, reason: str, verdict: dict | None) -> bool:
     def release() -> bool:
         return run.lock is None or write(lambda: d.ledger.release(run.lock))
 
+    # every write is fenced by the lock's token: after a take-over they fail instead of clobbering
+    lock = run.lock
     funcs = _function_data(run.plan, run.versions)
     if not run.record_written:  # died before the record was written: nothing moved
         return release()
     if not run.alias_touched:
         ok = write(lambda: d.ledger.transition(stage, run.id, "failed", reason=f"{reason}; traffic untouched",
-                                               actor=d.actor, data={"functions": funcs, "verdict": verdict}))
+                                               actor=d.actor, data={"functions": funcs, "verdict": verdict},
+                                               lock=lock))
         d.log(f"deploy {run.id} failed before traffic moved: {reason}")
         return ok and release()
     d.log(f"rolling back {stage}: {reason}")
     write(lambda: d.ledger.transition(stage, run.id, "rolling_back", reason=reason, actor=d.actor,
-                                      data={"functions": funcs, "verdict": verdict}))
+                                      data={"functions": funcs, "verdict": verdict}, lock=lock))
     errors = run.roll_back(reason)
     if errors:
         write(lambda: d.ledger.append_event(stage, run.id, "rollback-error", actor=d.actor,
-                                            reason="; ".join(errors)))
+                                            reason="; ".join(errors), lock=lock))
         d.log("rollback incomplete: " + "; ".join(errors))
         return False  # keep the lock: the stage needs `pt recover`
-    ok = write(lambda: d.ledger.transition(stage, run.id, "rolled_back", reason=reason, actor=d.actor))
+    ok = write(lambda: d.ledger.transition(stage, run.id, "rolled_back", reason=reason, actor=d.actor,
+                                           lock=lock))
     d.log(f"rolled back {stage}: every function on its previous version at 100%")
     return ok and release()
 
