@@ -380,7 +380,7 @@ class Ledger:
         except Exception as e:
             if _conditional_failed(e) or isinstance(e, _RecordCondition):
                 stored = self.get(new.stage, new.id)
-                if stored is not None and stored.updated == new.updated:  # our own write, retried
+                if stored is not None and self._item(stored) == self._item(new):  # our own write, retried
                     return stored
                 raise LedgerConflict(f"ledger record {old.id} changed concurrently",
                                      "another pt process is acting on this stage") from None

@@ -199,14 +199,15 @@ def start_moto(directory: Path, state: dict, port: int | None, *, clock: Callabl
     except ImportError:
         raise LocalError("moto is not installed, the local stack needs its server",
                          "pip install 'moto[server]' (or pip install -e '.[dev]')") from None
-    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(want)]
+    # moto.server with Lambda version numbers as AWS assigns them (see localmoto.py)
+    argv = [sys.executable, "-m", "pipeline_tools.localmoto", "-H", "127.0.0.1", "-p", str(want)]
     pid = _spawn(argv, directory / "moto.log")
     if not _wait_until(lambda: moto_answers(endpoint), 30, clock, sleep):
         _terminate(pid)
         raise LocalError(f"moto server did not answer on {endpoint} within 30 s",
                          f"see {directory / 'moto.log'}")
     return {"endpoint": endpoint, "port": want, "pid": pid, "started_by_pt": True, "reused": False,
-            "match": f"moto.server -H 127.0.0.1 -p {want}"}
+            "match": f"pipeline_tools.localmoto -H 127.0.0.1 -p {want}"}
 
 
 def ensure_registry(directory: Path, state: dict, *, clock: Callable[[], float] = time.time,
