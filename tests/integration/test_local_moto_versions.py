@@ -65,3 +65,29 @@ def test_an_old_version_keeps_its_own_image_uri(local_moto, tmp_path: Path):
     v2 = stage.lam.publish_version(FunctionName=name)["Version"]
     assert stage.lam.get_function(FunctionName=name, Qualifier="1")["Code"]["ImageUri"] == uri(1)
     assert stage.lam.get_function(FunctionName=name, Qualifier=v2)["Code"]["ImageUri"] == uri(2)
+
+
+def test_a_plain_moto_started_by_an_earlier_pt_is_restarted_once(tmp_path: Path):
+    """State from before the fix: pt had started `moto.server` itself. The next `pt local up` /
+    `pt release --local` restarts it through localmoto (same port) instead of reusing it; a moto
+    that pt did not start is still reused and never stopped."""
+    import sys
+
+    port = local.free_port()
+    pid = local._spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], tmp_path / "m.log")
+    endpoint = f"http://127.0.0.1:{port}"
+    new = None
+    try:
+        assert local._wait_until(lambda: local.moto_answers(endpoint), 30, time.time, time.sleep)
+        legacy = {"endpoint": endpoint, "port": port, "pid": pid, "started_by_pt": True,
+                  "match": f"moto.server -H 127.0.0.1 -p {port}"}
+        foreign = local.start_moto(tmp_path, {"moto": {**legacy, "started_by_pt": False}}, None)
+        assert foreign["reused"] is True and local._pid_cmdline(pid) is not None
+        new = local.start_moto(tmp_path, {"moto": legacy}, None)
+        assert new["reused"] is False and new["port"] == port and new["pid"] != pid
+        assert "pipeline_tools.localmoto" in new["match"] and local.moto_answers(endpoint)
+        assert local.start_moto(tmp_path, {"moto": new}, None)["reused"] is True  # restarted once only
+    finally:
+        for p in (pid, new and new["pid"]):
+            if p:
+                local._terminate(p)
