@@ -183,9 +183,10 @@ def recover(app: App, force: bool, dry_run: bool, target: str | None = None) -> 
     if data["action"] in msgs:
         app.out.result(data, msgs[data["action"]])
         return 0
+    what = {"roll-back": "roll back", "roll-forward": "roll forward", "finish-rollback": "finish"}
     verb = "would" if dry_run else "did"
-    app.out.result(data, f"{verb} {data['action']} {data.get('operation', 'deploy')} {data['deploy_id']} on {stage} "
-                         f"(it stopped in state {data['died_in']})")
+    app.out.result(data, f"{verb} {what.get(data['action'], data['action'])} {data.get('operation', 'deploy')} "
+                         f"{data['deploy_id']} on {stage} (it stopped in state {data['died_in']})")
     return 0
 
 
