@@ -34,7 +34,7 @@ from . import lambda_ops as lo
 from . import schedule
 from .errors import DeployFailed, LockedError, NotFoundError, UsageError
 from .gate import GatePolicy, GateWatch, Verdict
-from .ledger import DEFAULT_LEASE, DEPLOY, Ledger, Lock, Record, RecoveryNeeded, iso, new_id
+from .ledger import DEPLOY, CorruptItem, FenceLost, Ledger, Lock, Record, RecoveryNeeded, iso, lease_from_env, new_id
 
 IMAGE_URI_RE = re.compile(r"^(?P<repo>[a-z0-9][^@\s]*?)@(?P<digest>sha256:[0-9a-f]{64})$")
 UPDATE_TIMEOUT = 300.0
@@ -192,7 +192,15 @@ def plan_deploy(cfg: Any, stage: str, image: str, ref: ImageRef, lambda_client: 
         steps = schedule.steps(strategy, percent, st.deploy.interval)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    plans = _read_functions(cfg, stage, sorted(fns), lambda_client)
+    return DeployPlan(stage, image, ref.uri, ref.digest, strategy, steps, st.deploy.bake, st.gate.poll,
+                      st.deploy.keep_versions, plans, GatePolicy.from_config(cfg, stage))
+
+
+def _read_functions(cfg: Any, stage: str, fns: list[str], lambda_client: Any) -> tuple[FunctionPlan, ...]:
+    """What each function's alias serves now (version, digest, weights)."""
     hint = "deploy the stage stack first (`npx cdk deploy` creates the functions)"
+
     def read(fn: str) -> FunctionPlan:
         name = cfg.function_name(stage, fn)
         alias = lo.read_alias(lambda_client, name)
@@ -203,10 +211,17 @@ def plan_deploy(cfg: Any, stage: str, image: str, ref: ImageRef, lambda_client: 
 
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(8, len(fns))) as ex:
-        plans = list(ex.map(read, sorted(fns)))
-    return DeployPlan(stage, image, ref.uri, ref.digest, strategy, steps, st.deploy.bake, st.gate.poll,
-                      st.deploy.keep_versions, tuple(plans), GatePolicy.from_config(cfg, stage))
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(fns)))) as ex:
+        return tuple(ex.map(read, fns))
+
+
+def replan(cfg: Any, plan: DeployPlan, lambda_client: Any) -> DeployPlan:
+    """The plan with every function re-read: run under the stage lock, so that what a rollback
+    returns to is what ran when the lock was taken, not when the plan was first made."""
+    import dataclasses
+
+    fresh = _read_functions(cfg, plan.stage, [f.function for f in plan.functions], lambda_client)
+    return dataclasses.replace(plan, functions=fresh)
 
 
 # --- execution -----------------------------------------------------------------------------
@@ -236,7 +251,7 @@ class Deps:
     sleep: Callable[[float], None] = time.sleep
     log: Callable[[str], None] = lambda _m: None
     actor: dict = field(default_factory=dict)
-    lease: float = DEFAULT_LEASE
+    lease: float = field(default_factory=lease_from_env)
     update_timeout: float = UPDATE_TIMEOUT
 
 
@@ -312,6 +327,7 @@ class _Heartbeat:
         self.run = run
         self.stopped = threading.Event()
         self.lost: str | None = None
+        self.fence_lost = False
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -319,17 +335,25 @@ class _Heartbeat:
         self.thread.start()
 
     def _loop(self) -> None:
-        from .ledger import LedgerConflict
-
         d = self.run.d
+        last_ok = d.clock()
         while not self.stopped.wait(max(0.05, d.lease / 3)):
             try:
                 if self.run.lock is not None:
                     self.run.lock = d.ledger.renew(self.run.lock, d.lease)
-            except LedgerConflict as e:
+                    last_ok = d.clock()
+            except FenceLost as e:
+                self.fence_lost = True
                 self.lost = e.message
                 return
-            except Exception as e:  # transient: the next beat retries well inside the lease
+            except Exception as e:
+                # transient: the next beat retries, but never past 2/3 of the lease: a holder that
+                # cannot renew stops (and rolls back) before another process may take the stage
+                failing = d.clock() - last_ok
+                if failing >= d.lease * 2 / 3:
+                    self.lost = (f"lock renewal on stage {self.run.plan.stage} failing for {failing:.0f}s "
+                                 f"(lease {d.lease:g}s; last error: {e})")
+                    return
                 d.log(f"warning: lock renewal failed ({e}); retrying")
 
     def stop(self) -> None:
@@ -357,7 +381,7 @@ class _Run:
     def mark(self, state: str, reason: str | None = None, **data: Any) -> Record:
         self.check_lock()
         self.rec = self.d.ledger.transition(self.plan.stage, self.id, state, reason=reason, actor=self.d.actor,
-                                            data=data or None, current=self.rec)
+                                            data=data or None, current=self.rec, lock=self.lock)
         return self.rec
 
     def each(self, fn: Callable[[FunctionPlan], Any], plans: tuple[FunctionPlan, ...]) -> dict[str, Any]:
@@ -374,7 +398,13 @@ class _Run:
 
     def check_lock(self) -> None:
         if self.heartbeat is not None and self.heartbeat.lost:
-            raise DeployFailed(self.heartbeat.lost, "another process took the stage over; see `pt status`")
+            hint = ("another process took the stage over; see `pt status`" if self.heartbeat.fence_lost
+                    else "check access to the ledger table; `pt status` shows where the stage ended")
+            raise DeployFailed(self.heartbeat.lost, hint)
+
+    @property
+    def fence_lost(self) -> bool:
+        return self.heartbeat is not None and self.heartbeat.fence_lost
 
     def stop_heartbeat(self) -> None:
         if self.heartbeat is not None:
@@ -507,6 +537,12 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
             sig.shielded = False
             if sig.received:
                 raise Interrupted(sig.received)
+            # under the lock: what runs now (another deploy may have finished since the plan was read)
+            fresh = replan(cfg, plan, d.lambda_client)
+            if fresh.functions != plan.functions:
+                d.log("the stage changed while waiting for the lock: using what runs now ("
+                      + ", ".join(f"{f.name} v{f.previous_version}" for f in fresh.functions) + ")")
+            plan = run.plan = fresh
             data = {"operation": "deploy", "image": plan.image, "image_uri": plan.image_uri, "digest": plan.digest,
                     "strategy": plan.strategy, "plan": plan.to_dict(), "functions": _function_data(plan, {}),
                     "lease": d.lease, "pid": os.getpid(),
@@ -518,11 +554,11 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
                 data["window"] = window
             run.rec = d.ledger.put_record(DEPLOY, stage, data, actor=d.actor, state="locked", record_id=run.id,
                                           reason=f"window override: {window.get('reason')}"
-                                          if overridden and window else None)
+                                          if overridden and window else None, lock=run.lock)
             run.record_written = True
             if overridden and window:
                 run.rec = d.ledger.append_event(stage, run.id, "window-override", actor=d.actor,
-                                                reason=window.get("reason"))
+                                                reason=window.get("reason"), lock=run.lock)
             d.log(f"deploy {run.id}: locked stage {stage}")
             phase = "updating"
             run.mark("updating")
@@ -540,19 +576,34 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
             state = "rolled back" if run.alias_touched else "failed"
             sig_note = f" (received {signal.Signals(sig.received).name})" if sig.received else ""
             hint = None if released else f"rollback incomplete: run `pt recover --stage {stage}`"
-            raise DeployFailed(f"deploy {run.id} to {stage} {state}: {reason}{sig_note}", hint) \
+            if run.fence_lost:
+                hint = f"another process took stage {stage} over and records the outcome; see `pt status`"
+            raise _failed(f"deploy {run.id} to {stage} {state}: {reason}{sig_note}", hint, run.id) \
                 from (exc if isinstance(exc, Exception) else None)
         pruned = run.finish()
         run.stop_heartbeat()
         note = f" ({signal.Signals(sig.received).name} received while finishing)" if sig.received else ""
-        run.mark("succeeded", reason="gate PASS after bake" + note,
-                 functions=_function_data(plan, run.versions), pruned=pruned,
-                 gate_snapshot=watch.snapshot_now().to_dict())  # the start of `pt gate`'s window
+        try:  # fenced, not check_lock(): a renewal hiccup after the bake must not undo a good deploy
+            run.rec = d.ledger.transition(stage, run.id, "succeeded", reason="gate PASS after bake" + note,
+                                          actor=d.actor, data={"functions": _function_data(plan, run.versions),
+                                                               "pruned": pruned}, current=run.rec, lock=run.lock)
+        except FenceLost as e:
+            raise _failed(f"deploy {run.id} to {stage} reached 100% and baked, but {e.message}",
+                          f"the process that took it over (`pt recover --stage {stage}`) finishes it "
+                          "forward; see `pt status`", run.id) from None
         d.ledger.release(run.lock)
         d.log(f"deploy {run.id} succeeded")
         return DeployResult(run.id, "succeeded", plan, dict(run.versions),
                             run.last_verdict.to_dict() if run.last_verdict else None, None, started,
                             d.clock(), pruned)
+
+
+def _failed(message: str, hint: str | None, deploy_id: str) -> DeployFailed:
+    """DeployFailed that names the record it belongs to (`.deploy_id`), so that callers (the
+    notifications of `notified_deploy`) never attach it to another process's record."""
+    err = DeployFailed(message, hint)
+    err.deploy_id = deploy_id  # type: ignore[attr-defined]
+    return err
 
 
 def _reason(exc: BaseException, phase: str) -> tuple[str, dict | None]:
@@ -589,24 +640,28 @@ def _abort(run: _Run, reason: str, verdict: dict | None) -> bool:
     def release() -> bool:
         return run.lock is None or write(lambda: d.ledger.release(run.lock))
 
+    # every write is fenced by the lock's token: after a take-over they fail instead of clobbering
+    lock = run.lock
     funcs = _function_data(run.plan, run.versions)
     if not run.record_written:  # died before the record was written: nothing moved
         return release()
     if not run.alias_touched:
         ok = write(lambda: d.ledger.transition(stage, run.id, "failed", reason=f"{reason}; traffic untouched",
-                                               actor=d.actor, data={"functions": funcs, "verdict": verdict}))
+                                               actor=d.actor, data={"functions": funcs, "verdict": verdict},
+                                               lock=lock))
         d.log(f"deploy {run.id} failed before traffic moved: {reason}")
         return ok and release()
     d.log(f"rolling back {stage}: {reason}")
     write(lambda: d.ledger.transition(stage, run.id, "rolling_back", reason=reason, actor=d.actor,
-                                      data={"functions": funcs, "verdict": verdict}))
+                                      data={"functions": funcs, "verdict": verdict}, lock=lock))
     errors = run.roll_back(reason)
     if errors:
         write(lambda: d.ledger.append_event(stage, run.id, "rollback-error", actor=d.actor,
-                                            reason="; ".join(errors)))
+                                            reason="; ".join(errors), lock=lock))
         d.log("rollback incomplete: " + "; ".join(errors))
         return False  # keep the lock: the stage needs `pt recover`
-    ok = write(lambda: d.ledger.transition(stage, run.id, "rolled_back", reason=reason, actor=d.actor))
+    ok = write(lambda: d.ledger.transition(stage, run.id, "rolled_back", reason=reason, actor=d.actor,
+                                           lock=lock))
     d.log(f"rolled back {stage}: every function on its previous version at 100%")
     return ok and release()
 
@@ -618,9 +673,8 @@ def _fn_names(cfg: Any, stage: str) -> dict[str, str]:
     return {fn: cfg.function_name(stage, fn) for fn in sorted(cfg.functions)}
 
 
-def rollback(cfg: Any, stage: str, deps: Deps, *, to: str | None = None, dry_run: bool = False) -> dict:
-    """Point the alias of every function back to a previous succeeded deploy (recorded)."""
-    led = deps.ledger
+def _rollback_target(led: Ledger, stage: str, to: str | None) -> tuple[Record | None, Record]:
+    """(the deploy being undone, the succeeded deploy to return to)."""
     succeeded = [r for r in led.query(stage, DEPLOY, state="succeeded")
                  if not r.data.get("rolled_back_by")]
     if to is not None:
@@ -630,66 +684,175 @@ def rollback(cfg: Any, stage: str, deps: Deps, *, to: str | None = None, dry_run
                                 f"list them with `pt history --stage {stage}`")
         if target.state != "succeeded":
             raise UsageError(f"deploy {to} is {target.state}, not succeeded; only succeeded deploys are targets")
-        current = succeeded[0] if succeeded else None
-    else:
-        if len(succeeded) < 2:
-            raise NotFoundError(f"stage {stage} has no earlier succeeded deploy to roll back to",
-                                f"see `pt history --stage {stage}`")
-        current, target = succeeded[0], succeeded[1]
-    moves = []
+        return (succeeded[0] if succeeded else None), target
+    if len(succeeded) < 2:
+        raise NotFoundError(f"stage {stage} has no earlier succeeded deploy to roll back to",
+                            f"see `pt history --stage {stage}`")
+    return succeeded[0], succeeded[1]
+
+
+def _rollback_plan(cfg: Any, stage: str, target: Record, lambda_client: Any) -> tuple[DeployPlan, dict[str, str]]:
+    """A deploy plan whose "new" versions are the target's (already published): the rollback runs
+    as a deploy of the target, all at once, without a new version and without a bake."""
+    fps, to_versions = [], {}
     for fn, info in sorted((target.data.get("functions") or {}).items()):
         version = info.get("version") or info.get("new_version")
         if version is None:
             continue
-        alias = lo.read_alias(deps.lambda_client, info["name"])
-        moves.append({"function": fn, "name": info["name"], "from_version": alias.version,
-                      "from_weights": alias.weights, "to_version": version})
-    plan = {"stage": stage, "target": target.id, "digest": target.digest, "current": current.id if current else None,
-            "functions": moves}
-    if dry_run:
-        return {**plan, "dry_run": True}
-    for m in moves:  # fail before locking if a target version was pruned
+        name = info["name"]
+        alias = lo.read_alias(lambda_client, name)
+        if alias.exists and alias.settled and alias.version == str(version):
+            digest = target.digest  # already there: unchanged
+        else:
+            digest = lo.version_digest(lambda_client, name, alias.version) if alias.exists else None
+        fps.append(FunctionPlan(fn, name, alias.exists, alias.version, digest, alias.weights))
+        to_versions[fn] = str(version)
+    st = cfg.stage(stage)
+    plan = DeployPlan(stage, str(target.data.get("image") or ""), str(target.data.get("image_uri") or ""),
+                      target.digest or "", "rollback", (schedule.Step(100, 0.0),), 0.0, st.gate.poll,
+                      st.deploy.keep_versions, tuple(fps), GatePolicy.from_config(cfg, stage))
+    return plan, {f.function: to_versions[f.function] for f in plan.changing()}
+
+
+def _rollback_preview(stage: str, target: Record, current: Record | None, plan: DeployPlan,
+                      to_versions: dict[str, str]) -> dict:
+    return {"stage": stage, "target": target.id, "digest": target.digest, "current": current.id if current else None,
+            "functions": [{"function": f.function, "name": f.name, "from_version": f.previous_version,
+                           "from_weights": f.routing, "to_version": to_versions[f.function]}
+                          for f in plan.functions if f.function in to_versions]}
+
+
+def _check_versions(lambda_client: Any, plan: DeployPlan, to_versions: dict[str, str]) -> None:
+    for f in plan.functions:
+        if f.function not in to_versions:
+            continue
         try:
-            deps.lambda_client.get_function_configuration(FunctionName=m["name"], Qualifier=m["to_version"])
+            lambda_client.get_function_configuration(FunctionName=f.name, Qualifier=to_versions[f.function])
         except Exception as e:
             if lo._code(e) == "ResourceNotFoundException":
-                raise NotFoundError(f"version {m['to_version']} of {m['name']} no longer exists "
+                raise NotFoundError(f"version {to_versions[f.function]} of {f.name} no longer exists "
                                     "(pruned by keep_versions)", "redeploy that digest with `pt deploy`") from None
             raise
-    rid = new_id(deps.clock())
-    lock = led.acquire(stage, rid, deps.actor, deps.lease)
-    try:
-        funcs = {m["function"]: {"name": m["name"], "previous_version": m["from_version"],
-                                 "new_version": m["to_version"], "version": m["to_version"], "alias_existed": True}
-                 for m in moves}
-        led.put_record(DEPLOY, stage, {"operation": "rollback", "digest": target.digest, "target": target.id,
-                                       "image_uri": target.data.get("image_uri"), "image": target.data.get("image"),
-                                       "strategy": "rollback", "functions": funcs},
-                       actor=deps.actor, state="shifting", record_id=rid, reason=f"rollback to {target.id}")
-        with _Signals() as sig, sig.shield():
-            for m in moves:
-                _restore(deps.lambda_client, m["to_version"], m["name"], deps.sleep)
-                deps.log(f"{m['name']}: live → version {m['to_version']}")
-            led.transition(stage, rid, "succeeded", reason=f"rolled back to {target.id}", actor=deps.actor)
-            if current is not None and current.id != target.id:
-                led.append_event(stage, current.id, "rolled-back", actor=deps.actor,
-                                 reason=f"superseded by rollback {rid}", data={"rolled_back_by": rid})
-    except BaseException:
+
+
+def rollback(cfg: Any, stage: str, deps: Deps, *, to: str | None = None, dry_run: bool = False) -> dict:
+    """Point every function back to a previous succeeded deploy, as a deploy of that deploy's
+    versions: the same lock (fenced), record and states (`locked → shifting → finishing →
+    succeeded`). A rollback that stops part-way (one function moved, then an error) is left
+    unfinished, lock released, for `pt recover` to finish forward; it is never undone."""
+    d, led = deps, deps.ledger
+    current, target = _rollback_target(led, stage, to)
+    plan, to_versions = _rollback_plan(cfg, stage, target, d.lambda_client)
+    if dry_run:
+        return {**_rollback_preview(stage, target, current, plan, to_versions), "dry_run": True}
+    _check_versions(d.lambda_client, plan, to_versions)  # fail before locking if a version was pruned
+    with _Signals() as sig:
+        sig.shielded = True  # a rollback is not interrupted: it completes, or stops for `pt recover`
+        run = _Run(cfg, plan, d, None, sig)  # type: ignore[arg-type]  (no gate watch: nothing to bake)
+        run.id = new_id(d.clock())
+        run.lock = led.acquire(stage, run.id, d.actor, d.lease)
+        run.heartbeat = _Heartbeat(run)
+        run.heartbeat.start()
         try:
-            led.transition(stage, rid, "failed", reason="rollback did not complete", actor=deps.actor)
+            # under the lock: the target and what runs now, read again
+            current, target = _rollback_target(led, stage, to)
+            plan, to_versions = _rollback_plan(cfg, stage, target, d.lambda_client)
+            _check_versions(d.lambda_client, plan, to_versions)
+            run.plan, run.versions = plan, dict(to_versions)
+            data = {"operation": "rollback", "digest": target.digest, "target": target.id,
+                    "current": current.id if current else None, "image_uri": target.data.get("image_uri"),
+                    "image": target.data.get("image"), "strategy": "rollback", "plan": plan.to_dict(),
+                    "functions": _function_data(plan, run.versions), "lease": d.lease, "pid": os.getpid()}
+            run.rec = led.put_record(DEPLOY, stage, data, actor=d.actor, state="locked", record_id=run.id,
+                                     reason=f"rollback to {target.id}", lock=run.lock)
+            run.record_written = True
+            run.mark("shifting", percent=100, functions=_function_data(plan, run.versions))
+
+            def one(f: FunctionPlan) -> None:
+                if f.alias_exists:
+                    _restore(d.lambda_client, run.versions[f.function], f.name, d.sleep)
+                else:
+                    lo.set_alias(d.lambda_client, f.name, run.versions[f.function], {}, exists=False, sleep=d.sleep)
+                d.log(f"{f.name}: live → version {run.versions[f.function]}")
+
+            run.alias_touched.update(f.function for f in plan.changing())
+            run.each(one, plan.changing())
+            run.mark("finishing")
+        except BaseException as exc:
+            _rollback_stopped(run, exc)
+            raise AssertionError("unreachable") from None
+        run.stop_heartbeat()
+        try:
+            led.transition(stage, run.id, "succeeded", reason=f"rolled back to {target.id}", actor=d.actor,
+                           current=run.rec, lock=run.lock)
+            if current is not None and current.id != target.id:
+                led.append_event(stage, current.id, "rolled-back", actor=d.actor,
+                                 reason=f"superseded by rollback {run.id}", data={"rolled_back_by": run.id},
+                                 lock=run.lock)
+        except FenceLost as e:
+            raise _failed(f"rollback {run.id} of {stage} moved every function, but {e.message}",
+                          f"the process that took it over records it; see `pt status --stage {stage}`", run.id) \
+                from None
+        led.release(run.lock)
+    return {**_rollback_preview(stage, target, current, plan, to_versions), "rollback_id": run.id,
+            "state": "succeeded"}
+
+
+def _rollback_stopped(run: _Run, exc: BaseException) -> None:
+    """A rollback failed: record where it stopped (never undo it), release the lock, raise."""
+    d, stage = run.d, run.plan.stage
+    run.stop_heartbeat()
+    lock = run.lock
+
+    def write(what: Callable[[], Any]) -> None:
+        try:
+            what()
+        except Exception as e:
+            d.log(f"warning: ledger write failed ({e})")
+
+    reason, _ = _reason(exc, "rolling back")
+    if not run.record_written:
+        if lock is not None:
+            write(lambda: d.ledger.release(lock))
+        if isinstance(exc, Exception):
+            raise exc
+        raise _failed(f"rollback of {stage} not started: {reason}", None, run.id) from None
+    if not run.alias_touched:
+        write(lambda: d.ledger.transition(stage, run.id, "failed", reason=f"{reason}; traffic untouched",
+                                          actor=d.actor, lock=lock))
+        write(lambda: d.ledger.release(lock))
+        raise _failed(f"rollback {run.id} of {stage} failed before any function moved: {reason}", None, run.id) \
+            from (exc if isinstance(exc, Exception) else None)
+    live = []
+    for f in run.plan.changing():
+        try:
+            live.append(f"{f.name} v{lo.read_alias(d.lambda_client, f.name).version}")
         except Exception:
-            pass
-        raise
-    finally:
-        led.release(lock)
-    return {**plan, "rollback_id": rid, "state": "succeeded"}
+            live.append(f"{f.name} unknown")
+    # left unfinished on purpose: `pt recover` finishes it forward (to the target's versions)
+    write(lambda: d.ledger.append_event(stage, run.id, "rollback-error", actor=d.actor, reason=reason,
+                                        data={"stopped_at": live}, lock=lock))
+    write(lambda: d.ledger.release(lock))
+    hint = (f"another process took stage {stage} over; see `pt status --stage {stage}`" if run.fence_lost else
+            f"run `pt recover --stage {stage}` to finish it; `pt status --stage {stage}` shows each function's digest")
+    raise _failed(f"rollback {run.id} of {stage} stopped part-way ({', '.join(live)}): {reason}", hint, run.id) \
+        from (exc if isinstance(exc, Exception) else None)
 
 
 def recover(cfg: Any, stage: str, deps: Deps, *, force: bool = False, dry_run: bool = False) -> dict:
-    """Finish (forward) or roll back a deploy that died mid-way, and record it."""
+    """Finish (forward) or roll back a deploy that died mid-way, and record it. A rollback that
+    stopped part-way is finished forward (to its target). Runs under a new lock token."""
     led = deps.ledger
     rec = led.unfinished(stage)
-    lock = led.current_lock(stage)
+    try:
+        lock = led.current_lock(stage)
+    except CorruptItem:
+        if rec is not None or not force:
+            raise
+        if dry_run:
+            return {"stage": stage, "action": "remove-damaged-lock", "dry_run": True}
+        led.remove_damaged_lock(stage)
+        return {"stage": stage, "action": "removed-damaged-lock"}
     if rec is None:
         if lock is not None and not dry_run:
             held = led.get(stage, lock.deploy_id)
@@ -697,10 +860,12 @@ def recover(cfg: Any, stage: str, deps: Deps, *, force: bool = False, dry_run: b
                 led.release(lock)
                 return {"stage": stage, "action": "released-stale-lock", "deploy_id": lock.deploy_id}
         return {"stage": stage, "action": "nothing-to-recover"}
-    forward = rec.state == "finishing"
-    action = "roll-forward" if forward else "roll-back"
+    is_rollback = rec.data.get("operation") == "rollback"
+    forward = rec.state == "finishing" or is_rollback
+    action = "finish-rollback" if is_rollback else ("roll-forward" if forward else "roll-back")
     funcs = rec.data.get("functions") or {}
-    out = {"stage": stage, "deploy_id": rec.id, "died_in": rec.state, "action": action,
+    out = {"stage": stage, "deploy_id": rec.id, "operation": rec.data.get("operation", "deploy"),
+           "died_in": rec.state, "action": action,
            "functions": {fn: {"name": i["name"], "to_version": (i.get("new_version") if forward
                                                                 else i.get("previous_version"))}
                          for fn, i in funcs.items()}}
@@ -708,18 +873,32 @@ def recover(cfg: Any, stage: str, deps: Deps, *, force: bool = False, dry_run: b
         return {**out, "dry_run": True}
     took = led.take_over(stage, rec.id, deps.actor, deps.lease, force=force)
     try:
-        led.append_event(stage, rec.id, "recover", actor=deps.actor, reason=f"{action} after dying in {rec.state}")
+        led.append_event(stage, rec.id, "recover", actor=deps.actor, reason=f"{action} after dying in {rec.state}",
+                         lock=took)
         with _Signals() as sig, sig.shield():
             if forward:
                 for i in funcs.values():
                     if i.get("new_version"):
-                        _restore(deps.lambda_client, i["new_version"], i["name"], deps.sleep)
-                led.transition(stage, rec.id, "succeeded", actor=deps.actor,
-                               reason=f"recovered forward (had reached 100% and baked; died in {rec.state})")
+                        alias = lo.read_alias(deps.lambda_client, i["name"])
+                        if alias.settled and alias.version == str(i["new_version"]):
+                            continue
+                        if alias.exists:
+                            _restore(deps.lambda_client, i["new_version"], i["name"], deps.sleep)
+                        else:
+                            lo.set_alias(deps.lambda_client, i["name"], i["new_version"], {}, exists=False,
+                                         sleep=deps.sleep)
+                why = (f"recovered: rollback to {rec.data.get('target')} finished (stopped in {rec.state})"
+                       if is_rollback else f"recovered forward (had reached 100% and baked; died in {rec.state})")
+                led.transition(stage, rec.id, "succeeded", actor=deps.actor, reason=why, lock=took)
+                undone = rec.data.get("current")
+                if is_rollback and undone and undone != rec.data.get("target"):
+                    led.append_event(stage, undone, "rolled-back", actor=deps.actor,
+                                     reason=f"superseded by rollback {rec.id}", data={"rolled_back_by": rec.id},
+                                     lock=took)
             else:
                 if rec.state != "rolling_back":
                     led.transition(stage, rec.id, "rolling_back", actor=deps.actor,
-                                   reason=f"recover: died in {rec.state}")
+                                   reason=f"recover: died in {rec.state}", lock=took)
                 for i in funcs.values():
                     if i.get("new_version") is None and not i.get("alias_existed", True):
                         continue
@@ -731,7 +910,7 @@ def recover(cfg: Any, stage: str, deps: Deps, *, force: bool = False, dry_run: b
                         continue
                     _restore(deps.lambda_client, prev, i["name"], deps.sleep)
                 led.transition(stage, rec.id, "rolled_back", actor=deps.actor,
-                               reason=f"recovered: rolled back (died in {rec.state})")
+                               reason=f"recovered: rolled back (died in {rec.state})", lock=took)
     finally:
         led.release(took)
     return {**out, "state": "succeeded" if forward else "rolled_back"}
@@ -750,9 +929,23 @@ def check_startable(ledger: Ledger, stage: str, clock: Callable[[], float]) -> N
 
 
 def status(cfg: Any, stage: str, lambda_client: Any, ledger: Ledger | None, clock: Callable[[], float]) -> dict:
+    """What runs where. Damaged ledger items are skipped; each is listed under `warnings`."""
     rows = []
-    last = ledger.query(stage, DEPLOY, limit=1) if ledger else []
-    lock = ledger.current_lock(stage) if ledger else None
+    warnings: list[str] = []
+
+    def skip(e: CorruptItem) -> None:
+        warnings.append(f"skipped: {e.message}")
+
+    recent = ledger.query(stage, DEPLOY, limit=20, on_corrupt=skip) if ledger else []
+    last = recent[:1]
+    unfinished = next((r for r in recent if not r.final), None)
+    lock = damaged_lock = None
+    if ledger:
+        try:
+            lock = ledger.current_lock(stage)
+        except CorruptItem as e:
+            damaged_lock = e.message
+            warnings.append(f"{e.message} ({e.hint})")
     for fn, name in _fn_names(cfg, stage).items():
         row: dict[str, Any] = {"function": fn, "name": name}
         try:
@@ -774,6 +967,18 @@ def status(cfg: Any, stage: str, lambda_client: Any, ledger: Ledger | None, cloc
             row["weighted_digests"] = {v: lo.version_digest(lambda_client, name, v) for v in alias.weights}
         rows.append(row)
     out: dict[str, Any] = {"stage": stage, "functions": rows, "lock": None, "last_deploy": None}
+    split = _split(cfg, rows)
+    if split:
+        out["split"] = split
+    in_flight = lock is not None and unfinished is not None and lock.deploy_id == unfinished.id \
+        and lock.lease_until > clock()
+    if unfinished is not None and not in_flight:
+        out["unfinished"] = {"id": unfinished.id, "operation": unfinished.data.get("operation", "deploy"),
+                             "state": unfinished.state, "digest": unfinished.digest}
+    if damaged_lock:
+        out["lock"] = {"damaged": damaged_lock}
+    if warnings:
+        out["warnings"] = warnings
     if lock:
         out["lock"] = {"deploy_id": lock.deploy_id, "actor": lock.actor.get("name"), "since": iso(lock.since),
                        "lease_until": iso(lock.lease_until), "stale": lock.lease_until <= clock()}
@@ -785,9 +990,35 @@ def status(cfg: Any, stage: str, lambda_client: Any, ledger: Ledger | None, cloc
     return out
 
 
-def history(ledger: Ledger, stage: str, n: int = 20) -> list[dict]:
+def _split(cfg: Any, rows: list[dict]) -> dict | None:
+    """Functions of one image that serve different digests, or a weighted alias: a deploy or a
+    rollback stopped part-way (or is in flight). {image: {function name: digest or weights}}."""
+    by_image: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if not row.get("alias"):
+            continue
+        fcfg = cfg.functions.get(row["function"])
+        image = getattr(fcfg, "image", None) or "?"
+        by_image.setdefault(image, {})[row["name"]] = (row.get("weighted_digests") and
+                                                        {"primary": row.get("digest"), **row["weighted_digests"]}) \
+            or row.get("digest")
+    out = {}
+    for image, fns in by_image.items():
+        digests = {v for v in fns.values() if isinstance(v, str)}
+        if len(digests) > 1 or any(isinstance(v, dict) for v in fns.values()):
+            out[image] = fns
+    return out or None
+
+
+def history(ledger: Ledger, stage: str, n: int = 20, *, warn: Callable[[str], None] | None = None) -> list[dict]:
+    """The stage's deploys, newest first; damaged items are skipped (each reported to `warn`)."""
     out = []
-    for r in ledger.query(stage, DEPLOY, limit=n):
+
+    def skip(e: CorruptItem) -> None:
+        if warn is not None:
+            warn(f"skipped: {e.message}")
+
+    for r in ledger.query(stage, DEPLOY, limit=n, on_corrupt=skip):
         end = r.transitions[-1].get("ts") if r.transitions else r.updated
         out.append({"id": r.id, "operation": r.data.get("operation", "deploy"), "state": r.state,
                     "digest": r.digest, "image": r.data.get("image"), "strategy": r.data.get("strategy"),

@@ -246,12 +246,20 @@ def _spawn(argv: list[str], log: Path) -> int:
     return proc.pid
 
 
+MOTO_MODULE = "pipeline_tools.localmoto"
+
+
 def start_moto(directory: Path, state: dict, port: int | None, *, clock: Callable[[], float] = time.time,
                sleep: Callable[[float], None] = time.sleep) -> dict:
     """Reuse the moto server in `state` (or one answering on `port`), else start one detached."""
     prev = state.get("moto") or {}
     if prev.get("endpoint") and (port is None or prev.get("port") == port) and moto_answers(prev["endpoint"]):
-        return {**prev, "reused": True}
+        if not (_ours(prev) and MOTO_MODULE not in " ".join(map(str, prev.get("argv") or []))):
+            return {**prev, "reused": True}
+        # started by an earlier pt as plain moto.server, whose Lambda version numbers repeat after
+        # pruning (repeated releases then fail): restart it once, through pipeline_tools.localmoto
+        _terminate(int(prev["pid"]), sleep=sleep, clock=clock, proc=prev)
+        port = port or prev.get("port")
     want = port or DEFAULT_MOTO_PORT
     endpoint = f"http://127.0.0.1:{want}"
     if moto_answers(endpoint):  # someone else's moto: use it, never stop it
@@ -267,7 +275,8 @@ def start_moto(directory: Path, state: dict, port: int | None, *, clock: Callabl
     except ImportError:
         raise LocalError("moto is not installed, the local stack needs its server",
                          "pip install 'moto[server]' (or pip install -e '.[dev]')") from None
-    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(want)]
+    # moto.server with Lambda version numbers as AWS assigns them (see localmoto.py)
+    argv = [sys.executable, "-m", MOTO_MODULE, "-H", "127.0.0.1", "-p", str(want)]
     pid = _spawn(argv, directory / "moto.log")
     if not _wait_until(lambda: moto_answers(endpoint), 30, clock, sleep):
         _terminate(pid)

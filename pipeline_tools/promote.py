@@ -660,12 +660,16 @@ def notified_deploy(run: Callable[[], Any], *, ledger: Ledger, stage: str, diges
     if notify:
         notify("deploy_started", stage, {**info, "summary": f"deploying {_short(digest)} to {stage} "
                                                             f"({strategy}){origin}"})
-    t0 = clock()
     try:
         result = run()
     except Exception as e:
-        last = ledger.query(stage, DEPLOY, limit=1)
-        rec = last[0] if last and last[0].digest == digest and last[0].created >= t0 - 1 else None
+        # only this run's own record (the engine names it on the error): a loser of the lock race
+        # must not attach its "failed" notice to the winner's record (nor write to it mid-deploy)
+        rid = getattr(e, "deploy_id", None)
+        try:
+            rec = ledger.get(stage, rid) if isinstance(rid, str) and rid else None
+        except Exception:  # the deploy's own error is what the caller must see
+            rec = None
         if notify:
             kind = "deploy_rolled_back" if rec is not None and rec.state == "rolled_back" else "deploy_failed"
             res = notify(kind, stage, {**info, "summary": getattr(e, "message", str(e)),

@@ -1042,9 +1042,7 @@ def recover(cfg: Config, stage: str, deps: Deps, *, force: bool = False, dry_run
            "dry_run": dry_run}
     if dry_run:
         return out
-    from .ledger import DEFAULT_LEASE
-
-    took = led.take_over(stage, rec.id, deps.actor, lease or DEFAULT_LEASE, force=force)
+    took = led.take_over(stage, rec.id, deps.actor, lease or None, force=force)
     try:
         led.append_event(stage, rec.id, "recover", actor=deps.actor, reason=f"restore after dying in {rec.state}")
         if rec.data.get("operation") == "create":

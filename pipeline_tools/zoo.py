@@ -31,7 +31,7 @@ from . import gate as gate_mod
 from . import lambda_ops as lo
 from . import names, windows
 from .errors import DeployFailed, GateWait, LockedError, NotFoundError, PtError, UsageError
-from .ledger import DEFAULT_LEASE, Ledger, Record, RecoveryNeeded, new_id
+from .ledger import Ledger, Record, RecoveryNeeded, lease_from_env, new_id
 from .zoo_plan import (
     COPY_SUFFIX,
     NEW_VERSION,
@@ -269,7 +269,7 @@ class ZooDeps:
     sleep: Callable[[float], None] = time.sleep
     log: Callable[[str], None] = lambda _m: None
     actor: dict = field(default_factory=dict)
-    lease: float = DEFAULT_LEASE
+    lease: float = field(default_factory=lease_from_env)
     update_timeout: float = 300.0
 
 

@@ -261,13 +261,16 @@ def recover(app: App, force: bool, dry_run: bool, target: str | None = None) -> 
         return _recover_sagemaker(app, led, force, dry_run)
     data = dp.recover(app.config(), stage, _deps(app, stage, led), force=force, dry_run=dry_run)
     msgs = {"nothing-to-recover": f"nothing to recover on {stage}",
-            "released-stale-lock": f"released a stale lock on {stage} (deploy {data.get('deploy_id')})"}
+            "released-stale-lock": f"released a stale lock on {stage} (deploy {data.get('deploy_id')})",
+            "remove-damaged-lock": f"would remove the damaged lock item of {stage}",
+            "removed-damaged-lock": f"removed the damaged lock item of {stage}"}
     if data["action"] in msgs:
         app.out.result(data, msgs[data["action"]])
         return 0
+    what = {"roll-back": "roll back", "roll-forward": "roll forward", "finish-rollback": "finish"}
     verb = "would" if dry_run else "did"
-    app.out.result(data, f"{verb} {data['action']} deploy {data['deploy_id']} on {stage} "
-                         f"(it died in state {data['died_in']})")
+    app.out.result(data, f"{verb} {what.get(data['action'], data['action'])} {data.get('operation', 'deploy')} "
+                         f"{data['deploy_id']} on {stage} (it stopped in state {data['died_in']})")
     return 0
 
 
@@ -292,6 +295,8 @@ def status(app: App) -> int:
             app.out.warn(f"{st}: {e.message}")
             led = None
         result.append(dp.status(cfg, st, app.aws(st).client("lambda"), led, time.time))
+        for w in result[-1].get("warnings", ()):
+            app.out.warn(f"{st}: {w}")
         tgt = cfg.targets.sagemaker
         if tgt is not None and (tgt.stages is None or st in tgt.stages):
             from .. import sagemaker as sm
@@ -317,7 +322,17 @@ def status(app: App) -> int:
                 o.info(f"{s['stage']}: endpoint {e['endpoint']}: {e.get('status') or 'not created'}"
                        + (f" on {e['endpoint_config']}" if e.get("endpoint_config") else "") + shadow
                        + (f" (error: {e['error']})" if e.get("error") else ""))
-            if s.get("lock"):
+            if s.get("split"):
+                for image, fns in s["split"].items():
+                    parts = ", ".join(f"{n} {str(v)[:19] if isinstance(v, str) else v}" for n, v in fns.items())
+                    o.info(f"{s['stage']}: image {image} is split across digests ({parts})")
+            if s.get("unfinished"):
+                u = s["unfinished"]
+                o.info(f"{s['stage']}: {u['operation']} {u['id']} did not finish (state {u['state']}); "
+                       f"`pt recover --stage {s['stage']}` finishes or undoes it")
+            if s.get("lock", {}) and s["lock"].get("damaged"):
+                o.info(f"{s['stage']}: lock item damaged; `pt recover --stage {s['stage']} --force` removes it")
+            elif s.get("lock"):
                 lk = s["lock"]
                 o.info(f"{s['stage']}: locked by {lk['actor']} (deploy {lk['deploy_id']}, since {lk['since']})"
                        + (" — stale, run `pt recover`" if lk["stale"] else ""))
@@ -343,7 +358,7 @@ def history(app: App, limit: int) -> int:
     """List a stage's deploys from the ledger, newest first."""
     from .. import deploy as dp
 
-    rows = dp.history(_ledger(app, app.stage, create=False), app.stage, limit)
+    rows = dp.history(_ledger(app, app.stage, create=False), app.stage, limit, warn=app.out.warn)
 
     def human(o):
         o.table([(r["id"], r["operation"], r["state"], (r["digest"] or "")[:19], r["strategy"], r["actor"],
@@ -453,7 +468,12 @@ def _rollback_sagemaker(app: App, dry_run: bool) -> int:
 
 
 def _lock_kind(led, stage: str) -> str | None:
-    lock = led.current_lock(stage)
+    from ..ledger import CorruptItem
+
+    try:
+        lock = led.current_lock(stage)
+    except CorruptItem:
+        return None  # the Lambda recover reports (or with --force removes) the damaged lock
     rec = led.get(stage, lock.deploy_id) if lock is not None else None
     return rec.kind if rec is not None else None
 
