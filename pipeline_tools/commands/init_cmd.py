@@ -17,9 +17,9 @@ from ..context import App
 @output_option
 @pass_app
 def init(app: App, project: str | None, region_: str, directory: str, force: bool, dry_run: bool) -> int:
-    """Write pipeline.yml, docker/model/Dockerfile and .github/workflows for a new repository.
+    """Write pipeline.yml, docker/model/Dockerfile, .dockerignore and .github/workflows for a new repository.
 
-    Refuses to overwrite existing files unless --force.
+    Refuses to overwrite existing files unless --force; an existing .dockerignore is kept.
     """
     from ..scaffold import write_scaffold
 

@@ -79,7 +79,7 @@ class PipelineStack(Stack):
 
         if st.promote_from:
             approve()
-            promote = [f"pt promote --stage {stage}"]
+            promote = [f"pt promote --to {stage}"]
             if st.approvals:
                 # The console approval counts as one approver in the ledger (others: `pt approve`).
                 pipeline_name = names.pipeline_stack(cfg.project, stage)

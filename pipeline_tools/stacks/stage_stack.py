@@ -284,8 +284,9 @@ class ModelFunction(Construct):
 class DeployRole(Construct):
     """The role `pt` assumes for one stage: exactly what its commands call, on this stage's resources.
 
-    Trusted for the GitHub OIDC role (`<project>-github`) and the pipeline's CodeBuild role
-    (`<project>-<stage>-codebuild`) of this account; each also needs its own sts:AssumeRole grant."""
+    Trusted for this stage's GitHub OIDC role (`<project>-<stage>-github`) and the pipeline's
+    CodeBuild role (`<project>-<stage>-codebuild`) of this account; each also needs its own
+    sts:AssumeRole grant. Another stage's roles cannot assume it."""
 
     def __init__(self, scope: Construct, id: str, *, stage_stack: StageStack) -> None:
         super().__init__(scope, id)
@@ -298,7 +299,7 @@ class DeployRole(Construct):
             # Only the two CI roles (GitHubOidcStack, PipelineStack) may assume it; a condition, not
             # role principals, because those roles are created after this stack.
             assumed_by=iam.AccountRootPrincipal().with_conditions({"ArnEquals": {"aws:PrincipalArn": [
-                arn(st, "iam", f"role/{github_role_name(cfg.project)}", region=False),
+                arn(st, "iam", f"role/{github_role_name(cfg.project, stage)}", region=False),
                 arn(st, "iam", f"role/{codebuild_role_name(cfg.project, stage)}", region=False),
             ]}}),
             max_session_duration=Duration.hours(2),
@@ -310,8 +311,8 @@ class DeployRole(Construct):
                 sid="LambdaDeploy",
                 actions=["lambda:GetFunction", "lambda:GetFunctionConfiguration", "lambda:UpdateFunctionCode",
                          "lambda:PublishVersion", "lambda:ListVersionsByFunction", "lambda:GetAlias",
-                         "lambda:CreateAlias", "lambda:UpdateAlias", "lambda:ListAliases", "lambda:InvokeFunction",
-                         "lambda:ListTags"],
+                         "lambda:CreateAlias", "lambda:UpdateAlias", "lambda:DeleteAlias", "lambda:ListAliases",
+                         "lambda:InvokeFunction", "lambda:ListTags"],
                 resources=[arn(st, "lambda", f"function:{n}{q}") for n in fn_names for q in ("", ":*")]))
             # Pruning old versions (deploy.keep_versions) deletes qualified ARNs only, never the function.
             statements.append(iam.PolicyStatement(
