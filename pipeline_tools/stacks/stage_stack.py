@@ -128,6 +128,20 @@ class StageStack(Stack):
         ))
         self.topic = sns.Topic(self, "Events", topic_name=cfg.sns_topic(stage), master_key=self.topic_key,
                                enforce_ssl=True)
+        # `pt gate` of the stage this one promotes from announces "approval needed" on this topic
+        # with its own deploy role: let that role publish (topic and key policy, so it also works
+        # from another account; the upstream StageStack grants the IAM side, see DeployRole).
+        upstream = cfg.stages[stage].promote_from
+        if upstream and cfg.stages[stage].approvals is not None:
+            up_role = (f"arn:{self.partition}:iam::{cfg.stages[upstream].account}:role/"
+                       f"{names.deploy_role(cfg.project, upstream)}")
+            self.topic.add_to_resource_policy(iam.PolicyStatement(
+                sid="UpstreamGatePublish", principals=[iam.ArnPrincipal(up_role)], actions=["sns:Publish"],
+                resources=[self.topic.topic_arn]))
+            self.topic_key.add_to_resource_policy(iam.PolicyStatement(
+                sid="UpstreamGatePublish", principals=[iam.ArnPrincipal(up_role)],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"], resources=["*"],
+                conditions={"StringEquals": {"kms:ViaService": f"sns.{self.region}.amazonaws.com"}}))
 
         # --- ledger ---
         if owner:
@@ -358,6 +372,14 @@ class DeployRole(Construct):
                 resources=[arn(st, "codepipeline", names.pipeline_stack(cfg.project, stage)),
                            arn(st, "codepipeline", f"{names.pipeline_stack(cfg.project, stage)}/*")]),
         ]
+        # `pt gate` announces "approval needed" on the topics of the stages promoted from this one
+        # (their StageStack lets this role use the topic's key).
+        downstream = [d for d, dst in cfg.stages.items() if dst.promote_from == stage and dst.approvals is not None]
+        if downstream:
+            statements.append(iam.PolicyStatement(
+                sid="NotifyDownstream", actions=["sns:Publish"],
+                resources=[f"arn:{st.partition}:sns:{cfg.stage_region(d)}:{cfg.stages[d].account}:{cfg.sns_topic(d)}"
+                           for d in downstream]))
         params = [ref.split(":", 1)[1] for ref in (cfg.notifications.slack_webhook, cfg.notifications.teams_webhook)
                   if ref and ref.startswith("ssm:")]
         if params:

@@ -172,7 +172,21 @@ def test_deploy_role_grants_exactly_what_pt_needs(synthesized):
     assert set(by_sid) == {"LambdaDeploy", "LambdaPruneVersions", "Logs", "AlarmsRead", "ReadOnlyUnscoped", "Ledger",
                            "EcrLogin", "EcrPushPull",
                            "Artifacts", "Notify", "NotifyKey", "Approvals", "NotificationSecrets",
-                           "NotificationSecretsKey"}
+                           "NotificationSecretsKey", "NotifyDownstream"}
+    # the staging gate announces "approval needed" on prod's topic (prod promotes from staging)
+    assert by_sid["NotifyDownstream"]["Action"] == "sns:Publish"
+    assert "sns:us-east-1:222222222222:iris-prod-events" in str(by_sid["NotifyDownstream"]["Resource"])
+    lam = as_list(by_sid["LambdaDeploy"]["Action"])
+    assert "lambda:DeleteAlias" in lam  # a rollback of a first deploy deletes the alias it created
+    prod = synthesized.template("iris-prod-stage")
+    topic_policy = next(iter(resources(prod, "AWS::SNS::TopicPolicy").values()))["Properties"]["PolicyDocument"]
+    up = [st for st in topic_policy["Statement"] if st.get("Sid") == "UpstreamGatePublish"]
+    assert len(up) == 1 and "role/iris-staging-deploy" in str(up[0]["Principal"])
+    key = next(iter(r for r in resources(prod, "AWS::KMS::Key").values()
+                    if "iris-prod-events" in str(r["Properties"].get("Description"))))
+    up_key = [st for st in key["Properties"]["KeyPolicy"]["Statement"] if st.get("Sid") == "UpstreamGatePublish"]
+    assert len(up_key) == 1
+    assert up_key[0]["Condition"] == {"StringEquals": {"kms:ViaService": "sns.us-east-1.amazonaws.com"}}
     lam = by_sid["LambdaDeploy"]
     assert {"lambda:UpdateFunctionCode", "lambda:PublishVersion", "lambda:UpdateAlias", "lambda:GetAlias",
             "lambda:GetFunction"} <= set(lam["Action"])
