@@ -131,7 +131,7 @@ def check_calls(calls: list[dict], *, deploy: list[dict], caller: list[dict],
                 continue
             seen.add(key)
             if not allowed(policy, action, _names(call)):
-                who = " ".join(call.get("argv") or [])
-                problems.append(f"{op} ({action} on {', '.join(_names(call)) or 'no named resource'}, by `pt {who}`) "
+                who = f", by `pt {' '.join(call['argv'])}`" if call.get("argv") else ""
+                problems.append(f"{op} ({action} on {', '.join(_names(call)) or 'no named resource'}{who}) "
                                 "is not allowed by the synthesized role policy")
     return problems
