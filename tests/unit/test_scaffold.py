@@ -37,7 +37,7 @@ def test_init_keeps_an_existing_dockerignore_unless_forced(run_pt, tmp_path):
     (tmp_path / ".dockerignore").write_text("mine\n")
     r = run_pt("init", "-C", tmp_path, "--project", "demo", "--output", "json")
     assert r.exit_code == 0, r  # an existing .dockerignore does not block init
-    assert ".dockerignore" not in r.json()["written"]
+    assert ".dockerignore" not in r.json()["written"] and r.json()["kept"] == [".dockerignore"]
     assert (tmp_path / ".dockerignore").read_text() == "mine\n"
     r = run_pt("init", "-C", tmp_path, "--project", "demo", "--force", "--output", "json")
     assert r.exit_code == 0 and ".dockerignore" in r.json()["written"]
