@@ -252,6 +252,11 @@ def test_staging_pipeline_builds_deploys_and_gates(synthesized):
     assert src["Configuration"]["BranchName"] == "integration"
     assert src["Configuration"]["FullRepositoryId"] == REPOSITORY
     assert src["Configuration"]["ConnectionArn"] == CONNECTION
+    # a full clone: builds see .git, so pt can name the commit author (two-person rule)
+    assert src["Configuration"]["OutputArtifactFormat"] == "CODEBUILD_CLONE_REF"
+    use = [st for lid, st in statements(raw) if lid.startswith("BuildRole")
+           and "codestar-connections:UseConnection" in as_list(st["Action"])]
+    assert len(use) == 1 and use[0]["Resource"] == CONNECTION
     specs = {pr["Properties"]["Name"]: pr["Properties"] for pr in resources(raw, "AWS::CodeBuild::Project").values()}
     build = specs["iris-staging-build"]
     assert build["Environment"]["PrivilegedMode"] is True

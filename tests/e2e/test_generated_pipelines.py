@@ -130,7 +130,7 @@ def _new_commit(project: Path, marker: str) -> str:
     """A change that ships a new image (app.py is in the last layer: the cheapest rebuild)."""
     app = project / "app.py"
     app.write_text(app.read_text() + f"\n# {marker}\n")
-    _git(project, "add", "-A")
+    _git(project, "add", "app.py")
     _git(project, "commit", "-qm", marker)
     return _git(project, "rev-parse", "HEAD")
 
@@ -303,9 +303,11 @@ def run_pipeline(stack, templates, stage: str, sha: str, tag: str, before=None) 
         if before:
             before(action)
         work = stack["tmp"] / f"cb-{tag}-{action.name}"
-        # the source artifact: the commit's files (a CodePipeline source zip has no .git)
-        shutil.copytree(stack["project"], work / "src", ignore=shutil.ignore_patterns(".git", "build.json",
-                                                                                      "reports"))
+        work.mkdir()
+        # the source artifact: a full clone of the commit (the source action's CODEBUILD_CLONE_REF)
+        _git(work, "clone", "-q", "--branch", _git(stack["project"], "rev-parse", "--abbrev-ref", "HEAD"),
+             str(stack["project"]), "src")
+        assert _git(work / "src", "rev-parse", "HEAD") == sha
         build_id = f"{action.project}:{uuid.uuid4()}"
         env = {**stack["base"], **{k: str(v) for k, v in action.env.items()},
                **{k: str(v) for k, v in (action.spec.get("env", {}).get("variables") or {}).items()},
