@@ -75,6 +75,12 @@ def scan(context: str | os.PathLike, dockerfile: str | os.PathLike) -> BuildCont
                         total_bytes=sum(e.size for e in entries))
 
 
+def git_dirs(ctx: BuildContext) -> list[str]:
+    """`.git` directories (or gitdir files of worktrees/submodules) that the context sends to docker
+    after .dockerignore: they hold the history and, on CI runners, possibly a token in .git/config."""
+    return [e.path for e in ctx.entries if e.path.rsplit("/", 1)[-1] == ".git"]
+
+
 def _walk(root: Path, matcher: Matcher) -> Iterator[Entry]:
     stack = [""]
     while stack:

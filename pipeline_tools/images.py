@@ -265,13 +265,18 @@ def push_image(docker, plan: ImagePlan, tag: str, *, credentials: Credentials | 
 def build_push(cfg, images: Sequence[str], *, docker, registry: Registry, credentials: Credentials | None = None,
                ecr=None, stage: str | None = None, extra_tags: Sequence[str] = (), extra_build_args=None,
                platform: str | None = None, no_cache: bool = False, dry_run: bool = False, log: Log = lambda s: None,
-               clock: Callable[[], float] = time.time) -> list[ImageResult]:
-    """Build and push every image in `images` the registry lacks; skip the rest."""
+               clock: Callable[[], float] = time.time, warn: Log | None = None) -> list[ImageResult]:
+    """Build and push every image in `images` the registry lacks; skip the rest.
+    `warn` gets one line per image whose context holds a `.git` (default: `log`)."""
     results = []
     for name in select_images(cfg, images):
         t0 = clock()
         plan = plan_image(cfg, name, docker=docker, registry_host=registry.host, extra_build_args=extra_build_args,
                           platform=platform, clock=clock, progress=_throttled(log, f"{name}: hashing context", clock))
+        leaked = buildctx.git_dirs(plan.ctx)
+        if leaked:
+            (warn or log)(f"{name}: build context {plan.context} sends {', '.join(leaked)} to docker (history, "
+                          "and on CI possibly the checkout token); add `.git` to its .dockerignore")
         log(f"{name}: tag {plan.tag} ({len(plan.ctx.entries)} context entries, "
             f"{plan.ctx.total_bytes / 1e6:.1f} MB hashed in {plan.hash_seconds:.2f}s)")
         digest = registry.manifest_digest(plan.repo, plan.tag)

@@ -12,9 +12,12 @@ from .errors import UsageError
 FILES = {
     "pipeline.yml": "pipeline.yml",
     "Dockerfile": "docker/model/Dockerfile",
+    "dockerignore": ".dockerignore",
     "workflows/staging.yml": ".github/workflows/pt-staging.yml",
     "workflows/prod.yml": ".github/workflows/pt-prod.yml",
 }
+
+KEEP_IF_PRESENT = {".dockerignore"}
 
 
 def template_text(name: str) -> str:
@@ -27,12 +30,15 @@ def write_scaffold(directory: str, *, project: str | None, region: str, force: b
     if not re.match(r"^[a-z][a-z0-9-]{0,39}$", project):
         raise UsageError(f"--project {project!r}: must be lowercase letters, digits and dashes, "
                          "starting with a letter", "pass --project NAME")
-    existing = [dst for dst in FILES.values() if (root / dst).exists()]
+    # A repository's own .dockerignore is kept (without --force): `pt build-push` warns if it lets .git in.
+    existing = [dst for dst in FILES.values() if (root / dst).exists() and dst not in KEEP_IF_PRESENT]
     if existing and not force:
         raise UsageError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
                          "nothing written", "pass --force to overwrite")
     written = []
     for src, dst in FILES.items():
+        if dst in KEEP_IF_PRESENT and (root / dst).exists() and not force:
+            continue
         text = template_text(src).replace("__PROJECT__", project).replace("__REGION__", region)
         if not dry_run:
             (root / dst).parent.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,7 @@ def build_push(app: App, images: tuple[str, ...], tags: tuple[str, ...], build_a
         with _progress(app) as log:
             results = run(cfg, images, docker=docker, registry=registry, credentials=creds, ecr=ecr, stage=app.stage,
                           extra_tags=tags, extra_build_args=extra_args, platform=platform, no_cache=no_cache,
-                          dry_run=dry_run, log=log)
+                          dry_run=dry_run, log=log, warn=app.out.warn)
     finally:
         registry.close()
     data = {"images": [r.to_dict() for r in results], "dry_run": dry_run}

@@ -17,15 +17,19 @@ from ..context import App
 @output_option
 @pass_app
 def init(app: App, project: str | None, region_: str, directory: str, force: bool, dry_run: bool) -> int:
-    """Write pipeline.yml, docker/model/Dockerfile and .github/workflows for a new repository.
+    """Write pipeline.yml, docker/model/Dockerfile, .dockerignore and .github/workflows for a new repository.
 
-    Refuses to overwrite existing files unless --force.
+    Refuses to overwrite existing files unless --force; an existing .dockerignore is kept.
     """
-    from ..scaffold import write_scaffold
+    from pathlib import Path
+
+    from ..scaffold import KEEP_IF_PRESENT, write_scaffold
 
     written = write_scaffold(directory, project=project, region=region_, force=force, dry_run=dry_run)
+    kept = sorted(p for p in KEEP_IF_PRESENT if p not in written and (Path(directory) / p).exists())
     verb = "would write" if dry_run else "wrote"
-    app.out.result({"written": written, "dry_run": dry_run},
+    app.out.result({"written": written, "kept": kept, "dry_run": dry_run},
                    lambda o: [o.info(f"{verb} {p}") for p in written]
+                   + [o.info(f"kept {p} (yours; `pt build-push` warns if it lets .git into an image)") for p in kept]
                    + [o.info("next: edit pipeline.yml, then `pt config validate`")])
     return 0

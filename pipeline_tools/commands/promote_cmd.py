@@ -364,7 +364,8 @@ def deploy_engine(app: App, stage: str, actor: dict, ledger, *, clock=time.time,
 
 
 @click.command()
-@click.option("--to", "target", required=True, metavar="STAGE", help="Stage to promote to (e.g. prod).")
+@click.option("--to", "--stage", "-s", "target", required=True, metavar="STAGE",
+              help="Stage to promote to (e.g. prod); --stage is the same option, as in the other commands.")
 @click.option("--from", "source", metavar="STAGE", default=None, help="Source stage (default: promote_from).")
 @click.option("--override-window", is_flag=True, help="Deploy outside the deploy window (needs --reason).")
 @click.option("--reason", default=None, help="Why the window is overridden (recorded in the ledger).")

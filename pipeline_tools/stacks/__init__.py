@@ -3,7 +3,8 @@
 Stacks (one module each):
   stage_stack.StageStack            `<project>-<stage>-stage`    per stage, in its account/region
   pipeline_stack.PipelineStack      `<project>-<stage>-pipeline` per stage (needs repository + connection)
-  github_oidc_stack.GitHubOidcStack `<project>-github-oidc`      per account hosting stages (needs repository)
+  github_oidc_stack.GitHubOidcStack `<project>-github-oidc`      per account hosting stages (needs repository):
+                                    one role `<project>-<stage>-github` per stage there
   ledger_stack.LedgerStack          `<project>-ledger`           in the tooling account (when `accounts:` is set)
 
 Entry points:
@@ -18,7 +19,7 @@ Entry points:
       while it is empty the functions of that image are left out (see stage_stack's docstring,
       "seed problem"). Pass `image_digests={"model": "sha256:…"}` to make a digest the default,
       or give the parameter when creating the stack. Note moto's CloudFormation skips some
-      resource types (alias, alarms, bucket policy…; /work/shared/recipes/NOTES.md): a local
+      resource types (alias, alarms, bucket policy… as of moto 5.2): a local
       mode must create those itself.
 
 CDK context (cdk.json or `-c key=value`), all optional:

@@ -1,9 +1,11 @@
 """GitHubOidcStack: lets GitHub Actions of one repository reach AWS without stored keys.
 
-One per AWS account that hosts stages: the GitHub OIDC provider and a role `<project>-github`
-that only tokens of `repo:OWNER/NAME` can assume, and only from the branches of the stages in
-that account (`ref:refs/heads/<branch>`) or from jobs in those stages' GitHub environments
-(`environment:<stage>`). The role itself may do one thing: assume the stages' deploy roles.
+One per AWS account that hosts stages: the GitHub OIDC provider and, for each stage in that
+account, a role `<project>-<stage>-github` that only jobs of `repo:OWNER/NAME` running in that
+stage's GitHub environment (`environment:<stage>`) can assume. Each role may do one thing:
+assume its own stage's deploy role. Two stages in one account therefore stay apart: a job of
+the `staging` environment (a push to `integration`) cannot get prod's credentials; only jobs
+gated by the `prod` environment (and its required reviewers) can.
 An account that already has the GitHub provider passes its ARN (context `oidc_provider_arn`).
 """
 
@@ -15,21 +17,20 @@ from constructs import Construct
 
 from .. import names
 from ..config import Config
-from .constructs import arn
+from .constructs import arn, logical
 
 GITHUB_ISSUER = "token.actions.githubusercontent.com"
 
 
-def github_role_name(project: str) -> str:
-    return f"{project}-github"
+def github_role_name(project: str, stage: str) -> str:
+    """The role GitHub Actions jobs of `stage`'s environment assume (then chain to the deploy role)."""
+    return f"{project}-{stage}-github"
 
 
-def trusted_subjects(cfg: Config, repository: str, stages: list[str]) -> list[str]:
-    subjects = []
-    for s in stages:
-        subjects.append(f"repo:{repository}:ref:refs/heads/{cfg.stages[s].branch}")
-        subjects.append(f"repo:{repository}:environment:{s}")
-    return sorted(set(subjects))
+def trusted_subject(repository: str, stage: str) -> str:
+    """The only OIDC `sub` a stage's role trusts: jobs that run in the stage's GitHub environment
+    (the generated workflows set `environment: <stage>`, so their tokens carry this subject)."""
+    return f"repo:{repository}:environment:{stage}"
 
 
 class GitHubOidcStack(Stack):
@@ -41,20 +42,24 @@ class GitHubOidcStack(Stack):
             iam.OidcProviderNative.from_oidc_provider_arn(self, "Provider", provider_arn) if provider_arn
             else iam.OidcProviderNative(self, "Provider", url=f"https://{GITHUB_ISSUER}",
                                         client_ids=["sts.amazonaws.com"]))
-        self.subjects = trusted_subjects(cfg, repository, stages)
-        self.role = iam.Role(
-            self, "Role",
-            role_name=github_role_name(cfg.project),
-            description=f"GitHub Actions of {repository} ({', '.join(stages)}); may only assume deploy roles",
-            max_session_duration=Duration.hours(1),
-            assumed_by=iam.WebIdentityPrincipal(provider.oidc_provider_arn, conditions={
-                "StringEquals": {
-                    f"{GITHUB_ISSUER}:aud": "sts.amazonaws.com",
-                    f"{GITHUB_ISSUER}:sub": self.subjects,
-                },
-            }),
-        )
-        self.role.add_to_policy(iam.PolicyStatement(
-            actions=["sts:AssumeRole", "sts:TagSession"],
-            resources=[arn(self, "iam", f"role/{names.deploy_role(cfg.project, s)}", region=False) for s in stages]))
-        CfnOutput(self, "RoleArn", value=self.role.role_arn)
+        self.roles: dict[str, iam.Role] = {}
+        for stage in stages:
+            role = iam.Role(
+                self, f"Role{logical(stage)}",
+                role_name=github_role_name(cfg.project, stage),
+                description=f"GitHub Actions of {repository}, environment {stage}; may only assume "
+                            f"{names.deploy_role(cfg.project, stage)}",
+                max_session_duration=Duration.hours(1),
+                assumed_by=iam.WebIdentityPrincipal(provider.oidc_provider_arn, conditions={
+                    "StringEquals": {
+                        f"{GITHUB_ISSUER}:aud": "sts.amazonaws.com",
+                        f"{GITHUB_ISSUER}:sub": trusted_subject(repository, stage),
+                    },
+                }),
+            )
+            role.add_to_policy(iam.PolicyStatement(
+                actions=["sts:AssumeRole", "sts:TagSession"],
+                resources=[arn(self, "iam", f"role/{names.deploy_role(cfg.project, stage)}", region=False)]))
+            self.roles[stage] = role
+            CfnOutput(self, f"RoleArn{logical(stage)}", value=role.role_arn,
+                      description=f"role-to-assume of the {stage} workflow")

@@ -91,7 +91,7 @@ class LedgerStack(Stack):
         if not outside:
             return  # every stage is in the tooling account: deploy roles reach the table directly
         principals = [_role(self, a, names.deploy_role(cfg.project, s)) for a, ss in outside.items() for s in ss]
-        principals += [_role(self, a, github_role_name(cfg.project)) for a in outside]
+        principals += [_role(self, a, github_role_name(cfg.project, s)) for a, ss in outside.items() for s in ss]
         accounts = list(outside)
         self.role = iam.Role(
             self, "Role", role_name=names.ledger_role(cfg.project),
@@ -152,7 +152,7 @@ def add_cross_account_trust(role: iam.Role, st: StageStack) -> None:
     if tooling != account:
         readers = [stage] + [o for o, ost in cfg.stages.items() if ost.promote_from == stage]
         allowed.setdefault(tooling, []).extend(
-            [_role(st, tooling, github_role_name(cfg.project))]
+            [_role(st, tooling, github_role_name(cfg.project, s)) for s in readers]
             + [_role(st, tooling, codebuild_role_name(cfg.project, s)) for s in readers])
     readers = {other: ost.account for other, ost in cfg.stages.items()
                if ost.promote_from == stage and ost.account != account}

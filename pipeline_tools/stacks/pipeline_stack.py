@@ -5,9 +5,12 @@ Stages without `promote_from` build:   Source → Build (pt build-push, pt test)
 Stages with `promote_from` never rebuild: Source → [Approve] → Promote (pt promote) → Gate.
 `Approve` (a Manual approval notifying the stage's SNS topic) exists when the stage has `approvals`.
 
+The source is a full clone (`CODEBUILD_CLONE_REF`), so every build has the commit's `.git` and
+`pt` can name its author (the image's .dockerignore keeps .git out of the build context).
 CodeBuild runs with its own service role, which may only assume the stage's deploy role
-(`<project>-<stage>-deploy`, from the StageStack); `pt` gets that role through an AWS profile
-with `credential_source = EcsContainer`, so every `pt` call runs with the deploy role's rights.
+(`<project>-<stage>-deploy`, from the StageStack) and use the source connection; `pt` gets that
+role through an AWS profile with `credential_source = EcsContainer`, so every `pt` call runs with
+the deploy role's rights.
 """
 
 from __future__ import annotations
@@ -65,7 +68,10 @@ class PipelineStack(Stack):
         source_out = codepipeline.Artifact("Source")
         self.pipeline.add_stage(stage_name="Source", actions=[actions.CodeStarConnectionsSourceAction(
             action_name="GitHub", owner=owner, repo=repo, branch=st.branch, connection_arn=connection_arn,
-            output=source_out, trigger_on_push=True)])
+            output=source_out, trigger_on_push=True,
+            # a full clone, not a zip: the builds see .git, so `pt` can name the commit's author
+            # (the two-person rule needs it); CDK grants the build role UseConnection for it
+            code_build_clone_output=True)])
 
         topic = sns.Topic.from_topic_arn(self, "Events", arn(self, "sns", cfg.sns_topic(stage)))
 
@@ -79,7 +85,7 @@ class PipelineStack(Stack):
 
         if st.promote_from:
             approve()
-            promote = [f"pt promote --stage {stage}"]
+            promote = [f"pt promote --to {stage}"]
             if st.approvals:
                 # The console approval counts as one approver in the ledger (others: `pt approve`).
                 pipeline_name = names.pipeline_stack(cfg.project, stage)

@@ -129,6 +129,20 @@ class StageStack(Stack):
         ))
         self.topic = sns.Topic(self, "Events", topic_name=cfg.sns_topic(stage), master_key=self.topic_key,
                                enforce_ssl=True)
+        # `pt gate` of the stage this one promotes from announces "approval needed" on this topic
+        # with its own deploy role: let that role publish (topic and key policy, so it also works
+        # from another account; the upstream StageStack grants the IAM side, see DeployRole).
+        upstream = cfg.stages[stage].promote_from
+        if upstream and cfg.stages[stage].approvals is not None:
+            up_role = (f"arn:{self.partition}:iam::{cfg.stages[upstream].account}:role/"
+                       f"{names.deploy_role(cfg.project, upstream)}")
+            self.topic.add_to_resource_policy(iam.PolicyStatement(
+                sid="UpstreamGatePublish", principals=[iam.ArnPrincipal(up_role)], actions=["sns:Publish"],
+                resources=[self.topic.topic_arn]))
+            self.topic_key.add_to_resource_policy(iam.PolicyStatement(
+                sid="UpstreamGatePublish", principals=[iam.ArnPrincipal(up_role)],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"], resources=["*"],
+                conditions={"StringEquals": {"kms:ViaService": f"sns.{self.region}.amazonaws.com"}}))
 
         # --- ledger (in the tooling account's LedgerStack when `accounts.tooling` is set) ---
         if owner and cfg.accounts is None:
@@ -274,8 +288,9 @@ class ModelFunction(Construct):
 class DeployRole(Construct):
     """The role `pt` assumes for one stage: exactly what its commands call, on this stage's resources.
 
-    Trusted for the GitHub OIDC role (`<project>-github`) and the pipeline's CodeBuild role
-    (`<project>-<stage>-codebuild`) of this account; each also needs its own sts:AssumeRole grant."""
+    Trusted for this stage's GitHub OIDC role (`<project>-<stage>-github`) and the pipeline's
+    CodeBuild role (`<project>-<stage>-codebuild`) of this account; each also needs its own
+    sts:AssumeRole grant. Another stage's roles cannot assume it."""
 
     def __init__(self, scope: Construct, id: str, *, stage_stack: StageStack) -> None:
         super().__init__(scope, id)
@@ -288,7 +303,7 @@ class DeployRole(Construct):
             # Only the two CI roles (GitHubOidcStack, PipelineStack) may assume it; a condition, not
             # role principals, because those roles are created after this stack.
             assumed_by=iam.AccountRootPrincipal().with_conditions({"ArnEquals": {"aws:PrincipalArn": [
-                arn(st, "iam", f"role/{github_role_name(cfg.project)}", region=False),
+                arn(st, "iam", f"role/{github_role_name(cfg.project, stage)}", region=False),
                 arn(st, "iam", f"role/{codebuild_role_name(cfg.project, stage)}", region=False),
             ]}}),
             max_session_duration=Duration.hours(2),
@@ -301,8 +316,8 @@ class DeployRole(Construct):
                 sid="LambdaDeploy",
                 actions=["lambda:GetFunction", "lambda:GetFunctionConfiguration", "lambda:UpdateFunctionCode",
                          "lambda:PublishVersion", "lambda:ListVersionsByFunction", "lambda:GetAlias",
-                         "lambda:CreateAlias", "lambda:UpdateAlias", "lambda:ListAliases", "lambda:InvokeFunction",
-                         "lambda:ListTags"],
+                         "lambda:CreateAlias", "lambda:UpdateAlias", "lambda:DeleteAlias", "lambda:ListAliases",
+                         "lambda:InvokeFunction", "lambda:ListTags"],
                 resources=[arn(st, "lambda", f"function:{n}{q}") for n in fn_names for q in ("", ":*")]))
             # Pruning old versions (deploy.keep_versions) deletes qualified ARNs only, never the function.
             statements.append(iam.PolicyStatement(
@@ -343,6 +358,14 @@ class DeployRole(Construct):
                 resources=[arn(st, "codepipeline", names.pipeline_stack(cfg.project, stage)),
                            arn(st, "codepipeline", f"{names.pipeline_stack(cfg.project, stage)}/*")]),
         ]
+        # `pt gate` announces "approval needed" on the topics of the stages promoted from this one
+        # (their StageStack lets this role use the topic's key).
+        downstream = [d for d, dst in cfg.stages.items() if dst.promote_from == stage and dst.approvals is not None]
+        if downstream:
+            statements.append(iam.PolicyStatement(
+                sid="NotifyDownstream", actions=["sns:Publish"],
+                resources=[f"arn:{st.partition}:sns:{cfg.stage_region(d)}:{cfg.stages[d].account}:{cfg.sns_topic(d)}"
+                           for d in downstream]))
         params = [ref.split(":", 1)[1] for ref in (cfg.notifications.slack_webhook, cfg.notifications.teams_webhook)
                   if ref and ref.startswith("ssm:")]
         if params:

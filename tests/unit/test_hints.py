@@ -178,13 +178,6 @@ def doc_command_lines() -> list[tuple[str, int, str]]:
 LITERALS = literals()
 SEGMENTS = sorted({(lit.file, lit.line, m.group(0)) for lit in LITERALS for m in PT_SEGMENT.finditer(lit.text)}
                   | set(doc_command_lines()))
-# Command lines fixed on another branch this session (xfail until it is merged; then drop the entry).
-PENDING = {
-    "`pt promote --stage \"$PT_STAGE\"`": "`pt promote --stage` arrives with the pipelines branch",
-    "`pt promote --stage S`": "`pt promote --stage` arrives with the pipelines branch",
-}
-
-
 
 
 def test_the_extraction_finds_hints():
@@ -199,8 +192,6 @@ def test_the_extraction_finds_hints():
 def test_pt_command_lines_in_strings_exist(file, line, segment):
     body = PT_SEGMENT.fullmatch(segment).group(1) or ""
     problems = check_command_line(body)
-    if problems and segment in PENDING:
-        pytest.xfail(PENDING[segment])
     assert problems == [], f"{file}:{line}: {segment}"
 
 
