@@ -43,3 +43,7 @@ def pipeline_stack(project: str, stage: str) -> str:
 
 def deploy_role(project: str, stage: str) -> str:
     return f"{project}-{stage}-deploy"
+
+
+def dashboard_name(project: str, stage: str) -> str:
+    return f"{project}-{stage}"
