@@ -17,7 +17,8 @@ from ..errors import UsageError
 @stage_option(required=True, help="The stage the change goes to.")
 @click.option("--deploy", "deploy_id", metavar="DEPLOY_ID", help="Record of this deploy (see `pt history`).")
 @click.option("--next", "next_", is_flag=True, help="Record of the promotion about to happen (the default).")
-@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default=None,
+              help="md (default) or json (also chosen by --output json).")
 @click.option("-o", "--out", "out_file", type=click.Path(dir_okay=False), default=None, help="Write to FILE.")
 @click.option("--purpose", metavar="TEXT", help="Why (default: the PR title/body on GitHub, else the commit message).")
 @click.option("--junit", metavar="FILE", type=click.Path(dir_okay=False),
@@ -41,6 +42,7 @@ def change_record(app: App, deploy_id: str | None, next_: bool, fmt: str, out_fi
     if deploy_id and next_:
         raise UsageError("pass either --deploy ID or --next, not both", "`pt history --stage S` lists deploy ids")
     stage = app.stage
+    fmt = fmt or ("json" if app.out.json else "md")
     cfg = app.config()
     led = _ledger(app, stage, create=False)
     src = cfg.stages[stage].promote_from

@@ -267,7 +267,14 @@ def done(ledger: Ledger, stage: str, runbook_id: str, step_id: str, *, actor: di
             last = output.strip().splitlines()[-1] if output.strip() else "(no output)"
             raise StepFailed(f"step {step_id} failed: `{shown}` exited {code}: {last}",
                              f"fix the cause and run `pt runbook done {runbook_id} {step_id} --stage {stage}` again")
-    results[step_id] = result
+    # someone may have completed it while the command ran: never overwrite their result
+    fresh = load(ledger, stage, runbook_id)
+    if step_id in (fresh.data.get("results") or {}):
+        other = fresh.data["results"][step_id]
+        raise UsageError(f"step {step_id} of runbook {runbook_id} was completed meanwhile by {other.get('actor')} "
+                         f"at {other.get('at')}; this attempt is not recorded",
+                         f"`pt runbook status {runbook_id} --stage {stage}`")
+    results = {**(fresh.data.get("results") or {}), step_id: result}
     rec = ledger.append_event(stage, runbook_id, "step-done", actor=actor, reason=step_id,
                               data={"results": results})
     if next_step(rec) is None:

@@ -129,3 +129,26 @@ def test_bad_checklist_one_line_exit_2(world, run_pt, tmp_path, text, needle):
     f.write_text(text)
     r = _pt(run_pt, world, "runbook", "start", f, "--stage", "dev")
     assert r.exit_code == 2 and needle in r.stderr and "Traceback" not in r.stderr, r
+
+
+def test_step_completed_meanwhile_by_someone_else_is_not_overwritten(world, tmp_path):
+    cl = tmp_path / "one.yml"
+    cl.write_text("name: one\nsteps:\n  - {id: a, title: A, run: 'pt config validate'}\n")
+    led = Ledger(world["aws"].client("dynamodb"), "val-ledger")
+    from pipeline_tools.ledger import ensure_table
+
+    ensure_table(led.client, "val-ledger", project="val", stage="dev", local=True)
+    rec = rb.start(led, rb.load_checklist(str(cl)), "dev", actor={"name": "alice"})
+
+    def bob_runs(argv):
+        return 0, "bob's run"
+
+    def alice_runs(argv):  # while alice's command runs, bob completes the same step
+        rb.done(led, "dev", rec.id, "a", actor={"name": "bob"}, clock=lambda: 2.0, runner=bob_runs)
+        return 0, "alice's run"
+
+    with pytest.raises(rb.UsageError, match="was completed meanwhile by bob"):
+        rb.done(led, "dev", rec.id, "a", actor={"name": "alice"}, clock=lambda: 1.0, runner=alice_runs)
+    got = led.get("dev", rec.id)
+    assert got.data["results"]["a"]["actor"] == "bob" and "bob's run" in got.data["results"]["a"]["evidence"]["excerpt"]
+    assert got.state == "completed"
