@@ -188,7 +188,7 @@ def subprocess_runner(env: Mapping[str, str] | None = None, timeout: float = 360
 def command_line(step: dict, variables: Mapping[str, str]) -> list[str]:
     def sub(m: re.Match) -> str:
         if m[1] not in variables:
-            raise UsageError(f"step {step['id']}: unknown variable {{{m[1]}}} in {step['run']!r}",
+            raise UsageError(f"step {step['id']}: undefined variable {{{m[1]}}} in {step['run']!r}",
                              "define it under `vars:` in the checklist or pass `pt runbook start --var "
                              f"{m[1]}=VALUE`")
         return variables[m[1]]
@@ -202,6 +202,9 @@ def command_line(step: dict, variables: Mapping[str, str]) -> list[str]:
 def start(ledger: Ledger, checklist: Checklist, stage: str, *, actor: dict,
           variables: Mapping[str, str] | None = None) -> Record:
     vars_ = {**checklist.vars, **(variables or {}), "stage": stage}
+    for s in checklist.steps:  # refuse an undefined {name} now, not halfway through the runbook
+        if s.run:
+            command_line(s.to_dict(), {**vars_, "runbook": "RUNBOOK_ID"})
     return ledger.put_record(RUNBOOK, stage, {
         "name": checklist.name, "title": checklist.title, "file": checklist.file, "file_sha256": checklist.sha256,
         "steps": [s.to_dict() for s in checklist.steps], "vars": vars_, "results": {}},

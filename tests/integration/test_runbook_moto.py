@@ -152,3 +152,11 @@ def test_step_completed_meanwhile_by_someone_else_is_not_overwritten(world, tmp_
     got = led.get("dev", rec.id)
     assert got.data["results"]["a"]["actor"] == "bob" and "bob's run" in got.data["results"]["a"]["evidence"]["excerpt"]
     assert got.state == "completed"
+
+
+def test_undefined_variable_is_refused_at_start(world, run_pt, tmp_path):
+    f = tmp_path / "vars.yml"
+    f.write_text("name: v\nvars: {a: x}\nsteps:\n  - {id: s, run: 'pt artifacts manifest {a}/{missing}'}\n")
+    r = _pt(run_pt, world, "runbook", "start", f, "--stage", "dev")
+    assert r.exit_code == 2 and "undefined variable {missing}" in r.stderr and "--var missing=VALUE" in r.stderr, r
+    assert Ledger(world["aws"].client("dynamodb"), "val-ledger").query("dev", "runbook") == []
