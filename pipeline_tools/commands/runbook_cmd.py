@@ -134,6 +134,10 @@ def done(app: App, runbook_id: str, step_id: str, evidence: str | None, note: st
     env = {}
     if app.config_path:
         env["PT_CONFIG"] = os.path.abspath(app.config_path)
+    if app.profile:  # the step runs with the same account/region as this command
+        env["PT_PROFILE"] = app.profile
+    if app.region:
+        env["PT_REGION"] = app.region
     rec = rb.done(_ledger(app, stage, create=False), stage, runbook_id, step_id, actor=_who(app, stage),
                   clock=time.time, evidence=rb.Evidence.from_arg(evidence),
                   runner=rb.subprocess_runner(env, timeout=timeout), note=note)
@@ -153,8 +157,10 @@ def done(app: App, runbook_id: str, step_id: str, evidence: str | None, note: st
 @runbook.command()
 @click.argument("runbook_id", metavar="RUNBOOK_ID")
 @stage_option(required=True)
-@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default=None,
+              help="md (default) or json (also chosen by --output json).")
 @click.option("-o", "--out", "out_file", type=click.Path(dir_okay=False), default=None, help="Write to FILE.")
+@output_option
 @pass_app
 def report(app: App, runbook_id: str, fmt: str, out_file: str | None) -> int:
     """One document: every step, actor, time and the SHA-256 of its evidence."""
@@ -167,6 +173,7 @@ def report(app: App, runbook_id: str, fmt: str, out_file: str | None) -> int:
     rec = rb.load(_ledger(app, app.stage, create=False), app.stage, runbook_id)
     rep = rb.report(rec)
     md = rb.render_md(rep)
+    fmt = fmt or ("json" if app.out.json else "md")
     text = redact(md if fmt == "md" else json.dumps(rep, indent=2) + "\n")
     if out_file:
         with open(out_file, "w", encoding="utf-8") as fh:
