@@ -41,6 +41,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "release": ("pipeline_tools.commands.local_cmd:release", "Run the whole release pipeline (locally with --local)."),
     "invoke": ("pipeline_tools.commands.local_cmd:invoke", "Invoke a function's image locally like Lambda does."),
     "zoo": ("pipeline_tools.commands.zoo_cmd:zoo", "Roll out a model zoo: copies or new versions, plan/apply/revert/gc."),
+    "change-record": ("pipeline_tools.commands.records_cmd:change_record",
+                      "Write the change record of a deploy or of the next promotion (md/json)."),
+    "audit": ("pipeline_tools.commands.audit_cmd:audit", "Export every ledger record in a stable schema (jsonl/csv/md)."),
+    "runbook": ("pipeline_tools.commands.runbook_cmd:runbook",
+                "Run a checklist whose every step leaves evidence in the ledger."),
 }
 
 

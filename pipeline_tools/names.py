@@ -57,3 +57,7 @@ def ledger_role(project: str) -> str:
 
 def role_arn(account: str, name: str, partition: str = "aws") -> str:
     return f"arn:{partition}:iam::{account}:role/{name}"
+
+
+def dashboard_name(project: str, stage: str) -> str:
+    return f"{project}-{stage}"
