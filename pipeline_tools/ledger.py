@@ -243,6 +243,11 @@ class Ledger:
     def _corrupt(self, item: dict, problem: str) -> CorruptItem:
         return CorruptItem(self.table, _s(item, PK) or "?", _s(item, SK) or "?", problem)
 
+    def decode(self, item: dict) -> Record:
+        """A raw DynamoDB item of this table as a Record (for readers that page the table
+        themselves, e.g. `pt audit export`); CorruptItem names its key and what is wrong."""
+        return self._record(item)
+
     def _record(self, item: dict) -> Record:
         """The item as a Record, or CorruptItem naming its key and what is wrong."""
         missing = [k for k in (PK, SK, "id", "kind", "body") if _s(item, k) is None]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..ledger import PK, RECORD_PREFIX, SK, Ledger, Record, iso
+from ..ledger import RECORD_PREFIX, CorruptItem, Ledger, Record, iso
 from ..output import markdown_table
 
 SCHEMA = 1
@@ -85,13 +85,12 @@ def iter_items(client: Any, table: str, stage: str, *, since: float | None = Non
         kw["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
-def _decode(item: dict) -> Record:
-    rec = Ledger._record(item)
-    if not isinstance(rec.actor, dict) or not isinstance(rec.data, dict):
-        raise ValueError("actor/data is not an object")
+def _decode(ledger: Ledger, item: dict) -> Record:
+    """The item as a Record (the ledger validates it: CorruptItem names the key and the problem)."""
+    rec = ledger.decode(item)
     for t in rec.transitions:
         if not isinstance(t, dict):
-            raise ValueError("a transition is not an object")
+            raise CorruptItem(ledger.table, rec.stage, f"R#{rec.id}", "a transition is not an object")
     return rec
 
 
@@ -100,6 +99,7 @@ def collect(client: Any, table: str, stages: Sequence[str], *, since: float | No
     """Every record of `stages` (oldest first per stage, stages in the given order)."""
     want = set(kinds)
     exp = Export()
+    ledger = Ledger(client, table)
 
     def page() -> None:
         exp.pages += 1
@@ -107,11 +107,9 @@ def collect(client: Any, table: str, stages: Sequence[str], *, since: float | No
     for stage in stages:
         for item in iter_items(client, table, stage, since=since, page_size=page_size, on_page=page):
             try:
-                rec = _decode(item)
-            except (KeyError, TypeError, ValueError, AttributeError) as e:
-                key = item.get(SK, {}).get("S", "?") if isinstance(item.get(SK), dict) else "?"
-                where = item.get(PK, {}).get("S", stage) if isinstance(item.get(PK), dict) else stage
-                exp.skipped.append(f"damaged ledger item {where}/{key} skipped ({type(e).__name__}: {e})")
+                rec = _decode(ledger, item)
+            except CorruptItem as e:
+                exp.skipped.append(f"{e.message}: skipped")
                 continue
             if since is not None and rec.created < since:
                 continue

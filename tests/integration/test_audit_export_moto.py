@@ -20,8 +20,8 @@ images:
 functions:
   predict: {image: model}
 stages:
-  staging: {account: "111111111111", branch: integration}
-  prod: {account: "111111111111", branch: master, promote_from: staging}
+  staging: {account: "111111111111", branch: integration, gate: {alarms: ["aud-staging-*"]}}
+  prod: {account: "111111111111", branch: master, promote_from: staging, gate: {alarms: ["aud-prod-*"]}}
 """
 T0 = 1_795_000_000.0  # 2026-11-18T11:06:40Z
 FIRST = "20261118T110640000Z-000000"
@@ -90,7 +90,7 @@ def test_damaged_item_is_skipped_with_a_warning(world, run_pt):
         "kind": {"S": "deploy"}, "created": {"N": "1"}, "updated": {"N": "1"}, "body": {"S": "{not json"}})
     r = run_pt("audit", "export", "--stage", "staging", "--config", world["cfg"])
     assert r.exit_code == 1, r
-    assert "damaged ledger item staging/R#20261120T000000000Z-bad skipped" in r.stderr
+    assert "ledger item pk=staging sk=R#20261120T000000000Z-bad in table aud-ledger is damaged: body is not JSON" in r.stderr
     assert len(r.stdout.splitlines()) == 4  # the good ones are all still there
 
 

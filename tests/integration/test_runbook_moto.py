@@ -23,7 +23,7 @@ images:
 functions:
   predict: {image: model}
 stages:
-  dev: {account: "111111111111", branch: dev}
+  dev: {account: "111111111111", branch: dev, gate: {alarms: ["val-dev-*"]}}
 """
 
 
