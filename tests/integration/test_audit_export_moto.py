@@ -90,7 +90,8 @@ def test_damaged_item_is_skipped_with_a_warning(world, run_pt):
         "kind": {"S": "deploy"}, "created": {"N": "1"}, "updated": {"N": "1"}, "body": {"S": "{not json"}})
     r = run_pt("audit", "export", "--stage", "staging", "--config", world["cfg"])
     assert r.exit_code == 1, r
-    assert "ledger item pk=staging sk=R#20261120T000000000Z-bad in table aud-ledger is damaged: body is not JSON" in r.stderr
+    assert ("ledger item pk=staging sk=R#20261120T000000000Z-bad in table aud-ledger is damaged: "
+            "body is not JSON") in r.stderr
     assert len(r.stdout.splitlines()) == 4  # the good ones are all still there
 
 
