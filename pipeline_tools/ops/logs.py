@@ -43,7 +43,11 @@ def parse_since(text: str | None) -> float | None:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(text))
     if not m:
         raise UsageError(f"--since: expected a duration like 30m, 24h or 7d (got {text!r})")
-    return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m[2]]
+    seconds = float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m[2]]
+    if seconds <= 0:  # a window of no time reads nothing, and nothing read must never look clean
+        raise UsageError(f"--since must be longer than 0s (got {text!r}): a window of no time reads no log events",
+                         "give a duration like 30m, 24h or 7d")
+    return seconds
 
 
 # --- scan --------------------------------------------------------------------------------------

@@ -79,6 +79,11 @@ CASES = [
     ("100 KB command name", "x" * 100_000, {}, 2, "error: unknown command '" + "x" * 99 + "…(100002 characters)"),
     ("100 KB choice", "-c {cfg} deploy -s staging --strategy " + "y" * 100_000, {}, 2, "Invalid value for '--strategy': '" + "y" * 99 + "…(100002 characters)"),
     ("unknown stage", "-c {cfg} status -s stagin", {}, 2, "unknown stage 'stagin'"),
+    # a scan over no time would read nothing and report clean
+    ("logs scan --since 0s", "-c {cfg} logs scan -s staging --since 0s", UNREACHABLE, 2,
+     "--since must be longer than 0s (got '0s'): a window of no time reads no log events"),
+    ("logs archive --since 0", "-c {cfg} logs archive -s staging --to s3://b/p --since 0", UNREACHABLE, 2,
+     "--since must be longer than 0s (got '0')"),
     # corrupt local state: missing is "not started", corrupt says so
     ("local state not JSON", "local status --dir {tmp}/state-bad", {}, 1,
      "{tmp}/state-bad/state.json is corrupt: not JSON (Expecting property name enclosed in double quotes at line 1)"),
