@@ -65,6 +65,20 @@ def test_zizmor_pedantic_has_no_findings_on_generated_and_own_workflows(tmp_path
     assert "No findings" in proc.stdout + proc.stderr
 
 
+def test_zizmor_pedantic_has_no_findings_on_the_composite_action():
+    proc = zizmor(ROOT / "action.yml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "No findings" in proc.stdout + proc.stderr
+
+
+def test_composite_action_passes_inputs_through_env_only():
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    assert action["runs"]["using"] == "composite"
+    for step in action["runs"]["steps"]:
+        assert "${{" not in step.get("run", ""), step.get("name")
+        assert step.get("shell") == "bash"
+
+
 def test_zizmor_runner_reports_real_problems(tmp_path):
     wf = tmp_path / ".github" / "workflows"
     wf.mkdir(parents=True)

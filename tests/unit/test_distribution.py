@@ -95,3 +95,48 @@ def test_wheel_installs_into_a_clean_venv_with_version_and_templates(tmp_path):
                  ".github/workflows/pt-staging.yml", ".github/workflows/pt-prod.yml"):
         assert (repo / path).is_file(), path
     assert "iris" in (repo / ".github/workflows/pt-staging.yml").read_text()
+
+
+def _action_copy(dst: Path) -> Path:
+    """The action's checkout as the runner has it: the repository at one commit (here: this worktree's files)."""
+    dst.mkdir()
+    _source_copy(dst)
+    shutil.copy2(ROOT / "action.yml", dst / "action.yml")
+    return dst
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
+@pytest.mark.slow
+def test_action_installs_pt_from_its_own_checkout_and_puts_it_on_path(tmp_path):
+    from pipeline_tools import __version__
+    from tests.composite import run_composite_action
+
+    action = _action_copy(tmp_path / "action")
+    env = _clean_env()
+    run = run_composite_action(action, {"version": f"v{__version__}", "python": sys.executable},
+                               runner_temp=tmp_path / "runner-temp", env=env, cwd=tmp_path)
+    assert [p.returncode for p in run.procs] == [0], run.procs[-1].stdout + run.procs[-1].stderr
+    assert run.outputs == {"install.version": __version__}
+    assert run.path == [str(tmp_path / "runner-temp" / "pt-venv" / "bin")]
+    # a later step of the job: `pt` resolves through the GITHUB_PATH entry, not this checkout
+    later = run.env_with_path(env)
+    ver = subprocess.run(["pt", "--version"], capture_output=True, text=True, env=later, cwd=tmp_path, timeout=60)
+    assert (ver.returncode, ver.stdout.strip()) == (0, f"pt {__version__}"), ver.stderr
+    assert shutil.which("pt", path=later["PATH"]) == str(tmp_path / "runner-temp" / "pt-venv" / "bin" / "pt")
+
+
+@pytest.mark.slow
+def test_action_fails_when_the_pinned_commit_is_not_the_expected_version(tmp_path):
+    from tests.composite import run_composite_action
+
+    action = _action_copy(tmp_path / "action")
+    run = run_composite_action(action, {"version": "v99.0.0", "python": sys.executable},
+                               runner_temp=tmp_path / "runner-temp", env=_clean_env(), cwd=tmp_path)
+    proc = run.procs[-1]
+    assert proc.returncode == 1
+    assert proc.stdout.startswith("::error title=pt version mismatch::the referenced commit is pt ")
+    assert "upgrade-pipelines" in proc.stdout
+    assert run.path == []  # nothing on PATH, the job stops here
