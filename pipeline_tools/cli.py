@@ -22,6 +22,8 @@ from .errors import EXIT_FAILURE, EXIT_USAGE
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("pipeline_tools.commands.config_cmd:config", "Validate pipeline.yml, show it resolved, export its JSON Schema."),
     "init": ("pipeline_tools.commands.init_cmd:init", "Start a repository: pipeline.yml, Dockerfile, GitHub workflows."),
+    "upgrade-pipelines": ("pipeline_tools.commands.upgrade_cmd:upgrade_pipelines",
+                          "Move the toolkit pin (OWNER/REPO@SHA) in the workflows pt init wrote."),
     "build-push": ("pipeline_tools.commands.images_cmd:build_push", "Build images (content-addressed tags) and push what the registry lacks."),
     "test": ("pipeline_tools.commands.images_cmd:test", "Run an image's test command inside the built image."),
     "deploy": ("pipeline_tools.commands.deploy_cmd:deploy", "Deploy an image digest to a stage's Lambdas (canary/linear/all-at-once)."),

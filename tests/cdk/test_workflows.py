@@ -14,6 +14,7 @@ import yaml
 
 from .conftest import ROOT
 
+TOOLKIT_REF = "acme/pipeline-tools@" + "a" * 40
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 TEMPLATES = sorted((ROOT / "pipeline_tools" / "templates" / "workflows").glob("*.yml"))
 
@@ -29,7 +30,8 @@ def rendered_templates(tmp_path):
     """The templates as `pt init` writes them (placeholders replaced)."""
     from pipeline_tools.scaffold import write_scaffold
 
-    write_scaffold(str(tmp_path), project="iris", region="us-east-1", force=False, dry_run=False)
+    write_scaffold(str(tmp_path), project="iris", region="us-east-1", force=False, dry_run=False,
+                   toolkit_ref=TOOLKIT_REF)
     return sorted((tmp_path / ".github" / "workflows").glob("*.yml"))
 
 
@@ -101,7 +103,8 @@ def test_release_workflow_publishes_on_tags_with_least_privilege():
     runs = [s.get("run", "") for job in jobs.values() for s in job["steps"]]
     for job in ("test", "build", "image"):
         steps = [s.get("run", "") for s in jobs[job]["steps"]]
-        assert 'python scripts/set_version.py "$GITHUB_REF_NAME"' in steps, job  # the tag's version, every build
+        assert ('python scripts/set_version.py --source "$GITHUB_REPOSITORY@$GITHUB_SHA" "$GITHUB_REF_NAME"'
+                in steps), job  # the tag's version, every build
     assert any("bash .ci/run" in r for r in runs)
     assert any("docker/toolkit/build.sh" in r for r in runs)
 

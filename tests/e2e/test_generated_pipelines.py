@@ -35,6 +35,7 @@ ROOT = g.ROOT
 EXAMPLE = ROOT / "examples" / "iris"
 PROJECT = "iris"
 REPOSITORY = "acme/iris-service"
+TOOLKIT_REF = "acme/pipeline-tools@" + "c0ffee" * 6 + "c0ff"  # the pin `pt init --toolkit-ref` writes
 CONNECTION = "arn:aws:codestar-connections:us-east-1:111111111111:connection/0c5e6f1a-1111-2222-3333-444455556666"
 AUTHOR = "carol@example.com"
 FUNCTIONS = ("predict", "batch-score")
@@ -73,7 +74,8 @@ def stack(docker_client, registry, lambda_base_image, tmp_path_factory):
     # the files `pt init` writes (its pipeline.yml/Dockerfile are the example's own here)
     init_dir = tmp / "init"
     env0 = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PT_", "GITHUB_", "CODEBUILD_"))}
-    r = subprocess.run([sys.executable, "-m", "pipeline_tools", "init", "-C", init_dir, "--project", PROJECT],
+    r = subprocess.run([sys.executable, "-m", "pipeline_tools", "init", "-C", init_dir, "--project", PROJECT,
+                        "--toolkit-ref", TOOLKIT_REF],
                        env={**env0, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     shutil.copytree(init_dir / ".github", project / ".github")
@@ -241,11 +243,17 @@ def run_workflow(stack, templates, path: Path, sha: str, tag: str) -> list[str]:
                        AWS_SESSION_TOKEN=creds["SessionToken"], AWS_REGION=w["aws-region"],
                        AWS_DEFAULT_REGION=w["aws-region"])
             continue
+        if uses.startswith(TOOLKIT_REF.split("@")[0] + "@"):
+            from pipeline_tools import __version__
+
+            assert (uses, step["with"]) == (TOOLKIT_REF, {"version": __version__}), step
+            # the action installs pt from its pinned checkout (tests/unit/test_distribution.py runs its steps);
+            # here the shim on PATH is this checkout, so every pt run is recorded
+            continue
         if uses:
             continue  # checkout / setup-python: the test's own checkout and interpreter
+        assert not g.INSTALL_LINE.search(step["run"]), f"{path.name}: a step pip-installs: {step['run']}"
         script = step["run"]
-        if g.INSTALL_LINE.search(script) and not g.pt_lines(script):
-            continue  # `pip install pt`: the shim on PATH is this checkout
         script = g.substitute(script, ctx)
         lines += g.pt_lines(script)
         out_file = tmp / f"output-{i}"

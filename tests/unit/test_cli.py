@@ -8,6 +8,8 @@ import pytest
 
 from ..conftest import CONTRACT_CONFIG
 
+TOOLKIT_REF = "acme/pipeline-tools@" + "a" * 40
+
 
 def test_version(run_pt):
     from pipeline_tools import __version__
@@ -146,20 +148,21 @@ def test_github_actions_error_annotation(run_pt, tmp_path, monkeypatch):
 
 
 def test_init_writes_files_and_refuses_to_overwrite(run_pt, tmp_path):
-    r = run_pt("init", "-C", tmp_path, "--project", "demo")
+    r = run_pt("init", "-C", tmp_path, "--project", "demo", "--toolkit-ref", TOOLKIT_REF)
     assert r.exit_code == 0, r
     cfg_text = (tmp_path / "pipeline.yml").read_text()
     assert "project: demo" in cfg_text and "demo-staging-*" in cfg_text
     assert (tmp_path / "docker/model/Dockerfile").exists()
     assert any((tmp_path / ".github/workflows").iterdir())
     assert run_pt("config", "validate", "-c", tmp_path / "pipeline.yml").exit_code == 0
-    r = run_pt("init", "-C", tmp_path, "--project", "demo")
+    r = run_pt("init", "-C", tmp_path, "--project", "demo", "--toolkit-ref", TOOLKIT_REF)
     assert r.exit_code == 2 and "already exist" in r.stderr and "--force" in r.stderr
-    assert run_pt("init", "-C", tmp_path, "--project", "demo", "--force").exit_code == 0
+    assert run_pt("init", "-C", tmp_path, "--project", "demo", "--toolkit-ref", TOOLKIT_REF, "--force").exit_code == 0
 
 
 def test_init_dry_run_writes_nothing_and_rejects_bad_project(run_pt, tmp_path):
-    r = run_pt("init", "-C", tmp_path, "--project", "demo", "--dry-run", "--output", "json")
+    r = run_pt("init", "-C", tmp_path, "--project", "demo", "--toolkit-ref", TOOLKIT_REF, "--dry-run",
+               "--output", "json")
     assert r.exit_code == 0 and r.json()["dry_run"] is True
     assert not (tmp_path / "pipeline.yml").exists()
     r = run_pt("init", "-C", tmp_path, "--project", "Bad_Name")

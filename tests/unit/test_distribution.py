@@ -50,6 +50,16 @@ def test_set_version_writes_the_tag_and_check_compares(tmp_path):
     assert _set_version("--check", "v9.8.7rc1", cwd=src).returncode == 0
 
 
+def test_set_version_source_records_the_release_commit(tmp_path):
+    src = _source_copy(tmp_path)
+    bad = _set_version("--source", "acme/pipeline-tools@main", "v1.0.0", cwd=src)
+    assert bad.returncode == 2 and "--source 'acme/pipeline-tools@main'" in bad.stderr
+    assert '__version__ = "1.0.0"' not in (src / "pipeline_tools" / "__init__.py").read_text()  # nothing written
+    assert _set_version("--source", "acme/pipeline-tools@" + "d" * 40, "v1.0.0", cwd=src).returncode == 0
+    text = (src / "pipeline_tools" / "__init__.py").read_text()
+    assert '__version__ = "1.0.0"' in text and f'__toolkit_ref__ = "acme/pipeline-tools@{"d" * 40}"' in text
+
+
 def test_repository_version_is_a_release_version():
     from pipeline_tools import __version__
 
@@ -60,7 +70,8 @@ def test_repository_version_is_a_release_version():
 def test_wheel_installs_into_a_clean_venv_with_version_and_templates(tmp_path):
     (tmp_path / "src").mkdir()
     src = _source_copy(tmp_path / "src")
-    assert _set_version("v9.8.7", cwd=src).returncode == 0
+    release_ref = "acme/pipeline-tools@" + "e" * 40
+    assert _set_version("--source", release_ref, "v9.8.7", cwd=src).returncode == 0
     dist = tmp_path / "dist"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-w", str(dist), "-q"],
                            capture_output=True, text=True, timeout=300)
@@ -94,7 +105,10 @@ def test_wheel_installs_into_a_clean_venv_with_version_and_templates(tmp_path):
     for path in ("pipeline.yml", "docker/model/Dockerfile", ".dockerignore",
                  ".github/workflows/pt-staging.yml", ".github/workflows/pt-prod.yml"):
         assert (repo / path).is_file(), path
-    assert "iris" in (repo / ".github/workflows/pt-staging.yml").read_text()
+    # no --toolkit-ref: the release's own commit (written by set_version.py --source) is the pin
+    staging = (repo / ".github/workflows/pt-staging.yml").read_text()
+    assert "iris-staging-github" in staging
+    assert f"uses: {release_ref}  # pt-toolkit v9.8.7\n" in staging and 'version: "9.8.7"  # pt-toolkit' in staging
 
 
 def _action_copy(dst: Path) -> Path:

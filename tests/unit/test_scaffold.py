@@ -8,6 +8,8 @@ from pipeline_tools import buildctx
 
 from ..conftest import CONTRACT_CONFIG
 
+TOOLKIT_REF = "acme/pipeline-tools@" + "a" * 40
+
 
 def _tree(root, files):
     for rel in files:
@@ -22,7 +24,7 @@ KEPT = ["app.py", "requirements.txt", "model/model.json", "tests/test_app.py", "
 
 
 def test_init_dockerignore_keeps_git_secrets_and_caches_out_of_the_context(run_pt, tmp_path):
-    r = run_pt("init", "-C", tmp_path, "--project", "demo", "--output", "json")
+    r = run_pt("init", "-C", tmp_path, "--project", "demo", "--toolkit-ref", TOOLKIT_REF, "--output", "json")
     assert r.exit_code == 0, r
     assert ".dockerignore" in r.json()["written"]
     _tree(tmp_path, SECRETS + KEPT)
@@ -35,11 +37,11 @@ def test_init_dockerignore_keeps_git_secrets_and_caches_out_of_the_context(run_p
 
 def test_init_keeps_an_existing_dockerignore_unless_forced(run_pt, tmp_path):
     (tmp_path / ".dockerignore").write_text("mine\n")
-    r = run_pt("init", "-C", tmp_path, "--project", "demo", "--output", "json")
+    r = run_pt("init", "-C", tmp_path, "--project", "demo", "--toolkit-ref", TOOLKIT_REF, "--output", "json")
     assert r.exit_code == 0, r  # an existing .dockerignore does not block init
     assert ".dockerignore" not in r.json()["written"] and r.json()["kept"] == [".dockerignore"]
     assert (tmp_path / ".dockerignore").read_text() == "mine\n"
-    r = run_pt("init", "-C", tmp_path, "--project", "demo", "--force", "--output", "json")
+    r = run_pt("init", "-C", tmp_path, "--project", "demo", "--toolkit-ref", TOOLKIT_REF, "--force", "--output", "json")
     assert r.exit_code == 0 and ".dockerignore" in r.json()["written"]
     assert ".git\n" in (tmp_path / ".dockerignore").read_text()
 
