@@ -586,7 +586,10 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
         try:  # fenced, not check_lock(): a renewal hiccup after the bake must not undo a good deploy
             run.rec = d.ledger.transition(stage, run.id, "succeeded", reason="gate PASS after bake" + note,
                                           actor=d.actor, data={"functions": _function_data(plan, run.versions),
-                                                               "pruned": pruned}, current=run.rec, lock=run.lock)
+                                                               "pruned": pruned,
+                                                               # the start of `pt gate`'s window
+                                                               "gate_snapshot": watch.snapshot_now().to_dict()},
+                                          current=run.rec, lock=run.lock)
         except FenceLost as e:
             raise _failed(f"deploy {run.id} to {stage} reached 100% and baked, but {e.message}",
                           f"the process that took it over (`pt recover --stage {stage}`) finishes it "
