@@ -14,13 +14,17 @@ _workers = click.option("--workers", "-j", type=click.IntRange(1, 64), default=N
 
 
 @click.group()
-def artifacts() -> None:
+@pass_app
+def artifacts(app: App) -> None:
     """SHA-256 manifests and content-addressed sync of model artifacts.
 
     \b
     Remote layout: s3://BUCKET/PREFIX/<relative path> for every file, then
     SHA256SUMS and manifest.json, written last (the commit point of a push).
+    These commands check the parts of pipeline.yml they read (project, region,
+    stages, artifacts); `pt config validate` checks the whole file.
     """
+    app.lean_config = True  # skip pydantic: ~0.2 s of a 0.4 s incremental push
 
 
 def _stage_target(app: App, prefix: str):
