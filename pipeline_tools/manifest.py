@@ -142,31 +142,51 @@ def walk(root: str | os.PathLike) -> tuple[list[_Candidate], list[Skipped], list
     files: list[_Candidate] = []
     skipped: list[Skipped] = []
     bad_names: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(real_root, followlinks=False):
-        reldir = os.path.relpath(dirpath, real_root)
-        reldir = "" if reldir == "." else reldir.replace(os.sep, "/") + "/"
-        for d in list(dirnames):
-            full = os.path.join(dirpath, d)
-            if os.path.islink(full):
-                dirnames.remove(d)
-                skipped.append(Skipped(reldir + display(d), "symlink to a directory (not followed)"))
-            elif not _utf8(d):
-                dirnames.remove(d)
-                bad_names.append(reldir + display(d) + "/")
-        dirnames.sort()
-        for name in sorted(filenames):
+
+    def visit(dirpath: str, reldir: str) -> None:
+        # scandir: file type from the directory entry, one lstat per file (its size), no path joins
+        try:
+            with os.scandir(dirpath) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            skipped.append(Skipped(reldir or ".", f"cannot list: {e.strerror}"))
+            return
+        subdirs = []
+        for ent in entries:
+            name = ent.name
+            try:
+                is_dir = ent.is_dir()  # follows a symlink, like os.walk's dirnames
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if ent.is_symlink():
+                    skipped.append(Skipped(reldir + display(name), "symlink to a directory (not followed)"))
+                elif not _utf8(name):
+                    bad_names.append(reldir + display(name) + "/")
+                else:
+                    subdirs.append(ent)
+                continue
             rel = reldir + name
             if not _utf8(name):
                 bad_names.append(reldir + display(name))
                 continue
             if reldir == "" and name in RESERVED:
                 continue
-            full = os.path.join(dirpath, name)
-            cand, skip = _classify(full, rel, real_root)
+            if ent.is_file(follow_symlinks=False):
+                try:
+                    files.append(_Candidate(rel, ent.path, ent.stat(follow_symlinks=False).st_size))
+                    continue
+                except OSError:
+                    pass
+            cand, skip = _classify(ent.path, rel, real_root)
             if cand:
                 files.append(cand)
             else:
                 skipped.append(skip)  # type: ignore[arg-type]
+        for ent in subdirs:
+            visit(ent.path, reldir + ent.name + "/")
+
+    visit(real_root, "")
     return files, skipped, bad_names
 
 
@@ -221,6 +241,27 @@ def hash_file(path: str | os.PathLike, bufsize: int = BUFSIZE, buf: bytearray | 
     return h.hexdigest(), size
 
 
+SMALL_FILE = 256 << 10  # up to this size a file is read with one read() (no buffer, no file object)
+
+
+def hash_small(path: str, expected: int) -> tuple[str, int]:
+    """hash_file for a file the walk saw as small: one open/fstat/read/close, streamed if it grew."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PtError(f"{path}: no longer a regular file")
+        data = os.read(fd, expected + 1)
+        h = hashlib.sha256(data)
+        size = len(data)
+        if size > expected:  # it grew since the walk: stream the rest
+            while chunk := os.read(fd, BUFSIZE):
+                h.update(chunk)
+                size += len(chunk)
+        return h.hexdigest(), size
+    finally:
+        os.close(fd)
+
+
 def _batches(files: list[_Candidate], max_files: int = 64, max_bytes: int = 8 << 20) -> list[list[_Candidate]]:
     """Group small files so a thread-pool task is worth its overhead; big files go alone."""
     out: list[list[_Candidate]] = []
@@ -241,9 +282,36 @@ def default_workers() -> int:
     return min(32, (os.cpu_count() or 2) * 2)
 
 
-def build(root: str | os.PathLike, *, workers: int | None = None, progress: Progress | None = None,
-          warn: Callable[[str], None] | None = None, clock: Callable[[], float] | None = None) -> Manifest:
-    """Hash every file under root in parallel; raise on non-UTF-8 names."""
+def _hash_batch(cands: list[_Candidate], buf: bytearray | None = None) -> list[FileEntry]:
+    done = []
+    for c in cands:
+        try:
+            if c.size <= SMALL_FILE:
+                digest, size = hash_small(c.abspath, c.size)
+            else:
+                if buf is None:
+                    buf = bytearray(BUFSIZE)
+                digest, size = hash_file(c.abspath, buf=buf)
+        except OSError as e:
+            raise PtError(f"cannot read {c.rel}: {e.strerror}", "check file permissions") from None
+        done.append(FileEntry(c.rel, size, digest))
+    return done
+
+
+def _hash_batch_tuples(cands: list[tuple[str, str, int]]) -> list[tuple[str, int, str]]:
+    """Process-pool task: plain tuples in and out (cheap to pickle)."""
+    return [(e.path, e.size, e.sha256) for e in _hash_batch([_Candidate(*c) for c in cands])]
+
+
+def build(root: str | os.PathLike, *, workers: int | None = None, jobs: int | None = None,
+          progress: Progress | None = None, warn: Callable[[str], None] | None = None,
+          clock: Callable[[], float] | None = None) -> Manifest:
+    """Hash every file under root; raise on non-UTF-8 names.
+
+    `workers`: threads (hashlib drops the GIL on big buffers: scales for big files).
+    `jobs`: processes (small files are bound by per-file interpreter work, which threads share
+    one core for); jobs=1 hashes in this thread without a pool.
+    """
     import time
 
     clock = clock or time.monotonic
@@ -260,22 +328,28 @@ def build(root: str | os.PathLike, *, workers: int | None = None, progress: Prog
     ticker = Ticker(progress, clock, "hashed", len(files), total)
     entries: list[FileEntry] = []
 
-    def batch(cands: list[_Candidate]) -> list[FileEntry]:
-        buf = bytearray(min(BUFSIZE, max(c.size for c in cands) + 1))
-        done = []
-        for c in cands:
-            try:
-                digest, size = hash_file(c.abspath, buf=buf)
-            except OSError as e:
-                raise PtError(f"cannot read {c.rel}: {e.strerror}", "check file permissions") from None
-            done.append(FileEntry(c.rel, size, digest))
-        return done
+    def take(done: list[FileEntry]) -> None:
+        entries.extend(done)
+        ticker.add_many(len(done), sum(e.size for e in done))
 
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        for done in pool.map(batch, _batches(files)):
-            for entry in done:
-                entries.append(entry)
-                ticker.add(entry.size)
+    if jobs == 1 or (jobs is None and workers == 1):
+        for b in _batches(files):
+            take(_hash_batch(b))
+    elif jobs:
+        import multiprocessing
+        import threading
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork is cheap but unsafe while other threads run (push hashes while boto3 loads): spawn then
+        ctx = multiprocessing.get_context("spawn" if threading.active_count() > 1 else None)
+        batches = [[(c.rel, c.abspath, c.size) for c in b] for b in _batches(files, max_files=512)]
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            for done in pool.map(_hash_batch_tuples, batches):
+                take([FileEntry(*t) for t in done])
+    else:
+        with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+            for done in pool.map(_hash_batch, _batches(files)):
+                take(done)
     ticker.done()
     return Manifest(files=entries, skipped=skipped)
 
@@ -319,6 +393,10 @@ class Ticker:
         if self.sink and now - self.last >= self.every:
             self.last = now
             self.sink(self._line(now))
+
+    def add_many(self, files: int, nbytes: int) -> None:
+        self.n += files - 1
+        self.add(nbytes)
 
     def done(self) -> None:
         if self.sink and self.count and self.clock() - self.start >= self.every:
