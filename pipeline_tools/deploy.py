@@ -780,8 +780,14 @@ def status(cfg: Any, stage: str, lambda_client: Any, ledger: Ledger | None, cloc
 
 
 def history(ledger: Ledger, stage: str, n: int = 20) -> list[dict]:
+    return history_page(ledger, stage, n)[0]
+
+
+def history_page(ledger: Ledger, stage: str, n: int = 20, before: str | None = None) -> tuple[list[dict], str | None]:
+    """One page of deploys, newest first, and the cursor (a deploy id) of the next page or None."""
+    records, cursor = ledger.page(stage, DEPLOY, limit=n, before=before)
     out = []
-    for r in ledger.query(stage, DEPLOY, limit=n):
+    for r in records:
         end = r.transitions[-1].get("ts") if r.transitions else r.updated
         out.append({"id": r.id, "operation": r.data.get("operation", "deploy"), "state": r.state,
                     "digest": r.digest, "image": r.data.get("image"), "strategy": r.data.get("strategy"),
@@ -789,7 +795,7 @@ def history(ledger: Ledger, stage: str, n: int = 20) -> list[dict]:
                     "duration_s": round((end or r.updated) - r.created, 1), "reason": r.reason,
                     "window_override": bool((r.data.get("window") or {}).get("overridden")),
                     "rolled_back_by": r.data.get("rolled_back_by")})
-    return out
+    return out, cursor
 
 
 # --- image existence ---------------------------------------------------------------------------
