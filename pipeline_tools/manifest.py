@@ -347,8 +347,14 @@ def build(root: str | os.PathLike, *, workers: int | None = None, jobs: int | No
             for done in pool.map(_hash_batch_tuples, batches):
                 take([FileEntry(*t) for t in done])
     else:
+        # Threads pay off for big files only (hashlib drops the GIL per buffer); small files are
+        # per-file interpreter work: hash them in this thread while the pool streams the big ones.
+        big = [c for c in files if c.size > SMALL_FILE]
+        small = [c for c in files if c.size <= SMALL_FILE]
         with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-            for done in pool.map(_hash_batch, _batches(files)):
+            pending = pool.map(_hash_batch, _batches(big, max_files=1))
+            take(_hash_batch(small))
+            for done in pending:
                 take(done)
     ticker.done()
     return Manifest(files=entries, skipped=skipped)
