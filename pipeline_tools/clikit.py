@@ -57,3 +57,16 @@ def output_option(f):
 def dry_run_option(f):
     return click.option("--dry-run", is_flag=True, default=False,
                         help="Print the plan and call no mutating API.")(f)
+
+
+def lean_config(f):
+    """The command reads only project/region/stages/artifacts of pipeline.yml: load it through
+    config_lean (no pydantic). Outermost under @click.command, so it runs before --stage checks."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        click.get_current_context().ensure_object(App).lean_config = True
+        return f(*args, **kwargs)
+
+    return wrapper

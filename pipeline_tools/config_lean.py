@@ -1,6 +1,6 @@
 """A fast pipeline.yml view for commands that read only project, region, stages and artifacts.
 
-`pt artifacts push|pull|verify|copy` need four names from pipeline.yml; validating the whole
+`pt artifacts push|pull|verify|copy` and `pt history` need a few names from pipeline.yml; validating the whole
 file with pydantic costs about 0.2 s of imports and model building per process, which is most
 of an incremental push. `load_lean` reads the YAML (libyaml when present) and checks exactly
 the fields it hands out, with the same rules as `config.Config`. Whenever one of them is
@@ -102,6 +102,9 @@ class LeanConfig:
 
     def bucket(self, stage: str) -> str:
         return _TEMPLATE_RE.sub(lambda m: {"project": self.project, "stage": stage}.get(m[1], m[0]), self._bucket)
+
+    def ledger_table(self) -> str:
+        return names.ledger_table(self.project)
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("_"):

@@ -745,7 +745,7 @@ def check_startable(ledger: Ledger, stage: str, clock: Callable[[], float]) -> N
 
 def status(cfg: Any, stage: str, lambda_client: Any, ledger: Ledger | None, clock: Callable[[], float]) -> dict:
     rows = []
-    last = ledger.query(stage, DEPLOY, limit=1) if ledger else []
+    last = ledger.page(stage, DEPLOY, limit=1)[0] if ledger else []  # Limit-bounded: no 1 MB read
     lock = ledger.current_lock(stage) if ledger else None
     for fn, name in _fn_names(cfg, stage).items():
         row: dict[str, Any] = {"function": fn, "name": name}

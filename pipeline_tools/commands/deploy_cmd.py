@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..clikit import dry_run_option, output_option, pass_app, stage_option
+from ..clikit import dry_run_option, lean_config, output_option, pass_app, stage_option
 from ..context import App
 
 
@@ -251,6 +251,7 @@ def _age(seconds: Any) -> str:
 
 
 @click.command()
+@lean_config
 @stage_option(required=True)
 @click.option("-n", "limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many deploys.")
 @click.option("--before", metavar="DEPLOY_ID", default=None,

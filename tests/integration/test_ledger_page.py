@@ -69,3 +69,30 @@ def test_history_page_rows_and_cursor(led):
     assert [r["operation"] for r in rows] == ["deploy"] * 4 and cursor == rows[-1]["id"]
     more, _ = dp.history_page(led, "staging", 4, before=cursor)
     assert more[0]["started"] <= rows[-1]["started"] and more[0]["id"] != rows[-1]["id"]
+
+
+CONFIG = """\
+project: iris
+region: us-east-1
+images: {model: {context: .}}
+functions: {predict: {image: model}}
+stages:
+  staging: {account: "111111111111", branch: main}
+"""
+
+
+def test_pt_history_pages_with_before(led, run_pt, tmp_path):
+    cfg = tmp_path / "pipeline.yml"
+    cfg.write_text(CONFIG)
+    want = [r.id for r in led.query("staging", L.DEPLOY)]
+    first = run_pt("history", "--config", str(cfg), "--stage", "staging", "-n", "20", "--output", "json")
+    assert first.exit_code == 0, first.stderr
+    page1 = first.json()
+    assert [d["id"] for d in page1["deploys"]] == want[:20] and page1["next"] == want[19]
+    second = run_pt("history", "--config", str(cfg), "--stage", "staging", "-n", "20", "--before", page1["next"],
+                    "--output", "json").json()
+    assert [d["id"] for d in second["deploys"]] == want[20:] and second["next"] is None
+    human = run_pt("history", "--config", str(cfg), "--stage", "staging", "-n", "5")
+    assert f"--before {want[4]}" in human.stdout + human.stderr
+    bad = run_pt("history", "--config", str(cfg), "--stage", "prdo")
+    assert bad.exit_code == 2 and "unknown stage 'prdo'" in bad.stderr
