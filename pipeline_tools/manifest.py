@@ -78,7 +78,20 @@ class Manifest:
         }
 
     def to_json(self) -> bytes:
-        return (json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+        """`json.dumps(to_dict(), indent=1, ensure_ascii=False)` + newline, byte for byte, built per
+        entry: with `indent`, json uses its pure-Python encoder (~5 µs and dozens of small strings
+        per file: seconds and ~60 MB at 100,000 files)."""
+        dumps = json.dumps
+        head = dumps({"format": FORMAT, "algorithm": "sha256"}, indent=1, ensure_ascii=False)[:-2]
+        parts = [head, ',\n "files": [']
+        entries = [f'\n  {{\n   "path": {dumps(e.path, ensure_ascii=False)},\n   "size": {e.size:d},'
+                   f'\n   "sha256": {dumps(e.sha256)}\n  }}' for e in self.files]
+        parts.append(",".join(entries))
+        parts.append("\n ]," if entries else "],")
+        tail = dumps({"file_count": len(self.files), "total_bytes": self.total_bytes,
+                      "skipped": [s.to_dict() for s in self.skipped]}, indent=1, ensure_ascii=False)
+        parts.append(tail[1:])
+        return ("".join(parts) + "\n").encode("utf-8")
 
     def sha256sums(self) -> bytes:
         """`sha256sum -c` format (binary mode `*`), GNU escaping for `\\` and newlines."""
