@@ -75,12 +75,16 @@ def read_deployed(lc: Any, name: str) -> Deployed:
         if _code(e) == "ResourceNotFoundException":
             return Deployed(name)
         raise
-    c = lc.get_function_configuration(FunctionName=name, Qualifier=alias.version)
+    # one GetFunction gives the version's configuration and its code (2 requests per model, not 5)
+    f = lc.get_function(FunctionName=name, Qualifier=alias.version)
+    c = f.get("Configuration") or {}
     desc = c.get("Description") or ""
     m = ARTIFACTS_IN_TEXT.search(desc) if desc.startswith("pt ") else None
     art = m.group(1) if m else ((c.get("Environment") or {}).get("Variables") or {}).get(ENV_SHA)
-    digest = lo.version_digest(lc, name, alias.version)
-    uri = lc.get_function(FunctionName=name, Qualifier=alias.version).get("Code", {}).get("ImageUri")
+    uri = (f.get("Code") or {}).get("ImageUri")
+    d = lo.DIGEST_IN_TEXT.search(desc) if desc.startswith("pt ") else None
+    d = d or lo.DIGEST_IN_TEXT.search(uri or "")  # the same order as lambda_ops.version_digest
+    digest = d.group(0) if d else None
     return Deployed(name, True, alias.version, art, digest, with_digest(uri, digest), bool(alias.weights))
 
 
@@ -271,6 +275,7 @@ class ZooDeps:
     actor: dict = field(default_factory=dict)
     lease: float = DEFAULT_LEASE
     update_timeout: float = 300.0
+    parallel: int = 1  # models read/rolled out at once (`pt zoo … --parallel N`)
 
 
 def plan_stage(cfg: Any, stage: str, *, deps: ZooDeps, models: Iterable[str] | None = None,
@@ -282,15 +287,23 @@ def plan_stage(cfg: Any, stage: str, *, deps: ZooDeps, models: Iterable[str] | N
     names_ = select(zoo.models, models)
     ref = parse_image_uri(image_uri) if image_uri else None
     cons = consumers(cfg, stage)
-    inputs, states = [], {}
-    for name in names_:
+
+    def read(name: str) -> tuple[ModelInput, tuple[Deployed, Deployed]]:
         a = (artifacts or {}).get(name) or resolve_artifacts(cfg, stage, name, s3=deps.s3)
         main, copy = function_names(cfg, stage, name)
-        inputs.append(ModelInput(name, zoo.models[name].copy_alongside, a.sha256,
-                                 ref.digest if ref else None, ref.uri if ref else None,
-                                 tuple(c.key for c in cons if c.model == name), a.location))
-        states[name] = (read_deployed(deps.lambda_client, main), read_deployed(deps.lambda_client, copy))
-    return plan_models(stage, inputs, states)
+        return (ModelInput(name, zoo.models[name].copy_alongside, a.sha256, ref.digest if ref else None,
+                           ref.uri if ref else None, tuple(c.key for c in cons if c.model == name), a.location),
+                (read_deployed(deps.lambda_client, main), read_deployed(deps.lambda_client, copy)))
+
+    # Reads only: bounded parallelism (each model is a few round trips; 500 models in sequence is seconds)
+    if deps.parallel > 1 and len(names_) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(deps.parallel, len(names_))) as pool:
+            got = list(pool.map(read, names_))
+    else:
+        got = [read(n) for n in names_]
+    return plan_models(stage, [i for i, _ in got], {i.name: st for i, st in got})
 
 
 def require_zoo(cfg: Any) -> Any:
@@ -430,18 +443,7 @@ def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: 
                              reason=f"window override: {window.get('reason')}"
                              if window and window.get("overridden") else None)
         rec = led.transition(stage, rid, "applying", actor=d.actor, current=rec)
-        for m in plan.changing():
-            d.log(f"{stage}: {m.model}: {m.action} → {m.function}")
-            where = _upload(cfg, stage, m, d.s3)
-            step = {"model": m.model, "action": m.action, "function": m.function, "created": m.create, "apply_id": rid,
-                    "previous_version": m.previous_version, "version": None, "artifacts": m.artifacts,
-                    "artifacts_location": where, "image_digest": m.image_digest}
-            rec = led.transition(stage, rid, "applying", reason=f"{m.action} {m.model}", actor=d.actor,
-                                 data={"models": [*steps, step], "model": m.model}, current=rec)
-            steps.append(step)
-            step["version"] = _deploy_model(cfg, stage, m, where, rid, d)
-            rec = led.transition(stage, rid, "applying", reason=f"{m.model} live v{step['version']}",
-                                 actor=d.actor, data={"models": steps, "model": m.model}, current=rec)
+        rec = _roll_models(cfg, plan, d, rid, rec, steps)
         cons = {c.key: c for c in consumers(cfg, stage)}
         for s in steps:
             if s["action"] != NEW_VERSION:
@@ -482,6 +484,54 @@ def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: 
             from (exc if isinstance(exc, Exception) else None)
     led.release(lock)
     return rec
+
+
+def _roll_models(cfg: Any, plan: ZooPlan, d: ZooDeps, rid: str, rec: Record, steps: list[dict]) -> Record:
+    """Each changing model: recorded before it is touched, rolled out, recorded live. Up to
+    d.parallel models at once; the first failure stops new ones, the running ones finish (and
+    are recorded), then the caller undoes every recorded step. Ledger writes are serialized."""
+    import threading
+
+    stage, led = plan.stage, d.ledger
+    rec_lock, stop = threading.Lock(), threading.Event()
+    state = {"rec": rec}
+
+    def write(reason: str, model: str, models: list[dict]) -> None:
+        state["rec"] = led.transition(stage, rid, "applying", reason=reason, actor=d.actor,
+                                      data={"models": models, "model": model}, current=state["rec"])
+
+    def one(m: Any) -> None:
+        if stop.is_set():
+            return
+        d.log(f"{stage}: {m.model}: {m.action} → {m.function}")
+        where = _upload(cfg, stage, m, d.s3)
+        step = {"model": m.model, "action": m.action, "function": m.function, "created": m.create, "apply_id": rid,
+                "previous_version": m.previous_version, "version": None, "artifacts": m.artifacts,
+                "artifacts_location": where, "image_digest": m.image_digest}
+        with rec_lock:
+            write(f"{m.action} {m.model}", m.model, [*steps, step])
+            steps.append(step)
+        version = _deploy_model(cfg, stage, m, where, rid, d)
+        with rec_lock:
+            step["version"] = version
+            write(f"{m.model} live v{version}", m.model, steps)
+
+    changing = list(plan.changing())
+    if d.parallel <= 1 or len(changing) <= 1:
+        for m in changing:
+            one(m)
+        return state["rec"]
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    with ThreadPoolExecutor(max_workers=min(d.parallel, len(changing)), thread_name_prefix="pt-zoo") as pool:
+        futures = [pool.submit(one, m) for m in changing]
+        try:
+            for f in as_completed(futures):
+                f.result()
+        except BaseException:
+            stop.set()  # no new model starts; leaving `with` waits for the running ones
+            raise
+    return state["rec"]
 
 
 def _change(c: Consumer, old: str | None, new: str | None) -> dict:
