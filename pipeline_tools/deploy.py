@@ -445,7 +445,8 @@ class _Run:
         self.mark("finishing", verdict=self.last_verdict.to_dict() if self.last_verdict else None)
         def one(f: FunctionPlan) -> list[str]:
             try:
-                return lo.prune_versions(self.d.lambda_client, f.name, self.plan.keep_versions, self.d.sleep)
+                return lo.prune_versions(self.d.lambda_client, f.name, self.plan.keep_versions, self.d.sleep,
+                                         newest=self.versions.get(f.function))
             except Exception as e:  # pruning is housekeeping: never fail a good deploy for it
                 self.d.log(f"warning: could not prune old versions of {f.name}: {e}")
                 return []
