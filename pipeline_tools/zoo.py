@@ -437,7 +437,7 @@ def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: 
 
             raise Interrupted(sig.received)
         rec = led.put_record(ZOO, stage, {"operation": "apply", "set_digest": plan.set_digest,
-                                          "plan": plan.to_dict(), "window": window, "models": [],
+                                          "plan": _record_plan(plan), "window": window, "models": [],
                                           "consumers": []},
                              actor=d.actor, state="locked", record_id=rid,
                              reason=f"window override: {window.get('reason')}"
@@ -486,51 +486,76 @@ def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: 
     return rec
 
 
+def _record_plan(plan: ZooPlan) -> dict:
+    """The plan as kept in the ledger record: the per-model details live in `models` (the steps),
+    so only what changes is listed here (a DynamoDB item is at most 400 KB: 500 full model plans
+    and their steps would not fit)."""
+    p = plan.to_dict()
+    p["models"] = [{"model": m.model, "action": m.action, "reason": m.reason} for m in plan.changing()]
+    return p
+
+
 def _roll_models(cfg: Any, plan: ZooPlan, d: ZooDeps, rid: str, rec: Record, steps: list[dict]) -> Record:
-    """Each changing model: recorded before it is touched, rolled out, recorded live. Up to
-    d.parallel models at once; the first failure stops new ones, the running ones finish (and
-    are recorded), then the caller undoes every recorded step. Ledger writes are serialized."""
+    """Roll out every changing model, up to d.parallel at once, in waves of a few models.
+
+    Each wave is written to the ledger record (its models' steps) before any of them is touched,
+    and again with their new versions once they are live, so a model is never changed without
+    being recorded; two writes per wave keep the record small at hundreds of models. The first
+    failure stops new models; the running ones finish; then the caller undoes every recorded step.
+    """
     import threading
 
     stage, led = plan.stage, d.ledger
-    rec_lock, stop = threading.Lock(), threading.Event()
+    stop = threading.Event()
     state = {"rec": rec}
+    changing = list(plan.changing())
+    par = max(1, min(d.parallel, len(changing) or 1))
+    wave = max(4, 4 * par)
 
-    def write(reason: str, model: str, models: list[dict]) -> None:
+    def write(reason: str) -> None:
         state["rec"] = led.transition(stage, rid, "applying", reason=reason, actor=d.actor,
-                                      data={"models": models, "model": model}, current=state["rec"])
+                                      data={"models": steps}, current=state["rec"])
 
-    def one(m: Any) -> None:
+    def one(m: Any, step: dict) -> None:
         if stop.is_set():
             return
         d.log(f"{stage}: {m.model}: {m.action} → {m.function}")
-        where = _upload(cfg, stage, m, d.s3)
-        step = {"model": m.model, "action": m.action, "function": m.function, "created": m.create, "apply_id": rid,
-                "previous_version": m.previous_version, "version": None, "artifacts": m.artifacts,
-                "artifacts_location": where, "image_digest": m.image_digest}
-        with rec_lock:
-            write(f"{m.action} {m.model}", m.model, [*steps, step])
-            steps.append(step)
-        version = _deploy_model(cfg, stage, m, where, rid, d)
-        with rec_lock:
-            step["version"] = version
-            write(f"{m.model} live v{version}", m.model, steps)
+        step["artifacts_location"] = where = _upload(cfg, stage, m, d.s3)
+        step["version"] = _deploy_model(cfg, stage, m, where, rid, d)
 
-    changing = list(plan.changing())
-    if d.parallel <= 1 or len(changing) <= 1:
-        for m in changing:
-            one(m)
-        return state["rec"]
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    def run_wave(batch: list[tuple[Any, dict]]) -> None:
+        if par == 1 or len(batch) == 1:
+            for m, step in batch:
+                one(m, step)
+            return
+        from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    with ThreadPoolExecutor(max_workers=min(d.parallel, len(changing)), thread_name_prefix="pt-zoo") as pool:
-        futures = [pool.submit(one, m) for m in changing]
+        with ThreadPoolExecutor(max_workers=min(par, len(batch)), thread_name_prefix="pt-zoo") as pool:
+            futures = [pool.submit(one, m, step) for m, step in batch]
+            try:
+                for f in as_completed(futures):
+                    f.result()
+            except BaseException:
+                stop.set()  # no new model starts; leaving `with` waits for the running ones
+                raise
+
+    for i in range(0, len(changing), wave):
+        batch = [(m, {"model": m.model, "action": m.action, "function": m.function, "created": m.create,
+                      "apply_id": rid, "previous_version": m.previous_version, "version": None,
+                      "artifacts": m.artifacts, "artifacts_location": m.location, "image_digest": m.image_digest})
+                 for m in changing[i:i + wave]]
+        steps.extend(step for _, step in batch)
+        names_ = ", ".join(m.model for m, _ in batch)
+        write(f"{batch[0][0].action} {names_}" if len(batch) == 1 else f"rolling out {len(batch)}: {names_}")
         try:
-            for f in as_completed(futures):
-                f.result()
-        except BaseException:
-            stop.set()  # no new model starts; leaving `with` waits for the running ones
-            raise
+            run_wave(batch)
+        finally:  # record what went live in this wave, even when a model of it failed
+            live = [f"{step['model']} v{step['version']}" for _, step in batch if step["version"]]
+            if live:
+                try:
+                    write(f"live: {', '.join(live)}")
+                except Exception as e:  # keep the model's own error; the steps are already recorded
+                    d.log(f"warning: could not record {', '.join(live)} as live: {e}")
     return state["rec"]
 
 
