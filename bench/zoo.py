@@ -115,7 +115,9 @@ def main() -> int:
                 row(f"zoo apply, {args.models} models, --parallel {par}",
                     f"{dt:.1f} s, {recorded}/{args.models} recorded" + ("" if ok else ", FAILED"),
                     f"--parallel 1 {t1:.1f} s, {applied[1][3]}/{args.models} recorded"
-                    + ("" if applied[1][2] else ", FAILED"), f"~{par}x until throttled; every model recorded",
+                    + ("" if applied[1][2] else ", FAILED"),
+                    f">= {0.7 * min(par, os.cpu_count() or 1):.1f}x (moto shares the {os.cpu_count()} cores), "
+                    "every model recorded",
                     both and recorded == applied[1][3] == args.models
                     and t1 / dt >= min(par, os.cpu_count() or 1) * 0.7,
                     "`pt zoo apply` process, moto server on this machine (its CPU is shared with pt: "

@@ -116,3 +116,22 @@ def test_a_failure_leaves_no_model_unrecorded_and_undoes_them_all(setup):
     names = {f["FunctionName"] for f in aws.client("lambda").list_functions()["Functions"]}
     assert not names & {f"zp-staging-{m}" for m in MODELS}  # and everything created was undone
     assert led.current_lock("staging") is None
+
+
+def test_listing_existing_functions_plans_the_same_with_fewer_requests(setup, monkeypatch):
+    aws, cfg, led = setup
+    lc = aws.client("lambda")
+    calls: list[str] = []
+    lc.meta.events.register("before-send.lambda.*", lambda event_name, **_: calls.append(event_name.split(".")[-1]))
+    d = _deps(aws, led, lc, 4)
+    z.apply_stage(cfg, z.plan_stage(cfg, "staging", deps=d, image_uri=IMG, models=MODELS[:5]), d)  # 5 exist
+    monkeypatch.setattr(z, "LIST_FUNCTIONS_FROM", 10**6)
+    calls.clear()
+    each = z.plan_stage(cfg, "staging", deps=d, image_uri=IMG).to_dict()
+    per_function = len(calls)
+    monkeypatch.setattr(z, "LIST_FUNCTIONS_FROM", 1)
+    calls.clear()
+    listed = z.plan_stage(cfg, "staging", deps=d, image_uri=IMG).to_dict()
+    assert listed == each
+    assert "ListFunctions" in calls and len(calls) < per_function
+    assert calls.count("GetAlias") == 5  # only the functions that exist are read one by one
