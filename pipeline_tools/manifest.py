@@ -146,8 +146,11 @@ class _Candidate:
     size: int
 
 
-def walk(root: str | os.PathLike) -> tuple[list[_Candidate], list[Skipped], list[str]]:
-    """Files to hash, things skipped (with reason) and non-UTF-8 names (as displayable text)."""
+def walk(root: str | os.PathLike, sizes: bool = True) -> tuple[list[_Candidate], list[Skipped], list[str]]:
+    """Files to hash, things skipped (with reason) and non-UTF-8 names (as displayable text).
+
+    sizes=False: regular files get size -1 (no lstat; the hasher's fstat gives the size).
+    """
     root_path = Path(root)
     if not root_path.is_dir():
         raise UsageError(f"{root}: not a directory", "pass the artifact directory, e.g. `pt artifacts manifest model/`")
@@ -187,7 +190,7 @@ def walk(root: str | os.PathLike) -> tuple[list[_Candidate], list[Skipped], list
                 continue
             if ent.is_file(follow_symlinks=False):
                 try:
-                    files.append(_Candidate(rel, ent.path, ent.stat(follow_symlinks=False).st_size))
+                    files.append(_Candidate(rel, ent.path, ent.stat(follow_symlinks=False).st_size if sizes else -1))
                     continue
                 except OSError:
                     pass
@@ -258,11 +261,15 @@ SMALL_FILE = 256 << 10  # up to this size a file is read with one read() (no buf
 
 
 def hash_small(path: str, expected: int) -> tuple[str, int]:
-    """hash_file for a file the walk saw as small: one open/fstat/read/close, streamed if it grew."""
+    """hash_file for a file the walk saw as small (or did not stat: expected -1): one
+    open/fstat/read/close, streamed if it is or grew bigger."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise PtError(f"{path}: no longer a regular file")
+        if expected < 0:
+            expected = min(st.st_size, SMALL_FILE)
         data = os.read(fd, expected + 1)
         h = hashlib.sha256(data)
         size = len(data)
@@ -328,7 +335,7 @@ def build(root: str | os.PathLike, *, workers: int | None = None, jobs: int | No
     import time
 
     clock = clock or time.monotonic
-    files, skipped, bad = walk(root)
+    files, skipped, bad = walk(root, sizes=not jobs)  # jobs: the hasher's fstat gives the size
     if bad:
         shown = ", ".join(f"'{b}'" for b in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise UsageError(f"{root}: {len(bad)} file name(s) are not valid UTF-8: {shown}",
@@ -337,7 +344,7 @@ def build(root: str | os.PathLike, *, workers: int | None = None, jobs: int | No
     for s in skipped:
         if warn:
             warn(f"skipped {s.path}: {s.reason}")
-    total = sum(c.size for c in files)
+    total = sum(c.size for c in files if c.size > 0)
     ticker = Ticker(progress, clock, "hashed", len(files), total)
     entries: list[FileEntry] = []
 
@@ -423,7 +430,8 @@ class Ticker:
 
     def _line(self, now: float) -> str:
         rate = self.bytes / max(now - self.start, 1e-9)
-        return (f"{self.verb} {self.n}/{self.count} files, {human_bytes(self.bytes)}/{human_bytes(self.total)}"
+        of = f"/{human_bytes(self.total)}" if self.total else ""
+        return (f"{self.verb} {self.n}/{self.count} files, {human_bytes(self.bytes)}{of}"
                 f" ({human_bytes(rate)}/s)")
 
 
