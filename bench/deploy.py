@@ -119,6 +119,12 @@ def main() -> int:
             pt_req <= cli_req, f"moto server request log; pt before-send {counted['total']}: {ops}",
             ratio=f"{pt_req / cli_req:.2f}x", requests=f"pt {pt_req} / aws {cli_req}")
 
+    # A fresh server for the latency trials: moto reuses version numbers once versions were
+    # pruned (publish then answers an existing number, which pt refuses as "no code change").
+    with Moto() as moto:
+        os.environ["AWS_ENDPOINT_URL"] = moto.endpoint
+        st = make_stage(AwsFactory(region="us-east-1", endpoint=moto.endpoint), Path(tempfile.mkdtemp()),
+                        stages=("staging",), images=(1, 2, 3, 4), strategy="all-at-once", bake="0s")
         failed: list[str] = []
         lat = rollback_latency(st, args.poll, args.trials, failed)
         if not lat:
