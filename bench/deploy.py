@@ -119,9 +119,14 @@ def main() -> int:
             pt_req <= cli_req, f"moto server request log; pt before-send {counted['total']}: {ops}",
             ratio=f"{pt_req / cli_req:.2f}x", requests=f"pt {pt_req} / aws {cli_req}")
 
-    # A fresh server for the latency trials: moto reuses version numbers once versions were
+    # Fresh moto state for the latency trials: moto reuses version numbers once versions were
     # pruned (publish then answers an existing number, which pt refuses as "no code change").
+    # (moto's backends are per process, so a second server would share them: reset instead.)
     with Moto() as moto:
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{moto.endpoint}/moto-api/reset", method="POST", data=b""),
+                               timeout=30).read()
         os.environ["AWS_ENDPOINT_URL"] = moto.endpoint
         st = make_stage(AwsFactory(region="us-east-1", endpoint=moto.endpoint), Path(tempfile.mkdtemp()),
                         stages=("staging",), images=(1, 2, 3, 4), strategy="all-at-once", bake="0s")
