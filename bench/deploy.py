@@ -133,7 +133,7 @@ def main() -> int:
         failed: list[str] = []
         lat = rollback_latency(st, args.poll, args.trials, failed)
         if not lat:
-            row(f"alarm -> rollback, worst case (poll {args.poll:g} s)", "no trial completed", "-", "",
+            row(f"alarm -> rollback, worst case (poll {args.poll:g} s)", "no trial completed", "-",
                 f"worst <= {args.poll + 1:g} s", False, "; ".join(failed))
             return 1
         q = sorted(lat)
@@ -142,7 +142,7 @@ def main() -> int:
               + " ".join(f"{x:.2f}" for x in lat))
         goal = args.poll + 1
         row(f"alarm -> rollback, worst case (poll {args.poll:g} s)",
-            f"worst {max(lat):.2f} s, median {statistics.median(lat):.2f} s", "-", "", f"worst <= {goal:g} s",
+            f"worst {max(lat):.2f} s, median {statistics.median(lat):.2f} s", "-", f"worst <= {goal:g} s",
             max(lat) <= goal and not failed, f"alarm flipped right after a gate poll returned OK; {len(lat)} trials"
             f"{f' ({len(failed)} more did not complete: see the detail)' if failed else ''}; "
             "flip -> rolled_back in the ledger")
