@@ -71,3 +71,14 @@ def test_a_file_that_grew_after_the_walk_is_hashed_whole(tmp_path):
     digest, size = mf.hash_small(str(p), 3)
     data = p.read_bytes()
     assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
+
+
+def test_cli_jobs_writes_the_same_manifest(tree, tmp_path, run_pt):
+    (tmp_path / "threads").mkdir()
+    (tmp_path / "procs").mkdir()
+    threads = mf.write(mf.build(tree), tmp_path / "threads" / "manifest.json")[0]
+    r = run_pt("artifacts", "manifest", str(tree), "-o", str(tmp_path / "procs" / "manifest.json"), "--jobs", "0")
+    assert r.exit_code == 0, r
+    assert (tmp_path / "procs" / "manifest.json").read_bytes() == threads.read_bytes()
+    bad = run_pt("artifacts", "manifest", str(tree), "--jobs", "-1")
+    assert bad.exit_code == 2 and "--jobs" in bad.stderr
