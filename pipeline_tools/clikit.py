@@ -135,3 +135,16 @@ class Region(click.ParamType):
         if problem:
             self.fail(problem, param, ctx)
         return str(value)
+
+
+def lean_config(f):
+    """The command reads only project/region/stages/artifacts of pipeline.yml: load it through
+    config_lean (no pydantic). Outermost under @click.command, so it runs before --stage checks."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        click.get_current_context().ensure_object(App).lean_config = True
+        return f(*args, **kwargs)
+
+    return wrapper
