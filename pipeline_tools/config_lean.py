@@ -41,10 +41,11 @@ class LeanStage:
         region = raw.get("region")
         if region is not None and (not isinstance(region, str) or not _REGION_RE.match(region)):
             raise _Fallback
-        if not isinstance(raw.get("branch"), str):
+        if not isinstance(raw.get("branch"), str) or "role" in raw:  # a role: the full loader checks its ARN
             raise _Fallback
         self.account: str = account
         self.region: str | None = region
+        self.role: str | None = None
 
     def __getattr__(self, attr: str) -> Any:  # any other field: from the validated full config
         return getattr(self._owner.full().stages[self._name], attr)
@@ -56,6 +57,7 @@ class LeanConfig:
     def __init__(self, data: dict, source: str, path: str | None):
         self._path, self._full = path, None
         self.source = source
+        self.accounts = None  # `accounts:` is not in _TOP: a file that has it takes the full loader
         project, region = data.get("project"), data.get("region")
         if not (isinstance(project, str) and _PROJECT_RE.match(project)):
             raise _Fallback

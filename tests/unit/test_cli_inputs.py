@@ -66,8 +66,8 @@ CASES = [
     ("PT_REGISTRY with a scheme", "-c {cfg} config show -s staging", {"PT_REGISTRY": "https://127.0.0.1:5055"}, 2,
      "PT_REGISTRY must be a registry host[:port] without a scheme (got 'https://127.0.0.1:5055'); write '127.0.0.1:5055'"),
     # usage errors are exit 2
-    ("negative count", "-c {cfg} history -s staging -n -5", UNREACHABLE, 2, "Invalid value for '-n': -5 is not in the range x>=1"),
-    ("zero count", "-c {cfg} history -s staging -n 0", UNREACHABLE, 2, "Invalid value for '-n': 0 is not in the range x>=1"),
+    ("negative count", "-c {cfg} history -s staging -n -5", UNREACHABLE, 2, "Invalid value for '-n': -5 is not in the range 1<=x<=1000"),
+    ("zero count", "-c {cfg} history -s staging -n 0", UNREACHABLE, 2, "Invalid value for '-n': 0 is not in the range 1<=x<=1000"),
     ("bad --region on the group", "-c {cfg} --region nowhere status -s staging", {}, 2,
      "Invalid value for '--region': 'nowhere' is not an AWS region name (like us-east-1 or eu-central-1)"),
     ("bad --region on a command", "-c {cfg} status -s staging --region US-EAST-1", {}, 2, "'US-EAST-1' is not an AWS region name"),

@@ -19,8 +19,8 @@ region: eu-west-1
 images: {model: {context: .}}
 functions: {predict: {image: model}}
 stages:
-  dev: {account: 111111111111, branch: main}
-  prod: {account: "222222222222", branch: release, region: us-east-1}
+  dev: {account: 111111111111, branch: main, gate: {alarms: [shop-dev-]}}
+  prod: {account: "222222222222", branch: release, region: us-east-1, gate: {alarms: [shop-prod-]}}
 artifacts: {bucket: "{project}-art-{stage}"}
 """
 
