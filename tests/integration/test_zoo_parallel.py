@@ -34,7 +34,8 @@ def setup_fixture(aws, tmp_path, monkeypatch):
     models = "\n".join(f"    {m}: {{copy: false, artifacts: models/shared}}" for m in MODELS)
     cfg = tmp_path / "pipeline.yml"
     cfg.write_text(f"project: zp\nregion: us-east-1\nimages: {{model: {{context: .}}}}\nstages:\n"
-                   f"  staging: {{account: '111111111111', branch: main, gate: {{alarms: [zp-staging-]}}}}\nzoo:\n  role: {role}\n  models:\n{models}\n")
+                   f"  staging: {{account: '111111111111', branch: main, gate: {{alarms: [zp-staging-]}}}}\n"
+                   f"zoo:\n  role: {role}\n  models:\n{models}\n")
     ddb = aws.client("dynamodb")
     ensure_table(ddb, "zp-ledger", project="zp", stage="staging", local=True)
     return aws, config.load(cfg), Ledger(ddb, "zp-ledger")
