@@ -128,7 +128,7 @@ def bench_history(records: int) -> None:
         cfg = work / "pipeline.yml"
         cfg.write_text("project: hist\nregion: us-east-1\nimages: {model: {context: .}}\n"
                        "functions: {predict: {image: model}}\n"
-                       "stages: {staging: {account: '111111111111', branch: main}}\n")
+                       "stages: {staging: {account: '111111111111', branch: main, gate: {alarms: [hist-staging-]}}}\n")
         ddb = AwsFactory(region="us-east-1", endpoint=moto.endpoint).client("dynamodb")
         ensure_table(ddb, "hist-ledger", project="hist", stage="staging", local=True)
         led = Ledger(ddb, "hist-ledger")
