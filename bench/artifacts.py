@@ -1,32 +1,32 @@
-"""Benchmark `pt artifacts`: second push of a fresh checkout vs `aws s3 sync`; hashing vs sha256sum.
+"""Benchmark `pt artifacts push` vs `aws s3 sync` (default and --size-only), correctness included.
 
-    python bench/artifacts.py [--files 1000] [--big-mib 512] [--reps 3]
+    python bench/artifacts.py [--files 1001] [--reps 3]
 
-Starts its own moto server on a free port. The sync scenario is the one CI meets: a fresh
-checkout (new mtimes) of a 1,000-file artifact tree in which 1 file changed since the last push.
-`aws s3 sync` decides by size+mtime, so it uploads everything again; `pt artifacts push`
-hashes, GETs the remote manifest once and uploads the one changed file.
-Both are run as CLI subprocesses (start-up included), the median of --reps runs is reported.
+Starts its own moto server. The scenario CI meets: a fresh checkout (new mtimes) of a
+1,001-file / ~37 MB artifact tree in which 1 file changed (and grew) since the last push.
+All three are CLI processes, process start included, against the same server; each side was
+first pushed to its own prefix. `aws s3 sync` (default) decides by size+mtime, so a fresh
+checkout re-uploads everything; `--size-only` uploads the grown file; pt hashes and uploads it.
+
+Correctness: a same-size content change (a byte flipped). `--size-only` skips it (the remote
+object keeps the old bytes); pt uploads it. Checked by reading the objects back.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
-from pipeline_tools import manifest as mf  # noqa: E402
+from common import Moto, dist, pt_cmd, pt_env, row, run  # noqa: E402
 
 CONFIG = """project: bench
 region: us-east-1
@@ -34,33 +34,16 @@ images: {model: {context: .}}
 stages: {ci: {account: "111111111111", branch: main, gate: {alarms: [], allow_no_alarms: true}}}
 artifacts: {bucket: "bench-artifacts-{stage}"}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-CPU: list[float] = []  # CPU seconds (user+sys) of the last timed() child
-
-
-def timed(cmd: list[str], env: dict, **kw) -> float:
-    """Wall seconds of a subprocess; its CPU seconds go to CPU[-1] (load-independent)."""
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
-    wall = time.perf_counter() - t0
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    CPU.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
-    return wall
+BUCKET = "bench-artifacts-ci"
+CHANGED = "shard01/part-00001.bin"
+FLIPPED = "shard02/part-00002.bin"
 
 
 def make_tree(root: Path, n: int) -> int:
     total = 0
     rnd = os.urandom(1 << 20)
     for i in range(n):
-        size = 4096 + (i * 7919) % 65536  # 4-68 KiB, ~36 MB for 1,000 files
+        size = 4096 + (i * 7919) % 65536  # 4-68 KiB
         p = root / f"shard{i % 10:02d}" / f"part-{i:05d}.bin"
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(i.to_bytes(4, "big") + rnd[i % 1000: i % 1000 + size])
@@ -68,118 +51,101 @@ def make_tree(root: Path, n: int) -> int:
     return total
 
 
-def fresh_checkout(src: Path, dst: Path) -> None:
-    """A copy with new mtimes (copyfile, not copy2), and one file changed."""
+def fresh_checkout(src: Path, dst: Path, *, grow: bool = True, flip: bool = False) -> None:
+    """A copy with new mtimes (copyfile, not copy2); one file grown and/or one flipped in place."""
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src, dst, copy_function=shutil.copyfile)
-    target = dst / "shard01" / "part-00001.bin"
-    target.write_bytes(target.read_bytes() + os.urandom(16))
+    if grow:
+        t = dst / CHANGED
+        t.write_bytes(t.read_bytes() + os.urandom(16))
+    if flip:
+        t = dst / FLIPPED
+        data = bytearray(t.read_bytes())
+        data[100] ^= 0xFF
+        t.write_bytes(bytes(data))
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--files", type=int, default=1000)
-    ap.add_argument("--big-mib", type=int, default=512)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=1001)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     aws = shutil.which("aws")
     if not aws:
         sys.exit("needs the aws CLI: pip install awscli")
-
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-           "AWS_DEFAULT_REGION": "us-east-1", "PT_OUTPUT": "human"}
-    env.pop("AWS_PROFILE", None)
-    os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")})
-    os.environ.pop("AWS_PROFILE", None)
     work = Path(tempfile.mkdtemp(prefix="pt-bench-artifacts-"))
     try:
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
-                     aws_secret_access_key="bench").create_bucket(Bucket="bench-artifacts-ci")
-        (work / "pipeline.yml").write_text(CONFIG)
-        env["PT_CONFIG"] = str(work / "pipeline.yml")
-        tree = work / "tree"
-        total = make_tree(tree, args.files)
-        print(f"tree: {args.files} files, {total / 1e6:.1f} MB; moto server {endpoint}")
-
-        pt = [sys.executable, "-m", "pipeline_tools", "artifacts", "push"]
-        sync = [aws, "s3", "sync", "--endpoint-url", endpoint, "--only-show-errors"]
-        t_pt_first = timed([*pt, str(tree), "--stage", "ci", "--prefix", "pt"], env)
-        t_aws_first = timed([*sync, str(tree), "s3://bench-artifacts-ci/aws"], env)
-        print(f"first push (everything):   pt {t_pt_first:6.2f}s   aws s3 sync {t_aws_first:6.2f}s")
-
-        pt_times, aws_times, pt_cpu, aws_cpu = [], [], [], []
-        for _ in range(args.reps):
-            fresh_checkout(tree, work / "checkout")
-            pt_times.append(timed([*pt, str(work / "checkout"), "--stage", "ci", "--prefix", "pt"], env))
-            pt_cpu.append(CPU[-1])
-            fresh_checkout(tree, work / "checkout")
-            aws_times.append(timed([*sync, str(work / "checkout"), "s3://bench-artifacts-ci/aws"], env))
-            aws_cpu.append(CPU[-1])
-        t_pt, t_aws = statistics.median(pt_times), statistics.median(aws_times)
-        c_pt, c_aws = statistics.median(pt_cpu), statistics.median(aws_cpu)
-        print(f"second push, fresh checkout, 1 changed (median of {args.reps}; load average {os.getloadavg()[0]:.1f}):")
-        print(f"  wall: pt artifacts push {t_pt:6.2f}s  aws s3 sync {t_aws:6.2f}s  -> pt is {t_aws / t_pt:5.1f}x faster"
-              f" (target >= 10x)")
-        print(f"  client CPU: pt {c_pt:6.2f}s   aws {c_aws:6.2f}s   -> {c_aws / c_pt:5.1f}x"
-              " (moto server CPU not counted)")
-
-        # the same push as a library call: what pt itself costs, without interpreter/boto3/pydantic start-up
-        from pipeline_tools import artifacts as art
-        from pipeline_tools.aws import AwsFactory
-
-        s3 = art.s3_client(AwsFactory(region="us-east-1", endpoint=endpoint))
-        lib_times = []
-        for _ in range(args.reps):
-            fresh_checkout(tree, work / "checkout")
-            lib_times.append(_t(lambda: art.push(s3, work / "checkout", art.Location.of("bench-artifacts-ci", "pt"))))
-        t_lib_push = statistics.median(lib_times)
-        print(f"  in-process art.push() {t_lib_push:6.2f}s   -> {t_aws / t_lib_push:5.1f}x faster than aws s3 sync")
-
-        # hashing: one large file
-        big = work / "big.bin"
-        with open(big, "wb") as fh:
-            chunk = os.urandom(1 << 20)
-            for _ in range(args.big_mib):
-                fh.write(chunk)
-        subprocess.run(["cat", str(big)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
-        t_sum = min(timed(["sha256sum", str(big)], env) for _ in range(2))
-        t_lib = min(_t(lambda: mf.hash_file(big)) for _ in range(2))
-        mib = args.big_mib
-        print(f"hash one {mib} MiB file: sha256sum {mib / t_sum:7.0f} MiB/s   pt {mib / t_lib:7.0f} MiB/s"
-              f"   -> {t_sum / t_lib * 100:5.0f}% of sha256sum throughput (target >= 80%)")
-        one = work / "one"
-        one.mkdir()
-        os.link(big, one / "big.bin")
-        t_cli = timed([sys.executable, "-m", "pipeline_tools", "artifacts", "manifest", str(one),
-                       "-o", str(work / "one.json")], env)
-        print(f"  `pt artifacts manifest` on it, start-up included: {t_cli:5.2f}s vs sha256sum {t_sum:5.2f}s")
-        big.unlink()
-        (one / "big.bin").unlink()
-
-        # hashing: many small files (the tree), sha256sum in one process vs pt in parallel
-        files = sorted(str(p) for p in tree.rglob("*") if p.is_file())
-        t_sum_many = min(timed(["sha256sum", *files], env) for _ in range(2))
-        t_pt_many = min(_t(lambda: mf.build(tree)) for _ in range(2))
-        print(f"hash {len(files)} small files: sha256sum {t_sum_many:5.3f}s   pt (threads) {t_pt_many:5.3f}s"
-              f"   -> {t_sum_many / t_pt_many:4.1f}x")
+        with Moto() as moto:
+            return _bench(moto, aws, work, args)
     finally:
-        server.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _bench(moto: Moto, aws: str, work: Path, args) -> int:
+    import boto3
+
+    env = pt_env(moto.env())
+    s3 = boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1", aws_access_key_id="bench",
+                      aws_secret_access_key="bench")
+    s3.create_bucket(Bucket=BUCKET)
+    (work / "pipeline.yml").write_text(CONFIG)
+    env.update(PT_CONFIG=str(work / "pipeline.yml"), PT_OUTPUT="human")
+    tree = work / "tree"
+    total = make_tree(tree, args.files)
+    print(f"tree: {args.files} files, {total / 1e6:.1f} MB; moto server {moto.endpoint}; "
+          f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+    pt = [*pt_cmd(), "artifacts", "push"]
+    sync = [aws, "s3", "sync", "--endpoint-url", moto.endpoint, "--only-show-errors"]
+    sides = {
+        "pt": lambda src: [*pt, str(src), "--stage", "ci", "--prefix", "pt"],
+        "aws": lambda src: [*sync, str(src), f"s3://{BUCKET}/aws"],
+        "aws-size": lambda src: [*sync, "--size-only", str(src), f"s3://{BUCKET}/size"],
+    }
+    for name, cmd in sides.items():  # first push of everything, each side to its own prefix
+        dt, _ = run(cmd(tree), env=env)
+        print(f"first push {name:9} {dt:6.2f} s")
+
+    wall: dict[str, list[float]] = {k: [] for k in sides}
+    cpu: dict[str, list[float]] = {k: [] for k in sides}
+    reqs: dict[str, list[int]] = {k: [] for k in sides}
+    checkout = work / "checkout"
+    for _ in range(args.reps):
+        for name, cmd in sides.items():
+            fresh_checkout(tree, checkout)
+            mark = moto.log.mark()
+            dt, p = run(cmd(checkout), env=env)
+            wall[name].append(dt)
+            cpu[name].append(p.cpu)
+            reqs[name].append(len(moto.log.since(mark)))
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    for name in sides:
+        print(f"second push, fresh checkout, 1 grown: {name:9} {dist(wall[name])}; CPU median "
+              f"{statistics.median(cpu[name]):.2f} s; requests {sorted(set(reqs[name]))}")
+    method = (f"CLI processes incl. start-up, fresh checkout (new mtimes) of {args.files} files, 1 grown; "
+              f"median of {args.reps}, same moto server; requests from its log")
+    r_def, r_size = med["aws"] / med["pt"], med["aws-size"] / med["pt"]
+    row("artifacts push vs aws s3 sync (default)", f"{med['pt']:.2f} s (worst {max(wall['pt']):.2f})",
+        f"{med['aws']:.2f} s (worst {max(wall['aws']):.2f})", ">= 10x", r_def >= 10, method,
+        ratio=f"{r_def:.1f}x", requests=f"pt {max(reqs['pt'])} / aws {max(reqs['aws'])}")
+    row("artifacts push vs aws s3 sync --size-only", f"{med['pt']:.2f} s (worst {max(wall['pt']):.2f})",
+        f"{med['aws-size']:.2f} s (worst {max(wall['aws-size']):.2f})", ">= 1.5x", r_size >= 1.5, method,
+        ratio=f"{r_size:.1f}x", requests=f"pt {max(reqs['pt'])} / aws {max(reqs['aws-size'])}")
+
+    # correctness: a same-size change
+    fresh_checkout(tree, checkout, grow=False, flip=True)
+    want = (checkout / FLIPPED).read_bytes()
+    run(sides["pt"](checkout), env=env)
+    run(sides["aws-size"](checkout), env=env)
+    got_pt = s3.get_object(Bucket=BUCKET, Key=f"pt/{FLIPPED}")["Body"].read()
+    got_size = s3.get_object(Bucket=BUCKET, Key=f"size/{FLIPPED}")["Body"].read()
+    pt_ok, size_ok = got_pt == want, got_size == want
+    print(f"same-size change of {FLIPPED}: pt {'uploaded it' if pt_ok else 'MISSED it'}; "
+          f"aws s3 sync --size-only {'uploaded it' if size_ok else 'missed it (remote keeps the old bytes)'}")
+    row("same-size content change", "caught" if pt_ok else "MISSED", "missed" if not size_ok else "caught",
+        "pt catches it", pt_ok, "a byte flipped in one file of a fresh checkout; remote object read back "
+        "(baseline: aws s3 sync --size-only)")
     return 0
-
-
-def _t(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

@@ -66,8 +66,9 @@ def dry_run_option(f):
                         help="Print the plan and call no mutating API.")(f)
 
 
-def output_path_problem(value: str, directory: bool = False) -> str | None:
+def output_path_problem(value: str, directory: bool = False, parents: bool = False) -> str | None:
     """Why pt could not write `value` (a file, or a directory it creates with its parents), else None.
+    `parents`: a file whose missing directories pt creates (reports, like pytest's --junitxml).
 
     Checked before any work starts, so a bad -o/--evidence-dir is a usage error (exit 2), not a
     failure after the deploy or teardown it was meant to record.
@@ -87,6 +88,9 @@ def output_path_problem(value: str, directory: bool = False) -> str | None:
             return f"{value} is not writable"
         return None
     parent = p.parent
+    if not directory and parents and not parent.exists():
+        problem = output_path_problem(str(parent), directory=True)
+        return None if problem is None else f"{problem} (for {value})"
     if not directory:
         if not parent.exists():
             nearest = next((a for a in parent.parents if a.exists()), None)
@@ -103,15 +107,17 @@ def output_path_problem(value: str, directory: bool = False) -> str | None:
 
 
 class OutputPath(click.ParamType):
-    """A path pt writes: a file whose directory exists, or a directory it may create (directory=True)."""
+    """A path pt writes: a file whose directory exists (or that pt creates, parents=True), or a
+    directory it may create (directory=True)."""
 
     name = "path"
 
-    def __init__(self, directory: bool = False):
+    def __init__(self, directory: bool = False, parents: bool = False):
         self.directory = directory
+        self.parents = parents
 
     def convert(self, value, param, ctx):
-        problem = output_path_problem(str(value), self.directory)
+        problem = output_path_problem(str(value), self.directory, self.parents)
         if problem:
             self.fail(problem, param, ctx)
         return str(value)
@@ -129,3 +135,16 @@ class Region(click.ParamType):
         if problem:
             self.fail(problem, param, ctx)
         return str(value)
+
+
+def lean_config(f):
+    """The command reads only project/region/stages/artifacts of pipeline.yml: load it through
+    config_lean (no pydantic). Outermost under @click.command, so it runs before --stage checks."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        click.get_current_context().ensure_object(App).lean_config = True
+        return f(*args, **kwargs)
+
+    return wrapper

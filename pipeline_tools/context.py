@@ -20,6 +20,7 @@ class App:
     profile: str | None = None
     output_mode: str = "human"
     verbose: bool = False
+    lean_config: bool = False  # commands that read only project/region/stages/artifacts (config_lean)
     _config: Config | None = field(default=None, repr=False)
     _aws: dict = field(default_factory=dict, repr=False)
     _out: Output | None = field(default=None, repr=False)
@@ -33,9 +34,14 @@ class App:
 
     def config(self) -> Config:
         if self._config is None:
-            from .config import load
+            if self.lean_config:
+                from .config_lean import load_lean
 
-            self._config = load(self.config_path)
+                self._config = load_lean(self.config_path)
+            else:
+                from .config import load
+
+                self._config = load(self.config_path)
         return self._config
 
     def require_stage(self) -> str:

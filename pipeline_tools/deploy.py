@@ -477,7 +477,8 @@ class _Run:
         self.mark("finishing", verdict=self.last_verdict.to_dict() if self.last_verdict else None)
         def one(f: FunctionPlan) -> list[str]:
             try:
-                return lo.prune_versions(self.d.lambda_client, f.name, self.plan.keep_versions, self.d.sleep)
+                return lo.prune_versions(self.d.lambda_client, f.name, self.plan.keep_versions, self.d.sleep,
+                                         newest=self.versions.get(f.function))
             except Exception as e:  # pruning is housekeeping: never fail a good deploy for it
                 self.d.log(f"warning: could not prune old versions of {f.name}: {e}")
                 return []
@@ -586,7 +587,10 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
         try:  # fenced, not check_lock(): a renewal hiccup after the bake must not undo a good deploy
             run.rec = d.ledger.transition(stage, run.id, "succeeded", reason="gate PASS after bake" + note,
                                           actor=d.actor, data={"functions": _function_data(plan, run.versions),
-                                                               "pruned": pruned}, current=run.rec, lock=run.lock)
+                                                               "pruned": pruned,
+                                                               # the start of `pt gate`'s window
+                                                               "gate_snapshot": watch.snapshot_now().to_dict()},
+                                          current=run.rec, lock=run.lock)
         except FenceLost as e:
             raise _failed(f"deploy {run.id} to {stage} reached 100% and baked, but {e.message}",
                           f"the process that took it over (`pt recover --stage {stage}`) finishes it "
@@ -936,7 +940,7 @@ def status(cfg: Any, stage: str, lambda_client: Any, ledger: Ledger | None, cloc
     def skip(e: CorruptItem) -> None:
         warnings.append(f"skipped: {e.message}")
 
-    recent = ledger.query(stage, DEPLOY, limit=20, on_corrupt=skip) if ledger else []
+    recent = ledger.page(stage, DEPLOY, limit=20, on_corrupt=skip)[0] if ledger else []  # Limit-bounded
     last = recent[:1]
     unfinished = next((r for r in recent if not r.final), None)
     lock = damaged_lock = None
@@ -1011,14 +1015,20 @@ def _split(cfg: Any, rows: list[dict]) -> dict | None:
 
 
 def history(ledger: Ledger, stage: str, n: int = 20, *, warn: Callable[[str], None] | None = None) -> list[dict]:
-    """The stage's deploys, newest first; damaged items are skipped (each reported to `warn`)."""
-    out = []
+    return history_page(ledger, stage, n, warn=warn)[0]
 
+
+def history_page(ledger: Ledger, stage: str, n: int = 20, before: str | None = None, *,
+                 warn: Callable[[str], None] | None = None) -> tuple[list[dict], str | None]:
+    """One page of deploys, newest first, and the cursor (a deploy id) of the next page or None;
+    damaged items are skipped (each reported to `warn`)."""
     def skip(e: CorruptItem) -> None:
         if warn is not None:
             warn(f"skipped: {e.message}")
 
-    for r in ledger.query(stage, DEPLOY, limit=n, on_corrupt=skip):
+    records, cursor = ledger.page(stage, DEPLOY, limit=n, before=before, on_corrupt=skip)
+    out = []
+    for r in records:
         end = r.transitions[-1].get("ts") if r.transitions else r.updated
         out.append({"id": r.id, "operation": r.data.get("operation", "deploy"), "state": r.state,
                     "digest": r.digest, "image": r.data.get("image"), "strategy": r.data.get("strategy"),
@@ -1026,7 +1036,7 @@ def history(ledger: Ledger, stage: str, n: int = 20, *, warn: Callable[[str], No
                     "duration_s": round((end or r.updated) - r.created, 1), "reason": r.reason,
                     "window_override": bool((r.data.get("window") or {}).get("overridden")),
                     "rolled_back_by": r.data.get("rolled_back_by")})
-    return out
+    return out, cursor
 
 
 # --- image existence ---------------------------------------------------------------------------

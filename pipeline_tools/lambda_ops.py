@@ -171,8 +171,15 @@ def delete_alias(lc: Any, name: str, sleep: Callable[[float], None]) -> None:
             raise
 
 
-def prune_versions(lc: Any, name: str, keep: int, sleep: Callable[[float], None]) -> list[str]:
-    """Delete numbered versions beyond the newest `keep` that no alias references."""
+def prune_versions(lc: Any, name: str, keep: int, sleep: Callable[[float], None],
+                   newest: str | None = None) -> list[str]:
+    """Delete numbered versions beyond the newest `keep` that no alias references.
+
+    `newest`: the version just published. Version numbers only grow, so a function whose newest
+    version is ≤ keep has at most `keep` versions: nothing to list or delete (saves 2 requests).
+    """
+    if newest is not None and newest.isdigit() and int(newest) <= keep:
+        return []
     versions: list[int] = []
     marker = None
     for _ in range(1000):
@@ -182,6 +189,8 @@ def prune_versions(lc: Any, name: str, keep: int, sleep: Callable[[float], None]
         marker = resp.get("NextMarker")
         if not marker:
             break
+    if len(versions) <= keep:  # nothing beyond `keep`: no need to read the aliases
+        return []
     referenced: set[str] = set()
     marker = None
     for _ in range(1000):

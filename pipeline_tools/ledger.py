@@ -379,6 +379,43 @@ class Ledger:
                 return out
             kw["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
+    def page(self, stage: str, kind: str | None = None, *, limit: int = 20, before: str | None = None,
+             on_corrupt: Callable[[CorruptItem], None] | None = None) -> tuple[list[Record], str | None]:
+        """One page of a stage's records, newest first: (records, cursor for the next page or None).
+
+        Each Query asks DynamoDB for about one page of items (`Limit`), so the first page of a
+        10,000-record stage reads ~`limit` items, not the whole 1 MB a bare Query returns.
+        `before` is the id of the last record of the previous page (the cursor returned).
+        A damaged item raises CorruptItem, unless `on_corrupt` is given (called, then skipped).
+        """
+        limit = max(1, limit)
+        kw: dict[str, Any] = {"TableName": self.table, "ScanIndexForward": False, "ConsistentRead": True,
+                              "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
+                              "ExpressionAttributeValues": {":pk": {"S": stage}, ":p": {"S": RECORD_PREFIX}}}
+        if kind is not None:
+            kw["FilterExpression"] = "kind = :k"
+            kw["ExpressionAttributeValues"][":k"] = {"S": kind}
+        if before:
+            kw["ExclusiveStartKey"] = {PK: {"S": stage}, SK: {"S": RECORD_PREFIX + before}}
+        out: list[Record] = []
+        batch = limit + 1  # one more than asked: tells whether a next page exists without another call
+        for _ in range(10_000):  # bounded: a filter may skip many items
+            resp = self.client.query(**kw, Limit=batch)
+            for item in resp.get("Items", []):
+                if len(out) == limit:
+                    return out, out[-1].id
+                try:
+                    out.append(self._record(item))
+                except CorruptItem as e:
+                    if on_corrupt is None:
+                        raise
+                    on_corrupt(e)
+            if "LastEvaluatedKey" not in resp:
+                return out, None
+            kw["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+            batch = min(max(batch * 2, 25), 1000)  # a selective filter: fewer round trips
+        return out, (out[-1].id if out else None)
+
     def _rewrite(self, old: Record, new: Record, lock: Lock | None = None) -> Record:
         cond = "attribute_exists(sk) AND updated = :u"
         try:

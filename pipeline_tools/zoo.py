@@ -75,12 +75,16 @@ def read_deployed(lc: Any, name: str) -> Deployed:
         if _code(e) == "ResourceNotFoundException":
             return Deployed(name)
         raise
-    c = lc.get_function_configuration(FunctionName=name, Qualifier=alias.version)
+    # one GetFunction gives the version's configuration and its code (2 requests per model, not 5)
+    f = lc.get_function(FunctionName=name, Qualifier=alias.version)
+    c = f.get("Configuration") or {}
     desc = c.get("Description") or ""
     m = ARTIFACTS_IN_TEXT.search(desc) if desc.startswith("pt ") else None
     art = m.group(1) if m else ((c.get("Environment") or {}).get("Variables") or {}).get(ENV_SHA)
-    digest = lo.version_digest(lc, name, alias.version)
-    uri = lc.get_function(FunctionName=name, Qualifier=alias.version).get("Code", {}).get("ImageUri")
+    uri = (f.get("Code") or {}).get("ImageUri")
+    d = lo.DIGEST_IN_TEXT.search(desc) if desc.startswith("pt ") else None
+    d = d or lo.DIGEST_IN_TEXT.search(uri or "")  # the same order as lambda_ops.version_digest
+    digest = d.group(0) if d else None
     return Deployed(name, True, alias.version, art, digest, with_digest(uri, digest), bool(alias.weights))
 
 
@@ -271,6 +275,24 @@ class ZooDeps:
     actor: dict = field(default_factory=dict)
     lease: float = field(default_factory=lease_from_env)
     update_timeout: float = 300.0
+    parallel: int = 1  # models read/rolled out at once (`pt zoo … --parallel N`)
+
+
+LIST_FUNCTIONS_FROM = 20  # models; below this, per-function reads are as cheap
+
+
+def _existing_functions(lc: Any, wanted: set[str]) -> set[str] | None:
+    """The names in `wanted` that exist, from ListFunctions; None (read each one) when the account
+    holds so many other functions that listing them would cost more than reading ours."""
+    found: set[str] = set()
+    marker = None
+    for _ in range(max(4, len(wanted) // 25)):  # pages of 50: at most ~2 pages per 50 of ours
+        resp = lc.list_functions(**({"Marker": marker} if marker else {}), MaxItems=50)
+        found.update(f["FunctionName"] for f in resp.get("Functions", []) if f["FunctionName"] in wanted)
+        marker = resp.get("NextMarker")
+        if not marker:
+            return found
+    return None
 
 
 def plan_stage(cfg: Any, stage: str, *, deps: ZooDeps, models: Iterable[str] | None = None,
@@ -282,15 +304,31 @@ def plan_stage(cfg: Any, stage: str, *, deps: ZooDeps, models: Iterable[str] | N
     names_ = select(zoo.models, models)
     ref = parse_image_uri(image_uri) if image_uri else None
     cons = consumers(cfg, stage)
-    inputs, states = [], {}
-    for name in names_:
+
+    # Which model functions exist at all: one ListFunctions page per 50 functions instead of two
+    # NotFound round trips per missing function (a first rollout of 500 models: 10 requests, not 2,000).
+    wanted = {fn for n in names_ for fn in function_names(cfg, stage, n)}
+    existing = _existing_functions(deps.lambda_client, wanted) if len(names_) >= LIST_FUNCTIONS_FROM else None
+
+    def read_fn(fn: str) -> Deployed:
+        return Deployed(fn) if existing is not None and fn not in existing else read_deployed(deps.lambda_client, fn)
+
+    def read(name: str) -> tuple[ModelInput, tuple[Deployed, Deployed]]:
         a = (artifacts or {}).get(name) or resolve_artifacts(cfg, stage, name, s3=deps.s3)
         main, copy = function_names(cfg, stage, name)
-        inputs.append(ModelInput(name, zoo.models[name].copy_alongside, a.sha256,
-                                 ref.digest if ref else None, ref.uri if ref else None,
-                                 tuple(c.key for c in cons if c.model == name), a.location))
-        states[name] = (read_deployed(deps.lambda_client, main), read_deployed(deps.lambda_client, copy))
-    return plan_models(stage, inputs, states)
+        return (ModelInput(name, zoo.models[name].copy_alongside, a.sha256, ref.digest if ref else None,
+                           ref.uri if ref else None, tuple(c.key for c in cons if c.model == name), a.location),
+                (read_fn(main), read_fn(copy)))
+
+    # Reads only: bounded parallelism (each model is a few round trips; 500 models in sequence is seconds)
+    if deps.parallel > 1 and len(names_) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(deps.parallel, len(names_))) as pool:
+            got = list(pool.map(read, names_))
+    else:
+        got = [read(n) for n in names_]
+    return plan_models(stage, [i for i, _ in got], {i.name: st for i, st in got})
 
 
 def require_zoo(cfg: Any) -> Any:
@@ -425,24 +463,13 @@ def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: 
 
             raise Interrupted(sig.received)
         rec = led.put_record(ZOO, stage, {"operation": "apply", "set_digest": plan.set_digest,
-                                          "plan": plan.to_dict(), "window": window, "models": [],
+                                          "plan": _record_plan(plan), "window": window, "models": [],
                                           "consumers": []},
                              actor=d.actor, state="locked", record_id=rid,
                              reason=f"window override: {window.get('reason')}"
                              if window and window.get("overridden") else None)
         rec = led.transition(stage, rid, "applying", actor=d.actor, current=rec)
-        for m in plan.changing():
-            d.log(f"{stage}: {m.model}: {m.action} → {m.function}")
-            where = _upload(cfg, stage, m, d.s3)
-            step = {"model": m.model, "action": m.action, "function": m.function, "created": m.create, "apply_id": rid,
-                    "previous_version": m.previous_version, "version": None, "artifacts": m.artifacts,
-                    "artifacts_location": where, "image_digest": m.image_digest}
-            rec = led.transition(stage, rid, "applying", reason=f"{m.action} {m.model}", actor=d.actor,
-                                 data={"models": [*steps, step], "model": m.model}, current=rec)
-            steps.append(step)
-            step["version"] = _deploy_model(cfg, stage, m, where, rid, d)
-            rec = led.transition(stage, rid, "applying", reason=f"{m.model} live v{step['version']}",
-                                 actor=d.actor, data={"models": steps, "model": m.model}, current=rec)
+        rec = _roll_models(cfg, plan, d, rid, rec, steps)
         cons = {c.key: c for c in consumers(cfg, stage)}
         for s in steps:
             if s["action"] != NEW_VERSION:
@@ -483,6 +510,79 @@ def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: 
             from (exc if isinstance(exc, Exception) else None)
     led.release(lock)
     return rec
+
+
+def _record_plan(plan: ZooPlan) -> dict:
+    """The plan as kept in the ledger record: the per-model details live in `models` (the steps),
+    so only what changes is listed here (a DynamoDB item is at most 400 KB: 500 full model plans
+    and their steps would not fit)."""
+    p = plan.to_dict()
+    p["models"] = [{"model": m.model, "action": m.action, "reason": m.reason} for m in plan.changing()]
+    return p
+
+
+def _roll_models(cfg: Any, plan: ZooPlan, d: ZooDeps, rid: str, rec: Record, steps: list[dict]) -> Record:
+    """Roll out every changing model, up to d.parallel at once, in waves of a few models.
+
+    Each wave is written to the ledger record (its models' steps) before any of them is touched,
+    and again with their new versions once they are live, so a model is never changed without
+    being recorded; two writes per wave keep the record small at hundreds of models. The first
+    failure stops new models; the running ones finish; then the caller undoes every recorded step.
+    """
+    import threading
+
+    stage, led = plan.stage, d.ledger
+    stop = threading.Event()
+    state = {"rec": rec}
+    changing = list(plan.changing())
+    par = max(1, min(d.parallel, len(changing) or 1))
+    wave = max(4, 4 * par)
+
+    def write(reason: str) -> None:
+        state["rec"] = led.transition(stage, rid, "applying", reason=reason, actor=d.actor,
+                                      data={"models": steps}, current=state["rec"])
+
+    def one(m: Any, step: dict) -> None:
+        if stop.is_set():
+            return
+        d.log(f"{stage}: {m.model}: {m.action} → {m.function}")
+        step["artifacts_location"] = where = _upload(cfg, stage, m, d.s3)
+        step["version"] = _deploy_model(cfg, stage, m, where, rid, d)
+
+    def run_wave(batch: list[tuple[Any, dict]]) -> None:
+        if par == 1 or len(batch) == 1:
+            for m, step in batch:
+                one(m, step)
+            return
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        with ThreadPoolExecutor(max_workers=min(par, len(batch)), thread_name_prefix="pt-zoo") as pool:
+            futures = [pool.submit(one, m, step) for m, step in batch]
+            try:
+                for f in as_completed(futures):
+                    f.result()
+            except BaseException:
+                stop.set()  # no new model starts; leaving `with` waits for the running ones
+                raise
+
+    for i in range(0, len(changing), wave):
+        batch = [(m, {"model": m.model, "action": m.action, "function": m.function, "created": m.create,
+                      "apply_id": rid, "previous_version": m.previous_version, "version": None,
+                      "artifacts": m.artifacts, "artifacts_location": m.location, "image_digest": m.image_digest})
+                 for m in changing[i:i + wave]]
+        steps.extend(step for _, step in batch)
+        names_ = ", ".join(m.model for m, _ in batch)
+        write(f"{batch[0][0].action} {names_}" if len(batch) == 1 else f"rolling out {len(batch)}: {names_}")
+        try:
+            run_wave(batch)
+        finally:  # record what went live in this wave, even when a model of it failed
+            live = [f"{step['model']} v{step['version']}" for _, step in batch if step["version"]]
+            if live:
+                try:
+                    write(f"live: {', '.join(live)}")
+                except Exception as e:  # keep the model's own error; the steps are already recorded
+                    d.log(f"warning: could not record {', '.join(live)} as live: {e}")
+    return state["rec"]
 
 
 def _change(c: Consumer, old: str | None, new: str | None) -> dict:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..clikit import dry_run_option, output_option, pass_app, stage_option
+from ..clikit import dry_run_option, lean_config, output_option, pass_app, stage_option
 from ..context import App
 from ..errors import UsageError
 
@@ -350,22 +350,28 @@ def _age(seconds: Any) -> str:
 
 
 @click.command()
+@lean_config
 @stage_option(required=True)
-@click.option("-n", "limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many deploys.")
+@click.option("-n", "limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many deploys.")
+@click.option("--before", metavar="DEPLOY_ID", default=None,
+              help="Start after this deploy (the `next` cursor printed with the previous page).")
 @output_option
 @pass_app
-def history(app: App, limit: int) -> int:
-    """List a stage's deploys from the ledger, newest first."""
+def history(app: App, limit: int, before: str | None) -> int:
+    """List a stage's deploys from the ledger, newest first, one page at a time."""
     from .. import deploy as dp
 
-    rows = dp.history(_ledger(app, app.stage, create=False), app.stage, limit, warn=app.out.warn)
+    rows, cursor = dp.history_page(_ledger(app, app.stage, create=False), app.stage, limit, before,
+                                   warn=app.out.warn)
 
     def human(o):
         o.table([(r["id"], r["operation"], r["state"], (r["digest"] or "")[:19], r["strategy"], r["actor"],
                   r["started"], f"{r['duration_s']}s", (r["reason"] or "")[:60]) for r in rows],
                 ["deploy", "op", "state", "digest", "strategy", "actor", "started", "took", "reason"])
+        if cursor:
+            o.info(f"more: pt history --stage {app.stage} -n {limit} --before {cursor}")
 
-    app.out.result({"stage": app.stage, "deploys": rows}, human)
+    app.out.result({"stage": app.stage, "deploys": rows, "next": cursor}, human)
     return 0
 
 

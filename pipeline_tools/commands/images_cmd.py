@@ -122,7 +122,7 @@ def _mb(n: int) -> str:
 @click.argument("image", required=False)
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 @stage_option(help="Stage whose registry names the image (default as build-push).")
-@click.option("--junit", "junit", default=None, metavar="PATH", type=OutputPath(),
+@click.option("--junit", "junit", default=None, metavar="PATH", type=OutputPath(parents=True),
               help="Where the JUnit XML goes (default reports/junit-<image>.xml).")
 @output_option
 @pass_app

@@ -11,7 +11,7 @@ from ..clikit import dry_run_option, output_option, pass_app, stage_option
 from ..context import App
 
 
-def _deps(app: App, stage: str):
+def _deps(app: App, stage: str, parallel: int = 1):
     from .. import actor, aws, ledger
     from ..artifacts import s3_client
     from ..zoo import ZooDeps
@@ -24,16 +24,17 @@ def _deps(app: App, stage: str):
     return ZooDeps(lambda_client=factory.client("lambda"), ssm=_Lazy(lambda: factory.client("ssm")),
                    ledger=ledger.Ledger(ddb, cfg.ledger_table()),
                    cloudwatch=_Lazy(lambda: factory.client("cloudwatch")), s3=_Lazy(lambda: s3_client(factory)),
-                   clock=time.time, sleep=time.sleep, log=app.out.log, actor=actor.identify(factory.caller_arn()))
+                   clock=time.time, sleep=time.sleep, log=app.out.log, actor=actor.identify(factory.caller_arn()),
+                   parallel=parallel)
 
 
-def _deps_for(app: App):
+def _deps_for(app: App, parallel: int = 1):
     """`stage -> ZooDeps`, built once per stage for this command."""
     cache: dict[str, Any] = {}
 
     def get(stage: str):
         if stage not in cache:
-            cache[stage] = _deps(app, stage)
+            cache[stage] = _deps(app, stage, parallel)
         return cache[stage]
 
     return get
@@ -105,6 +106,10 @@ _model_opt = click.option("--model", "models", multiple=True, metavar="NAME",
                           help="Only these whitelisted models (repeatable; default: all of zoo.models).")
 _image_opt = click.option("--image-uri", metavar="REPO@sha256:…",
                           help="Image for the models (default: the image each model runs).")
+_parallel_opt = click.option(
+    "--parallel", type=click.IntRange(1, 64), default=8, show_default=True, metavar="N",
+    help="Models read (plan) or rolled out (apply) at once. Throttling is retried adaptively "
+         "(botocore adaptive mode shares one rate limiter across the N workers); lower N if it persists.")
 _build_opt = click.option("--from-build", "from_build", metavar="FILE", type=click.Path(dir_okay=False),
                           help="JSON printed by `pt build-push --output json`.")
 
@@ -125,16 +130,17 @@ def zoo() -> None:
 @_model_opt
 @_image_opt
 @_build_opt
+@_parallel_opt
 @output_option
 @pass_app
-def plan(app: App, models: tuple[str, ...], image_uri: str | None, from_build: str | None) -> int:
+def plan(app: App, models: tuple[str, ...], image_uri: str | None, from_build: str | None, parallel: int) -> int:
     """Show per model: skip / copy / new-version, with the reason. Changes nothing."""
     from .. import zoo as z
 
     cfg = app.config()
     z.require_zoo(cfg)
     uri = _image_uri(app, image_uri, from_build, models)
-    deps = _deps_for(app)
+    deps = _deps_for(app, parallel)
     plans = [z.plan_stage(cfg, st, deps=deps(st), models=models or None, image_uri=uri).to_dict()
              for st in _stages(app)]
 
@@ -154,11 +160,12 @@ def plan(app: App, models: tuple[str, ...], image_uri: str | None, from_build: s
 @_build_opt
 @click.option("--override-window", is_flag=True, help="Apply outside the stage's deploy window.")
 @click.option("--reason", metavar="TEXT", help="Why the window is overridden (recorded in the ledger).")
+@_parallel_opt
 @dry_run_option
 @output_option
 @pass_app
 def apply(app: App, models: tuple[str, ...], image_uri: str | None, from_build: str | None,
-          override_window: bool, reason: str | None, dry_run: bool) -> int:
+          override_window: bool, reason: str | None, parallel: int, dry_run: bool) -> int:
     """Roll the zoo out: staging, its gate over the bake, then prod (approvals, window, lock).
 
     \b
@@ -175,7 +182,7 @@ def apply(app: App, models: tuple[str, ...], image_uri: str | None, from_build: 
 
         check(None, datetime.now(UTC), override=True, reason=reason)  # raises the usage error
     uri = _image_uri(app, image_uri, from_build, models)
-    result = z.rollout(cfg, _deps_for(app), stages=_stages(app), models=models or None, image_uri=uri,
+    result = z.rollout(cfg, _deps_for(app, parallel), stages=_stages(app), models=models or None, image_uri=uri,
                        dry_run=dry_run, override_window=override_window, reason=reason, log=app.out.log)
 
     def human(o):

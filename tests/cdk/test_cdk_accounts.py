@@ -87,7 +87,8 @@ def test_three_accounts_deploy_roles_reach_the_ledger_and_the_source_stage(three
     other = next(s for s in trust if s.get("Sid") == "OtherAccounts")
     allowed = text(other["Condition"]["ArnEquals"]["aws:PrincipalArn"])
     assert f":iam::{B}:role/iris-prod-deploy" in allowed
-    assert f":iam::{C}:role/iris-github" in allowed and f":iam::{C}:role/iris-prod-codebuild" in allowed
+    assert f":iam::{C}:role/iris-prod-github" in allowed and f":iam::{C}:role/iris-prod-codebuild" in allowed
+    assert f":iam::{C}:role/iris-github" not in allowed  # one GitHub role per stage, never a shared one
     principals = text(other["Principal"])
     assert f"{B}:root" in principals and f"{C}:root" in principals and f"{A}:root" not in principals
 

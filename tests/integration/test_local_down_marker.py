@@ -140,7 +140,7 @@ def test_marker_of_a_spawned_process_matches_until_it_exits(tmp_path):
 def test_a_real_moto_started_by_pt_is_stopped_by_down(tmp_path, run_pt):
     moto = local.start_moto(tmp_path, {}, local.free_port())
     try:
-        assert moto["started_by_pt"] and moto["argv"][1:3] == ["-m", "moto.server"]
+        assert moto["started_by_pt"] and moto["argv"][1:3] == ["-m", local.MOTO_MODULE]
         assert isinstance(moto["start_time"], int)
         local.save_state(tmp_path, {"moto": moto})
         r = run_pt("local", "down", "--dir", tmp_path)

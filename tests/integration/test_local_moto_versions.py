@@ -27,7 +27,7 @@ from .conftest_deploy import digest, make_stage, uri
 def local_moto(tmp_path, monkeypatch):
     """A moto server started exactly as `pt local up` starts it (local.start_moto)."""
     info = local.start_moto(tmp_path / "state", {}, local.free_port())
-    assert info["started_by_pt"] and "pipeline_tools.localmoto" in info["match"]
+    assert info["started_by_pt"] and "pipeline_tools.localmoto" in info["argv"]
     monkeypatch.setenv("AWS_ENDPOINT_URL", info["endpoint"])
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -74,18 +74,18 @@ def test_a_plain_moto_started_by_an_earlier_pt_is_restarted_once(tmp_path: Path)
     import sys
 
     port = local.free_port()
-    pid = local._spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], tmp_path / "m.log")
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    pid = local._spawn(argv, tmp_path / "m.log")
     endpoint = f"http://127.0.0.1:{port}"
     new = None
     try:
         assert local._wait_until(lambda: local.moto_answers(endpoint), 30, time.time, time.sleep)
-        legacy = {"endpoint": endpoint, "port": port, "pid": pid, "started_by_pt": True,
-                  "match": f"moto.server -H 127.0.0.1 -p {port}"}
+        legacy = {"endpoint": endpoint, "port": port, "started_by_pt": True, **local.marker(pid, argv)}
         foreign = local.start_moto(tmp_path, {"moto": {**legacy, "started_by_pt": False}}, None)
         assert foreign["reused"] is True and local._pid_cmdline(pid) is not None
         new = local.start_moto(tmp_path, {"moto": legacy}, None)
         assert new["reused"] is False and new["port"] == port and new["pid"] != pid
-        assert "pipeline_tools.localmoto" in new["match"] and local.moto_answers(endpoint)
+        assert "pipeline_tools.localmoto" in new["argv"] and local.moto_answers(endpoint)
         assert local.start_moto(tmp_path, {"moto": new}, None)["reused"] is True  # restarted once only
     finally:
         for p in (pid, new and new["pid"]):
