@@ -21,7 +21,7 @@ region: us-east-1
 images:
   app: {context: svc, dockerfile: svc/Dockerfile}
 stages:
-  staging: {account: "111111111111", branch: integration}
+  staging: {account: "111111111111", branch: integration, gate: {alarms: [gitctx-staging-]}}
 """)
     return root / "pipeline.yml", svc
 

@@ -77,7 +77,7 @@ region: us-east-1
 images: {model: {context: .}}
 functions: {predict: {image: model}}
 stages:
-  staging: {account: "111111111111", branch: main}
+  staging: {account: "111111111111", branch: main, gate: {alarms: [iris-staging-]}}
 """
 
 
