@@ -469,24 +469,25 @@ def deploy(cfg: Config, plan: Plan, deps: Deps, *, window: dict | None = None) -
             "previous_endpoint_config": plan.current.config, "endpoint_config": plan.endpoint_config,
             "model": plan.model, "artifacts": plan.artifacts, **({"window": window} if window else {})}
     rec = led.put_record(KIND, stage, data, actor=deps.actor, state="locked", record_id=plan.record_id,
-                         reason=f"{data['operation']} {plan.digest[:19]}…")
+                         reason=f"{data['operation']} {plan.digest[:19]}…", lock=lock)
     created: list[str | None] = [None, None]
     try:
-        rec = led.transition(stage, rec.id, "creating", current=rec)
+        rec = led.transition(stage, rec.id, "creating", current=rec, lock=lock)
         deps.log(f"creating model {plan.model} and endpoint config {plan.endpoint_config}")
         deps.sagemaker.create_model(**plan.model_request)
         created[0] = plan.model
         deps.sagemaker.create_endpoint_config(**plan.config_request)
         created[1] = plan.endpoint_config
-        rec = led.transition(stage, rec.id, "updating", current=rec)
+        rec = led.transition(stage, rec.id, "updating", current=rec, lock=lock)
         deps.log(f"{'creating' if plan.action == 'create' else 'updating'} endpoint {plan.endpoint}")
         _switch(deps, plan.endpoint, plan.endpoint_config, create=plan.action == "create", timeout=t.wait)
         rec = led.transition(stage, rec.id, "succeeded", current=rec,
                              data={"shadow_active": plan.action == "shadow"},
-                             reason="shadow running" if plan.action == "shadow" else "endpoint created")
+                             reason="shadow running" if plan.action == "shadow" else "endpoint created", lock=lock)
         if plan.action == "shadow":
             for old in open_shadows(led, stage, exclude=rec.id):
-                led.append_event(stage, old.id, "closed", data={"closed_by": rec.id}, reason="replaced by a new shadow")
+                led.append_event(stage, old.id, "closed", data={"closed_by": rec.id},
+                                 reason="replaced by a new shadow", lock=lock)
         return rec
     except BaseException as e:
         why = e.message if isinstance(e, PtError) else f"{type(e).__name__}: {e}"
@@ -496,7 +497,7 @@ def deploy(cfg: Config, plan: Plan, deps: Deps, *, window: dict | None = None) -
             _delete_failed_endpoint(deps, plan.endpoint)
         if _restored_ok(restored):
             _cleanup(deps, created[0], created[1])
-        led.transition(stage, rec.id, "failed", reason=why, data={"restore": restored})
+        led.transition(stage, rec.id, "failed", reason=why, data={"restore": restored}, lock=lock)
         err = _as_pt_error(e)
         if err is not None:
             raise type(err)(f"{err.message}; deploy {rec.id} failed, {restored}", err.hint) from None
@@ -917,22 +918,22 @@ def promote_shadow(cfg: Config, stage: str, deps: Deps, *, now: datetime | None 
                                        "shadow_id": shadow.id, "previous_endpoint_config": cur.config,
                                        "endpoint_config": ec_name, "model": prod["ModelName"],
                                        "checks": out["checks"], "window": out["window"]},
-                         actor=deps.actor, state="locked", record_id=rid, reason=f"promote shadow {shadow.id}")
+                         actor=deps.actor, state="locked", record_id=rid, reason=f"promote shadow {shadow.id}", lock=lk)
     try:
-        rec = led.transition(stage, rid, "creating", current=rec)
+        rec = led.transition(stage, rid, "creating", current=rec, lock=lk)
         deps.sagemaker.create_endpoint_config(**creq)
-        rec = led.transition(stage, rid, "updating", current=rec)
+        rec = led.transition(stage, rid, "updating", current=rec, lock=lk)
         _switch(deps, ep, ec_name, create=False, timeout=t.wait)
-        rec = led.transition(stage, rid, "succeeded", current=rec, reason="shadow is production")
-        led.append_event(stage, shadow.id, "promoted", data={"closed_by": rid, "promoted_by": rid})
+        rec = led.transition(stage, rid, "succeeded", current=rec, reason="shadow is production", lock=lk)
+        led.append_event(stage, shadow.id, "promoted", data={"closed_by": rid, "promoted_by": rid}, lock=lk)
         led.put_record("promotion", stage, {"target": "sagemaker", "deploy_id": rid, "digest": shadow.digest,
-                                            "checks": out["checks"]}, actor=deps.actor, state="succeeded")
+                                            "checks": out["checks"]}, actor=deps.actor, state="succeeded", lock=lk)
     except BaseException as e:
         why = e.message if isinstance(e, PtError) else f"{type(e).__name__}: {e}"
         restored = _restore(deps, ep, cur.config, t.wait)
         if _restored_ok(restored):
             _cleanup(deps, None, ec_name)
-        led.transition(stage, rid, "failed", reason=why, data={"restore": restored})
+        led.transition(stage, rid, "failed", reason=why, data={"restore": restored}, lock=lk)
         err = _as_pt_error(e)
         if err is not None:
             raise type(err)(f"{err.message}; promotion {rid} failed, {restored}", err.hint) from None
@@ -974,22 +975,22 @@ def rollback(cfg: Config, stage: str, deps: Deps, *, dry_run: bool = False) -> d
     rec = led.put_record(KIND, stage, {"operation": "rollback", "endpoint": ep, "undo": undo.id,
                                        "previous_endpoint_config": runs, "endpoint_config": prev,
                                        "digest": undo.digest}, actor=deps.actor, state="locked", record_id=rid,
-                         reason=f"roll back {undo.data.get('operation')} {undo.id}")
+                         reason=f"roll back {undo.data.get('operation')} {undo.id}", lock=lk)
     try:
-        rec = led.transition(stage, rid, "rolling_back", current=rec)
+        rec = led.transition(stage, rid, "rolling_back", current=rec, lock=lk)
         if desc.get("EndpointStatus") in BUSY:
             raise EndpointFailed(f"endpoint {ep} is {desc.get('EndpointStatus')}", "wait until it settles")
         _switch(deps, ep, prev, create=False, timeout=t.wait)
-        rec = led.transition(stage, rid, "succeeded", current=rec, reason=f"endpoint back on {prev}")
-        led.append_event(stage, undo.id, "rolled_back", data={"rolled_back_by": rid, "closed_by": rid})
+        rec = led.transition(stage, rid, "succeeded", current=rec, reason=f"endpoint back on {prev}", lock=lk)
+        led.append_event(stage, undo.id, "rolled_back", data={"rolled_back_by": rid, "closed_by": rid}, lock=lk)
         if undo.data.get("operation") == "promote" and undo.data.get("shadow_id"):
             # the shadow runs again: re-open it so the gate and `promote --shadow` see it
             sh = led.get(stage, undo.data["shadow_id"])
             if sh is not None:
-                led.append_event(stage, sh.id, "reopened", data={"closed_by": None, "promoted_by": None})
+                led.append_event(stage, sh.id, "reopened", data={"closed_by": None, "promoted_by": None}, lock=lk)
     except BaseException as e:
         why = e.message if isinstance(e, PtError) else f"{type(e).__name__}: {e}"
-        led.transition(stage, rid, "failed", reason=why)
+        led.transition(stage, rid, "failed", reason=why, lock=lk)
         raise
     finally:
         led.release(lk)
@@ -1044,7 +1045,8 @@ def recover(cfg: Config, stage: str, deps: Deps, *, force: bool = False, dry_run
         return out
     took = led.take_over(stage, rec.id, deps.actor, lease or None, force=force)
     try:
-        led.append_event(stage, rec.id, "recover", actor=deps.actor, reason=f"restore after dying in {rec.state}")
+        led.append_event(stage, rec.id, "recover", actor=deps.actor, reason=f"restore after dying in {rec.state}",
+                         lock=took)
         if rec.data.get("operation") == "create":
             _delete_failed_endpoint(deps, ep)
             restored = "new endpoint: nothing to restore"
@@ -1057,7 +1059,7 @@ def recover(cfg: Config, stage: str, deps: Deps, *, force: bool = False, dry_run
             _cleanup(deps, rec.data.get("model") if rec.data.get("operation") != "promote" else None,
                      rec.data.get("endpoint_config"))
         led.transition(stage, rec.id, "failed", actor=deps.actor, reason=f"recovered: died in {rec.state}; {restored}",
-                       data={"restore": restored})
+                       data={"restore": restored}, lock=took)
     finally:
         led.release(took)
     return {**out, "restore": restored}

@@ -31,7 +31,7 @@ from . import gate as gate_mod
 from . import lambda_ops as lo
 from . import names, windows
 from .errors import DeployFailed, GateWait, LockedError, NotFoundError, PtError, UsageError
-from .ledger import Ledger, Record, RecoveryNeeded, lease_from_env, new_id
+from .ledger import Ledger, Lock, Record, RecoveryNeeded, lease_from_env, new_id
 from .zoo_plan import (
     COPY_SUFFIX,
     NEW_VERSION,
@@ -467,9 +467,9 @@ def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: 
                                           "consumers": []},
                              actor=d.actor, state="locked", record_id=rid,
                              reason=f"window override: {window.get('reason')}"
-                             if window and window.get("overridden") else None)
-        rec = led.transition(stage, rid, "applying", actor=d.actor, current=rec)
-        rec = _roll_models(cfg, plan, d, rid, rec, steps)
+                             if window and window.get("overridden") else None, lock=lock)
+        rec = led.transition(stage, rid, "applying", actor=d.actor, current=rec, lock=lock)
+        rec = _roll_models(cfg, plan, d, rid, rec, steps, lock=lock)
         cons = {c.key: c for c in consumers(cfg, stage)}
         for s in steps:
             if s["action"] != NEW_VERSION:
@@ -484,10 +484,10 @@ def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: 
                     changes.append((c, old, qualified(s["function"], s["version"])))
         if changes:
             rec = led.transition(stage, rid, "repointing", actor=d.actor, current=rec,
-                                 data={"consumers": [_change(c, o, n) for c, o, n in changes]})
+                                 data={"consumers": [_change(c, o, n) for c, o, n in changes]}, lock=lock)
             set_consumers(changes, ssm=d.ssm, lc=d.lambda_client, clock=d.clock, sleep=d.sleep)
         rec = led.transition(stage, rid, "succeeded", actor=d.actor, current=rec,
-                             reason=f"{len(steps)} model(s) rolled out", data={"finished": d.clock()})
+                             reason=f"{len(steps)} model(s) rolled out", data={"finished": d.clock()}, lock=lock)
     except BaseException as exc:
         sig.shielded = True  # a second signal must not interrupt the rollback
         reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
@@ -501,7 +501,7 @@ def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: 
         try:
             if rec is not None:
                 led.transition(stage, rid, final, actor=d.actor, reason=reason,
-                               data={"undo_errors": errors})
+                               data={"undo_errors": errors}, lock=lock)
         finally:
             if not errors:
                 led.release(lock)
@@ -521,7 +521,8 @@ def _record_plan(plan: ZooPlan) -> dict:
     return p
 
 
-def _roll_models(cfg: Any, plan: ZooPlan, d: ZooDeps, rid: str, rec: Record, steps: list[dict]) -> Record:
+def _roll_models(cfg: Any, plan: ZooPlan, d: ZooDeps, rid: str, rec: Record, steps: list[dict],
+                 lock: Lock | None = None) -> Record:
     """Roll out every changing model, up to d.parallel at once, in waves of a few models.
 
     Each wave is written to the ledger record (its models' steps) before any of them is touched,
@@ -540,7 +541,7 @@ def _roll_models(cfg: Any, plan: ZooPlan, d: ZooDeps, rid: str, rec: Record, ste
 
     def write(reason: str) -> None:
         state["rec"] = led.transition(stage, rid, "applying", reason=reason, actor=d.actor,
-                                      data={"models": steps}, current=state["rec"])
+                                      data={"models": steps}, current=state["rec"], lock=lock)
 
     def one(m: Any, step: dict) -> None:
         if stop.is_set():
@@ -652,7 +653,7 @@ def _revert(cfg: Any, stage: str, d: ZooDeps, *, dry_run: bool, force: bool, sig
     rid = new_id(d.clock())
     lock = led.acquire(stage, rid, d.actor, d.lease)
     rec = led.put_record(ZOO, stage, data, actor=d.actor, state="reverting", record_id=rid,
-                         reason=f"revert zoo apply {target.id}")
+                         reason=f"revert zoo apply {target.id}", lock=lock)
     undone: list[dict] = []
     try:
         set_consumers([(c, new, old) for c, new, old in changes], ssm=d.ssm, lc=d.lambda_client,
@@ -673,12 +674,12 @@ def _revert(cfg: Any, stage: str, d: ZooDeps, *, dry_run: bool, force: bool, sig
     except BaseException as exc:
         sig.shielded = True
         reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        led.transition(stage, rid, "failed", actor=d.actor, reason=reason, current=rec)
+        led.transition(stage, rid, "failed", actor=d.actor, reason=reason, current=rec, lock=lock)
         led.release(lock)
         raise DeployFailed(f"zoo revert {rid} on {stage} failed, nothing changed: {reason}") \
             from (exc if isinstance(exc, Exception) else None)
-    led.transition(stage, rid, "succeeded", actor=d.actor, current=rec, reason=f"reverted {target.id}")
-    led.append_event(stage, target.id, "reverted", actor=d.actor, data={"reverted_by": rid})
+    led.transition(stage, rid, "succeeded", actor=d.actor, current=rec, reason=f"reverted {target.id}", lock=lock)
+    led.append_event(stage, target.id, "reverted", actor=d.actor, data={"reverted_by": rid}, lock=lock)
     led.release(lock)
     return {"dry_run": False, "revert_id": rid, **data}
 
@@ -721,7 +722,8 @@ def recover(cfg: Any, stage: str, d: ZooDeps, *, force: bool = False, dry_run: b
         return {**out, "dry_run": True}
     lock = led.take_over(stage, rec.id, d.actor, d.lease, force=force)
     try:
-        led.append_event(stage, rec.id, "recover", actor=d.actor, reason=f"{action} after dying in {rec.state}")
+        led.append_event(stage, rec.id, "recover", actor=d.actor, reason=f"{action} after dying in {rec.state}",
+                         lock=lock)
         if op == "apply":
             changes = [(Consumer(c["model"], c["kind"], c["target"], c.get("variable")), c["value"], c["previous"])
                        for c in rec.data.get("consumers") or []]
@@ -729,7 +731,7 @@ def recover(cfg: Any, stage: str, d: ZooDeps, *, force: bool = False, dry_run: b
             for step in reversed(rec.data.get("models") or []):
                 _undo_model(d.lambda_client, step, d.sleep)
             led.transition(stage, rec.id, "rolled_back", actor=d.actor,
-                           reason=f"recovered: undone (died in {rec.state})")
+                           reason=f"recovered: undone (died in {rec.state})", lock=lock)
         elif op == "revert":
             changes = [(Consumer(c["model"], c["kind"], c["target"], c.get("variable")), c["previous"], c["value"])
                        for c in rec.data.get("consumers") or []]
@@ -738,11 +740,13 @@ def recover(cfg: Any, stage: str, d: ZooDeps, *, force: bool = False, dry_run: b
                 _undo_model(d.lambda_client, {"function": m["function"], "created": m.get("delete_function"),
                                               "previous_version": m.get("to_version"),
                                               "apply_id": m.get("apply_id")}, d.sleep)
-            led.transition(stage, rec.id, "succeeded", actor=d.actor, reason="recovered: revert completed")
+            led.transition(stage, rec.id, "succeeded", actor=d.actor, reason="recovered: revert completed", lock=lock)
             if rec.data.get("reverts"):
-                led.append_event(stage, rec.data["reverts"], "reverted", actor=d.actor, data={"reverted_by": rec.id})
+                led.append_event(stage, rec.data["reverts"], "reverted", actor=d.actor, data={"reverted_by": rec.id},
+                                 lock=lock)
         else:
-            led.transition(stage, rec.id, "failed", actor=d.actor, reason=f"recovered: closed (died in {rec.state})")
+            led.transition(stage, rec.id, "failed", actor=d.actor, reason=f"recovered: closed (died in {rec.state})",
+                           lock=lock)
     finally:
         led.release(lock)
     return {**out, "state": "recovered"}

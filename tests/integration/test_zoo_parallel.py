@@ -13,7 +13,7 @@ from pipeline_tools import config
 from pipeline_tools import manifest as mf
 from pipeline_tools import zoo as z
 from pipeline_tools.artifacts import s3_client
-from pipeline_tools.ledger import Ledger, ensure_table
+from pipeline_tools.ledger import FenceLost, Ledger, ensure_table
 
 REPO = "111111111111.dkr.ecr.us-east-1.amazonaws.com/zp-model"
 IMG = REPO + "@sha256:" + hashlib.sha256(b"zp-img").hexdigest()
@@ -136,3 +136,31 @@ def test_listing_existing_functions_plans_the_same_with_fewer_requests(setup, mo
     assert listed == each
     assert "ListFunctions" in calls and len(calls) < per_function
     assert calls.count("GetAlias") == 5  # only the functions that exist are read one by one
+
+
+class TakenOver(Watching):
+    """While the first model is created, another process (`pt recover --force`) takes the lock over."""
+
+    def __init__(self, real, led):
+        super().__init__(real)
+        self.led, self.took = led, None
+
+    def create_function(self, **kw):
+        if self.took is None:
+            rec = self.led.query("staging", "zoo")[0]
+            self.took = self.led.take_over("staging", rec.id, {"name": "bob"}, force=True)
+        return super().create_function(**kw)
+
+
+def test_a_zoo_apply_whose_lock_was_taken_over_writes_nothing_more(setup):
+    """The fence covers zoo records too: the old holder's next write fails instead of clobbering
+    the record the new holder now owns."""
+    aws, cfg, led = setup
+    lc = TakenOver(aws.client("lambda"), led)
+    d = _deps(aws, led, lc, 1)
+    with pytest.raises(FenceLost):
+        z.apply_stage(cfg, z.plan_stage(cfg, "staging", deps=d, image_uri=IMG), d)
+    rec = led.query("staging", "zoo")[0]
+    assert rec.state != "succeeded"  # the old holder did not finish the record under bob's lock
+    lock = led.current_lock("staging")
+    assert lock is not None and lock.token == lc.took.token  # bob's lock was not released by the old holder
