@@ -183,6 +183,18 @@ class Output:
             lines.append(f"{k}<<PT_EOF\n{v}\nPT_EOF\n" if "\n" in v else f"{k}={v}\n")
         self._append_github_file("GITHUB_OUTPUT", "".join(lines))
 
+    def document(self, text: str, out_file: str | None, wrote: str) -> None:
+        """A rendered document (report, export, record): to `out_file` when given (then `wrote`,
+        e.g. "wrote 12 record(s) to FILE", goes to stderr), else to stdout. Redacted either way."""
+        text = redact(text)
+        if out_file:
+            with open(out_file, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+            self.log(wrote)
+        else:
+            self.stdout.write(text)
+            self.stdout.flush()
+
     def step_summary(self, markdown: str) -> None:
         self._append_github_file("GITHUB_STEP_SUMMARY", redact(markdown).rstrip() + "\n\n")
 

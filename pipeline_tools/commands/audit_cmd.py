@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import click
 
-from ..clikit import pass_app, stage_option
+from ..clikit import OutputPath, pass_app, stage_option
 from ..context import App
 from ..errors import UsageError
 
@@ -44,7 +44,7 @@ def parse_since(text: str | None, now: float) -> float | None:
               help="Only this record kind (repeatable): deploy, gate, approval, promotion, runbook, …")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "md"]), default="jsonl", show_default=True,
               help="jsonl: one JSON object a line; csv: one row a record; md: a table for humans.")
-@click.option("-o", "--out", "out_file", type=click.Path(dir_okay=False, writable=True), default=None,
+@click.option("-o", "--out", "out_file", type=OutputPath(), default=None,
               help="Write to FILE instead of stdout.")
 @pass_app
 def export(app: App, all_stages: bool, since: str | None, kinds: tuple[str, ...], fmt: str,
@@ -56,7 +56,6 @@ def export(app: App, all_stages: bool, since: str | None, kinds: tuple[str, ...]
     """
     from ..ledger import ensure_table
     from ..ops import records
-    from ..output import redact
 
     cfg = app.config()
     if all_stages and app.stage:
@@ -73,13 +72,7 @@ def export(app: App, all_stages: bool, since: str | None, kinds: tuple[str, ...]
     result = records.collect(client, cfg.ledger_table(), stages, since=floor, kinds=kinds)
     for line in result.skipped:
         app.out.warn(line)
-    text = redact(records.render(result.rows, fmt))  # secrets never leave pt
-    if out_file:
-        with open(out_file, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        counts = ", ".join(f"{k} {n}" for k, n in result.counts().items()) or "none"
-        app.out.log(f"wrote {len(result.rows)} record(s) ({counts}) to {out_file}")
-    else:
-        app.out.stdout.write(text)
-        app.out.stdout.flush()
+    counts = ", ".join(f"{k} {n}" for k, n in result.counts().items()) or "none"
+    app.out.document(records.render(result.rows, fmt), out_file,  # redacted: secrets never leave pt
+                     f"wrote {len(result.rows)} record(s) ({counts}) to {out_file}")
     return 1 if result.skipped else 0

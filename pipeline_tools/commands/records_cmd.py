@@ -8,7 +8,7 @@ import time
 
 import click
 
-from ..clikit import pass_app, stage_option
+from ..clikit import OutputPath, pass_app, stage_option
 from ..context import App
 from ..errors import UsageError
 
@@ -19,7 +19,7 @@ from ..errors import UsageError
 @click.option("--next", "next_", is_flag=True, help="Record of the promotion about to happen (the default).")
 @click.option("--format", "fmt", type=click.Choice(["md", "json"]), default=None,
               help="md (default) or json (also chosen by --output json).")
-@click.option("-o", "--out", "out_file", type=click.Path(dir_okay=False), default=None, help="Write to FILE.")
+@click.option("-o", "--out", "out_file", type=OutputPath(), default=None, help="Write to FILE.")
 @click.option("--purpose", metavar="TEXT", help="Why (default: the PR title/body on GitHub, else the commit message).")
 @click.option("--junit", metavar="FILE", type=click.Path(dir_okay=False),
               help="JUnit XML of the tests (e.g. `pytest --junitxml`): summarised as test evidence.")
@@ -36,7 +36,6 @@ def change_record(app: App, deploy_id: str | None, next_: bool, fmt: str, out_fi
     Exit codes: 0 written, 2 bad input (e.g. no such deploy).
     """
     from ..ops import change_record as cr
-    from ..output import redact
     from .deploy_cmd import _ledger
 
     if deploy_id and next_:
@@ -54,14 +53,8 @@ def change_record(app: App, deploy_id: str | None, next_: bool, fmt: str, out_fi
     doc = cr.build(cfg, stage, ledger=led, cloudwatch=cw, clock=time.time, deploy_id=deploy_id,
                    purpose_text=purpose, junit=junit, env=os.environ, git=cr.git_in(repo_dir))
     md = cr.render_md(doc)
-    text = redact(md if fmt == "md" else json.dumps(doc, indent=2) + "\n")
-    if out_file:
-        with open(out_file, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        app.out.log(f"wrote change record to {out_file}")
-    else:
-        app.out.stdout.write(text)
-        app.out.stdout.flush()
+    app.out.document(md if fmt == "md" else json.dumps(doc, indent=2) + "\n", out_file,
+                     f"wrote change record to {out_file}")
     app.out.step_summary(md)
     for problem in (doc["diff"]["error"], doc["alarms"]["error"]):
         if problem:

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from ..clikit import dry_run_option, output_option, pass_app, stage_option
+from ..clikit import OutputPath, dry_run_option, output_option, pass_app, stage_option
 from ..context import App
 from ..errors import UsageError
 
@@ -159,7 +159,7 @@ def done(app: App, runbook_id: str, step_id: str, evidence: str | None, note: st
 @stage_option(required=True)
 @click.option("--format", "fmt", type=click.Choice(["md", "json"]), default=None,
               help="md (default) or json (also chosen by --output json).")
-@click.option("-o", "--out", "out_file", type=click.Path(dir_okay=False), default=None, help="Write to FILE.")
+@click.option("-o", "--out", "out_file", type=OutputPath(), default=None, help="Write to FILE.")
 @output_option
 @pass_app
 def report(app: App, runbook_id: str, fmt: str, out_file: str | None) -> int:
@@ -167,20 +167,12 @@ def report(app: App, runbook_id: str, fmt: str, out_file: str | None) -> int:
     import json
 
     from ..ops import runbook as rb
-    from ..output import redact
     from .deploy_cmd import _ledger
 
     rec = rb.load(_ledger(app, app.stage, create=False), app.stage, runbook_id)
     rep = rb.report(rec)
     md = rb.render_md(rep)
     fmt = fmt or ("json" if app.out.json else "md")
-    text = redact(md if fmt == "md" else json.dumps(rep, indent=2) + "\n")
-    if out_file:
-        with open(out_file, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        app.out.log(f"wrote {out_file}")
-    else:
-        app.out.stdout.write(text)
-        app.out.stdout.flush()
+    app.out.document(md if fmt == "md" else json.dumps(rep, indent=2) + "\n", out_file, f"wrote {out_file}")
     app.out.step_summary(md)
     return 0

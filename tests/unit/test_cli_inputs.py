@@ -79,6 +79,11 @@ CASES = [
     ("100 KB command name", "x" * 100_000, {}, 2, "error: unknown command '" + "x" * 99 + "…(100002 characters)"),
     ("100 KB choice", "-c {cfg} deploy -s staging --strategy " + "y" * 100_000, {}, 2, "Invalid value for '--strategy': '" + "y" * 99 + "…(100002 characters)"),
     ("unknown stage", "-c {cfg} status -s stagin", {}, 2, "unknown stage 'stagin'"),
+    # report/export files are checked before any AWS call, like every other output path
+    ("audit export -o parent missing", "-c {cfg} audit export --stage staging --format jsonl -o {tmp}/missing/a.jsonl",
+     UNREACHABLE, 2, "Invalid value for '-o' / '--out': directory {tmp}/missing does not exist"),
+    ("change-record -o under a file", "-c {cfg} change-record --stage staging -o {tmp}/file/cr.md", UNREACHABLE, 2,
+     "Invalid value for '-o' / '--out': {tmp}/file is a file, so {tmp}/file/cr.md cannot be created under it"),
     # a scan over no time would read nothing and report clean
     ("logs scan --since 0s", "-c {cfg} logs scan -s staging --since 0s", UNREACHABLE, 2,
      "--since must be longer than 0s (got '0s'): a window of no time reads no log events"),
