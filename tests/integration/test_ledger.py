@@ -7,16 +7,7 @@ import pytest
 from pipeline_tools import ledger as L
 from pipeline_tools.errors import LockedError, NotFoundError
 
-
-class Clock:
-    def __init__(self, t: float = 1_800_000_000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, s: float) -> None:
-        self.t += s
+from ..fakes import Clock
 
 
 @pytest.fixture
