@@ -49,7 +49,7 @@ def main() -> int:
     if not shutil.which("aws"):
         print("awscli not found: pip install awscli", file=sys.stderr)
         return 2
-    from pipeline_tools.aws import AwsFactory
+    from pipeline_tools.core.aws import AwsFactory
     from tests.integration.conftest_deploy import digest, make_stage, uri
 
     with Moto() as moto:
@@ -151,9 +151,9 @@ def main() -> int:
 
 def rollback_latency(st, poll: float, trials: int, failed: list[str]) -> list[float]:
     """Flip the alarm right after a gate poll read OK, while baking; time until rolled_back."""
-    from pipeline_tools import deploy as dp
-    from pipeline_tools.config import load
-    from pipeline_tools.ledger import Ledger, ensure_table
+    from pipeline_tools.core.config import load
+    from pipeline_tools.release import deploy as dp
+    from pipeline_tools.release.ledger import Ledger, ensure_table
     from tests.integration.conftest_deploy import uri
 
     # keep 50: moto reuses version numbers after deletes, which breaks publish after a prune

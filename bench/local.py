@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline_tools import local  # noqa: E402
-from pipeline_tools.lambda_runtime import invoke_image  # noqa: E402
+from pipeline_tools.images.lambda_runtime import invoke_image  # noqa: E402
+from pipeline_tools.local import stack as local  # noqa: E402
 
 HANDLER = "def handler(event, context):\n    return {'sum': sum(event['xs'])}\n"
 

@@ -118,8 +118,8 @@ def bench_manifest(n: int) -> None:
 
 
 def bench_history(records: int) -> None:
-    from pipeline_tools.aws import AwsFactory
-    from pipeline_tools.ledger import RECORD_PREFIX, Ledger, ensure_table
+    from pipeline_tools.core.aws import AwsFactory
+    from pipeline_tools.release.ledger import RECORD_PREFIX, Ledger, ensure_table
 
     with Moto() as moto:
         env = pt_env(moto.env())
@@ -134,7 +134,7 @@ def bench_history(records: int) -> None:
         led = Ledger(ddb, "hist-ledger")
         t0 = time.perf_counter()
         base = 1_700_000_000.0
-        from pipeline_tools.ledger import Record
+        from pipeline_tools.release.ledger import Record
 
         items = []
         for i in range(records):

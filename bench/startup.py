@@ -72,7 +72,7 @@ def main() -> int:
         f"process start to exit, median of {args.runs}; heavy imports: {', '.join(heavy) or 'none'}",
         ratio=f"{med / base_t:.2f}x" if sam else "")
 
-    from pipeline_tools.aws import AwsFactory
+    from pipeline_tools.core.aws import AwsFactory
     from tests.integration.conftest_deploy import make_stage
 
     os.environ.update(PT_ACTOR="bench", PT_GIT_SHA="0" * 40, PT_GIT_BRANCH="main")

@@ -35,8 +35,8 @@ def image(n: int) -> str:
 
 
 def setup(moto: Moto, work: Path, models: int, images: int) -> Path:
-    from pipeline_tools import manifest as mf
-    from pipeline_tools.aws import AwsFactory
+    from pipeline_tools.core.aws import AwsFactory
+    from pipeline_tools.ops import manifest as mf
 
     aws = AwsFactory(region="us-east-1", endpoint=moto.endpoint)
     role = aws.client("iam").create_role(RoleName="zb-fn", AssumeRolePolicyDocument=json.dumps(
@@ -142,8 +142,8 @@ def _has_parallel(env: dict) -> bool:
 
 def _recorded(moto: Moto, stdout: str) -> int:
     """Models named in the apply's ledger record (read back from the table)."""
-    from pipeline_tools.aws import AwsFactory
-    from pipeline_tools.ledger import Ledger
+    from pipeline_tools.core.aws import AwsFactory
+    from pipeline_tools.release.ledger import Ledger
 
     doc = json.loads(stdout)
     ids = [e.get("apply_id") for e in doc.get("stages", []) if e.get("apply_id")]

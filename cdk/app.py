@@ -4,7 +4,7 @@ Config path: context `config` (-c config=path), else $PT_CONFIG, else ./pipeline
 context `default_config` (this repository's cdk.json points it at examples/iris/pipeline.yml).
 A bad config prints the loader's one-line `file:line: path: message` errors and exits 2.
 cdk-nag AwsSolutions checks run on every synth (a finding fails it); `-c nag=false` skips them.
-Other context keys: see pipeline_tools/stacks/__init__.py.
+Other context keys: see pipeline_tools/infra/stacks/__init__.py.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import sys
 
 
 def main() -> int:
-    from pipeline_tools.config import load
-    from pipeline_tools.errors import PtError
-    from pipeline_tools.stacks import FEATURE_FLAGS, silence_node_warnings
+    from pipeline_tools.core.config import load
+    from pipeline_tools.core.errors import PtError
+    from pipeline_tools.infra.stacks import FEATURE_FLAGS, silence_node_warnings
 
     silence_node_warnings()
     try:
@@ -28,7 +28,7 @@ def main() -> int:
         if not path:
             path = "pipeline.yml" if os.path.exists("pipeline.yml") else ctx("default_config") or "pipeline.yml"
         cfg = load(path)
-        from pipeline_tools.stacks import build_app, parse_digests
+        from pipeline_tools.infra.stacks import build_app, parse_digests
 
         stages = [s.strip() for s in str(ctx("stages") or "").split(",") if s.strip()] or None
         for s in stages or []:

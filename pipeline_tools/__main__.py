@@ -1,3 +1,3 @@
-from .cli import run
+from pipeline_tools.cli import run
 
 run()

@@ -13,10 +13,10 @@ import sys
 
 import click
 
-from . import __version__
-from .clikit import Region, non_empty
-from .context import App
-from .errors import EXIT_FAILURE, EXIT_USAGE
+from pipeline_tools import __version__
+from pipeline_tools.clikit import Region, non_empty
+from pipeline_tools.core.context import App
+from pipeline_tools.core.errors import EXIT_FAILURE, EXIT_USAGE
 
 # name -> ("module:attribute", one-line help shown by `pt --help` without importing the module)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort as e:
         return _abort(e, debug)
     except click.ClickException as e:
-        from .output import shorten
+        from pipeline_tools.core.output import shorten
 
         msg = shorten(e.format_message())
         ctx = getattr(e, "ctx", None)
@@ -226,8 +226,8 @@ def _json_requested(argv: list[str] | None) -> bool:
 
 
 def _report(e: BaseException, debug: bool) -> int:
-    from .errors import translate
-    from .output import Output
+    from pipeline_tools.core.errors import translate
+    from pipeline_tools.core.output import Output
 
     app = _state.get("app")
     out = app.out if app else Output()
@@ -240,11 +240,11 @@ def _report(e: BaseException, debug: bool) -> int:
         out.error([f"internal error: {type(e).__name__}: {e}"],
                   "this is a bug in pt; re-run with PT_DEBUG=1 and report the traceback")
         return EXIT_FAILURE
-    from .errors import ConfigError
+    from pipeline_tools.core.errors import ConfigError
 
     out.error(err.lines(), err.hint, prefix=not isinstance(err, ConfigError))
     if out.json:
-        from .output import shorten
+        from pipeline_tools.core.output import shorten
 
         doc = err.to_dict()
         out.result({**doc, "message": shorten(doc["message"]), "hint": shorten(doc["hint"]) if doc["hint"] else None})

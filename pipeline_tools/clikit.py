@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from .context import App
+from pipeline_tools.core.context import App
 
 pass_app = click.make_pass_decorator(App, ensure=True)
 
@@ -129,7 +129,7 @@ class Region(click.ParamType):
     name = "region"
 
     def convert(self, value, param, ctx):
-        from .awsnames import region
+        from pipeline_tools.core.awsnames import region
 
         problem = region(str(value))
         if problem:

@@ -75,7 +75,7 @@ def reset_moto(url: str) -> None:
 @pytest.fixture
 def aws(moto_server, monkeypatch):
     """Fresh moto state, env pointing at it (AWS_ENDPOINT_URL), and a client factory."""
-    from pipeline_tools.aws import AwsFactory
+    from pipeline_tools.core.aws import AwsFactory
 
     reset_moto(moto_server)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)

@@ -1,11 +1,11 @@
-"""`pt artifacts manifest|push|pull|verify|copy`: thin wrappers over pipeline_tools.artifacts."""
+"""`pt artifacts manifest|push|pull|verify|copy`: thin wrappers over pipeline_tools.ops.artifacts."""
 
 from __future__ import annotations
 
 import click
 
-from ..clikit import OutputPath, dry_run_option, output_option, pass_app, stage_option
-from ..context import App
+from pipeline_tools.clikit import OutputPath, dry_run_option, output_option, pass_app, stage_option
+from pipeline_tools.core.context import App
 
 _prefix = click.option("--prefix", "-p", default="", metavar="PREFIX",
                        help="Key prefix in the bucket, e.g. models/iris/v3 (default: bucket root).")
@@ -37,8 +37,8 @@ def artifacts(app: App) -> None:
 
 
 def _stage_target(app: App, prefix: str):
-    from ..artifacts import Location, s3_client
-    from ..names import stage_stack
+    from pipeline_tools.core.names import stage_stack
+    from pipeline_tools.ops.artifacts import Location, s3_client
 
     cfg = app.config()
     stage = app.require_stage()
@@ -63,7 +63,7 @@ def manifest(app: App, path: str, out_file: str | None, workers: int | None, job
     """Hash every file under PATH; write manifest.json and SHA256SUMS (`sha256sum -c` format)."""
     from pathlib import Path
 
-    from .. import manifest as mf
+    from pipeline_tools.ops import manifest as mf
 
     m = mf.build(path, workers=workers, jobs=_n_jobs(jobs), progress=app.out.log, warn=app.out.warn)
     target = Path(out_file) if out_file else Path(path) / mf.MANIFEST_NAME
@@ -93,8 +93,8 @@ def push(app: App, path: str, prefix: str, delete: bool, multipart_threshold: in
     """Upload what changed under PATH to the stage's artifacts bucket, then the manifest."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .. import artifacts as art
-    from .. import manifest as mf
+    from pipeline_tools.ops import artifacts as art
+    from pipeline_tools.ops import manifest as mf
 
     _cfg, _stage, loc, stack, client = _stage_target(app, prefix)
     workers = workers or art.DEFAULT_WORKERS
@@ -127,7 +127,7 @@ def push(app: App, path: str, prefix: str, delete: bool, multipart_threshold: in
 @pass_app
 def pull(app: App, dest: str, prefix: str, workers: int | None, dry_run: bool) -> int:
     """Download the set named by the remote manifest into DEST, verifying every file."""
-    from .. import artifacts as art
+    from pipeline_tools.ops import artifacts as art
 
     _cfg, _stage, loc, stack, client = _stage_target(app, prefix)
     workers = workers or art.DEFAULT_WORKERS
@@ -163,7 +163,7 @@ def verify(app: App, path: str | None, prefix: str, rehash: bool, workers: int |
 
     Exit 1 when anything is missing or does not match.
     """
-    from .. import artifacts as art
+    from pipeline_tools.ops import artifacts as art
 
     if app.stage:
         _cfg, _stage, loc, stack, client = _stage_target(app, prefix)
@@ -204,8 +204,8 @@ def verify(app: App, path: str | None, prefix: str, rehash: bool, workers: int |
 def copy(app: App, from_stage: str, prefix: str, to_stage: str | None, to_url: str | None, to_prefix: str | None,
          delete: bool, workers: int | None, dry_run: bool) -> int:
     """Copy a verified set to another stage's bucket or an s3:// URL, then write its manifest."""
-    from .. import artifacts as art
-    from ..names import stage_stack
+    from pipeline_tools.core.names import stage_stack
+    from pipeline_tools.ops import artifacts as art
 
     if bool(to_stage) == bool(to_url):
         raise click.UsageError("give exactly one of --to-stage or --to s3://bucket/prefix")

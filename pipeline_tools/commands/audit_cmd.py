@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import click
 
-from ..clikit import OutputPath, pass_app, stage_option
-from ..context import App
-from ..errors import UsageError
+from pipeline_tools.clikit import OutputPath, pass_app, stage_option
+from pipeline_tools.core.context import App
+from pipeline_tools.core.errors import UsageError
 
 
 @click.group()
@@ -21,7 +21,7 @@ def parse_since(text: str | None, now: float) -> float | None:
     """A duration back from now (30d, 12h, 90m) or a UTC date/time (2026-11-01, 2026-11-01T08:00)."""
     if not text:
         return None
-    from ..ops.logs import parse_since as duration
+    from pipeline_tools.ops.logs import parse_since as duration
 
     try:
         return now - duration(text)  # type: ignore[operator]
@@ -54,8 +54,8 @@ def export(app: App, all_stages: bool, since: str | None, kinds: tuple[str, ...]
     Damaged ledger items are skipped with a warning each; the exit code is then 1 so a CI
     job that archives the export notices the gap.
     """
-    from ..ledger import ensure_table
-    from ..ops import records
+    from pipeline_tools.ops import records
+    from pipeline_tools.release.ledger import ensure_table
 
     cfg = app.config()
     if all_stages and app.stage:

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from ..clikit import OutputPath, output_option, pass_app, stage_option
-from ..context import App
+from pipeline_tools.clikit import OutputPath, output_option, pass_app, stage_option
+from pipeline_tools.core.context import App
 
 
 @click.group()
@@ -64,8 +64,8 @@ def accounts(app: App) -> int:
     \b
     Exit 0 when every row is ok, 1 when one is not (the row says why). See docs/accounts.md.
     """
-    from .. import accounts as acc
-    from ..context import single_account
+    from pipeline_tools.core import accounts as acc
+    from pipeline_tools.core.context import single_account
 
     cfg = app.config()
     stages = [app.stage] if app.stage else list(cfg.stages)
@@ -95,7 +95,7 @@ def schema(out_file: str | None) -> int:
     \b
     VS Code (redhat.vscode-yaml):  "yaml.schemas": {"pipeline.schema.json": "pipeline.yml"}
     """
-    from ..config import json_schema
+    from pipeline_tools.core.config import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if out_file:

@@ -8,13 +8,14 @@ from typing import Any
 
 import click
 
-from ..clikit import dry_run_option, lean_config, output_option, pass_app, stage_option
-from ..context import App
-from ..errors import UsageError
+from pipeline_tools.clikit import dry_run_option, lean_config, output_option, pass_app, stage_option
+from pipeline_tools.core.context import App
+from pipeline_tools.core.errors import UsageError
 
 
 def _ledger(app: App, stage: str, *, create: bool = True):
-    from .. import aws, ledger
+    from pipeline_tools.core import aws
+    from pipeline_tools.release import ledger
 
     cfg = app.config()
     client = app.ledger_aws(stage).client("dynamodb")
@@ -26,8 +27,8 @@ def _ledger(app: App, stage: str, *, create: bool = True):
 def _begin(app: App, stage: str, plan: Any, window_cfg: Any, override_window: bool, reason: str | None):
     """Before a deploy starts: the deploy window (or its recorded override), the ledger, and no
     dead deploy in the way; then the plan is logged. Returns (window decision, ledger)."""
-    from .. import deploy as dp
-    from .. import windows
+    from pipeline_tools.release import deploy as dp
+    from pipeline_tools.release import windows
 
     decision = windows.check(window_cfg, datetime.now(UTC), override=override_window, reason=reason)
     if decision.overridden:
@@ -41,7 +42,7 @@ def _begin(app: App, stage: str, plan: Any, window_cfg: Any, override_window: bo
 
 def _who(app: App, stage: str) -> dict:
     """The STS caller, with PT_ACTOR only where declared identities are accepted (actor.py)."""
-    from .. import actor
+    from pipeline_tools.release import actor
 
     who = actor.identify(app.aws(stage).caller_arn(), allow_declared=actor.declared_ok(app.config(), stage))
     if who.get("declared_ignored"):
@@ -51,7 +52,7 @@ def _who(app: App, stage: str) -> dict:
 
 
 def _deps(app: App, stage: str, led=None, who: dict | None = None):
-    from ..deploy import Deps
+    from pipeline_tools.release.deploy import Deps
 
     factory = app.aws(stage)
     return Deps(lambda_client=factory.client("lambda"), cloudwatch=factory.client("cloudwatch"),
@@ -61,7 +62,7 @@ def _deps(app: App, stage: str, led=None, who: dict | None = None):
 
 def _guard(app: App, stage: str, digest: str, break_glass: bool, reason: str | None, dry_run: bool):
     """guard.check_deploy for a stage with promote_from (or --break-glass): (decision, ledger, actor)."""
-    from .. import guard
+    from pipeline_tools.release import guard
 
     cfg = app.config()
     app.check_shared_ledger(stage)
@@ -108,8 +109,8 @@ def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: 
     (not promoted, break-glass without approval), 2 usage error, 3 source gate still baking,
     4 stage locked or a dead deploy needs `pt recover`.
     """
-    from .. import deploy as dp
-    from .. import windows
+    from pipeline_tools.release import deploy as dp
+    from pipeline_tools.release import windows
 
     if target == "sagemaker":
         if break_glass:
@@ -157,8 +158,8 @@ def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: 
         return 0
     decision, led = _begin(app, stage, plan, window_cfg, override_window, reason)
     deps = _deps(app, stage, led, who)
-    from ..promote import notified_deploy
-    from .promote_cmd import _notifier
+    from pipeline_tools.commands.promote_cmd import _notifier
+    from pipeline_tools.release.promote import notified_deploy
 
     notify = _notifier(app, deps.actor)
     def run_for(d):
@@ -172,7 +173,7 @@ def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: 
     data = result.to_dict()
     out.github_output({"deploy_id": result.deploy_id, "deploy_state": result.state, "digest": plan.digest,
                        "image_uri": plan.image_uri})
-    from ..output import markdown_table
+    from pipeline_tools.core.output import markdown_table
 
     out.step_summary(f"### pt deploy {stage}: {result.state}\n\n" + markdown_table(
         [(f["name"], f["previous_version"], f["version"]) for f in data["functions"]],
@@ -187,8 +188,8 @@ def _break_glass_deploy(app: App, guarded, deps, run_for, notify, plan):
     """Record the break-glass, notify it, deploy (actor tagged with the record), close the record."""
     from dataclasses import replace
 
-    from .. import guard
-    from ..promote import _record_notification, notified_deploy
+    from pipeline_tools.release import guard
+    from pipeline_tools.release.promote import _record_notification, notified_deploy
 
     led, stage = deps.ledger, guarded.stage
     bg = guard.start_break_glass(led, guarded, deps.actor)
@@ -224,7 +225,7 @@ def _break_glass_deploy(app: App, guarded, deps, run_for, notify, plan):
 @pass_app
 def rollback(app: App, to: str | None, dry_run: bool, target: str = "lambda") -> int:
     """Point a stage back to its previous succeeded deploy (every function, recorded)."""
-    from .. import deploy as dp
+    from pipeline_tools.release import deploy as dp
 
     if target == "sagemaker":
         return _rollback_sagemaker(app, dry_run)
@@ -253,7 +254,7 @@ def rollback(app: App, to: str | None, dry_run: bool, target: str = "lambda") ->
 @pass_app
 def recover(app: App, force: bool, dry_run: bool, target: str | None = None) -> int:
     """Finish or roll back a deploy that died mid-way (recorded in the ledger)."""
-    from .. import deploy as dp
+    from pipeline_tools.release import deploy as dp
 
     stage = app.stage
     led = _ledger(app, stage)
@@ -280,8 +281,8 @@ def recover(app: App, force: bool, dry_run: bool, target: str | None = None) -> 
 @pass_app
 def status(app: App) -> int:
     """Show what runs where: live version, digest, weights, last deploy, lock."""
-    from .. import deploy as dp
-    from ..errors import NotFoundError
+    from pipeline_tools.core.errors import NotFoundError
+    from pipeline_tools.release import deploy as dp
 
     cfg = app.config()
     stages = [app.stage] if app.stage else list(cfg.stages)
@@ -299,7 +300,7 @@ def status(app: App) -> int:
             app.out.warn(f"{st}: {w}")
         tgt = cfg.targets.sagemaker
         if tgt is not None and (tgt.stages is None or st in tgt.stages):
-            from .. import sagemaker as sm
+            from pipeline_tools.targets import sagemaker as sm
 
             result[-1]["sagemaker"] = sm.status(cfg, st, app.aws(st).client("sagemaker"), led)
 
@@ -344,7 +345,7 @@ def status(app: App) -> int:
 def _age(seconds: Any) -> str:
     if seconds is None:
         return "-"
-    from ..config import format_duration
+    from pipeline_tools.core.config import format_duration
 
     return format_duration(seconds)
 
@@ -359,7 +360,7 @@ def _age(seconds: Any) -> str:
 @pass_app
 def history(app: App, limit: int, before: str | None) -> int:
     """List a stage's deploys from the ledger, newest first, one page at a time."""
-    from .. import deploy as dp
+    from pipeline_tools.release import deploy as dp
 
     rows, cursor = dp.history_page(_ledger(app, app.stage, create=False), app.stage, limit, before,
                                    warn=app.out.warn)
@@ -375,13 +376,13 @@ def history(app: App, limit: int, before: str | None) -> int:
     return 0
 
 
-# --- SageMaker endpoint target (pipeline_tools/sagemaker.py) ------------------------------------
+# --- SageMaker endpoint target (pipeline_tools/targets/sagemaker.py) ------------------------------------
 
 
 def sagemaker_deps(app: App, stage: str, led):
-    from .. import actor
-    from .. import sagemaker as sm
-    from ..envvars import env_seconds
+    from pipeline_tools.core.envvars import env_seconds
+    from pipeline_tools.release import actor
+    from pipeline_tools.targets import sagemaker as sm
 
     factory = app.aws(stage)
     return sm.Deps(sagemaker=factory.client("sagemaker"), ledger=led, s3=factory.client("s3"),
@@ -391,8 +392,8 @@ def sagemaker_deps(app: App, stage: str, led):
 
 
 def _sagemaker_image(cfg, image: str, image_uri: str | None, from_build: str | None):
-    from .. import deploy as dp
-    from ..errors import UsageError
+    from pipeline_tools.core.errors import UsageError
+    from pipeline_tools.release import deploy as dp
 
     if (image_uri is None) == (from_build is None):
         raise UsageError("pass exactly one of --image-uri REPO@sha256:… or --from-build FILE")
@@ -407,10 +408,11 @@ def _sagemaker_image(cfg, image: str, image_uri: str | None, from_build: str | N
 
 
 def _deploy_sagemaker(app: App, image_uri, from_build, override_window: bool, reason, dry_run: bool) -> int:
-    from .. import deploy as dp
-    from .. import ledger as ledger_mod
-    from .. import names, windows
-    from .. import sagemaker as sm
+    from pipeline_tools.core import names
+    from pipeline_tools.release import deploy as dp
+    from pipeline_tools.release import ledger as ledger_mod
+    from pipeline_tools.release import windows
+    from pipeline_tools.targets import sagemaker as sm
 
     cfg, stage, out = app.config(), app.stage, app.out
     tgt = sm.target(cfg, stage)
@@ -461,7 +463,7 @@ def _deploy_sagemaker(app: App, image_uri, from_build, override_window: bool, re
 
 
 def _rollback_sagemaker(app: App, dry_run: bool) -> int:
-    from .. import sagemaker as sm
+    from pipeline_tools.targets import sagemaker as sm
 
     cfg, stage = app.config(), app.stage
     sm.target(cfg, stage)
@@ -474,7 +476,7 @@ def _rollback_sagemaker(app: App, dry_run: bool) -> int:
 
 
 def _lock_kind(led, stage: str) -> str | None:
-    from ..ledger import CorruptItem
+    from pipeline_tools.release.ledger import CorruptItem
 
     try:
         lock = led.current_lock(stage)
@@ -485,7 +487,7 @@ def _lock_kind(led, stage: str) -> str | None:
 
 
 def _recover_sagemaker(app: App, led, force: bool, dry_run: bool) -> int:
-    from .. import sagemaker as sm
+    from pipeline_tools.targets import sagemaker as sm
 
     cfg, stage = app.config(), app.stage
     data = sm.recover(cfg, stage, sagemaker_deps(app, stage, led), force=force, dry_run=dry_run)

@@ -1,4 +1,4 @@
-"""`pt build-push` and `pt test` (library: pipeline_tools.images)."""
+"""`pt build-push` and `pt test` (library: pipeline_tools.images.images)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import click
 
-from ..clikit import OutputPath, dry_run_option, output_option, pass_app, stage_option
-from ..context import App
-from ..errors import UsageError
+from pipeline_tools.clikit import OutputPath, dry_run_option, output_option, pass_app, stage_option
+from pipeline_tools.core.context import App
+from pipeline_tools.core.errors import UsageError
 
 
 @contextlib.contextmanager
@@ -25,7 +25,7 @@ def _progress(app: App) -> Iterator:
     console = Console(file=out.stdout, no_color=bool(os.environ.get("NO_COLOR")))
     with console.status("starting") as status:
         def log(text: str) -> None:
-            from ..output import redact
+            from pipeline_tools.core.output import redact
 
             text = redact(text)
             status.update(text)
@@ -46,7 +46,7 @@ def _parse_build_args(values: tuple[str, ...]) -> dict[str, str]:
 
 
 def _registry(app: App, cfg):
-    from ..registry import Registry, ecr_credentials, ecr_parts
+    from pipeline_tools.images.registry import Registry, ecr_credentials, ecr_parts
 
     host = cfg.registry_for(app.stage)
     parts = ecr_parts(host)
@@ -76,8 +76,8 @@ def build_push(app: App, images: tuple[str, ...], tags: tuple[str, ...], build_a
     The tag is a hash of the build inputs (files kept by .dockerignore, Dockerfile, build args,
     target, platform, base image digests). If the registry has it, nothing is built or pushed.
     """
-    from ..images import build_push as run
-    from ..images import connect_docker, select_images
+    from pipeline_tools.images.images import build_push as run
+    from pipeline_tools.images.images import connect_docker, select_images
 
     cfg = app.config()
     if app.stage:
@@ -106,7 +106,7 @@ def build_push(app: App, images: tuple[str, ...], tags: tuple[str, ...], build_a
             outputs["image_uri"] = results[0].image_uri
         outputs["images"] = {r.name: r.image_uri for r in results}
         app.out.github_output(outputs)
-        from ..output import markdown_table
+        from pipeline_tools.core.output import markdown_table
 
         app.out.step_summary("### pt build-push\n\n" + markdown_table(
             [[r.name, r.status, f"`{r.image_uri}`", f"{r.seconds:.1f}s", _mb(r.bytes_pushed)] for r in results],
@@ -132,7 +132,7 @@ def test(app: App, image: str | None, extra: tuple[str, ...], junit: str | None)
     Tests are baked into the image (the Dockerfile copies the service directory, tests/ included),
     so what is tested is exactly what ships. Extra pytest arguments go after `--`.
     """
-    from ..images import connect_docker, run_tests, select_images
+    from pipeline_tools.images.images import connect_docker, run_tests, select_images
 
     cfg = app.config()
     if image is not None and image not in cfg.images and image.startswith("-"):

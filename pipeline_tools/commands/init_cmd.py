@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..clikit import Region, output_option, pass_app
-from ..context import App
+from pipeline_tools.clikit import Region, output_option, pass_app
+from pipeline_tools.core.context import App
 
 
 @click.command()
@@ -27,7 +27,7 @@ def init(app: App, project: str | None, region_: str, directory: str, toolkit_re
     """
     from pathlib import Path
 
-    from ..scaffold import KEEP_IF_PRESENT, write_scaffold
+    from pipeline_tools.infra.scaffold import KEEP_IF_PRESENT, write_scaffold
 
     written = write_scaffold(directory, project=project, region=region_, force=force, dry_run=dry_run,
                              toolkit_ref=toolkit_ref)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from ..clikit import dry_run_option, output_option, pass_app, stage_option
-from ..context import App
-from ..errors import EXIT_FAILURE, UsageError
+from pipeline_tools.clikit import dry_run_option, output_option, pass_app, stage_option
+from pipeline_tools.core.context import App
+from pipeline_tools.core.errors import EXIT_FAILURE, UsageError
 
 # --- pt local ------------------------------------------------------------------------------
 
@@ -43,7 +43,7 @@ def _dir_option(f):
 @pass_app
 def up(app: App, port: int | None, no_provision: bool, directory: str | None, dry_run: bool) -> int:
     """Start (or reuse) moto + registry, check docker, provision every stage. Idempotent."""
-    from .. import local as lib
+    from pipeline_tools.local import stack as lib
 
     cfg = app.config()
     where = Path(directory).resolve() if directory else lib.state_dir()
@@ -104,7 +104,7 @@ def _summarize(items: list[str]) -> str:
 @pass_app
 def down(app: App, directory: str | None, dry_run: bool) -> int:
     """Stop what `pt local up` started (nothing else) and remove its env file."""
-    from .. import local as lib
+    from pipeline_tools.local import stack as lib
 
     where = Path(directory).resolve() if directory else lib.state_dir()
     res = lib.down(where, dry_run=dry_run)
@@ -135,7 +135,7 @@ def down(app: App, directory: str | None, dry_run: bool) -> int:
 @pass_app
 def status(app: App, directory: str | None) -> int:
     """Show what runs: moto server, registry, docker, provisioned stages (exit 1 if down)."""
-    from .. import local as lib
+    from pipeline_tools.local import stack as lib
 
     where = Path(directory).resolve() if directory else lib.state_dir()
     res = lib.status(where)
@@ -159,7 +159,7 @@ def status(app: App, directory: str | None) -> int:
 
 
 def _read_event(event: str | None) -> bytes:
-    from ..awsnames import clip
+    from pipeline_tools.core.awsnames import clip
 
     if event is None:
         return b"{}"
@@ -201,11 +201,11 @@ def invoke(app: App, function: str, local_: bool, event: str | None, image_uri: 
 
     Exit 1 when the handler raised, timed out or the runtime crashed.
     """
-    from .. import lambda_runtime as lib
+    from pipeline_tools.images import lambda_runtime as lib
 
     cfg = app.config()
     if function not in cfg.functions:
-        from ..config import _did_you_mean
+        from pipeline_tools.core.config import _did_you_mean
 
         raise UsageError(f"unknown function '{function}'",
                          _did_you_mean(function, cfg.functions) or f"functions are: {', '.join(cfg.functions)}")
@@ -258,7 +258,7 @@ def release(app: App, local_: bool, inject_failure: bool, approvers: tuple[str, 
     Exit codes: 0 released; 1 a step failed (tests, deploy rolled back, gate FAIL, promotion
     blocked); 2 usage/config; 3 gate WAIT; 4 stage locked.
     """
-    from .. import release as lib
+    from pipeline_tools.local import release as lib
 
     if not local_:
         raise UsageError("`pt release` without --local is what your CI pipeline runs, step by step",
@@ -281,7 +281,7 @@ def release(app: App, local_: bool, inject_failure: bool, approvers: tuple[str, 
     app.out.result(summary, lambda o: lib.print_summary(o, summary))
     app.out.github_output({"release_result": summary["result"], "digest": summary.get("digest") or "",
                            "image_uri": summary.get("image_uri") or ""})
-    from ..output import markdown_table
+    from pipeline_tools.core.output import markdown_table
 
     app.out.step_summary(f"### pt release --local: {summary['result']}\n\n" + markdown_table(
         [[s.get("title", s["step"]), s["status"], s.get("detail", ""), f"{s.get('seconds', 0):.1f}s"]

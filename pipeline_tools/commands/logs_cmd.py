@@ -6,9 +6,9 @@ import time
 
 import click
 
-from ..clikit import dry_run_option, output_option, pass_app, stage_option
-from ..context import App
-from ..errors import UsageError
+from pipeline_tools.clikit import dry_run_option, output_option, pass_app, stage_option
+from pipeline_tools.core.context import App
+from pipeline_tools.core.errors import UsageError
 
 
 @click.group()
@@ -41,7 +41,7 @@ def scan(app: App, since: str, log_groups: tuple[str, ...], paths: tuple[str, ..
     "not scanned" with the reason; --allow-unscanned accepts that). Never reports clean on input
     it did not read.
     """
-    from ..ops import logs as ops_logs
+    from pipeline_tools.ops import logs as ops_logs
 
     cfg = app.config()
     stage = app.require_stage()
@@ -81,7 +81,7 @@ def scan(app: App, since: str, log_groups: tuple[str, ...], paths: tuple[str, ..
     app.out.github_output({"clean": str(report.clean).lower(), "findings": len(report.findings),
                            "unscanned": len(report.unscanned)})
     if report.findings or report.unscanned:
-        from ..output import markdown_table
+        from pipeline_tools.core.output import markdown_table
 
         md = f"### pt logs scan: {len(report.findings)} finding(s) in stage {stage}\n\n"
         if report.findings:
@@ -108,7 +108,7 @@ def scan(app: App, since: str, log_groups: tuple[str, ...], paths: tuple[str, ..
 @pass_app
 def archive(app: App, to: str, since: str | None, log_groups: tuple[str, ...], method: str, dry_run: bool) -> int:
     """Export the stage's log groups to S3 with a manifest and SHA-256 checksums (idempotent)."""
-    from ..ops import logs as ops_logs
+    from pipeline_tools.ops import logs as ops_logs
 
     cfg = app.config()
     stage = app.require_stage()

@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from ..clikit import dry_run_option, output_option, pass_app, stage_option
-from ..config import format_duration, parse_duration
-from ..context import App
-from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_WAIT, UsageError
+from pipeline_tools.clikit import dry_run_option, output_option, pass_app, stage_option
+from pipeline_tools.core.config import format_duration, parse_duration
+from pipeline_tools.core.context import App
+from pipeline_tools.core.errors import EXIT_FAILURE, EXIT_OK, EXIT_WAIT, UsageError
 
 
 class _Duration(click.ParamType):
@@ -33,8 +33,8 @@ DURATION = _Duration()
 
 
 def _ledger(app: App, stage: str, clock=time.time):
-    from ..aws import is_local
-    from ..ledger import Ledger, ensure_table
+    from pipeline_tools.core.aws import is_local
+    from pipeline_tools.release.ledger import Ledger, ensure_table
 
     cfg = app.config()
     client = app.ledger_aws(stage).client("dynamodb")
@@ -45,12 +45,12 @@ def _ledger(app: App, stage: str, clock=time.time):
 
 def _actor(app: App, stage: str) -> dict:
     """The STS caller (PT_ACTOR only where declared identities are accepted; see actor.py)."""
-    from ..actor import declared_ok, identify
+    from pipeline_tools.release.actor import declared_ok, identify
 
     try:
         arn = app.aws(stage).caller_arn()
     except Exception as e:  # no identity → no approvals/records in someone else's name
-        from ..errors import translate
+        from pipeline_tools.core.errors import translate
 
         raise translate(e) or e from None
     who = identify(arn, allow_declared=declared_ok(app.config(), stage))
@@ -62,7 +62,7 @@ def _actor(app: App, stage: str) -> dict:
 
 def _notifier(app: App, actor: dict | None, clock=time.time):
     """notify(kind, stage, info) → NotifyResult (or None); never raises."""
-    from ..ops import notify as n
+    from pipeline_tools.ops import notify as n
 
     cfg = app.config()
     who = actor or {}
@@ -82,7 +82,7 @@ def _notifier(app: App, actor: dict | None, clock=time.time):
 
 
 def _summary_md(title: str, rows: list[list[Any]], columns: list[str], lines: list[str]) -> str:
-    from ..output import markdown_table
+    from pipeline_tools.core.output import markdown_table
 
     parts = [f"### {title}", *lines]
     if rows:
@@ -119,7 +119,7 @@ def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, a
     error, no deploy, or an alarm that changed while its history cannot be read is a FAIL
     (or a WAIT where a later check may succeed).
     """
-    from .. import promote as p
+    from pipeline_tools.release import promote as p
 
     if shadow:
         return _gate_shadow(app, wait_, timeout, bake)
@@ -138,7 +138,7 @@ def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, a
         else:
             report = p.evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cw, clock=time.time, bake=bake)
     except Exception as e:  # fail closed: any error is a FAIL verdict, printed like one
-        from ..errors import translate
+        from pipeline_tools.core.errors import translate
 
         err = translate(e)
         if isinstance(err, UsageError):
@@ -203,7 +203,7 @@ def _pipeline_from_env() -> str:
 
 
 def _decide(app: App, decision: str, deploy_id: str | None, comment: str | None, digest: str | None = None) -> int:
-    from .. import promote as p
+    from pipeline_tools.release import promote as p
 
     cfg = app.config()
     stage = app.stage
@@ -288,8 +288,8 @@ def approvals(ctx: click.Context) -> int | None:
 @pass_app
 def list_(app: App) -> int:
     """What the stage's waiting digest has: approvals, rejections, what is still missing."""
-    from .. import promote as p
-    from ..ledger import iso
+    from pipeline_tools.release import promote as p
+    from pipeline_tools.release.ledger import iso
 
     app.require_stage()
     cfg = app.config()
@@ -328,7 +328,7 @@ def list_(app: App) -> int:
 @pass_app
 def sync_codepipeline(app: App, pipeline: str) -> int:
     """Record answered Manual approval actions of a CodePipeline (approver from lastUpdatedBy)."""
-    from .. import promote as p
+    from pipeline_tools.release import promote as p
 
     cfg = app.config()
     stage = app.stage
@@ -354,8 +354,8 @@ def sync_codepipeline(app: App, pipeline: str) -> int:
 
 
 def deploy_engine(app: App, stage: str, actor: dict, ledger, *, clock=time.time, sleep=time.sleep):
-    """The deploy engine (pipeline_tools.deploy) for `stage`, as promote() calls it."""
-    from .. import promote as p
+    """The deploy engine (pipeline_tools.release.deploy) for `stage`, as promote() calls it."""
+    from pipeline_tools.release import promote as p
 
     factory = app.aws(stage)
     return p.engine(app.config(), lambda_client=factory.client("lambda"), cloudwatch=factory.client("cloudwatch"),
@@ -381,7 +381,7 @@ def promote(app: App, target: str, source: str | None, override_window: bool, re
     Checks in order: source gate PASS over its bake time, approvals, deploy window (or
     --override-window --reason), target not locked. Then deploys with the target's strategy.
     """
-    from .. import promote as p
+    from pipeline_tools.release import promote as p
 
     if shadow:
         return _promote_shadow(app, target, override_window, reason, dry_run)
@@ -428,13 +428,13 @@ def _print_plan(app: App, plan, rec, *, dry_run: bool) -> None:
                                      rows, ["check", "result", "detail"], [f"digest `{plan.digest}`"]))
 
 
-# --- SageMaker shadow (pipeline_tools/sagemaker.py) -----------------------------------------------
+# --- SageMaker shadow (pipeline_tools/targets/sagemaker.py) -----------------------------------------------
 
 SHADOW_COLUMNS = ["check", "status", "shadow", "production", "limit", "why"]
 
 
 def _gate_shadow(app: App, wait_: bool, timeout: float | None, bake: float | None = None) -> int:
-    from .. import sagemaker as sm
+    from pipeline_tools.targets import sagemaker as sm
 
     cfg, stage = app.config(), app.stage
     t = sm.target(cfg, stage)
@@ -472,7 +472,7 @@ def _gate_shadow(app: App, wait_: bool, timeout: float | None, bake: float | Non
 
 
 def _decide_shadow(app: App, decision: str, comment: str | None) -> int:
-    from .. import sagemaker as sm
+    from pipeline_tools.targets import sagemaker as sm
 
     cfg, stage = app.config(), app.stage
     ledger = _ledger(app, stage)
@@ -489,8 +489,8 @@ def _decide_shadow(app: App, decision: str, comment: str | None) -> int:
 
 
 def _promote_shadow(app: App, stage: str, override_window: bool, reason: str | None, dry_run: bool) -> int:
-    from .. import sagemaker as sm
-    from .deploy_cmd import sagemaker_deps
+    from pipeline_tools.commands.deploy_cmd import sagemaker_deps
+    from pipeline_tools.targets import sagemaker as sm
 
     cfg = app.config()
     app.stage = stage

@@ -8,9 +8,9 @@ import time
 
 import click
 
-from ..clikit import OutputPath, pass_app, stage_option
-from ..context import App
-from ..errors import UsageError
+from pipeline_tools.clikit import OutputPath, pass_app, stage_option
+from pipeline_tools.core.context import App
+from pipeline_tools.core.errors import UsageError
 
 
 @click.command("change-record")
@@ -35,8 +35,8 @@ def change_record(app: App, deploy_id: str | None, next_: bool, fmt: str, out_fi
     two-person status, test evidence. Under GitHub Actions it is also added to the step summary.
     Exit codes: 0 written, 2 bad input (e.g. no such deploy).
     """
-    from ..ops import change_record as cr
-    from .deploy_cmd import _ledger
+    from pipeline_tools.commands.deploy_cmd import _ledger
+    from pipeline_tools.ops import change_record as cr
 
     if deploy_id and next_:
         raise UsageError("pass either --deploy ID or --next, not both", "`pt history --stage S` lists deploy ids")

@@ -7,9 +7,9 @@ import time
 
 import click
 
-from ..clikit import OutputPath, dry_run_option, output_option, pass_app, stage_option
-from ..context import App
-from ..errors import UsageError
+from pipeline_tools.clikit import OutputPath, dry_run_option, output_option, pass_app, stage_option
+from pipeline_tools.core.context import App
+from pipeline_tools.core.errors import UsageError
 
 
 @click.group()
@@ -44,8 +44,8 @@ def _vars(pairs: tuple[str, ...]) -> dict[str, str]:
 @pass_app
 def start(app: App, checklist: str, var_pairs: tuple[str, ...], dry_run: bool) -> int:
     """Start a runbook from a checklist FILE; prints its id (share it with the team)."""
-    from ..ops import runbook as rb
-    from .deploy_cmd import _ledger, _who
+    from pipeline_tools.commands.deploy_cmd import _ledger, _who
+    from pipeline_tools.ops import runbook as rb
 
     cl = rb.load_checklist(checklist)
     stage = app.stage
@@ -74,8 +74,8 @@ def start(app: App, checklist: str, var_pairs: tuple[str, ...], dry_run: bool) -
 @pass_app
 def status(app: App, runbook_id: str) -> int:
     """Every step: done or pending, by whom, when."""
-    from ..ops import runbook as rb
-    from .deploy_cmd import _ledger
+    from pipeline_tools.commands.deploy_cmd import _ledger
+    from pipeline_tools.ops import runbook as rb
 
     rec = rb.load(_ledger(app, app.stage, create=False), app.stage, runbook_id)
     rep = rb.report(rec)
@@ -91,8 +91,8 @@ def status(app: App, runbook_id: str) -> int:
 @pass_app
 def next_(app: App, runbook_id: str) -> int:
     """The step to do now and the exact command that completes it."""
-    from ..ops import runbook as rb
-    from .deploy_cmd import _ledger
+    from pipeline_tools.commands.deploy_cmd import _ledger
+    from pipeline_tools.ops import runbook as rb
 
     stage = app.stage
     rec = rb.load(_ledger(app, stage, create=False), stage, runbook_id)
@@ -127,8 +127,8 @@ def next_(app: App, runbook_id: str) -> int:
 @pass_app
 def done(app: App, runbook_id: str, step_id: str, evidence: str | None, note: str | None, timeout: int) -> int:
     """Complete STEP: run its pt command (output and exit code = evidence) or record manual evidence."""
-    from ..ops import runbook as rb
-    from .deploy_cmd import _ledger, _who
+    from pipeline_tools.commands.deploy_cmd import _ledger, _who
+    from pipeline_tools.ops import runbook as rb
 
     stage = app.stage
     env = {}
@@ -166,8 +166,8 @@ def report(app: App, runbook_id: str, fmt: str, out_file: str | None) -> int:
     """One document: every step, actor, time and the SHA-256 of its evidence."""
     import json
 
-    from ..ops import runbook as rb
-    from .deploy_cmd import _ledger
+    from pipeline_tools.commands.deploy_cmd import _ledger
+    from pipeline_tools.ops import runbook as rb
 
     rec = rb.load(_ledger(app, app.stage, create=False), app.stage, runbook_id)
     rep = rb.report(rec)

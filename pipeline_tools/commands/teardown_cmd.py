@@ -7,9 +7,9 @@ import time
 
 import click
 
-from ..clikit import OutputPath, dry_run_option, output_option, pass_app, stage_option
-from ..context import App
-from ..errors import UsageError
+from pipeline_tools.clikit import OutputPath, dry_run_option, output_option, pass_app, stage_option
+from pipeline_tools.core.context import App
+from pipeline_tools.core.errors import UsageError
 
 
 @click.command()
@@ -26,7 +26,7 @@ from ..errors import UsageError
 def teardown(app: App, yes: bool, purge_ledger: bool, archive_to: str | None, evidence_dir: str,
              dry_run: bool) -> int:
     """Delete what a stage owns, in order, with an evidence report (refuses protected stages)."""
-    from ..ops import teardown as ops
+    from pipeline_tools.ops import teardown as ops
 
     cfg = app.config()
     stage = app.require_stage()

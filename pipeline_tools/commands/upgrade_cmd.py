@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..clikit import output_option, pass_app
-from ..context import App
+from pipeline_tools.clikit import output_option, pass_app
+from pipeline_tools.core.context import App
 
 
 @click.command("upgrade-pipelines")
@@ -20,7 +20,7 @@ def upgrade_pipelines(app: App, toolkit_ref: str | None, directory: str, dry_run
     """Rewrite the pt toolkit pins (`uses: OWNER/REPO@SHA  # pt-toolkit vX.Y.Z` and its `version:` input) in
     .github/workflows. Only lines marked `# pt-toolkit` change; prints a unified diff. Exit 0 when changed or
     already up to date, 2 on bad input."""
-    from ..toolkit import resolve_ref, upgrade_workflows
+    from pipeline_tools.infra.toolkit import resolve_ref, upgrade_workflows
 
     ref = resolve_ref(toolkit_ref)
     changes = upgrade_workflows(directory, ref, dry_run=dry_run)

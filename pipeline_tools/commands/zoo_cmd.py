@@ -7,14 +7,15 @@ from typing import Any
 
 import click
 
-from ..clikit import dry_run_option, output_option, pass_app, stage_option
-from ..context import App
+from pipeline_tools.clikit import dry_run_option, output_option, pass_app, stage_option
+from pipeline_tools.core.context import App
 
 
 def _deps(app: App, stage: str, parallel: int = 1):
-    from .. import actor, aws, ledger
-    from ..artifacts import s3_client
-    from ..zoo import ZooDeps
+    from pipeline_tools.core import aws
+    from pipeline_tools.ops.artifacts import s3_client
+    from pipeline_tools.release import actor, ledger
+    from pipeline_tools.targets.zoo import ZooDeps
 
     cfg = app.config()
     factory = app.aws(stage)
@@ -53,9 +54,9 @@ class _Lazy:
 
 
 def _image_uri(app: App, image_uri: str | None, from_build: str | None, models: tuple[str, ...]) -> str | None:
-    from ..deploy import load_build_output, parse_image_uri
-    from ..errors import UsageError
-    from ..zoo import require_zoo, select
+    from pipeline_tools.core.errors import UsageError
+    from pipeline_tools.release.deploy import load_build_output, parse_image_uri
+    from pipeline_tools.targets.zoo import require_zoo, select
 
     if image_uri and from_build:
         raise UsageError("pass at most one of --image-uri and --from-build")
@@ -77,7 +78,7 @@ def _image_uri(app: App, image_uri: str | None, from_build: str | None, models: 
 
 def _checked(app: App, ref) -> str:
     """The digest must exist in its registry (ECR API, else the registry HTTP API), as for `pt deploy`."""
-    from ..deploy import check_image, ecr_region
+    from pipeline_tools.release.deploy import check_image, ecr_region
 
     region = ecr_region(ref)
     check_image(ref, ecr=app.aws(app.stage).client("ecr", region=region) if region else None)
@@ -85,7 +86,7 @@ def _checked(app: App, ref) -> str:
 
 
 def _stages(app: App) -> list[str]:
-    from ..zoo import stage_order
+    from pipeline_tools.targets.zoo import stage_order
 
     cfg = app.config()
     if app.stage:
@@ -135,7 +136,7 @@ def zoo() -> None:
 @pass_app
 def plan(app: App, models: tuple[str, ...], image_uri: str | None, from_build: str | None, parallel: int) -> int:
     """Show per model: skip / copy / new-version, with the reason. Changes nothing."""
-    from .. import zoo as z
+    from pipeline_tools.targets import zoo as z
 
     cfg = app.config()
     z.require_zoo(cfg)
@@ -172,8 +173,8 @@ def apply(app: App, models: tuple[str, ...], image_uri: str | None, from_build: 
     Exit codes: 0 applied (or nothing to do), 1 failed (rolled back) or gate FAIL,
     2 usage/config error (unknown model, bad image), 3 gate WAIT, 4 stage locked.
     """
-    from .. import zoo as z
-    from ..windows import check
+    from pipeline_tools.release.windows import check
+    from pipeline_tools.targets import zoo as z
 
     cfg = app.config()
     z.require_zoo(cfg)
@@ -210,7 +211,7 @@ def apply(app: App, models: tuple[str, ...], image_uri: str | None, from_build: 
 @pass_app
 def revert(app: App, force: bool, dry_run: bool) -> int:
     """Re-point every consumer and alias back to the previous versions, in one recorded step."""
-    from .. import zoo as z
+    from pipeline_tools.targets import zoo as z
 
     data = z.revert(app.config(), app.stage, _deps(app, app.stage), dry_run=dry_run, force=force)
 
@@ -237,9 +238,9 @@ def revert(app: App, force: bool, dry_run: bool) -> int:
 @pass_app
 def gc(app: App, older_than: str | None, models: tuple[str, ...], dry_run: bool) -> int:
     """Delete model versions older than AGE that no alias, consumer or pending revert uses."""
-    from .. import zoo as z
-    from ..config import parse_age
-    from ..errors import UsageError
+    from pipeline_tools.core.config import parse_age
+    from pipeline_tools.core.errors import UsageError
+    from pipeline_tools.targets import zoo as z
 
     cfg = app.config()
     zoo_cfg = z.require_zoo(cfg)
@@ -269,8 +270,8 @@ def gc(app: App, older_than: str | None, models: tuple[str, ...], dry_run: bool)
 @pass_app
 def approve(app: App, comment: str | None, reject: bool, dry_run: bool) -> int:
     """Approve (or reject), for this stage, the zoo set its promote_from stage runs."""
-    from .. import zoo as z
-    from ..approvals import APPROVE, REJECT
+    from pipeline_tools.release.approvals import APPROVE, REJECT
+    from pipeline_tools.targets import zoo as z
 
     stage = app.stage
     data: dict[str, Any] = z.approve(app.config(), stage, _deps(app, stage), decision=REJECT if reject else APPROVE,
@@ -289,7 +290,7 @@ def approve(app: App, comment: str | None, reject: bool, dry_run: bool) -> int:
 @pass_app
 def recover(app: App, force: bool, dry_run: bool) -> int:
     """Undo a zoo apply (or finish a revert) that died mid-way; recorded in the ledger."""
-    from .. import zoo as z
+    from pipeline_tools.targets import zoo as z
 
     data = z.recover(app.config(), app.stage, _deps(app, app.stage), force=force, dry_run=dry_run)
     if data["action"] == "nothing-to-recover":

@@ -17,12 +17,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .. import windows
-from ..errors import PtError, UsageError
-from ..ledger import DEPLOY, Ledger, Record, iso
+from pipeline_tools.core.errors import PtError, UsageError
+from pipeline_tools.release import windows
+from pipeline_tools.release.ledger import DEPLOY, Ledger, Record, iso
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from pipeline_tools.core.config import Config
 
 SCHEMA = 1
 GitFn = Callable[..., "str | None"]
@@ -137,7 +137,7 @@ _OPS = {"GreaterThanOrEqualToThreshold": ">=", "GreaterThanThreshold": ">", "Les
 
 def alarms(cloudwatch: Any, patterns: list[str]) -> dict:
     """The stage's gate alarms with thresholds, as rollback conditions. Fails closed."""
-    from .. import gate
+    from pipeline_tools.release import gate
 
     out: dict = {"patterns": patterns, "read": False, "alarms": [], "error": None}
     if not patterns:
@@ -146,7 +146,7 @@ def alarms(cloudwatch: Any, patterns: list[str]) -> dict:
     try:
         found = gate.read_alarms(cloudwatch, patterns)
     except Exception as e:
-        from ..errors import translate
+        from pipeline_tools.core.errors import translate
 
         err = translate(e)
         out["error"] = f"could not read the alarms ({err.message if err else f'{type(e).__name__}: {e}'})"
@@ -162,7 +162,7 @@ def alarms(cloudwatch: Any, patterns: list[str]) -> dict:
 
 
 def dashboards(cfg: Config, stage: str) -> list[dict]:
-    from .. import names
+    from pipeline_tools.core import names
 
     region = cfg.stage_region(stage)
     base = f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
@@ -192,7 +192,7 @@ def _running_before(ledger: Ledger, stage: str, rec: Record) -> Record | None:
 
 
 def _gate(ledger: Ledger, stage: str, deploy_id: str) -> dict | None:
-    from ..promote import GATE
+    from pipeline_tools.release.promote import GATE
 
     got = ledger.query(stage, GATE, limit=1, where=lambda g: g.data.get("deploy_id") == deploy_id)
     if not got:
@@ -203,7 +203,7 @@ def _gate(ledger: Ledger, stage: str, deploy_id: str) -> dict | None:
 
 
 def _end_state(cfg: Config, stage: str, new: Record, running: Record | None, plan: dict | None) -> dict:
-    from .. import schedule
+    from pipeline_tools.release import schedule
 
     st = cfg.stages[stage]
     if plan:
@@ -231,7 +231,7 @@ def build(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock: Ca
           deploy_id: str | None = None, purpose_text: str | None = None, junit: str | None = None,
           env: Mapping[str, str] | None = None, git: GitFn | None = None) -> dict:
     """The change record of deploy `deploy_id` in `stage`, or (None) of the next promotion to `stage`."""
-    from .. import promote
+    from pipeline_tools.release import promote
 
     cfg.stage(stage)
     env = {} if env is None else env
@@ -307,7 +307,7 @@ def build(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock: Ca
 
 
 def _dur(seconds: Any) -> str:
-    from ..config import format_duration
+    from pipeline_tools.core.config import format_duration
 
     return format_duration(float(seconds)) if isinstance(seconds, int | float) else "?"
 
@@ -316,7 +316,7 @@ def _dur(seconds: Any) -> str:
 
 
 def render_md(doc: dict) -> str:
-    from ..output import markdown_table
+    from pipeline_tools.core.output import markdown_table
 
     s, c = doc["subject"], doc["change"]
     what = (f"deploy `{s['deploy_id']}` ({s['operation']}, {s['state']})" if s["type"] == "deploy"

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
+from pipeline_tools.core.errors import UsageError
 
 Validator = Callable[[re.Match, str], bool]
 
@@ -257,7 +257,7 @@ def _yaml_problem(e: Exception) -> str:
 
 def _decode_patterns(p: Path, data: bytes) -> str:
     """UTF-8 (BOM or not), or UTF-16/32 with a BOM or a clear byte pattern; anything else is refused."""
-    from .logread import sniff_encoding
+    from pipeline_tools.ops.logread import sniff_encoding
 
     codec = sniff_encoding(data[:4096])
     try:

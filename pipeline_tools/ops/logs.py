@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AwsError, NotFoundError, UsageError
-from . import detectors
+from pipeline_tools.core.errors import AwsError, NotFoundError, UsageError
+from pipeline_tools.ops import detectors
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from pipeline_tools.core.config import Config
 
 MANIFEST = "manifest.json"
 CHECKSUMS = "SHA256SUMS"
@@ -192,7 +192,7 @@ def iter_log_events(logs_client, group: str, start_ms: int | None, end_ms: int |
 
 
 def _code(exc: BaseException) -> str | None:
-    from ..aws import client_error_code
+    from pipeline_tools.core.aws import client_error_code
 
     return client_error_code(exc)
 
@@ -201,7 +201,7 @@ def scan_groups(logs_client, groups: Sequence[str], since: float | None, clock: 
                 extra: Sequence[detectors.Detector] = (), report: ScanReport | None = None) -> ScanReport:
     """Scan every event of each group. A group that does not exist or cannot be read (part way
     included) is recorded as not scanned, never as clean."""
-    from ..errors import translate
+    from pipeline_tools.core.errors import translate
 
     report = report or ScanReport(since=since)
     start_ms = int((clock() - since) * 1000) if since else None
@@ -308,7 +308,7 @@ def _iter_files(paths: Sequence[str | os.PathLike]) -> Iterator[tuple[Path, str 
 
 def scan_file(path: Path, extra: Sequence[detectors.Detector] = ()) -> tuple[list[Finding], dict, str | None]:
     """Findings, file info, and why (part of) it was not scanned (None: every byte was read)."""
-    from . import logread
+    from pipeline_tools.ops import logread
 
     src = logread.open_text(path)
     key = str(path)
@@ -385,7 +385,7 @@ def _iso(ms: int) -> str:
 
 
 def parse_s3_url(url: str, what: str = "--to") -> tuple[str, str]:
-    from .. import keys
+    from pipeline_tools.core import keys
 
     return keys.parse_s3_url(url, what)
 
@@ -398,7 +398,7 @@ def _slug(group: str) -> str:
 
 def join_key(prefix: str, *parts: str) -> str:
     """prefix/part/… through keys.join: refuses '.', '..' and empty segments."""
-    from .. import keys
+    from pipeline_tools.core import keys
 
     return keys.join(prefix, *parts)
 

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..output import redact, register_secret
+from pipeline_tools.core.output import redact, register_secret
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from pipeline_tools.core.config import Config
 
 # Events a notification is sent for (the ledger/deploy/promote code passes one of these).
 EVENTS = {

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..ledger import RECORD_PREFIX, CorruptItem, Ledger, Record, iso
-from ..output import markdown_table
+from pipeline_tools.core.output import markdown_table
+from pipeline_tools.release.ledger import RECORD_PREFIX, CorruptItem, Ledger, Record, iso
 
 SCHEMA = 1
 FIELDS = ("schema", "id", "stage", "kind", "state", "created", "updated", "actor", "actor_arn", "declared",

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import PtError, UsageError
-from ..ledger import Ledger, Record, iso
+from pipeline_tools.core.errors import PtError, UsageError
+from pipeline_tools.release.ledger import Ledger, Record, iso
 
 RUNBOOK = "runbook"
 EXCERPT = 4000  # characters of evidence kept in the ledger (the hash covers all of it)
@@ -307,7 +307,7 @@ def report(rec: Record) -> dict:
 
 
 def render_md(rep: dict) -> str:
-    from ..output import markdown_table
+    from pipeline_tools.core.output import markdown_table
 
     done_n = sum(1 for s in rep["steps"] if s["status"] == "done")
     lines = [f"# Runbook {rep['title']} ({rep['name']})", "",

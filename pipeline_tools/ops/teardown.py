@@ -32,12 +32,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import names
-from ..aws import client_error_code
-from ..errors import PtError, UsageError, translate
+from pipeline_tools.core import names
+from pipeline_tools.core.aws import client_error_code
+from pipeline_tools.core.errors import PtError, UsageError, translate
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from pipeline_tools.core.config import Config
 
 _ABSENT = {"ResourceNotFoundException", "NoSuchBucket", "404", "NotFound", "RepositoryNotFoundException",
            "ImageNotFoundException", "NoSuchKey"}
@@ -97,7 +97,7 @@ class Evidence:
         return d
 
     def markdown(self) -> str:
-        from ..output import markdown_table
+        from pipeline_tools.core.output import markdown_table
 
         status = "DRY RUN (nothing deleted)" if self.dry_run else ("complete" if self.ok else "INCOMPLETE")
         lines = [f"# Teardown of {self.project} stage `{self.stage}`: {status}", "",
@@ -349,7 +349,7 @@ def list_object_versions(s3, bucket: str) -> list[dict]:
 
 def ledger_keys(dynamodb, cfg: Config, stage: str) -> list[dict]:
     """Keys of the ledger items of `stage` (records and lock). The ledger's partition key is the
-    stage name (pipeline_tools/ledger.py), so this is one paginated Query. Table missing → []."""
+    stage name (pipeline_tools/release/ledger.py), so this is one paginated Query. Table missing → []."""
     table = cfg.ledger_table()
     try:
         schema = dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]
@@ -370,8 +370,8 @@ def ledger_keys(dynamodb, cfg: Config, stage: str) -> list[dict]:
 
 def check_not_locked(dynamodb, cfg: Config, stage: str, now: float) -> None:
     """Refuse (exit 4) while a deploy holds the stage's ledger lock with a live lease."""
-    from ..errors import LockedError
-    from ..ledger import Ledger
+    from pipeline_tools.core.errors import LockedError
+    from pipeline_tools.release.ledger import Ledger
 
     try:
         lock = Ledger(dynamodb, cfg.ledger_table()).current_lock(stage)
@@ -445,7 +445,7 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
              ledger_purge: Callable[[Any, Config, str], int] | None = None) -> Evidence:
     """Tear the stage down (see the module doc for the order). Returns the evidence, also written
     as JSON + markdown to `evidence_dir` and, with `archive_to`, next to the archived logs."""
-    from . import logs as ops_logs
+    from pipeline_tools.ops import logs as ops_logs
 
     check_allowed(cfg, stage)
     if archive_to:
@@ -642,7 +642,7 @@ def _delete_stack(cfn, name: str, clock, sleep, timeout: float) -> str:
 
 
 def write_evidence(ev: Evidence, evidence_dir: str | Path, s3=None, archive_to: str | None = None) -> list[str]:
-    from . import logs as ops_logs
+    from pipeline_tools.ops import logs as ops_logs
 
     stamp = ev.started_at.replace(":", "").replace("-", "").split(".")[0] + "Z"
     base = f"teardown-{ev.project}-{ev.stage}-{stamp}" + ("-dry-run" if ev.dry_run else "")

@@ -20,7 +20,7 @@ REPOSITORY = "acme/iris-service"
 CONNECTION = "arn:aws:codestar-connections:us-east-1:111111111111:connection/0c5e6f1a-1111-2222-3333-444455556666"
 DIGEST = "sha256:" + "ab" * 32
 
-from pipeline_tools.stacks import silence_node_warnings  # noqa: E402
+from pipeline_tools.infra.stacks import silence_node_warnings  # noqa: E402
 
 silence_node_warnings()
 if os.environ.get("CI") == "true":
@@ -58,12 +58,12 @@ class Synth:
 
 
 def synth_app(cfg_path: Path, outdir: Path, *, nag: bool, image_digests: dict | None = None) -> Synth:
-    from pipeline_tools.stacks import FEATURE_FLAGS, build_app, silence_node_warnings
+    from pipeline_tools.infra.stacks import FEATURE_FLAGS, build_app, silence_node_warnings
 
     silence_node_warnings()
     import aws_cdk as cdk
 
-    from pipeline_tools.config import load
+    from pipeline_tools.core.config import load
 
     start = time.monotonic()
     cfg = load(cfg_path)

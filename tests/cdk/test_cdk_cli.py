@@ -106,8 +106,8 @@ def test_missing_config_and_unknown_stage_are_usage_errors(tmp_path):
 
 
 def test_cdk_section_is_validated_like_the_rest_of_the_config():
-    from pipeline_tools.config import parse
-    from pipeline_tools.errors import ConfigError
+    from pipeline_tools.core.config import parse
+    from pipeline_tools.core.errors import ConfigError
 
     text = (ROOT / "tests" / "data" / "pipeline.example.yml").read_text()
     bad = text + "\ncdk:\n  github_repository: not-a-repo\n  connection_arn: arn:aws:s3:::bucket\n  colour: red\n"

@@ -67,8 +67,8 @@ def test_new_stage_gets_its_own_stack_in_its_account_and_region(variant):
 
 
 def test_same_account_stage_refers_to_shared_resources_by_name():
-    from pipeline_tools.config import parse
-    from pipeline_tools.stacks import synth_stage_template
+    from pipeline_tools.core.config import parse
+    from pipeline_tools.infra.stacks import synth_stage_template
 
     from .conftest import CONTRACT
 

@@ -13,8 +13,8 @@ pytestmark = pytest.mark.cdk
 
 @pytest.fixture(scope="module")
 def local_template():
-    from pipeline_tools.config import load
-    from pipeline_tools.stacks import synth_stage_template
+    from pipeline_tools.core.config import load
+    from pipeline_tools.infra.stacks import synth_stage_template
 
     return synth_stage_template(load(CONTRACT), "staging", local=True)
 
@@ -34,9 +34,9 @@ def test_local_template_needs_no_bootstrap(local_template):
 
 
 def test_unknown_stage_is_a_usage_error():
-    from pipeline_tools.config import load
-    from pipeline_tools.errors import UsageError
-    from pipeline_tools.stacks import synth_stage_template
+    from pipeline_tools.core.config import load
+    from pipeline_tools.core.errors import UsageError
+    from pipeline_tools.infra.stacks import synth_stage_template
 
     with pytest.raises(UsageError, match="unknown stage 'stagin'"):
         synth_stage_template(load(CONTRACT), "stagin", local=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_tools import names
+from pipeline_tools.core import names
 
 from .conftest import CONNECTION, DIGEST, REPOSITORY
 
@@ -118,13 +118,13 @@ def test_stage_stack_alarms_match_gate_patterns(synthesized, cdk_config):
     expected = {names.alarm_name("iris", "staging", f, m) for f in ("predict", "batch-score")
                 for m in ("errors", "throttles", "duration-p99")} | {"iris-staging-predict-latency-p90"}
     assert set(alarms) == expected
-    from pipeline_tools.config import load as load_cfg
-    from pipeline_tools.stacks.stage_stack import generated_alarm_names
+    from pipeline_tools.core.config import load as load_cfg
+    from pipeline_tools.infra.stacks.stage_stack import generated_alarm_names
 
     cfg = load_cfg(cdk_config)
     assert {n for f in cfg.functions for n in generated_alarm_names(cfg, "staging", f)} == expected
     # The config's gate prefixes (`iris-staging-*`) match every alarm the stack creates.
-    from pipeline_tools.config import load
+    from pipeline_tools.core.config import load
 
     from .conftest import CONTRACT
 
@@ -145,7 +145,7 @@ def test_stage_stack_topic_and_ledger(synthesized):
 
     t.has_resource_properties("AWS::SNS::Topic", {"TopicName": "iris-staging-events",
                                                   "KmsMasterKeyId": Match.any_value()})
-    from pipeline_tools import ledger
+    from pipeline_tools.release import ledger
 
     t.has_resource_properties("AWS::DynamoDB::Table", {
         "TableName": "iris-ledger",
@@ -224,8 +224,8 @@ def test_no_wildcard_actions_on_wildcard_resources(synthesized):
 
 def test_second_stage_in_same_account_shares_repositories_and_ledger():
     """ECR repository and ledger names carry no stage: only the first stage of an account creates them."""
-    from pipeline_tools.config import parse
-    from pipeline_tools.stacks.stage_stack import owns_shared_resources
+    from pipeline_tools.core.config import parse
+    from pipeline_tools.infra.stacks.stage_stack import owns_shared_resources
 
     from .conftest import CONTRACT
 
@@ -334,9 +334,9 @@ def test_github_oidc_two_stages_in_one_account_get_one_role_each():
     """A push to `integration` (staging environment) must not reach prod's deploy role."""
     import aws_cdk as cdk
 
-    from pipeline_tools.config import load
-    from pipeline_tools.stacks import FEATURE_FLAGS
-    from pipeline_tools.stacks.github_oidc_stack import GitHubOidcStack
+    from pipeline_tools.core.config import load
+    from pipeline_tools.infra.stacks import FEATURE_FLAGS
+    from pipeline_tools.infra.stacks.github_oidc_stack import GitHubOidcStack
 
     from .conftest import CONTRACT
 
@@ -362,9 +362,9 @@ def test_github_oidc_two_stages_in_one_account_get_one_role_each():
 def test_github_oidc_reuses_an_existing_provider():
     import aws_cdk as cdk
 
-    from pipeline_tools.config import load
-    from pipeline_tools.stacks import FEATURE_FLAGS
-    from pipeline_tools.stacks.github_oidc_stack import GitHubOidcStack
+    from pipeline_tools.core.config import load
+    from pipeline_tools.infra.stacks import FEATURE_FLAGS
+    from pipeline_tools.infra.stacks.github_oidc_stack import GitHubOidcStack
 
     from .conftest import CONTRACT
 

@@ -16,7 +16,7 @@ from .conftest import ROOT
 
 TOOLKIT_REF = "acme/pipeline-tools@" + "a" * 40
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
-TEMPLATES = sorted((ROOT / "pipeline_tools" / "templates" / "workflows").glob("*.yml"))
+TEMPLATES = sorted((ROOT / "pipeline_tools" / "infra" / "templates" / "workflows").glob("*.yml"))
 
 
 def actionlint(*files) -> subprocess.CompletedProcess:
@@ -28,7 +28,7 @@ def actionlint(*files) -> subprocess.CompletedProcess:
 
 def rendered_templates(tmp_path):
     """The templates as `pt init` writes them (placeholders replaced)."""
-    from pipeline_tools.scaffold import write_scaffold
+    from pipeline_tools.infra.scaffold import write_scaffold
 
     write_scaffold(str(tmp_path), project="iris", region="us-east-1", force=False, dry_run=False,
                    toolkit_ref=TOOLKIT_REF)
@@ -167,7 +167,7 @@ def test_actions_are_pinned_to_commit_shas(path):
 @pytest.mark.parametrize(("name", "branch", "stage"), [("staging.yml", "integration", "staging"),
                                                        ("prod.yml", "master", "prod")])
 def test_user_templates_deploy_with_oidc_one_at_a_time(name, branch, stage):
-    path = ROOT / "pipeline_tools" / "templates" / "workflows" / name
+    path = ROOT / "pipeline_tools" / "infra" / "templates" / "workflows" / name
     data = load(path)
     assert data["on"]["push"]["branches"] == [branch]
     assert data["permissions"] == {}  # nothing workflow-wide; the one job asks for what it needs

@@ -91,7 +91,7 @@ def stack(docker_client, registry, lambda_base_image, tmp_path_factory):
             "PT_E2E_RUNS": str(tmp / "runs.jsonl"), "PT_E2E_CALLS": str(tmp / "calls.jsonl")}
     if os.environ.get("DOCKER_HOST"):
         base["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
-    from pipeline_tools.local import free_port
+    from pipeline_tools.local.stack import free_port
 
     r = subprocess.run(["pt", "local", "up", "--port", str(free_port()), "--config", project / "pipeline.yml"],
                        env={**base, "PT_E2E_TAG": "setup"}, capture_output=True, text=True, timeout=900, cwd=project)
@@ -111,8 +111,8 @@ def stack(docker_client, registry, lambda_base_image, tmp_path_factory):
 def templates(stack):
     """Every stack of the project's pipeline.yml (stage, pipeline, GitHub OIDC), synthesized."""
     pytest.importorskip("aws_cdk", reason="needs the [cdk] extra")
-    from pipeline_tools.config import load
-    from pipeline_tools.stacks import FEATURE_FLAGS, build_app, silence_node_warnings
+    from pipeline_tools.core.config import load
+    from pipeline_tools.infra.stacks import FEATURE_FLAGS, build_app, silence_node_warnings
 
     silence_node_warnings()
     import aws_cdk as cdk
@@ -154,7 +154,7 @@ def _approve(stack, stage: str, who: str) -> None:
 def _live_digests(stack, stage: str) -> set[str]:
     import boto3
 
-    from pipeline_tools.lambda_ops import version_digest
+    from pipeline_tools.targets.lambda_ops import version_digest
 
     lam = boto3.client("lambda", endpoint_url=stack["local"]["AWS_ENDPOINT_URL"], region_name="us-east-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tools.aws import AwsFactory
-from pipeline_tools.ledger import Ledger
+from pipeline_tools.core.aws import AwsFactory
+from pipeline_tools.release.ledger import Ledger
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -65,7 +65,7 @@ def _live(aws: AwsFactory, stage: str, fn: str) -> tuple[str, dict, str | None]:
 
     The digest comes from the version's description, where the deploy engine records it: moto
     answers a qualified get_function with $LATEST's code (lambda_ops.version_digest)."""
-    from pipeline_tools.lambda_ops import version_digest
+    from pipeline_tools.targets.lambda_ops import version_digest
 
     lam = aws.client("lambda")
     alias = lam.get_alias(FunctionName=f"iris-{stage}-{fn}", Name="live")
@@ -96,7 +96,7 @@ def test_release_then_a_bad_release_is_rolled_back_and_not_promoted(release_env,
 
     # --- 1. the good release: staging canary, gate, two approvals, prod (window overridden) ----
     # its own moto server on a free port (a moto already answering on 4566 would be reused)
-    from pipeline_tools.local import free_port
+    from pipeline_tools.local.stack import free_port
 
     r = _pt(env, "release", "--local", "--port", free_port(), "--config", EXAMPLE / "pipeline.yml",
             "--output", "json")

@@ -87,7 +87,7 @@ class Stage:
         return out
 
     def live_digests(self, stage: str = "staging") -> set[str]:
-        from pipeline_tools.lambda_ops import version_digest
+        from pipeline_tools.targets.lambda_ops import version_digest
 
         return {version_digest(self.lam, self.fname(fn, stage), v) for fn, (v, _) in self.live(stage).items()}
 
@@ -96,7 +96,7 @@ class Stage:
                                 StateReason=f"test set {state}")
 
     def ledger(self):
-        from pipeline_tools.ledger import Ledger
+        from pipeline_tools.release.ledger import Ledger
 
         return Ledger(self.ddb, f"{PROJECT}-ledger")
 

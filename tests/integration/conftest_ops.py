@@ -47,7 +47,7 @@ def write_config(tmp_path: Path, text: str = OPS_CONFIG) -> Path:
 
 
 def load_config(tmp_path: Path):
-    from pipeline_tools.config import load
+    from pipeline_tools.core.config import load
 
     return load(write_config(tmp_path))
 

@@ -13,7 +13,7 @@ import json
 import boto3
 import pytest
 
-from pipeline_tools.lambda_ops import version_digest
+from pipeline_tools.targets.lambda_ops import version_digest
 
 from .conftest_deploy import FUNCTIONS, digest
 

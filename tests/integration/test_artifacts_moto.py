@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from pipeline_tools import artifacts as art
-from pipeline_tools import manifest as mf
-from pipeline_tools.errors import AwsError, NotFoundError, PtError
+from pipeline_tools.core.errors import AwsError, NotFoundError, PtError
+from pipeline_tools.ops import artifacts as art
+from pipeline_tools.ops import manifest as mf
 from tests.conftest import EXAMPLE_CONFIG
 
 STAGING, PROD = "iris-staging-artifacts", "iris-prod-artifacts"

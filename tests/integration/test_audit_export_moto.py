@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from pipeline_tools.ledger import Ledger, ensure_table
 from pipeline_tools.ops import records
+from pipeline_tools.release.ledger import Ledger, ensure_table
 
 CONFIG = """\
 project: aud

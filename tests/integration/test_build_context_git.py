@@ -38,7 +38,7 @@ def test_build_push_warns_about_git_in_the_context_until_dockerignore_excludes_i
     assert "add `.git` to its .dockerignore" in warnings[0]
     assert "AUTHORIZATION" not in r.stderr + r.stdout
 
-    from pipeline_tools.scaffold import template_text
+    from pipeline_tools.infra.scaffold import template_text
 
     (svc / ".dockerignore").write_text(template_text("dockerignore"))
     r = run_pt("build-push", "--config", config, "--dry-run", "--output", "json")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from botocore.stub import Stubber
 
-from pipeline_tools import config as config_mod
-from pipeline_tools import promote
-from pipeline_tools.ledger import Ledger, ensure_table
+from pipeline_tools.core import config as config_mod
 from pipeline_tools.ops import change_record as cr
+from pipeline_tools.release import promote
+from pipeline_tools.release.ledger import Ledger, ensure_table
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden" / "change_record"
 NOW = 1_795_000_000.0  # Wed 2026-11-18 11:06:40 UTC: outside prod's Monday window

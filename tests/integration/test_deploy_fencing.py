@@ -16,9 +16,9 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from pipeline_tools import deploy as dp
-from pipeline_tools.errors import DeployFailed, LockedError
-from pipeline_tools.ledger import Ledger, ensure_table
+from pipeline_tools.core.errors import DeployFailed, LockedError
+from pipeline_tools.release import deploy as dp
+from pipeline_tools.release.ledger import Ledger, ensure_table
 
 from .conftest_deploy import (
     FUNCTIONS,
@@ -36,7 +36,7 @@ def _deps(stage, **kw):
 
 
 def _plan(stage, n=2):
-    from pipeline_tools.config import load
+    from pipeline_tools.core.config import load
 
     cfg = load(stage.config)
     return cfg, dp.plan_deploy(cfg, "staging", "model", dp.parse_image_uri(uri(n)), stage.lam)
@@ -153,7 +153,7 @@ class _Sent:
 def test_a_locked_out_deploy_never_writes_to_the_winners_record(stage):
     """Deterministic core of the overlap bug: the loser's failure notice was attached to the
     newest record of the same digest, i.e. the winner's, changing it under the winner."""
-    from pipeline_tools.promote import notified_deploy
+    from pipeline_tools.release.promote import notified_deploy
 
     deps = _deps(stage)
     lock = deps.ledger.acquire("staging", "winner", {"name": "bob"}, lease=60)
@@ -176,8 +176,8 @@ def test_a_locked_out_deploy_never_writes_to_the_winners_record(stage):
 def test_two_deploys_started_together_winner_always_finishes(stage, round_):
     """Two deploys of one digest, started together (threads, each with its own clients, as two
     CI runs): one exits with LockedError (exit 4), the other succeeds, every time."""
-    from pipeline_tools.aws import AwsFactory
-    from pipeline_tools.promote import notified_deploy
+    from pipeline_tools.core.aws import AwsFactory
+    from pipeline_tools.release.promote import notified_deploy
 
     stage.write_config(strategy="canary", percent=50, interval="0.3s", bake="0.3s", poll="0.1s")
     ensure_table(stage.ddb, "rel-ledger", project="rel", stage="staging", local=True)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from pipeline_tools import deploy as dp
-from pipeline_tools.config import parse
-from pipeline_tools.errors import UsageError
+from pipeline_tools.core.config import parse
+from pipeline_tools.core.errors import UsageError
+from pipeline_tools.release import deploy as dp
 
 from .conftest_deploy import CONFIG, REPO, digest, uri
 
@@ -54,8 +54,8 @@ def test_from_build_shapes(tmp_path):
 
 def test_plan_lines_and_noop():
     fp = dp.FunctionPlan("predict", "rel-staging-predict", True, "3", digest(1))
-    from pipeline_tools.gate import GatePolicy
-    from pipeline_tools.schedule import steps
+    from pipeline_tools.release.gate import GatePolicy
+    from pipeline_tools.release.schedule import steps
 
     plan = dp.DeployPlan("staging", "model", uri(1), digest(1), "canary", steps("canary", 10, 1), 1, 1, 5, (fp,),
                          GatePolicy(("rel-staging-*",)))
@@ -68,7 +68,7 @@ def test_plan_lines_and_noop():
 @pytest.mark.docker
 def test_digest_missing_in_local_registry(registry):
     """The registry HTTP API (a local registry here, like PT_REGISTRY in local mode) is asked."""
-    from pipeline_tools.errors import NotFoundError
+    from pipeline_tools.core.errors import NotFoundError
 
     ref = dp.parse_image_uri(f"{registry}/rel-model@{digest(9)}")
     with pytest.raises(NotFoundError, match=f"not found in registry {registry}/rel-model"):

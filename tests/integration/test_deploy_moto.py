@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from pipeline_tools import deploy as dp
-from pipeline_tools.ledger import Ledger
+from pipeline_tools.release import deploy as dp
+from pipeline_tools.release.ledger import Ledger
 
 from .conftest_deploy import (
     FUNCTIONS,
@@ -147,7 +147,7 @@ def test_window_refused_then_overridden_and_recorded(stage, run_pt):
 
 def test_lock_held_exit_4(stage, run_pt):
     led = stage.ledger()
-    from pipeline_tools.ledger import ensure_table
+    from pipeline_tools.release.ledger import ensure_table
 
     ensure_table(stage.ddb, "rel-ledger", project="rel", stage="staging", local=True)
     led.acquire("staging", "20260101T000000000Z-abcdef", {"name": "carol"}, lease=60)
@@ -157,8 +157,8 @@ def test_lock_held_exit_4(stage, run_pt):
 
 
 def test_ledger_table_missing_outside_local_mode(stage, monkeypatch):
-    from pipeline_tools.errors import NotFoundError
-    from pipeline_tools.ledger import ensure_table
+    from pipeline_tools.core.errors import NotFoundError
+    from pipeline_tools.release.ledger import ensure_table
 
     with pytest.raises(NotFoundError) as e:
         ensure_table(stage.ddb, "rel-ledger", project="rel", stage="prod", local=False)
@@ -195,7 +195,7 @@ def test_rollback_command_and_recover(stage, run_pt):
 
 
 def _deps(stage, clock=time.time, sleep=time.sleep, log=None):
-    from pipeline_tools import ledger
+    from pipeline_tools.release import ledger
 
     ledger.ensure_table(stage.ddb, "rel-ledger", project="rel", stage="staging", local=True)
     return dp.Deps(stage.lam, stage.cw, Ledger(stage.ddb, "rel-ledger"), clock=clock, sleep=sleep,
@@ -203,7 +203,7 @@ def _deps(stage, clock=time.time, sleep=time.sleep, log=None):
 
 
 def _plan(stage, n=2, name="staging"):
-    from pipeline_tools.config import load
+    from pipeline_tools.core.config import load
 
     cfg = load(stage.config)
     return cfg, dp.plan_deploy(cfg, name, "model", dp.parse_image_uri(uri(n)), stage.lam)
@@ -328,7 +328,7 @@ def test_credentials_expire_mid_deploy_then_recover(stage):
     locked with an unfinished record; after a refresh, `recover` rolls every function back."""
     from botocore.awsrequest import AWSResponse
 
-    from pipeline_tools.errors import LockedError
+    from pipeline_tools.core.errors import LockedError
 
     stage.write_config(strategy="linear", percent=50, interval="0.1s", bake="0s")
     cfg, plan = _plan(stage)
@@ -386,8 +386,8 @@ def test_gate_still_wait_at_end_of_bake_rolls_back(stage):
 def test_lease_renewed_during_a_long_deploy(stage):
     """Lease 1.2 s, bake 3.5 s with no ledger transition inside it: only the heartbeat (every
     lease/3) keeps the lock, and a second deployer never gets in until the deploy is final."""
-    from pipeline_tools.errors import LockedError
-    from pipeline_tools.ledger import RecoveryNeeded
+    from pipeline_tools.core.errors import LockedError
+    from pipeline_tools.release.ledger import RecoveryNeeded
 
     stage.write_config(strategy="canary", percent=50, interval="0.3s", bake="3.5s", poll="0.1s")
     cfg, plan = _plan(stage)
@@ -443,8 +443,8 @@ def test_history_is_read_only_when_needed_and_moto_500_is_not_pass(stage):
     """moto answers describe_alarm_history with HTTP 500. Unchanged alarms need no history (no
     call, PASS); an alarm that fired and recovered between polls needs it: bounded retries with
     the injected sleep (botocore's own retries are off for it), then WAIT, never PASS."""
-    from pipeline_tools.aws import AwsFactory
-    from pipeline_tools.gate import HISTORY_ATTEMPTS, WAIT, GatePolicy, GateWatch
+    from pipeline_tools.core.aws import AwsFactory
+    from pipeline_tools.release.gate import HISTORY_ATTEMPTS, WAIT, GatePolicy, GateWatch
 
     cw = AwsFactory(region="us-east-1", max_attempts=5).client("cloudwatch")
     sent: list[str] = []

@@ -112,9 +112,9 @@ def test_deploy_does_not_move_traffic_on_when_a_step_has_no_evidence(stage):
     deploy rolls back instead of shifting to the next step."""
     import threading
 
-    from pipeline_tools import deploy as dp
-    from pipeline_tools.config import load
-    from pipeline_tools.ledger import Ledger, ensure_table
+    from pipeline_tools.core.config import load
+    from pipeline_tools.release import deploy as dp
+    from pipeline_tools.release.ledger import Ledger, ensure_table
 
     stage.write_config(strategy="canary", percent=50, interval="1s", bake="0s", poll="0.1s")
     cfg = load(stage.config)

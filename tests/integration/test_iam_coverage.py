@@ -127,8 +127,8 @@ def test_every_call_of_deploy_gate_rollback_promote_is_allowed_by_the_deploy_rol
     assert run_pt("gate", *p, "--stage", "prod").exit_code == 0
     assert stage.live_digests("prod") == {digest(3)}
 
-    from pipeline_tools.config import load
-    from pipeline_tools.stacks import synth_stage_template
+    from pipeline_tools.core.config import load
+    from pipeline_tools.infra.stacks import synth_stage_template
 
     cfg = load(stage.config)
     problems = []

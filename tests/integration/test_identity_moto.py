@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from pipeline_tools import config as config_mod
-from pipeline_tools import deploy as dp
-from pipeline_tools.actor import identify
-from pipeline_tools.errors import DeployFailed
-from pipeline_tools.ledger import Ledger, ensure_table
+from pipeline_tools.core import config as config_mod
+from pipeline_tools.core.errors import DeployFailed
+from pipeline_tools.release import deploy as dp
+from pipeline_tools.release.actor import identify
+from pipeline_tools.release.ledger import Ledger, ensure_table
 
 from .conftest_deploy import REPO, digest, make_stage
 from .conftest_promote import webhook_server  # noqa: F401

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tools import images
-from pipeline_tools.config import load
-from pipeline_tools.errors import NotFoundError
-from pipeline_tools.registry import Registry, ecr_credentials
+from pipeline_tools.core.config import load
+from pipeline_tools.core.errors import NotFoundError
+from pipeline_tools.images import images
+from pipeline_tools.images.registry import Registry, ecr_credentials
 
 pytestmark = pytest.mark.docker
 
@@ -256,7 +256,7 @@ def test_dockerignore_matches_the_docker_cli(tmp_path, tiny_base, docker_client)
     """Oracle test: the files `docker build` (CLI) sends equal the files pt hashes and sends."""
     import subprocess
 
-    from pipeline_tools.buildctx import scan
+    from pipeline_tools.images.buildctx import scan
 
     files = {"app.py": b"a", "README.md": b"r", "CHANGES.md": b"c", "docs/keep.txt": b"k", "docs/drop.txt": b"d",
              "pkg/__pycache__/m.pyc": b"p", "pkg/m.py": b"m", "pkg/deep/x.log": b"l", "x.log": b"l",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tools.lambda_runtime import invoke_image
+from pipeline_tools.images.lambda_runtime import invoke_image
 
 pytestmark = pytest.mark.docker
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tools.lambda_runtime import PREFIX, RuntimeApi, _parse_error
+from pipeline_tools.images.lambda_runtime import PREFIX, RuntimeApi, _parse_error
 
 
 def _call(api: RuntimeApi, method: str, path: str, body: dict | None = None, headers: dict | None = None,
@@ -98,8 +98,8 @@ def test_invoke_remote_reports_like_local(tmp_path):
     from botocore.response import StreamingBody
     from botocore.stub import Stubber
 
-    from pipeline_tools import config
-    from pipeline_tools.lambda_runtime import invoke_remote
+    from pipeline_tools.core import config
+    from pipeline_tools.images.lambda_runtime import invoke_remote
 
     cfg = config.load(Path(__file__).resolve().parents[2] / "examples" / "iris" / "pipeline.yml")
     lc = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")

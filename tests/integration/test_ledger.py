@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_tools import ledger as L
-from pipeline_tools.errors import LockedError, NotFoundError
+from pipeline_tools.core.errors import LockedError, NotFoundError
+from pipeline_tools.release import ledger as L
 
 from ..fakes import Clock
 

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from pipeline_tools import ledger as L
-from pipeline_tools.errors import UsageError
+from pipeline_tools.core.errors import UsageError
+from pipeline_tools.release import ledger as L
 
 from ..fakes import Clock
 
@@ -189,7 +189,8 @@ def test_lock_lease_from_env(raw, want):
 
 
 def test_bad_lock_lease_is_not_read_at_import():
-    code = "import pipeline_tools.ledger, pipeline_tools.deploy, pipeline_tools.zoo, pipeline_tools.sagemaker"
+    code = ("import pipeline_tools.release.ledger, pipeline_tools.release.deploy, "
+            "pipeline_tools.targets.zoo, pipeline_tools.targets.sagemaker")
     r = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "PT_LOCK_LEASE": "abc"},
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-800:]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_tools import deploy as dp
-from pipeline_tools import ledger as L
+from pipeline_tools.release import deploy as dp
+from pipeline_tools.release import ledger as L
 
 
 class Clock:

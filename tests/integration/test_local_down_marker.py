@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from pipeline_tools import local
+from pipeline_tools.local import stack as local
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 

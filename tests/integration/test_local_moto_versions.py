@@ -3,7 +3,7 @@
 The cause of "publish_version of …-batch-score returned the live version 6: Lambda saw no
 code change" on the third `pt release --local`: moto 5.2 numbers a new version
 len(versions)+1, so once `keep_versions` pruning has deleted an old version the next publish
-reuses the live version's number. `pt local up` starts moto through pipeline_tools.localmoto,
+reuses the live version's number. `pt local up` starts moto through pipeline_tools.local.motoserver,
 which numbers versions as AWS does (one past the highest ever published).
 """
 
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tools import deploy as dp
-from pipeline_tools import local
-from pipeline_tools.aws import AwsFactory
-from pipeline_tools.config import load
-from pipeline_tools.ledger import Ledger, ensure_table
+from pipeline_tools.core.aws import AwsFactory
+from pipeline_tools.core.config import load
+from pipeline_tools.local import stack as local
+from pipeline_tools.release import deploy as dp
+from pipeline_tools.release.ledger import Ledger, ensure_table
 
 from .conftest_deploy import digest, make_stage, uri
 
@@ -27,7 +27,7 @@ from .conftest_deploy import digest, make_stage, uri
 def local_moto(tmp_path, monkeypatch):
     """A moto server started exactly as `pt local up` starts it (local.start_moto)."""
     info = local.start_moto(tmp_path / "state", {}, local.free_port())
-    assert info["started_by_pt"] and "pipeline_tools.localmoto" in info["argv"]
+    assert info["started_by_pt"] and "pipeline_tools.local.motoserver" in info["argv"]
     monkeypatch.setenv("AWS_ENDPOINT_URL", info["endpoint"])
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -85,7 +85,7 @@ def test_a_plain_moto_started_by_an_earlier_pt_is_restarted_once(tmp_path: Path)
         assert foreign["reused"] is True and local._pid_cmdline(pid) is not None
         new = local.start_moto(tmp_path, {"moto": legacy}, None)
         assert new["reused"] is False and new["port"] == port and new["pid"] != pid
-        assert "pipeline_tools.localmoto" in new["argv"] and local.moto_answers(endpoint)
+        assert "pipeline_tools.local.motoserver" in new["argv"] and local.moto_answers(endpoint)
         assert local.start_moto(tmp_path, {"moto": new}, None)["reused"] is True  # restarted once only
     finally:
         for p in (pid, new and new["pid"]):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline_tools import config, release
+from pipeline_tools.core import config
+from pipeline_tools.local import release
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "iris" / "pipeline.yml"
@@ -81,7 +82,7 @@ def test_plan_follows_the_promotion_chain(tmp_path):
     ]
     import pytest
 
-    from pipeline_tools.errors import UsageError
+    from pipeline_tools.core.errors import UsageError
 
     with pytest.raises(UsageError, match="needs 3 distinct approvers"):
         release.check_approvers(cfg, ["a", "b", "a"])

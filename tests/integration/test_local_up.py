@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tools import config, local
-from pipeline_tools.aws import AwsFactory
-from pipeline_tools.errors import UsageError
+from pipeline_tools.core import config
+from pipeline_tools.core.aws import AwsFactory
+from pipeline_tools.core.errors import UsageError
+from pipeline_tools.local import stack as local
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "iris" / "pipeline.yml"
@@ -168,7 +169,7 @@ def test_boto3_provisioning_without_the_cdk_module(aws):
 
 
 def local_alarm_names(cfg, stage: str) -> set[str]:
-    from pipeline_tools.stacks.stage_stack import generated_alarm_names
+    from pipeline_tools.infra.stacks.stage_stack import generated_alarm_names
 
     return {n for fn in cfg.functions for n in generated_alarm_names(cfg, stage, fn)}
 

@@ -10,7 +10,7 @@ import time
 import pytest
 from botocore.stub import Stubber
 
-from pipeline_tools.errors import AwsError
+from pipeline_tools.core.errors import AwsError
 from pipeline_tools.ops import logs as ops_logs
 
 from .conftest_ops import load_config, seed_log_group, write_config

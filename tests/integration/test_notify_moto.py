@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tools import config as config_mod
+from pipeline_tools.core import config as config_mod
+from pipeline_tools.core.output import redact
 from pipeline_tools.ops import notify as n
-from pipeline_tools.output import redact
 
 from .conftest_promote import webhook_server  # noqa: F401
 

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline_tools import config as config_mod
-from pipeline_tools import promote as p
-from pipeline_tools.approvals import ApprovalRefused
-from pipeline_tools.errors import UsageError
-from pipeline_tools.ledger import Ledger, ensure_table
+from pipeline_tools.core import config as config_mod
+from pipeline_tools.core.errors import UsageError
+from pipeline_tools.release import promote as p
+from pipeline_tools.release.approvals import ApprovalRefused
+from pipeline_tools.release.ledger import Ledger, ensure_table
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -83,7 +83,7 @@ def deployed(ledger, stage, digest, *, author="alice@example.com", state="succee
     (`gate_snapshot`, where `pt gate`'s window starts) and the alarms firing before it."""
     import boto3
 
-    from pipeline_tools import gate
+    from pipeline_tools.release import gate
 
     watch = gate.GateWatch(boto3.client("cloudwatch", region_name="us-east-1"),
                            gate.GatePolicy((f"iris-{stage}-*",)), ledger.clock())

@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline_tools import config as config_mod
-from pipeline_tools import deploy as dp
-from pipeline_tools import promote as p
-from pipeline_tools.actor import identify
-from pipeline_tools.approvals import ApprovalRefused
-from pipeline_tools.errors import DeployFailed
+from pipeline_tools.core import config as config_mod
+from pipeline_tools.core.errors import DeployFailed
+from pipeline_tools.release import deploy as dp
+from pipeline_tools.release import promote as p
+from pipeline_tools.release.actor import identify
+from pipeline_tools.release.approvals import ApprovalRefused
 
 from .conftest_deploy import REPO, digest, make_stage
 
@@ -78,7 +78,7 @@ def world(aws, tmp_path):
     path.write_text(CONFIG)
     cfg = config_mod.load(path)
     clock = Clock(FRIDAY_22H)
-    from pipeline_tools.ledger import Ledger, ensure_table
+    from pipeline_tools.release.ledger import Ledger, ensure_table
 
     ensure_table(st.ddb, cfg.ledger_table(), project="rel", stage="staging", local=True)
     ledger = Ledger(st.ddb, cfg.ledger_table(), clock=clock)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pipeline_tools import lambda_ops as lo
+from pipeline_tools.targets import lambda_ops as lo
 
 
 @pytest.fixture(name="fn")

@@ -19,10 +19,10 @@ import time
 
 import pytest
 
-from pipeline_tools import deploy as dp
-from pipeline_tools.aws import AwsFactory
-from pipeline_tools.config import load
-from pipeline_tools.ledger import FINAL_STATES, Ledger, ensure_table
+from pipeline_tools.core.aws import AwsFactory
+from pipeline_tools.core.config import load
+from pipeline_tools.release import deploy as dp
+from pipeline_tools.release.ledger import FINAL_STATES, Ledger, ensure_table
 
 from .conftest_deploy import (
     digest,

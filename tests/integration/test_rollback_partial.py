@@ -11,11 +11,11 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from pipeline_tools import deploy as dp
-from pipeline_tools.aws import AwsFactory
-from pipeline_tools.config import load
-from pipeline_tools.errors import DeployFailed
-from pipeline_tools.ledger import Ledger, ensure_table
+from pipeline_tools.core.aws import AwsFactory
+from pipeline_tools.core.config import load
+from pipeline_tools.core.errors import DeployFailed
+from pipeline_tools.release import deploy as dp
+from pipeline_tools.release.ledger import Ledger, ensure_table
 
 from .conftest_deploy import (
     digest,

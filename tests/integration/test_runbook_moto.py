@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tools.ledger import Ledger
 from pipeline_tools.ops import runbook as rb
+from pipeline_tools.release.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "runbooks" / "vendor-validation.yml"
@@ -135,7 +135,7 @@ def test_step_completed_meanwhile_by_someone_else_is_not_overwritten(world, tmp_
     cl = tmp_path / "one.yml"
     cl.write_text("name: one\nsteps:\n  - {id: a, title: A, run: 'pt config validate'}\n")
     led = Ledger(world["aws"].client("dynamodb"), "val-ledger")
-    from pipeline_tools.ledger import ensure_table
+    from pipeline_tools.release.ledger import ensure_table
 
     ensure_table(led.client, "val-ledger", project="val", stage="dev", local=True)
     rec = rb.start(led, rb.load_checklist(str(cl)), "dev", actor={"name": "alice"})

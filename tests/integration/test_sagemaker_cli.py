@@ -10,9 +10,9 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from pipeline_tools import sagemaker as sm
-from pipeline_tools.aws import AwsFactory
-from pipeline_tools.ledger import Ledger, ensure_table
+from pipeline_tools.core.aws import AwsFactory
+from pipeline_tools.release.ledger import Ledger, ensure_table
+from pipeline_tools.targets import sagemaker as sm
 
 EP = "cv-staging-vision"
 SHADOW_CFG = f"{EP}-cshadow"

@@ -13,8 +13,8 @@ import json
 
 import pytest
 
-from pipeline_tools import artifacts as art
-from pipeline_tools.ledger import Ledger
+from pipeline_tools.ops import artifacts as art
+from pipeline_tools.release.ledger import Ledger
 
 ACCOUNT = "111111111111"
 REPO = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/cv-model"

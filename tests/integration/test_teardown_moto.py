@@ -10,9 +10,9 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from pipeline_tools.errors import AwsError, LockedError, UsageError
-from pipeline_tools.ledger import Ledger, ensure_table
+from pipeline_tools.core.errors import AwsError, LockedError, UsageError
 from pipeline_tools.ops import teardown as td
+from pipeline_tools.release.ledger import Ledger, ensure_table
 
 from .conftest_ops import (
     load_config,
@@ -143,7 +143,7 @@ def test_refusals(aws, tmp_path, run_pt):
 
 
 def test_protected_flag_in_config_wins(tmp_path):
-    from pipeline_tools.config import parse
+    from pipeline_tools.core.config import parse
 
     text = (tmp_path / "x").parent.joinpath("pipeline.yml")
     write_config(tmp_path)
@@ -217,7 +217,7 @@ def test_access_denied_during_discovery_deletes_nothing(aws, tmp_path):
                               service_message="not authorized to perform lambda:ListFunctions", http_status_code=403)
         with pytest.raises(ClientError) as ei:
             td.teardown(cfg, "val", c, clock=time.time, sleep=lambda s: None, evidence_dir=tmp_path / "ev")
-    from pipeline_tools.errors import translate
+    from pipeline_tools.core.errors import translate
 
     err = translate(ei.value)
     assert isinstance(err, AwsError) and err.code == "AccessDeniedException"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_tools.config import Config, load
-from pipeline_tools.errors import ConfigError
+from pipeline_tools.core.config import Config, load
+from pipeline_tools.core.errors import ConfigError
 from pipeline_tools.ops import teardown as td
 
 from .conftest_ops import seed_bucket, seed_function, seed_log_group, write_config

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tools import artifacts as art
-from pipeline_tools import manifest as mf
+from pipeline_tools.ops import artifacts as art
+from pipeline_tools.ops import manifest as mf
 
 PROJECT = "zz"
 REPO = "111111111111.dkr.ecr.us-east-1.amazonaws.com/zz-model"
@@ -124,7 +124,7 @@ class Zoo:
         return p, env.get("RESNET_FN")
 
     def records(self, stage: str, op: str | None = None):
-        from pipeline_tools.ledger import Ledger
+        from pipeline_tools.release.ledger import Ledger
 
         led = Ledger(self.aws.client("dynamodb"), "zz-ledger")
         return [r for r in led.query(stage, "zoo") if op is None or r.data.get("operation") == op]
@@ -198,9 +198,9 @@ def test_plan_then_apply_staging_and_prod_then_skip(zoo, run_pt):
 
 
 def test_copy_alongside_new_version_revert_and_gc(zoo, run_pt):
-    from pipeline_tools import config
-    from pipeline_tools import zoo as z
-    from pipeline_tools.ledger import Ledger
+    from pipeline_tools.core import config
+    from pipeline_tools.release.ledger import Ledger
+    from pipeline_tools.targets import zoo as z
 
     assert pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1).exit_code == 0
     zoo.set_bert("bert-2")
@@ -306,7 +306,7 @@ def test_consumer_failure_undoes_everything(zoo, run_pt):
     assert not zoo.exists("zz-staging-resnet") and not zoo.exists("zz-staging-bert")
     rec = zoo.records("staging", "apply")[0]
     assert rec.state == "rolled_back"
-    from pipeline_tools.ledger import Ledger
+    from pipeline_tools.release.ledger import Ledger
 
     assert Ledger(zoo.aws.client("dynamodb"), "zz-ledger").current_lock("staging") is None
 
@@ -375,7 +375,7 @@ def test_prod_needs_staging_gate_and_approvals(zoo, run_pt, monkeypatch):
 
 def test_dead_apply_is_refused_then_recovered(zoo, run_pt):
     """An apply that died after moving resnet to v2 and one consumer: `pt zoo recover` undoes both."""
-    from pipeline_tools.ledger import Ledger
+    from pipeline_tools.release.ledger import Ledger
 
     assert pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1).exit_code == 0
     led = Ledger(zoo.aws.client("dynamodb"), "zz-ledger")
@@ -433,10 +433,10 @@ def test_sigterm_during_apply_rolls_back(zoo):
     import os
     import signal
 
-    from pipeline_tools import config
-    from pipeline_tools import zoo as z
-    from pipeline_tools.artifacts import s3_client
-    from pipeline_tools.ledger import Ledger, ensure_table
+    from pipeline_tools.core import config
+    from pipeline_tools.ops.artifacts import s3_client
+    from pipeline_tools.release.ledger import Ledger, ensure_table
+    from pipeline_tools.targets import zoo as z
 
     class Terminating:
         """The real Lambda client; SIGTERMs this process on the second publish_version."""
@@ -472,10 +472,10 @@ def test_sigterm_during_apply_rolls_back(zoo):
 def test_rollback_never_deletes_a_function_it_did_not_create(zoo):
     """Planned as 'create', but another party's function of that name appeared before the apply:
     the create fails, the rollback leaves that function alone."""
-    from pipeline_tools import config
-    from pipeline_tools import zoo as z
-    from pipeline_tools.artifacts import s3_client
-    from pipeline_tools.ledger import Ledger, ensure_table
+    from pipeline_tools.core import config
+    from pipeline_tools.ops.artifacts import s3_client
+    from pipeline_tools.release.ledger import Ledger, ensure_table
+    from pipeline_tools.targets import zoo as z
 
     ddb = zoo.aws.client("dynamodb")
     ensure_table(ddb, "zz-ledger", project="zz", stage="staging", local=True)

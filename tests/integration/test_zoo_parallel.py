@@ -9,11 +9,11 @@ import threading
 
 import pytest
 
-from pipeline_tools import config
-from pipeline_tools import manifest as mf
-from pipeline_tools import zoo as z
-from pipeline_tools.artifacts import s3_client
-from pipeline_tools.ledger import FenceLost, Ledger, ensure_table
+from pipeline_tools.core import config
+from pipeline_tools.ops import manifest as mf
+from pipeline_tools.ops.artifacts import s3_client
+from pipeline_tools.release.ledger import FenceLost, Ledger, ensure_table
+from pipeline_tools.targets import zoo as z
 
 REPO = "111111111111.dkr.ecr.us-east-1.amazonaws.com/zp-model"
 IMG = REPO + "@sha256:" + hashlib.sha256(b"zp-img").hexdigest()

@@ -1,4 +1,4 @@
-"""The account model (pipeline_tools/accounts.py): which role reaches which stage and the ledger,
+"""The account model (pipeline_tools/core/accounts.py): which role reaches which stage and the ledger,
 config validation of `accounts:` / `stages.*.role`, and the AssumeRole failure line (Stubber: moto
 never denies AssumeRole)."""
 
@@ -9,10 +9,10 @@ import datetime as dt
 import pytest
 from botocore.stub import Stubber
 
-from pipeline_tools import accounts
-from pipeline_tools.config import parse
-from pipeline_tools.context import App
-from pipeline_tools.errors import AwsError, ConfigError, UsageError
+from pipeline_tools.core import accounts
+from pipeline_tools.core.config import parse
+from pipeline_tools.core.context import App
+from pipeline_tools.core.errors import AwsError, ConfigError, UsageError
 
 A, B, C = "111111111111", "222222222222", "333333333333"
 
@@ -227,6 +227,6 @@ def test_single_account_override_never_calls_sts(tmp_path, monkeypatch):
     with Stubber(base.client("sts")):  # no responses queued: any STS call would raise
         assert app.aws("prod") is base and app.ledger_aws("prod") is base
         app.check_shared_ledger("prod")
-    from pipeline_tools.local import env_vars
+    from pipeline_tools.local.stack import env_vars
 
     assert env_vars({"moto": {"endpoint": "http://127.0.0.1:1"}, "registry": {"host": "h"}})["PT_SINGLE_ACCOUNT"] == "1"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_tools.approvals import (
+from pipeline_tools.core.config import ApprovalsConfig
+from pipeline_tools.release.approvals import (
     APPROVE,
     REJECT,
     Approval,
@@ -14,7 +15,6 @@ from pipeline_tools.approvals import (
     evaluate,
     same_person,
 )
-from pipeline_tools.config import ApprovalsConfig
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

@@ -11,9 +11,9 @@ import tracemalloc
 
 import pytest
 
-from pipeline_tools import artifacts as art
-from pipeline_tools import manifest as mf
-from pipeline_tools.errors import PtError, UsageError
+from pipeline_tools.core.errors import PtError, UsageError
+from pipeline_tools.ops import artifacts as art
+from pipeline_tools.ops import manifest as mf
 
 
 def _tree(root, files: dict[str, bytes]):

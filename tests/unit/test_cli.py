@@ -130,7 +130,7 @@ def test_internal_errors_are_one_line_unless_pt_debug(run_pt, monkeypatch):
         raise RuntimeError("kaboom")
 
     monkeypatch.setattr(cc, "json_schema", boom, raising=False)
-    monkeypatch.setattr("pipeline_tools.config.json_schema", boom)
+    monkeypatch.setattr("pipeline_tools.core.config.json_schema", boom)
     r = run_pt("config", "schema")
     assert r.exit_code == 1
     assert r.stderr.splitlines()[0] == "error: internal error: RuntimeError: kaboom"

@@ -154,7 +154,7 @@ def test_env_values_are_read_when_used_not_at_import(pt_subprocess):
 
 def test_an_unexpected_file_error_is_translated_not_internal():
     """The safety net: any OSError with a path becomes one line naming it (exit 1)."""
-    from pipeline_tools.errors import translate
+    from pipeline_tools.core.errors import translate
 
     err = translate(NotADirectoryError(20, "Not a directory", "/tmp/f/x"))
     assert err is not None and err.message == "/tmp/f/x: a parent of this path is a file, not a directory"

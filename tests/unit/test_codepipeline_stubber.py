@@ -12,8 +12,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from pipeline_tools import codepipeline as cp
-from pipeline_tools.errors import NotFoundError, UsageError
+from pipeline_tools.core.errors import NotFoundError, UsageError
+from pipeline_tools.release import codepipeline as cp
 
 TOKEN = "3f0b7a2c-9d41-4c1e-8a55-0c6f3e2b9d10"
 T0 = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
@@ -128,13 +128,13 @@ def test_two_pending_needs_a_choice(client):
 
 
 def _report(status):
-    from pipeline_tools.promote import GateReport
+    from pipeline_tools.release.promote import GateReport
 
     return GateReport("staging", status, "d-1", "sha256:" + "a" * 64, 300.0, 0.0, 400.0, f"{status}: fine")
 
 
 def test_gate_answers_pending_approval(client):
-    from pipeline_tools.promote import answer_codepipeline
+    from pipeline_tools.release.promote import answer_codepipeline
 
     assert answer_codepipeline(client, "iris-prod-pipeline", _report("WAIT")) is None  # no call made
     client.stub.add_response("get_pipeline_state", state(PENDING), {"name": "iris-prod-pipeline"})

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from pipeline_tools.config import format_duration, load, parse, parse_duration
-from pipeline_tools.errors import ConfigError
+from pipeline_tools.core.config import format_duration, load, parse, parse_duration
+from pipeline_tools.core.errors import ConfigError
 
 from ..conftest import CONTRACT_CONFIG, EXAMPLE_CONFIG
 
@@ -292,7 +292,7 @@ def test_resolved_keeps_secret_references_and_expands_templates():
 
 
 def test_empty_gate_is_allowed_only_explicitly_and_then_reaches_the_policy():
-    from pipeline_tools.gate import GatePolicy
+    from pipeline_tools.release.gate import GatePolicy
 
     cfg = parse(sub('gate: {alarms: ["iris-prod-*"]}', "gate: {alarms: [], allow_no_alarms: true}"))
     assert cfg.stages["prod"].gate.allow_no_alarms is True

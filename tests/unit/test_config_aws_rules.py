@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_tools import awsnames
-from pipeline_tools.config import parse
+from pipeline_tools.core import awsnames
+from pipeline_tools.core.config import parse
 
 from .test_config import GOOD, problems, sub
 
@@ -133,7 +133,7 @@ def test_role_arns(value, ok):
 
 
 def test_pt_registry_with_a_scheme_is_a_usage_error(monkeypatch):
-    from pipeline_tools.errors import UsageError
+    from pipeline_tools.core.errors import UsageError
 
     monkeypatch.setenv("PT_REGISTRY", "https://127.0.0.1:5055")
     with pytest.raises(UsageError, match=r"^PT_REGISTRY must be a registry host\[:port\] without a scheme") as e:
@@ -143,16 +143,17 @@ def test_pt_registry_with_a_scheme_is_a_usage_error(monkeypatch):
 
 def test_derived_role_names_match_the_stacks_and_sagemaker():
     """configcheck derives the roles the stacks create; keep the two in step."""
-    from pipeline_tools import configcheck, sagemaker
+    from pipeline_tools.core import configcheck
+    from pipeline_tools.targets import sagemaker
 
     assert configcheck.sagemaker_role("p", "s") == sagemaker.role_name("p", "s")
-    stage_stack = pytest.importorskip("pipeline_tools.stacks.stage_stack")
+    stage_stack = pytest.importorskip("pipeline_tools.infra.stacks.stage_stack")
     assert configcheck.codebuild_role("p", "s") == stage_stack.codebuild_role_name("p", "s")
 
 
 def test_contract_names_stay_valid():
     """The example configs derive only names AWS accepts (no false positives)."""
-    from pipeline_tools.config import load
+    from pipeline_tools.core.config import load
 
     from ..conftest import CONTRACT_CONFIG, EXAMPLE_CONFIG
 
@@ -198,7 +199,7 @@ def test_any_mutation_of_a_good_config_is_valid_or_a_config_error():
     import yaml
     from hypothesis import HealthCheck, given, settings
 
-    from pipeline_tools.errors import ConfigError
+    from pipeline_tools.core.errors import ConfigError
 
     base = yaml.safe_load(GOOD)
 

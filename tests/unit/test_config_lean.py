@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from pipeline_tools.config import load
-from pipeline_tools.config_lean import LeanConfig, load_lean
-from pipeline_tools.errors import ConfigError, UsageError
+from pipeline_tools.core.config import load
+from pipeline_tools.core.config_lean import LeanConfig, load_lean
+from pipeline_tools.core.errors import ConfigError, UsageError
 
 GOOD = """\
 project: shop
@@ -84,7 +84,7 @@ def test_artifacts_commands_do_not_import_pydantic(tmp_path):
     path = _write(tmp_path, GOOD)
     probe = (
         "import json, sys\n"
-        "from pipeline_tools.context import App\n"
+        "from pipeline_tools.core.context import App\n"
         f"app = App(config_path={path!r}, stage='prod', lean_config=True)\n"
         "cfg = app.config(); app.require_stage()\n"
         "print(json.dumps([cfg.bucket('prod'), app.aws('prod').region, 'pydantic' in sys.modules]))\n"

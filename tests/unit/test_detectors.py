@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline_tools.errors import UsageError
+from pipeline_tools.core.errors import UsageError
 from pipeline_tools.ops import detectors as d
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_tools.buildctx import scan
-from pipeline_tools.dockerignore import Matcher, clean, parse
+from pipeline_tools.images.buildctx import scan
+from pipeline_tools.images.dockerignore import Matcher, clean, parse
 
 
 def excluded(text: str, path: str) -> bool:

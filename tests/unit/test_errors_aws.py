@@ -8,8 +8,8 @@ from botocore.exceptions import (
     NoRegionError,
 )
 
-from pipeline_tools.aws import AwsFactory, client_error_code, is_local
-from pipeline_tools.errors import AwsError, DockerError, translate
+from pipeline_tools.core.aws import AwsFactory, client_error_code, is_local
+from pipeline_tools.core.errors import AwsError, DockerError, translate
 
 
 def client_error(code, msg="m", op="UpdateFunctionCode"):

@@ -11,8 +11,8 @@ from botocore.stub import Stubber
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline_tools import gate
-from pipeline_tools.gate import (
+from pipeline_tools.release import gate
+from pipeline_tools.release.gate import (
     ALARM,
     FAIL,
     INSUFFICIENT,

@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from pipeline_tools import actor
-from pipeline_tools.approvals import (
+from pipeline_tools.core.config import ApprovalsConfig
+from pipeline_tools.release import actor
+from pipeline_tools.release.approvals import (
     APPROVE,
     REJECT,
     Approval,
@@ -22,7 +23,6 @@ from pipeline_tools.approvals import (
     principal,
     same_person,
 )
-from pipeline_tools.config import ApprovalsConfig
 
 D1 = "sha256:" + "1" * 64
 ACCT = "123456789012"
@@ -234,7 +234,7 @@ def test_identify_without_pt_actor_is_the_caller_not_the_ci_user():
 
 
 def test_declared_ok_by_mode_and_config(tmp_path):
-    from pipeline_tools import config as config_mod
+    from pipeline_tools.core import config as config_mod
 
     path = tmp_path / "pipeline.yml"
     path.write_text("""\

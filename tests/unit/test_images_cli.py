@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from pipeline_tools import images
+from pipeline_tools.images import images
 
 CONFIG = """\
 project: demo
@@ -63,8 +63,8 @@ def test_bad_build_arg(project, run_pt):
 
 
 def test_missing_dockerfile_and_context(project):
-    from pipeline_tools.config import load
-    from pipeline_tools.errors import UsageError
+    from pipeline_tools.core.config import load
+    from pipeline_tools.core.errors import UsageError
 
     (project / "svc" / "Dockerfile").unlink()
     cfg = load(project / "pipeline.yml")
@@ -76,7 +76,7 @@ def test_missing_dockerfile_and_context(project):
 
 
 def test_pytest_gets_junit_injected(project):
-    from pipeline_tools.config import load
+    from pipeline_tools.core.config import load
 
     cfg = load(project / "pipeline.yml")
     cmd, injected = images.container_test_command(cfg, "model", ["-k", "fast"])
@@ -85,7 +85,7 @@ def test_pytest_gets_junit_injected(project):
     assert f"--junitxml={images.JUNIT_IN_CONTAINER}" in cmd
     cmd, injected = images.container_test_command(cfg, "model", ["--junitxml=/x.xml"])
     assert not injected and cmd[-1] == "--junitxml=/x.xml"
-    from pipeline_tools.errors import UsageError
+    from pipeline_tools.core.errors import UsageError
 
     with pytest.raises(UsageError, match="no test_command"):
         images.container_test_command(cfg, "batch", [])
@@ -109,8 +109,8 @@ def test_junit_counts(tmp_path):
 def test_ecr_registry_gets_token_from_ecr(project, aws, monkeypatch):
     """No PT_REGISTRY: the stage's ECR, with basic-auth credentials from GetAuthorizationToken (moto)."""
     from pipeline_tools.commands.images_cmd import _registry
-    from pipeline_tools.config import load
-    from pipeline_tools.context import App
+    from pipeline_tools.core.config import load
+    from pipeline_tools.core.context import App
 
     monkeypatch.delenv("PT_REGISTRY")
     app = App(stage="staging")

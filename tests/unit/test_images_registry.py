@@ -9,14 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipeline_tools.registry import (
-    MANIFEST_TYPES,
-    Credentials,
-    Registry,
-    RegistryError,
-    ecr_parts,
-    is_local,
-)
+from pipeline_tools.images.registry import MANIFEST_TYPES, Credentials, Registry, RegistryError, ecr_parts, is_local
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -182,7 +175,7 @@ class _NoLocalImages:
 
 
 def test_base_image_resolved_from_its_registry(fake):
-    from pipeline_tools.images import resolve_bases
+    from pipeline_tools.images.images import resolve_bases
 
     fake.manifests[("team/base", "3.11")] = (V2, MANIFEST)
     ref = f"{fake.host}/team/base:3.11"

@@ -12,8 +12,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline_tools import buildctx
-from pipeline_tools.buildctx import base_images, build_tag, content_digest, scan, write_tar
+from pipeline_tools.images import buildctx
+from pipeline_tools.images.buildctx import base_images, build_tag, content_digest, scan, write_tar
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -205,7 +205,7 @@ def test_huge_context_hashes_and_tars_in_bounded_memory(tmp_path):
 def test_missing_context_and_dockerfile_are_usage_errors(tmp_path):
     import pytest
 
-    from pipeline_tools.errors import UsageError
+    from pipeline_tools.core.errors import UsageError
 
     with pytest.raises(UsageError, match=r"build context .* does not exist"):
         scan(tmp_path / "nope", tmp_path / "Dockerfile")
@@ -214,15 +214,15 @@ def test_missing_context_and_dockerfile_are_usage_errors(tmp_path):
 
 
 def test_model_dockerfile_template_stays_equal():
-    """`pt init` writes pipeline_tools/templates/Dockerfile: it must be docker/model/Dockerfile."""
-    assert (ROOT / "pipeline_tools" / "templates" / "Dockerfile").read_bytes() == \
+    """`pt init` writes pipeline_tools/infra/templates/Dockerfile: it must be docker/model/Dockerfile."""
+    assert (ROOT / "pipeline_tools" / "infra" / "templates" / "Dockerfile").read_bytes() == \
         (ROOT / "docker" / "model" / "Dockerfile").read_bytes()
     assert buildctx.base_images((ROOT / "docker" / "model" / "Dockerfile").read_text(), {}) == [
         "public.ecr.aws/lambda/python:3.11"]
 
 
 def test_hash_progress_is_throttled():
-    from pipeline_tools.images import _throttled
+    from pipeline_tools.images.images import _throttled
 
     now = [0.0]
     lines: list[str] = []

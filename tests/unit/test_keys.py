@@ -1,4 +1,4 @@
-"""S3 key builder (pipeline_tools/keys.py): refusals table and the "no key escapes its prefix"
+"""S3 key builder (pipeline_tools/core/keys.py): refusals table and the "no key escapes its prefix"
 invariant (hypothesis)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline_tools import artifacts as art
-from pipeline_tools import keys
-from pipeline_tools.errors import UsageError
+from pipeline_tools.core import keys
+from pipeline_tools.core.errors import UsageError
+from pipeline_tools.ops import artifacts as art
 from pipeline_tools.ops import logs as ops_logs
 
 # (prefix as typed, normalized or None when refused, expected words in the message)
@@ -124,8 +124,8 @@ def test_prefix_is_idempotent_and_canonical(prefix):
     ("/models/{stage}", "sagemaker model_artifacts of stage staging '/models/staging': starts with '/'"),
 ])
 def test_config_artifact_locations_are_checked_too(tmp_path, artifacts, needle):
-    from pipeline_tools import sagemaker
-    from pipeline_tools.config import load
+    from pipeline_tools.core.config import load
+    from pipeline_tools.targets import sagemaker
 
     p = tmp_path / "pipeline.yml"
     p.write_text(f"""\

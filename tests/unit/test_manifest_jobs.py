@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from pipeline_tools import manifest as mf
+from pipeline_tools.ops import manifest as mf
 
 DATA = {
     "a.txt": b"alpha",

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from pipeline_tools.core.output import redact
 from pipeline_tools.ops import notify as n
-from pipeline_tools.output import redact
 
 D = "sha256:" + "ab" * 32
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pipeline_tools.output import Output, markdown_table, redact, register_secret
+from pipeline_tools.core.output import Output, markdown_table, redact, register_secret
 
 
 @pytest.mark.parametrize("raw,hidden", [

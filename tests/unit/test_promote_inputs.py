@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_tools import config as config_mod
-from pipeline_tools.errors import ConfigError
+from pipeline_tools.core import config as config_mod
+from pipeline_tools.core.errors import ConfigError
 
 BASE = """\
 project: iris

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from pipeline_tools.errors import UsageError
-from pipeline_tools.ledger import Record
+from pipeline_tools.core.errors import UsageError
 from pipeline_tools.ops import change_record as cr
 from pipeline_tools.ops import records
 from pipeline_tools.ops import runbook as rb
+from pipeline_tools.release.ledger import Record
 
 
 @pytest.mark.parametrize("remote, repo", [

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline_tools import sagemaker as sm
-from pipeline_tools.config import ShadowThresholdsConfig, UserMetricConfig
+from pipeline_tools.core.config import ShadowThresholdsConfig, UserMetricConfig
+from pipeline_tools.targets import sagemaker as sm
 
 TH = ShadowThresholdsConfig(min_invocations=100, latency_p50_ratio=1.2, latency_p99_ratio=1.5,
                             error_rate_increase=0.5)
@@ -145,7 +145,7 @@ def test_property_overall_is_worst_check_and_missing_never_passes(inv, err, p50,
 
 
 def test_combine_with_alarms():
-    from pipeline_tools import gate
+    from pipeline_tools.release import gate
 
     def verdict(status):
         return gate.Verdict(status, (), 0.0, 0.0, "polling", ())

@@ -12,10 +12,10 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from pipeline_tools import config as config_mod
-from pipeline_tools import sagemaker as sm
-from pipeline_tools.errors import NotFoundError
-from pipeline_tools.ledger import Ledger, ensure_table
+from pipeline_tools.core import config as config_mod
+from pipeline_tools.core.errors import NotFoundError
+from pipeline_tools.release.ledger import Ledger, ensure_table
+from pipeline_tools.targets import sagemaker as sm
 
 CONFIG = """\
 project: cv
@@ -355,7 +355,7 @@ def test_promote_shadow_needs_gate_and_two_approvers_then_rollback_restores(cfg,
     with pytest.raises(sm.ShadowRefused, match="approvals") as e:
         sm.promote_shadow(cfg, "staging", deps)
     assert e.value.condition == "approvals"
-    from pipeline_tools.approvals import ApprovalRefused
+    from pipeline_tools.release.approvals import ApprovalRefused
 
     with pytest.raises(ApprovalRefused, match="commit author"):
         _approve(cfg, deps, "carol@example.com", clock)

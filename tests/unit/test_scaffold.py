@@ -4,7 +4,7 @@ that still hold a .git are found (buildctx.git_dirs, warned about by `pt build-p
 
 from __future__ import annotations
 
-from pipeline_tools import buildctx
+from pipeline_tools.images import buildctx
 
 from ..conftest import CONTRACT_CONFIG
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline_tools.schedule import Step, steps, total_time, weights
+from pipeline_tools.release.schedule import Step, steps, total_time, weights
 
 
 def test_all_at_once():

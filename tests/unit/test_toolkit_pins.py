@@ -9,8 +9,8 @@ import json
 import pytest
 
 from pipeline_tools import __version__
-from pipeline_tools.errors import UsageError
-from pipeline_tools.toolkit import ToolkitRef, installed_ref, parse_ref, ref_from_direct_url, rewrite_pins
+from pipeline_tools.core.errors import UsageError
+from pipeline_tools.infra.toolkit import ToolkitRef, installed_ref, parse_ref, ref_from_direct_url, rewrite_pins
 
 OLD = "acme/pipeline-tools@" + "a" * 40
 NEW = "acme/pipeline-tools@" + "b" * 40

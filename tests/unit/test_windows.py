@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline_tools.config import WindowConfig
-from pipeline_tools.errors import UsageError
-from pipeline_tools.windows import WindowClosed, check, describe, is_open, next_open
+from pipeline_tools.core.config import WindowConfig
+from pipeline_tools.core.errors import UsageError
+from pipeline_tools.release.windows import WindowClosed, check, describe, is_open, next_open
 
 MON_THU = WindowConfig(days=["mon", "tue", "wed", "thu"], hours="02:00-05:00", timezone="UTC")
 

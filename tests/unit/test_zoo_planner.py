@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline_tools import zoo as z
-from pipeline_tools import zoo_plan as zp
-from pipeline_tools.config import parse
-from pipeline_tools.errors import ConfigError, DeployFailed, UsageError
+from pipeline_tools.core.config import parse
+from pipeline_tools.core.errors import ConfigError, DeployFailed, UsageError
+from pipeline_tools.targets import zoo as z
+from pipeline_tools.targets import zoo_plan as zp
 
 
 def h(n: int) -> str:

@@ -1,0 +1,153 @@
+"""The one place that builds boto3 sessions and clients.
+
+Region/profile resolution, AWS_ENDPOINT_URL (local mode and tests), adaptive retries with a
+bounded attempt count, a `pipeline-tools/<version>` user agent, clients cached per service.
+Nothing here runs at import time; boto3 is imported on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pipeline_tools import __version__
+from pipeline_tools.core.envvars import env_int
+from pipeline_tools.core.errors import AwsError, UsageError
+
+DEFAULT_MAX_ATTEMPTS = 5
+MAX_ATTEMPTS_LIMIT = 20
+
+
+def endpoint_url() -> str | None:
+    """AWS_ENDPOINT_URL if set (a malformed one is a usage error)."""
+    from pipeline_tools.core.envvars import endpoint_url as checked
+
+    return checked()
+
+
+def is_local() -> bool:
+    """True when pointed at a local AWS (moto server in `pt local up` and the tests)."""
+    return bool(os.environ.get("AWS_ENDPOINT_URL"))
+
+
+class AwsFactory:
+    """Builds and caches clients. Pass `factory.client("lambda")` etc. to library functions.
+
+    With `role` (an `accounts.RoleChoice`) and `source` (the caller's factory), the session holds
+    that role's credentials, assumed through the source's STS client on first use and refreshed
+    before they expire (a deploy with a long bake outlives one STS session).
+    """
+
+    def __init__(self, region: str | None = None, profile: str | None = None,
+                 endpoint: str | None = None, max_attempts: int | None = None, *,
+                 role: Any = None, source: AwsFactory | None = None):
+        self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        self.profile = profile or None
+        self.endpoint = endpoint if endpoint is not None else endpoint_url()
+        self.max_attempts = max_attempts or env_int("PT_AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS,
+                                                    minimum=1, maximum=MAX_ATTEMPTS_LIMIT)
+        if (role is None) != (source is None):
+            raise ValueError("role and source go together")
+        self.role = role
+        self.source = source
+        self._session = None
+        self._clients: dict[tuple[str, str | None], Any] = {}
+
+    @property
+    def session(self):
+        if self._session is None and self.role is not None:
+            self._session = self._assumed_session()
+        if self._session is None:
+            import boto3
+            import botocore.exceptions
+
+            try:
+                self._session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
+            except botocore.exceptions.ProfileNotFound as e:
+                raise UsageError(str(e), "list profiles with `aws configure list-profiles`") from None
+        return self._session
+
+    def client_config(self):
+        from botocore.config import Config as BotoConfig
+
+        return BotoConfig(
+            retries={"mode": "adaptive", "total_max_attempts": self.max_attempts},
+            user_agent_extra=f"pipeline-tools/{__version__}",
+            connect_timeout=10,
+            read_timeout=60,
+        )
+
+    def client(self, service: str, region: str | None = None):
+        key = (service, region)
+        if key not in self._clients:
+            region = region or self.region or self.session.region_name
+            if not region:
+                raise AwsError("no AWS region configured",
+                               "set `region:` in pipeline.yml, pass --region or set AWS_REGION",
+                               exit_code=2)
+            kwargs: dict[str, Any] = {"region_name": region, "config": self.client_config()}
+            if self.endpoint:
+                kwargs["endpoint_url"] = self.endpoint
+            self._clients[key] = self.session.client(service, **kwargs)
+        return self._clients[key]
+
+    def caller_arn(self) -> str:
+        """The STS caller identity ARN (who is acting), cached. For an assumed stage role it is
+        still the original caller: approvals and records name the person, not the deploy role."""
+        if self.source is not None:
+            return self.source.caller_arn()
+        if not hasattr(self, "_caller"):
+            self._caller = self.client("sts").get_caller_identity()["Arn"]
+        return self._caller
+
+    def account_id(self) -> str:
+        """The account this factory's clients act in (the assumed role's, else the caller's)."""
+        if self.role is not None:
+            return self.role.account
+        return self.caller_arn().split(":")[4]
+
+    def _assumed_session(self):
+        import boto3
+        import botocore.session
+        from botocore.credentials import RefreshableCredentials
+
+        assert self.source is not None and self.role is not None
+        sts, role = self.source.client("sts"), self.role
+
+        def fetch() -> dict:
+            try:
+                c = sts.assume_role(RoleArn=role.arn, RoleSessionName=role.session_name)["Credentials"]
+            except Exception as e:
+                raise _assume_error(e, role, self.source) from None
+            return {"access_key": c["AccessKeyId"], "secret_key": c["SecretAccessKey"],
+                    "token": c["SessionToken"], "expiry_time": c["Expiration"].isoformat()}
+
+        core = botocore.session.Session()
+        core._credentials = RefreshableCredentials.create_from_metadata(
+            metadata=fetch(), refresh_using=fetch, method="sts-assume-role")
+        return boto3.session.Session(botocore_session=core, region_name=self.region)
+
+
+def _assume_error(exc: BaseException, role: Any, source: AwsFactory) -> BaseException:
+    """AssumeRole failed: one line naming the role and the pipeline.yml key that chose it."""
+    from pipeline_tools.core.errors import translate
+
+    code = client_error_code(exc)
+    if code is None:
+        return translate(exc) or exc
+    msg = str(getattr(exc, "response", {}).get("Error", {}).get("Message", "")).strip()
+    try:
+        caller = source.caller_arn()
+    except Exception:
+        caller = "the caller"
+    denied = code in ("AccessDenied", "AccessDeniedException", "InvalidClientTokenId", "NoSuchEntity")
+    return AwsError(f"cannot assume role {role.arn} (account {role.account}): {code}" + (f": {msg}" if msg else ""),
+                    role.hint(caller), code=code, operation="AssumeRole", exit_code=2 if denied else None)
+
+
+def client_error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ClientError, else None."""
+    resp = getattr(exc, "response", None)
+    if isinstance(resp, dict):
+        return resp.get("Error", {}).get("Code")
+    return None

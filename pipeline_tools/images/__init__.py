@@ -1,0 +1,1 @@
+"""images: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""infra: see docs/architecture.md."""

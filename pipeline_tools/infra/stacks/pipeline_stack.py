@@ -1,0 +1,174 @@
+"""PipelineStack: one CodePipeline (V2) per stage, source = the stage's branch on GitHub.
+
+Stages without `promote_from` build:   Source → Build (pt build-push, pt test) → [Approve] → Deploy
+(pt deploy --from-build) → Gate (pt gate --wait).
+Stages with `promote_from` never rebuild: Source → [Approve] → Promote (pt promote) → Gate.
+`Approve` (a Manual approval notifying the stage's SNS topic) exists when the stage has `approvals`.
+
+The source is a full clone (`CODEBUILD_CLONE_REF`), so every build has the commit's `.git` and
+`pt` can name its author (the image's .dockerignore keeps .git out of the build context).
+CodeBuild runs with its own service role, which may only assume the stage's deploy role
+(`<project>-<stage>-deploy`, from the StageStack) and use the source connection; `pt` gets that
+role through an AWS profile with `credential_source = EcsContainer`, so every `pt` call runs with
+the deploy role's rights.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_codepipeline as codepipeline
+from aws_cdk import aws_codepipeline_actions as actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from pipeline_tools.core import names
+from pipeline_tools.core.config import Config
+from pipeline_tools.infra.stacks.constructs import (
+    SecureBucket,
+    acknowledge,
+    acknowledge_wildcards,
+    arn,
+    nag_arn,
+    ref,
+)
+from pipeline_tools.infra.stacks.stage_stack import codebuild_role_name
+
+BUILD_OUTPUT = "build.json"
+REPORTS_DIR = "reports"
+
+
+class PipelineStack(Stack):
+    def __init__(self, scope: Construct, id: str, *, cfg: Config, stage: str, repository: str,
+                 connection_arn: str, **kwargs) -> None:
+        super().__init__(scope, id, **kwargs)
+        st = cfg.stages[stage]
+        owner, repo = repository.split("/", 1)
+        self.deploy_role_arn = arn(self, "iam", f"role/{names.deploy_role(cfg.project, stage)}", region=False)
+
+        store = SecureBucket(self, "ArtifactStore", kms_key=True, noncurrent_days=30,
+                             removal_policy=RemovalPolicy.DESTROY)
+        self.pipeline = codepipeline.Pipeline(
+            self, "Pipeline",
+            pipeline_name=names.pipeline_stack(cfg.project, stage),
+            pipeline_type=codepipeline.PipelineType.V2,
+            artifact_bucket=store.bucket,
+            restart_execution_on_update=False,
+        )
+        self.report_group = codebuild.ReportGroup(
+            self, "Tests", report_group_name=f"{cfg.project}-{stage}-tests",
+            type=codebuild.ReportGroupType.TEST, removal_policy=RemovalPolicy.DESTROY)
+        self.build_key = kms.Key(self, "BuildKey", enable_key_rotation=True, removal_policy=RemovalPolicy.DESTROY,
+                                 description=f"encrypts CodeBuild output of {cfg.project} {stage}")
+        self.build_logs = logs.LogGroup(self, "BuildLogs", retention=logs.RetentionDays.ONE_MONTH,
+                                        removal_policy=RemovalPolicy.DESTROY)
+        self.role = iam.Role(self, "BuildRole", assumed_by=iam.ServicePrincipal("codebuild.amazonaws.com"),
+                             role_name=codebuild_role_name(cfg.project, stage),
+                             description=f"CodeBuild for {cfg.project} {stage}: may only assume the deploy role")
+        self.role.add_to_policy(iam.PolicyStatement(actions=["sts:AssumeRole", "sts:TagSession"],
+                                                    resources=[self.deploy_role_arn]))
+        self.projects: list[codebuild.PipelineProject] = []
+
+        source_out = codepipeline.Artifact("Source")
+        self.pipeline.add_stage(stage_name="Source", actions=[actions.CodeStarConnectionsSourceAction(
+            action_name="GitHub", owner=owner, repo=repo, branch=st.branch, connection_arn=connection_arn,
+            output=source_out, trigger_on_push=True,
+            # a full clone, not a zip: the builds see .git, so `pt` can name the commit's author
+            # (the two-person rule needs it); CDK grants the build role UseConnection for it
+            code_build_clone_output=True)])
+
+        topic = sns.Topic.from_topic_arn(self, "Events", arn(self, "sns", cfg.sns_topic(stage)))
+
+        def approve() -> None:
+            if st.approvals:
+                self.pipeline.add_stage(stage_name="Approve", actions=[actions.ManualApprovalAction(
+                    action_name="Approve", notification_topic=topic,
+                    additional_information=(f"{st.approvals.required} approval(s) needed for {stage}"
+                                            + (" (not the commit author)" if st.approvals.two_person_rule else "")
+                                            + f"; record them with `pt approve --stage {stage}`"))])
+
+        if st.promote_from:
+            approve()
+            promote = [f"pt promote --to {stage}"]
+            if st.approvals:
+                # The console approval counts as one approver in the ledger (others: `pt approve`).
+                pipeline_name = names.pipeline_stack(cfg.project, stage)
+                promote.insert(0, f"pt approvals sync-codepipeline --stage {stage} --pipeline {pipeline_name}")
+            self._step("Promote", cfg, stage, source_out, promote)
+        else:
+            build_out = codepipeline.Artifact("Build")
+            self._step("Build", cfg, stage, source_out, [
+                f"pt build-push --stage {stage} --output json > {BUILD_OUTPUT}",
+                f"pt test --stage {stage} --junit {REPORTS_DIR}/junit.xml",
+            ], docker=True, output=build_out, reports=True)
+            approve()
+            self._step("Deploy", cfg, stage, source_out,
+                       [f"pt deploy --stage {stage} --from-build $CODEBUILD_SRC_DIR_Build/{BUILD_OUTPUT}"],
+                       extra_inputs=[build_out])
+        self._step("Gate", cfg, stage, source_out, [f"pt gate --stage {stage} --wait"])
+        # CDK's own grants to the pipeline, source and CodeBuild roles on this pipeline's artifact
+        # store and key, and CodeBuild's default log group / report group patterns per project.
+        findings = [f"Action::{a}" for a in ("s3:Abort*", "s3:DeleteObject*", "s3:GetBucket*", "s3:GetObject*",
+                                             "s3:List*", "kms:ReEncrypt*", "kms:GenerateDataKey*")]
+        findings.append(f"Resource::{ref(store.bucket)}/*")
+        for project in self.projects:
+            findings.append(f"Resource::{nag_arn(self, 'logs', f'log-group:/aws/codebuild/{ref(project, None)}:*')}")
+            findings.append(f"Resource::{nag_arn(self, 'codebuild', f'report-group/{ref(project, None)}-*')}")
+        acknowledge_wildcards(self, (
+            "CDK-generated grants, all on this pipeline's own resources: object-level actions on its encrypted "
+            "artifact store and key, and each CodeBuild project's default log group and report groups"), findings)
+
+    def _step(self, name: str, cfg: Config, stage: str, source: codepipeline.Artifact, commands: list[str], *,
+              docker: bool = False, output: codepipeline.Artifact | None = None, reports: bool = False,
+              extra_inputs: list[codepipeline.Artifact] | None = None) -> None:
+        spec: dict = {
+            "version": "0.2",
+            "env": {"shell": "bash", "variables": {
+                "PT_STAGE": stage, "AWS_PROFILE": "pt-deploy", "AWS_CONFIG_FILE": "/tmp/pt-aws-config"}},
+            "phases": {
+                "install": {"commands": [f"python3 -m pip install --quiet '{cfg.cdk.pt_install}'"]},
+                "pre_build": {"commands": [
+                    # boto3 in pt assumes the deploy role using CodeBuild's container credentials.
+                    'printf "[profile pt-deploy]\\nrole_arn = %s\\ncredential_source = EcsContainer\\n'
+                    'role_session_name = codebuild-%s\\n" "$PT_DEPLOY_ROLE_ARN" "$CODEBUILD_BUILD_NUMBER" '
+                    '> "$AWS_CONFIG_FILE"',
+                    "pt config validate",
+                ]},
+                "build": {"commands": commands},
+            },
+        }
+        if output is not None:
+            spec["artifacts"] = {"files": [BUILD_OUTPUT]}
+        if reports:
+            spec["reports"] = {self.report_group.report_group_arn: {
+                "files": ["**/*.xml"], "base-directory": REPORTS_DIR, "file-format": "JUNITXML"}}
+        project = codebuild.PipelineProject(
+            self, f"{name}Project",
+            project_name=f"{cfg.project}-{stage}-{name.lower()}",
+            description=f"{cfg.project} {stage}: {'; '.join(commands)}",
+            role=self.role,
+            encryption_key=self.build_key,
+            timeout=Duration.hours(2),
+            environment=codebuild.BuildEnvironment(
+                build_image=codebuild.LinuxBuildImage.STANDARD_7_0,
+                compute_type=codebuild.ComputeType.SMALL,
+                privileged=docker,
+            ),
+            environment_variables={"PT_DEPLOY_ROLE_ARN": codebuild.BuildEnvironmentVariable(
+                value=self.deploy_role_arn)},
+            build_spec=codebuild.BuildSpec.from_object(spec),
+            logging=codebuild.LoggingOptions(cloud_watch=codebuild.CloudWatchLoggingOptions(
+                log_group=self.build_logs, prefix=name.lower())),
+        )
+        self.projects.append(project)
+        if reports:
+            self.report_group.grant_write(project)
+        if docker:
+            acknowledge(project, AwsSolutions_CB3=(
+                "privileged mode is required to run docker build/push (pt test, pt build-push)"))
+        self.pipeline.add_stage(stage_name=name, actions=[actions.CodeBuildAction(
+            action_name=name, project=project, input=source, extra_inputs=extra_inputs,
+            outputs=[output] if output is not None else None, role=None)])

@@ -1,0 +1,1 @@
+"""local: see docs/architecture.md."""

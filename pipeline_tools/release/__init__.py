@@ -1,0 +1,1 @@
+"""release: see docs/architecture.md."""

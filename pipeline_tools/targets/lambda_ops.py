@@ -1,0 +1,212 @@
+"""Lambda calls the deploy engine makes, each waiting and retrying the way lambroll does.
+
+Public API (every function takes the boto3 `lambda_client`; waits use injected clock/sleep):
+- `AliasState(name, exists, version, weights, digest, weight_digests)`; `read_alias(lc, name)`.
+- `version_digest(lc, name, version) -> str | None`: the image digest a version runs (from the
+  `pt …` version description we write, else the version's Code.ImageUri).
+- `wait_updated(lc, name, clock, sleep, timeout)`: until LastUpdateStatus is Successful (deadline).
+- `update_code(lc, name, image_uri, clock, sleep, timeout) -> dict`: update (a conflict waits and
+  retries), then wait for Successful.
+- `publish(lc, name, description, clock, sleep) -> str`: publish_version, returns the version.
+- `set_alias(lc, name, primary, extra_weights, *, exists)`: create/update alias `live`.
+- `delete_alias(lc, name)`; `prune_versions(lc, name, keep) -> list[str]` (deleted versions).
+- `retrying(fn, sleep, **kw)`: ResourceConflictException / TooManyRequests retried, bounded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline_tools.core.errors import DeployFailed, NotFoundError
+from pipeline_tools.core.names import LIVE_ALIAS
+
+DIGEST_IN_TEXT = re.compile(r"sha256:[0-9a-f]{64}")
+_RETRY_CODES = {"ResourceConflictException", "TooManyRequestsException", "ThrottlingException",
+                "Throttling", "ServiceException", "ProvisionedThroughputExceededException"}
+MAX_CONFLICT_RETRIES = 8
+
+
+def _code(e: BaseException) -> str | None:
+    resp = getattr(e, "response", None)
+    return resp.get("Error", {}).get("Code") if isinstance(resp, dict) else None
+
+
+def retrying(fn: Callable[..., Any], sleep: Callable[[float], None], *, attempts: int = MAX_CONFLICT_RETRIES,
+             **kw: Any) -> Any:
+    """Call fn(**kw); retry conflicts (an update in progress) and throttling, bounded."""
+    delay = 0.2
+    for i in range(attempts):
+        try:
+            return fn(**kw)
+        except Exception as e:
+            if _code(e) not in _RETRY_CODES or i == attempts - 1:
+                raise
+            sleep(delay)
+            delay = min(delay * 2, 3.0)
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class AliasState:
+    function: str
+    exists: bool
+    version: str | None = None
+    weights: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def settled(self) -> bool:
+        """100 % on one version."""
+        return self.exists and not self.weights
+
+
+def read_alias(lc: Any, name: str) -> AliasState:
+    try:
+        a = lc.get_alias(FunctionName=name, Name=LIVE_ALIAS)
+    except Exception as e:
+        if _code(e) == "ResourceNotFoundException":
+            return AliasState(name, False)
+        raise
+    w = (a.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+    return AliasState(name, True, a["FunctionVersion"], {k: float(v) for k, v in w.items()})
+
+
+def function_exists(lc: Any, name: str, hint: str) -> dict:
+    try:
+        return lc.get_function_configuration(FunctionName=name)
+    except Exception as e:
+        if _code(e) == "ResourceNotFoundException":
+            raise NotFoundError(f"Lambda function {name} does not exist", hint) from None
+        raise
+
+
+def version_digest(lc: Any, name: str, version: str | None) -> str | None:
+    if version is None:
+        return None
+    cfg = lc.get_function_configuration(FunctionName=name, Qualifier=version)
+    desc = cfg.get("Description") or ""
+    m = DIGEST_IN_TEXT.search(desc) if desc.startswith("pt ") else None
+    if m:
+        return m.group(0)
+    code = lc.get_function(FunctionName=name, Qualifier=version).get("Code", {})
+    m = DIGEST_IN_TEXT.search(code.get("ImageUri") or "")
+    return m.group(0) if m else None
+
+
+def wait_updated(lc: Any, name: str, clock: Callable[[], float], sleep: Callable[[float], None],
+                 timeout: float = 300.0) -> dict:
+    deadline = clock() + timeout
+    delay = 0.1
+    while True:
+        c = lc.get_function_configuration(FunctionName=name)
+        status, state = c.get("LastUpdateStatus"), c.get("State")
+        if status == "Failed" or state == "Failed":
+            why = c.get("LastUpdateStatusReason") or c.get("StateReason") or "no reason given"
+            raise DeployFailed(f"Lambda update of {name} failed: {why}",
+                               "check the image (architecture, entry point) and the function's role")
+        if status in (None, "Successful") and state in (None, "Active", "Inactive"):
+            return c
+        if clock() >= deadline:
+            raise DeployFailed(f"Lambda update of {name} still {status or state} after {timeout:.0f}s",
+                               "raise PT_LAMBDA_UPDATE_TIMEOUT or check the function in the console")
+        sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def update_code(lc: Any, name: str, image_uri: str, clock: Callable[[], float], sleep: Callable[[float], None],
+                timeout: float = 300.0) -> dict:
+    """update_function_code, then wait for LastUpdateStatus=Successful.
+
+    An update already in progress answers ResourceConflictException: wait for it, then retry
+    (bounded) — cheaper than a status read before every update.
+    """
+    for attempt in range(MAX_CONFLICT_RETRIES):
+        try:
+            resp = lc.update_function_code(FunctionName=name, ImageUri=image_uri)
+            break
+        except Exception as e:
+            if _code(e) not in _RETRY_CODES or attempt == MAX_CONFLICT_RETRIES - 1:
+                raise
+            if _code(e) == "ResourceConflictException":
+                wait_updated(lc, name, clock, sleep, timeout)
+            else:
+                sleep(min(0.2 * 2 ** attempt, 3.0))
+    if resp.get("LastUpdateStatus") == "Successful" and resp.get("State") in (None, "Active"):
+        return resp
+    return wait_updated(lc, name, clock, sleep, timeout)
+
+
+def publish(lc: Any, name: str, description: str, sleep: Callable[[float], None],
+            code_sha256: str | None = None) -> str:
+    kw: dict[str, Any] = {"FunctionName": name, "Description": description[:256]}
+    if code_sha256:
+        kw["CodeSha256"] = code_sha256
+    return str(retrying(lc.publish_version, sleep, **kw)["Version"])
+
+
+def set_alias(lc: Any, name: str, primary: str, extra: dict[str, float], *, exists: bool,
+              sleep: Callable[[float], None]) -> None:
+    routing = {"AdditionalVersionWeights": dict(extra)}
+    if exists:
+        retrying(lc.update_alias, sleep, FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=primary,
+                 RoutingConfig=routing)
+        return
+    try:
+        retrying(lc.create_alias, sleep, FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=primary,
+                 RoutingConfig=routing, Description="pipeline-tools traffic alias")
+    except Exception as e:
+        if _code(e) != "ResourceConflictException":
+            raise
+        retrying(lc.update_alias, sleep, FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=primary,
+                 RoutingConfig=routing)
+
+
+def delete_alias(lc: Any, name: str, sleep: Callable[[float], None]) -> None:
+    try:
+        retrying(lc.delete_alias, sleep, FunctionName=name, Name=LIVE_ALIAS)
+    except Exception as e:
+        if _code(e) != "ResourceNotFoundException":
+            raise
+
+
+def prune_versions(lc: Any, name: str, keep: int, sleep: Callable[[float], None],
+                   newest: str | None = None) -> list[str]:
+    """Delete numbered versions beyond the newest `keep` that no alias references.
+
+    `newest`: the version just published. Version numbers only grow, so a function whose newest
+    version is ≤ keep has at most `keep` versions: nothing to list or delete (saves 2 requests).
+    """
+    if newest is not None and newest.isdigit() and int(newest) <= keep:
+        return []
+    versions: list[int] = []
+    marker = None
+    for _ in range(1000):
+        kw = {"FunctionName": name, **({"Marker": marker} if marker else {})}
+        resp = lc.list_versions_by_function(**kw)
+        versions += [int(v["Version"]) for v in resp.get("Versions", []) if v["Version"].isdigit()]
+        marker = resp.get("NextMarker")
+        if not marker:
+            break
+    if len(versions) <= keep:  # nothing beyond `keep`: no need to read the aliases
+        return []
+    referenced: set[str] = set()
+    marker = None
+    for _ in range(1000):
+        kw = {"FunctionName": name, **({"Marker": marker} if marker else {})}
+        resp = lc.list_aliases(**kw)
+        for a in resp.get("Aliases", []):
+            referenced.add(str(a["FunctionVersion"]))
+            referenced.update((a.get("RoutingConfig") or {}).get("AdditionalVersionWeights", {}).keys())
+        marker = resp.get("NextMarker")
+        if not marker:
+            break
+    old = sorted(versions, reverse=True)[keep:]
+    deleted = []
+    for v in sorted(old):
+        if str(v) in referenced:
+            continue
+        retrying(lc.delete_function, sleep, FunctionName=name, Qualifier=str(v))
+        deleted.append(str(v))
+    return deleted
