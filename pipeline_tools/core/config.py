@@ -214,6 +214,9 @@ class StageConfig(_Strict):
     window: WindowConfig | None = None
     protected: bool | None = Field(None, description="refuse teardown; defaults to true for prod")
     registry: str | None = Field(None, description="registry host instead of the stage's ECR")
+    targets: list[str] | None = Field(None, description="target ids `pt deploy` releases, in this order "
+                                                        "(lambda:<fn>, sagemaker:<endpoint>, stepfunctions:<name>, "
+                                                        "batch:<name>); default: every target of the stage")
     role: str | None = Field(None, pattern=ROLE_ARN_PATTERN,
                              description="role ARN pt assumes for this stage when the caller is in another account "
                                          "(default: <project>-<stage>-deploy in the stage's account; docs/accounts.md)")
@@ -304,10 +307,39 @@ class SageMakerTargetConfig(_Strict):
     thresholds: ShadowThresholdsConfig = Field(default_factory=ShadowThresholdsConfig)
 
 
+class StepFunctionsTargetConfig(_Strict):
+    """A state machine from the repository's definition, released as a version behind alias `live`."""
+
+    definition: str = Field("step-functions.json", description="Amazon States Language JSON, relative to the config "
+                                                               "file; ${Name} placeholders are substituted")
+    type: Literal["STANDARD", "EXPRESS"] = "STANDARD"
+    substitutions: dict[str, str] = Field(default_factory=dict, description="${Name} -> value; `function:<key>` is "
+                                                                            "that function's `live` alias ARN")
+    stages: list[str] | None = Field(None, description="stages with this state machine (default: all)")
+
+
+class BatchTargetConfig(_Strict):
+    """An AWS Batch job (Fargate) from an image: each deploy registers a job-definition revision."""
+
+    image: str = Field(description="image of `images:` the job runs")
+    command: list[str] | None = Field(None, description="container command (default: the image's CMD)")
+    vcpu: float = Field(1.0, description="Fargate vCPU: 0.25, 0.5, 1, 2, 4, 8 or 16")
+    memory: int = Field(2048, description="MiB, a Fargate size valid for the vCPU")
+    timeout: int = Field(3600, ge=60, description="seconds before Batch stops a job attempt")
+    retry: int = Field(1, ge=1, le=10, description="attempts per job")
+    environment: dict[str, str] = Field(default_factory=dict)
+    schedule: str | None = Field(None, description="EventBridge Scheduler expression, e.g. cron(0 3 * * ? *)")
+    smoke_command: list[str] | None = Field(None, description="command of the smoke job that gates a deploy "
+                                                              "(default: `command`)")
+    stages: list[str] | None = Field(None, description="stages with this job (default: all)")
+
+
 class TargetsConfig(_Strict):
-    """Deploy targets besides the Lambda functions."""
+    """Deploy targets besides the Lambda functions (`functions:` are the `lambda:<key>` targets)."""
 
     sagemaker: SageMakerTargetConfig | None = None
+    stepfunctions: dict[str, StepFunctionsTargetConfig] = Field(default_factory=dict)
+    batch: dict[str, BatchTargetConfig] = Field(default_factory=dict)
 
 
 
