@@ -159,7 +159,8 @@ def doc_command_lines() -> list[tuple[str, int, str]]:
     """`pt …` in docs/*.md (backticked, or lines of fenced code) and in the templates pt init writes."""
     root = PKG.parent
     out = []
-    files = sorted((root / "docs").glob("*.md")) + sorted(p for p in (PKG / "infra" / "templates").rglob("*") if p.is_file())
+    templates = PKG / "infra" / "templates"
+    files = sorted((root / "docs").glob("*.md")) + sorted(p for p in templates.rglob("*") if p.is_file())
     for path in files:
         fenced = path.suffix != ".md"
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
