@@ -196,7 +196,7 @@ def test_ci_workflow_runs_the_readme_test_command():
 
 
 def test_pt_help_does_not_import_aws_cdk():
-    code = ("import sys; from pipeline_tools import cli, stacks; "
+    code = ("import sys; from pipeline_tools import cli; from pipeline_tools.infra import stacks; "
             "sys.argv=['pt','--help']\ntry:\n cli.main()\nexcept SystemExit: pass\n"
             "assert 'aws_cdk' not in sys.modules and 'jsii' not in sys.modules, 'aws_cdk imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
