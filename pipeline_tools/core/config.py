@@ -136,6 +136,8 @@ class FunctionConfig(_Strict):
     timeout: int = Field(30, ge=1, le=900)
     environment: dict[str, str] = Field(default_factory=dict)
     alarms: list[AlarmConfig] = Field(default_factory=list)
+    ephemeral_storage: int = Field(512, ge=512, le=10240, description="/tmp size in MB (512–10,240)")
+    reserved_concurrency: int | None = Field(None, ge=0, description="reserved concurrent executions (default: none)")
 
 
 class DeployConfig(_Strict):
@@ -343,6 +345,43 @@ class TargetsConfig(_Strict):
 
 
 
+class ApiConfig(_Strict):
+    """The service's REST API: POST /run starts the state machine, GET /executions/{id} reads it."""
+
+    throttle_rate: float = Field(50.0, gt=0, description="steady requests per second")
+    throttle_burst: int = Field(100, ge=1, description="burst requests")
+
+
+_IDENTITY_POOL_RE = r"^[a-z]{2}(-[a-z]+)+-\d:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_USER_POOL_RE = r"^[a-z]{2}(-[a-z]+)+-\d_[0-9A-Za-z]{1,}$"
+
+
+class AccessConfig(_Strict):
+    """Cognito-group access to a service: a role per service assumed through the identity pool."""
+
+    identity_pool_id: str = Field(pattern=_IDENTITY_POOL_RE, description="REGION:UUID of the Cognito identity pool")
+    user_pool_id: str | None = Field(None, pattern=_USER_POOL_RE,
+                                     description="REGION_ID of the user pool whose groups get access")
+    groups: list[str] = Field(default_factory=list, description="Cognito groups given access when the stack deploys")
+    prefixes: list[str] = Field(default_factory=lambda: ["*"],
+                                description="bucket prefixes the groups may read and write (default: all)")
+
+
+class ServiceConfig(_Strict):
+    """A model service (one stack per service and stage): API → state machine → Lambda, bucket, access."""
+
+    function: str = Field(description="key of `functions:`: the model Lambda")
+    state_machine: str | None = Field(None, description="key of `targets.stepfunctions` the API starts")
+    batch: list[str] = Field(default_factory=list, description="keys of `targets.batch` that belong to the service")
+    bucket: str = Field("{project}-{service}-{stage}", description="the service bucket ({project}/{service}/{stage})")
+    api: ApiConfig | None = Field(default_factory=ApiConfig, description="null: no API")
+    access: AccessConfig | None = None
+    parameters: str | None = Field(None, description="hyperparameter file (YAML/JSON) kept in SSM under "
+                                                     "/pt/<service>/<stage>/")
+    scenarios: str = Field("scenarios", description="directory of scenario folders (one folder per scenario)")
+    stages: list[str] | None = Field(None, description="stages with this service (default: all)")
+
+
 def parse_age(value: Any) -> float:
     """'14d', '36h', '90m' or seconds → seconds (a duration that may also be given in days)."""
     if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?d\s*", value):
@@ -425,6 +464,8 @@ class Config(_Strict):
     cdk: CdkConfig = Field(default_factory=CdkConfig)
     targets: TargetsConfig = Field(default_factory=TargetsConfig)
     zoo: ZooConfig | None = None
+    services: dict[str, ServiceConfig] = Field(default_factory=dict,
+                                               description="model services: one stack per service and stage")
     accounts: AccountsConfig | None = Field(None, description="tooling account with the shared ledger; stages in "
                                                               "other accounts are reached through their deploy role")
 
@@ -480,6 +521,15 @@ class Config(_Strict):
 
     def bucket(self, stage: str) -> str:
         return render(self.artifacts.bucket, project=self.project, stage=stage)
+
+    def services_for(self, stage: str) -> dict[str, ServiceConfig]:
+        return {k: s for k, s in self.services.items() if s.stages is None or stage in s.stages}
+
+    def service_bucket(self, service: str, stage: str) -> str:
+        return render(self.services[service].bucket, project=self.project, service=service, stage=stage)
+
+    def params_path(self, service: str, stage: str) -> str:
+        return names.params_path(service, stage)
 
     def gate_patterns(self, stage: str) -> list[str]:
         return [render(p, project=self.project, stage=stage) for p in self.stages[stage].gate.alarms]
@@ -751,6 +801,40 @@ def _describe(err: dict, data: dict) -> tuple[tuple, str]:
     return loc, err["msg"][0].lower() + err["msg"][1:] + (f" (got {got!r})" if not isinstance(got, dict) else "")
 
 
+def _service_checks(data: dict, functions: dict, stages: dict) -> list[tuple[tuple, str]]:
+    """services.*: the function, state machine, batch jobs and stages it names exist."""
+    out: list[tuple[tuple, str]] = []
+    services = data.get("services") if isinstance(data.get("services"), dict) else {}
+    targets = data.get("targets") if isinstance(data.get("targets"), dict) else {}
+    machines = targets.get("stepfunctions") if isinstance(targets.get("stepfunctions"), dict) else {}
+    jobs = targets.get("batch") if isinstance(targets.get("batch"), dict) else {}
+
+    def unknown(path: tuple, what: str, value: str, choices: dict, where: str) -> None:
+        dym = _did_you_mean(value, choices)
+        out.append((path, f"unknown {what} '{value}'" + (f" ({dym})" if dym else
+                                                          f" ({where}: {', '.join(choices) or 'none'})")))
+
+    for name, svc in services.items():
+        if not isinstance(svc, dict):
+            continue
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,29}", str(name)):
+            out.append((("services", name), "service name: lowercase letters, digits and dashes, ≤ 30, "
+                                            "starting with a letter"))
+        fn = svc.get("function")
+        if isinstance(fn, str) and fn not in functions:
+            unknown(("services", name, "function"), "function", fn, functions, "functions")
+        sm = svc.get("state_machine")
+        if isinstance(sm, str) and sm not in machines:
+            unknown(("services", name, "state_machine"), "state machine", sm, machines, "targets.stepfunctions")
+        for i, job in enumerate(svc.get("batch") or [] if isinstance(svc.get("batch"), list) else []):
+            if isinstance(job, str) and job not in jobs:
+                unknown(("services", name, "batch", i), "batch job", job, jobs, "targets.batch")
+        for i, st in enumerate(svc.get("stages") or [] if isinstance(svc.get("stages"), list) else []):
+            if isinstance(st, str) and st not in stages:
+                unknown(("services", name, "stages", i), "stage", st, stages, "stages")
+    return out
+
+
 def _cross_checks(data: dict) -> list[tuple[tuple, str]]:
     """Checks across sections, on raw data so they run even when other fields are wrong."""
     out: list[tuple[tuple, str]] = []
@@ -789,6 +873,7 @@ def _cross_checks(data: dict) -> list[tuple[tuple, str]]:
                         out.append((("stages", sname, "gate", key, i),
                                     f"'*' is allowed only at the end of an alarm prefix (got {pat!r})"))
     out += _gate_checks(stages)
+    out += _service_checks(data, functions, stages)
     # cycles in promote_from
     seen_cycle: set[str] = set()
     for start in stages:

@@ -61,3 +61,22 @@ def role_arn(account: str, name: str, partition: str = "aws") -> str:
 
 def dashboard_name(project: str, stage: str) -> str:
     return f"{project}-{stage}"
+
+
+def service_stack(project: str, service: str, stage: str) -> str:
+    return f"{project}-{service}-{stage}-service"
+
+
+def params_path(service: str, stage: str) -> str:
+    """SSM Parameter Store prefix of a service's hyperparameters (ends with /)."""
+    return f"/pt/{service}/{stage}/"
+
+
+def access_role(project: str, service: str, stage: str) -> str:
+    """Role a Cognito group assumes (through the identity pool) to use a service."""
+    return f"{project}-{stage}-{service}-access"
+
+
+def access_policy(project: str, service: str, stage: str) -> str:
+    """Managed policy with the same rights, for an existing group's role to attach."""
+    return f"{project}-{stage}-{service}-access"
