@@ -80,3 +80,49 @@ def access_role(project: str, service: str, stage: str) -> str:
 def access_policy(project: str, service: str, stage: str) -> str:
     """Managed policy with the same rights, for an existing group's role to attach."""
     return f"{project}-{stage}-{service}-access"
+
+
+def state_machine(project: str, stage: str, name: str) -> str:
+    """State machine of `targets.stepfunctions.<name>`; its alias is LIVE_ALIAS."""
+    return f"{project}-{stage}-{name}"
+
+
+def state_machine_role(project: str, stage: str, name: str) -> str:
+    return f"{project}-{stage}-{name}-sfn"
+
+
+def batch_job_definition(project: str, stage: str, name: str) -> str:
+    """Job definition of `targets.batch.<name>` (each deploy registers a revision)."""
+    return f"{project}-{stage}-{name}"
+
+
+def batch_job_queue(project: str, stage: str) -> str:
+    return f"{project}-{stage}-batch"
+
+
+def batch_compute_environment(project: str, stage: str) -> str:
+    return f"{project}-{stage}-batch"
+
+
+def batch_schedule(project: str, stage: str, name: str) -> str:
+    """EventBridge Scheduler schedule that submits `targets.batch.<name>`."""
+    return f"{project}-{stage}-{name}"
+
+
+def batch_execution_role(project: str, stage: str) -> str:
+    """Role ECS uses to pull the image and write logs for the stage's Batch jobs."""
+    return f"{project}-{stage}-batch-exec"
+
+
+def batch_job_role(project: str, stage: str, name: str) -> str:
+    """Role the job's code runs as."""
+    return f"{project}-{stage}-{name}-job"
+
+
+def scheduler_role(project: str, stage: str) -> str:
+    """Role EventBridge Scheduler assumes to submit the stage's Batch jobs."""
+    return f"{project}-{stage}-scheduler"
+
+
+def api_name(project: str, service: str, stage: str) -> str:
+    return f"{project}-{stage}-{service}-api"
