@@ -15,7 +15,7 @@ targets:
   batch: {{score: {{image: model}}}}
 stages:
   val: {{account: "123456789012", branch: val, gate: {{alarms: ["iris-val-*"]}}}}
-  prod: {{account: "123456789012", branch: master, gate: {{alarms: ["iris-prod-*"]}}}}
+  prod: {{account: "222222222222", branch: master, gate: {{alarms: ["iris-prod-*"]}}}}
 services:
   scorer:
     function: predict
