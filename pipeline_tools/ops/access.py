@@ -176,8 +176,8 @@ def update_document(s3, bucket: str, mutate: Callable[[dict], dict], *, empty: d
         new = mutate(copy.deepcopy(current if current is not None else empty))
         if after_read is not None:
             after_read(attempt)
-        if current is not None and new == current:
-            return current, attempt, False
+        if new == (current if current is not None else empty):
+            return new, attempt, False  # nothing to change (a revoke with no record writes none)
         body = (json.dumps(new, indent=2, sort_keys=True) + "\n").encode()
         cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         try:

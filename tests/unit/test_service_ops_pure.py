@@ -153,3 +153,10 @@ def test_with_and_without_grant():
     assert doc["grants"] == {"g": {"s": {"policy_arn": "p", "role_arn": "r", "at": "now", "by": "me"}}}
     assert access.without_grant(doc, t)["grants"] == {}
     assert access.user_pool_region("eu-west-1_AbC") == "eu-west-1"
+
+
+def test_a_change_that_changes_nothing_writes_nothing_even_without_a_record():
+    s3 = FakeS3()
+    _doc, _r, written = access.update_document(s3, "b", lambda d: d, empty=access.empty_document("iris", "val"),
+                                               sleep=lambda s: None)
+    assert not written and s3.puts == []
