@@ -82,9 +82,10 @@ def revoke(app: App, service: str | None, group: str, dry_run: bool) -> int:
 @stage_option(required=True)
 @click.option("--service", "-m", metavar="SERVICE", default=None, help="Only this service's column.")
 @click.option("--group", "-g", metavar="GROUP", default=None, help="Only this group's row.")
+@click.option("--check", is_flag=True, help="Also check every recorded grant against IAM; exit 1 on drift.")
 @output_option
 @pass_app
-def show(app: App, service: str | None, group: str | None) -> int:
+def show(app: App, service: str | None, group: str | None, check: bool) -> int:
     """The stage's groups × services table from the shared record."""
     from pipeline_tools.ops import access as ops
     from pipeline_tools.ops.services import pick_service
@@ -93,16 +94,26 @@ def show(app: App, service: str | None, group: str | None) -> int:
     stage = app.require_stage()
     if service is not None:
         service = pick_service(cfg, stage, service)
-    report = ops.show(cfg, stage, app.aws(stage).client("s3"), service=service, group=group)
+    aws = app.aws(stage)
+    report = ops.show(cfg, stage, aws.client("s3"), service=service, group=group,
+                      iam=aws.client("iam") if check else None)
+    drift = {(d["group"], d["service"]) for d in report.get("drift", [])}
 
     def human(out) -> None:
         if not report["groups"]:
             out.info(f"no group has access to a service in {stage} ({report['document']}"
                      f"{'' if report['exists'] else ': not written yet'})")
             return
-        out.table([[r["group"], *[("yes" if r["services"][s] else "-") for s in report["services"]]]
+        out.table([[r["group"], *[("DRIFT: not attached" if (r["group"], s) in drift else
+                                   "yes" if r["services"][s] else "-") for s in report["services"]]]
                    for r in report["groups"]], ["GROUP", *[s.upper() for s in report["services"]]],
                   title=f"access in {stage} ({report['document']})")
+        if check and not drift:
+            out.info("checked against IAM: every recorded grant is attached")
 
     app.out.result(report, human)
+    if drift:
+        app.out.error([f"{len(drift)} recorded grant(s) are not attached in IAM"],
+                      "re-run `pt access grant` for them, or `pt access revoke` to drop the record")
+        return 1
     return 0

@@ -257,8 +257,11 @@ def change(cfg: Config, t: Target, *, grant: bool, cognito, iam, s3, clock: Call
     return report
 
 
-def show(cfg: Config, stage: str, s3, *, service: str | None = None, group: str | None = None) -> dict:
-    """The record as a groups × services table (filtered by service/group when given)."""
+def show(cfg: Config, stage: str, s3, *, service: str | None = None, group: str | None = None,
+         iam=None) -> dict:
+    """The record as a groups × services table (filtered by service/group when given). With `iam`,
+    every recorded grant is checked against the role's attached policies: `drift` lists the
+    grants whose policy is no longer attached (an IAM read error raises: never "no drift")."""
     bucket = cfg.bucket(stage)
     doc, _etag = read_document(s3, bucket)
     grants = (doc or {}).get("grants", {})
@@ -270,5 +273,14 @@ def show(cfg: Config, stage: str, s3, *, service: str | None = None, group: str 
         if group and g != group:
             continue
         rows.append({"group": g, "services": {s: grants[g].get(s) for s in services}})
-    return {"stage": stage, "document": f"s3://{bucket}/{ACCESS_KEY}", "exists": doc is not None,
-            "services": services, "groups": rows}
+    report = {"stage": stage, "document": f"s3://{bucket}/{ACCESS_KEY}", "exists": doc is not None,
+              "services": services, "groups": rows}
+    if iam is not None:
+        drift = []
+        for row in rows:
+            for svc, grant in row["services"].items():
+                if grant and not attached(iam, role_name(grant["role_arn"]), grant["policy_arn"]):
+                    drift.append({"group": row["group"], "service": svc, "role_arn": grant["role_arn"],
+                                  "policy_arn": grant["policy_arn"]})
+        report["drift"] = drift
+    return report

@@ -147,3 +147,16 @@ def test_unreadable_record_fails_closed(aws, tmp_path, run_pt):
     assert r.exit_code == 1 and "not valid JSON" in r.stderr
     with pytest.raises(PtError):
         ops.parse_document(json.dumps({"grants": []}).encode(), "x")
+
+
+def test_show_check_finds_drift(aws, tmp_path, run_pt):
+    pool = seed_access(aws, {"analysts": True})
+    cfg = write_services_config(tmp_path, pool)
+    assert run_pt("access", "grant", "--stage", "val", "--group", "analysts", "--config", cfg).exit_code == 0
+    ok = run_pt("access", "show", "--stage", "val", "--config", cfg, "--check")
+    assert ok.exit_code == 0 and "every recorded grant is attached" in ok.stdout
+    aws.client("iam").detach_role_policy(RoleName="cognito-analysts",
+                                         PolicyArn="arn:aws:iam::123456789012:policy/iris-val-scorer-access")
+    r = run_pt("access", "show", "--stage", "val", "--config", cfg, "--check", "--output", "json")
+    assert r.exit_code == 1, r
+    assert [d["group"] for d in r.json()["drift"]] == ["analysts"]
