@@ -100,7 +100,7 @@ def check(text: str, shown: str, substitutions: Mapping[str, str]) -> list[str]:
             problems.append(str(DefinitionError(shown, f"unknown substitution ${{{p.name}}} "
                                                        f"(targets.stepfunctions.*.substitutions: {known})",
                                                 p.line, p.col)))
-    stand_in = PLACEHOLDER.sub(lambda m: "1" * len(m[0]), text)
+    stand_in = _stand_in(text)
     try:
         check_asl(parse_json(stand_in, shown), shown)
     except DefinitionError as e:
@@ -131,7 +131,12 @@ def digest_of(definition: str) -> str:
     return "sha256:" + hashlib.sha256(canonical(json.loads(definition)).encode()).hexdigest()
 
 
+def _stand_in(text: str) -> str:
+    return PLACEHOLDER.sub(lambda m: "1" * len(m[0]), text)
+
+
 def render(text: str, values: Mapping[str, str], shown: str) -> Rendered:
+    parse_json(_stand_in(text), shown)  # JSON errors as written, with line and column
     substituted = substitute(text, values, shown)
     try:
         doc = json.loads(substituted)
