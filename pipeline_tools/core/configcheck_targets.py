@@ -71,8 +71,9 @@ def _batch(data: dict, jobs: dict) -> list[Problem]:
             out.append((path + ("image",), f"unknown image '{img}' (images: {', '.join(images)})"))
         vcpu, memory = j.get("vcpu", 1.0), j.get("memory", 2048)
         if problem := batchspec.fargate_problem(vcpu, memory):
-            out.append((path + ("memory" if "memory" in j and "vCPU size" not in problem else "vcpu",)
-                        if ("memory" in j or "vcpu" in j) else path, problem))
+            # Point at the key to change: memory for a size the vCPU lacks, else the vCPU.
+            key = "memory" if "memory" in j and "vCPU size" not in problem else "vcpu"
+            out.append((path + (key,) if key in j else path, problem))
         sched = j.get("schedule")
         if isinstance(sched, str) and (problem := batchspec.schedule_problem(sched)):
             out.append((path + ("schedule",), problem + "; see docs/targets.md"))
