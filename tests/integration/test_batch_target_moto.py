@@ -241,6 +241,7 @@ def test_run_job_waits_and_reports(aws, tmp_path, env, simple_batch, run_pt):  #
     r = run_pt("run-job", "--config", path, "--stage", "staging", "--job", "score", "--wait",
                "--command", "python score.py --day '2026-01-01'", "--output", "json")
     assert r.exit_code == 0, r
+    assert "score: SUBMITTED" in r.stderr and "score: SUCCEEDED" in r.stderr  # streamed, stdout stays JSON
     out = r.json()
     assert out["status"] == "SUCCEEDED" and out["statuses"][0] == "SUBMITTED" and out["statuses"][-1] == "SUCCEEDED"
     job = aws.client("batch").describe_jobs(jobs=[out["job_id"]])["jobs"][0]
@@ -254,7 +255,7 @@ def test_run_job_failed_is_exit_1(aws, tmp_path, env, simple_batch, run_pt, monk
     deploy(target(tmp_path, env), 1)
     monkeypatch.setenv("MOTO_SIMPLE_BATCH_FAIL_AFTER", "0")
     r = run_pt("run-job", "--config", path, "--stage", "staging", "--job", "score", "--wait")
-    assert r.exit_code == 1 and "FAILED" in r.stdout
+    assert r.exit_code == 1 and "iris-staging-score-run-" in r.stdout and ": FAILED (" in r.stdout
 
 
 def test_run_job_without_wait_only_submits(aws, tmp_path, env, simple_batch, run_pt):  # noqa: F811
