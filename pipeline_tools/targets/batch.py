@@ -209,6 +209,9 @@ class BatchJobTarget:
                              "pass a key of targets.batch in pipeline.yml")
         self.cfg, self.stage, self.name, self.env = cfg, stage, name, env
         self.spec: BatchTargetConfig = cfg.targets.batch[name]
+        if self.spec.stages is not None and stage not in self.spec.stages:
+            raise UsageError(f"stage {stage} has no batch job '{name}' (targets.batch.{name}.stages: "
+                             f"{', '.join(self.spec.stages)})", "pass one of those stages, or add it to the list")
         self.id = target_id(KIND, name)
         self.region = cfg.stage_region(stage)
         account = cfg.stages[stage].account
@@ -255,6 +258,9 @@ class BatchJobTarget:
         """The queue exists and takes jobs (the stacks create it); the size is a Fargate size."""
         if problem := batchspec.fargate_problem(self.spec.vcpu, self.spec.memory):
             raise UsageError(problem, "fix vcpu/memory of the job in pipeline.yml")
+        self._check_queue()
+
+    def _check_queue(self) -> None:
         queues = self.batch.describe_job_queues(jobQueues=[self.queue]).get("jobQueues") or []
         if not queues:
             raise NotFoundError(f"Batch job queue {self.queue} does not exist ({self.id}, stage {self.stage})",
@@ -265,6 +271,7 @@ class BatchJobTarget:
                                 "enable the queue (aws batch update-job-queue --state ENABLED)", exit_code=2)
 
     def current(self) -> Placement:
+        self._check_queue()  # without the stage's Batch resources there is nothing to release to
         revisions = self.revisions()
         schedule = self.get_schedule()
         sched_arn = schedule_revision_arn(schedule)

@@ -86,6 +86,9 @@ class StateMachineTarget:
                              "pass a key of targets.stepfunctions in pipeline.yml")
         self.cfg, self.stage, self.name, self.env = cfg, stage, name, env
         self.spec: StepFunctionsTargetConfig = cfg.targets.stepfunctions[name]
+        if self.spec.stages is not None and stage not in self.spec.stages:
+            raise UsageError(f"stage {stage} has no state machine '{name}' (targets.stepfunctions.{name}.stages: "
+                             f"{', '.join(self.spec.stages)})", "pass one of those stages, or add it to the list")
         self.id = target_id(KIND, name)
         self.region = cfg.stage_region(stage)
         self.account = cfg.stages[stage].account

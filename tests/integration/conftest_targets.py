@@ -98,14 +98,12 @@ def create_state_machine(aws, stage: str = "staging", name: str = "flow") -> str
 
 
 def create_batch_queue(aws, stage: str = "staging") -> str:
-    ec2, iam, batch = aws.client("ec2"), aws.client("iam"), aws.client("batch")
-    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
-    sg = ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]
+    """The stage's queue on a compute environment (UNMANAGED here: moto then needs no VPC; the
+    stack's is a managed Fargate one, which the target never reads)."""
+    iam, batch = aws.client("iam"), aws.client("batch")
     role = iam.create_role(RoleName=f"iris-{stage}-batch-service", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    ce = batch.create_compute_environment(
-        computeEnvironmentName=names.batch_compute_environment("iris", stage), type="MANAGED", state="ENABLED",
-        serviceRole=role, computeResources={"type": "FARGATE", "maxvCpus": 4, "subnets": [subnet],
-                                            "securityGroupIds": [sg]})
+    ce = batch.create_compute_environment(computeEnvironmentName=names.batch_compute_environment("iris", stage),
+                                          type="UNMANAGED", state="ENABLED", serviceRole=role)
     return batch.create_job_queue(jobQueueName=names.batch_job_queue("iris", stage), state="ENABLED", priority=1,
                                   computeEnvironmentOrder=[{"order": 1, "computeEnvironment":
                                                             ce["computeEnvironmentArn"]}])["jobQueueArn"]

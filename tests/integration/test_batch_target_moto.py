@@ -32,6 +32,8 @@ DEF = "iris-staging-score"
 
 @pytest.fixture
 def env(aws):
+    """The stage's queue exists (the stack made it) and a TargetEnv on the moto server."""
+    create_batch_queue(aws)
     return Env(aws)
 
 
@@ -58,11 +60,12 @@ def test_registry_builds_it(aws, tmp_path, env):
         BatchJobTarget(load_config(tmp_path), "staging", "scor", env.env)
 
 
-def test_check_needs_the_queue(aws, tmp_path, env):
-    t = target(tmp_path, env)
-    with pytest.raises(NotFoundError) as e:
-        t.check()
-    assert e.value.exit_code == 2 and "job queue iris-staging-batch does not exist" in e.value.message
+def test_check_and_current_need_the_queue(aws, tmp_path):
+    t = BatchJobTarget(load_config(tmp_path), "staging", "score", Env(aws).env)
+    for call in (t.check, t.current):
+        with pytest.raises(NotFoundError) as e:
+            call()
+        assert e.value.exit_code == 2 and "job queue iris-staging-batch does not exist" in e.value.message
     create_batch_queue(aws)
     t.check()
     aws.client("batch").update_job_queue(jobQueue="iris-staging-batch", state="DISABLED")
@@ -195,7 +198,6 @@ def test_finish_keeps_the_newest_revisions(aws, tmp_path, env):
 
 
 def test_smoke_job_succeeds(aws, tmp_path, env, simple_batch):  # noqa: F811
-    create_batch_queue(aws)
     t = target(tmp_path, env)
     c = t.prepare(release(1), t.current())
     t.smoke(c)
@@ -205,7 +207,6 @@ def test_smoke_job_succeeds(aws, tmp_path, env, simple_batch):  # noqa: F811
 
 
 def test_smoke_job_failure_fails_the_deploy(aws, tmp_path, env, simple_batch, monkeypatch):  # noqa: F811
-    create_batch_queue(aws)
     monkeypatch.setenv("MOTO_SIMPLE_BATCH_FAIL_AFTER", "0")
     t = target(tmp_path, env)
     p = t.current()
@@ -218,7 +219,8 @@ def test_smoke_job_failure_fails_the_deploy(aws, tmp_path, env, simple_batch, mo
 def test_smoke_can_be_turned_off(aws, tmp_path, env):
     t = BatchJobTarget(load_config(tmp_path, extra=""), "staging", "score", env.env)
     t.spec = t.spec.model_copy(update={"smoke": False})
-    t.smoke(t.prepare(release(1), t.current()))  # no queue exists: a submit would fail
+    t.smoke(t.prepare(release(1), t.current()))
+    assert aws.client("batch").list_jobs(jobQueue="iris-staging-batch", jobStatus="SUCCEEDED")["jobSummaryList"] == []
 
 
 def test_describe(aws, tmp_path, env):
@@ -234,7 +236,6 @@ def test_describe(aws, tmp_path, env):
 
 
 def test_run_job_waits_and_reports(aws, tmp_path, env, simple_batch, run_pt):  # noqa: F811
-    create_batch_queue(aws)
     path = write_config(tmp_path)
     t = target(tmp_path, env)
     deploy(t, 1)
@@ -250,7 +251,6 @@ def test_run_job_waits_and_reports(aws, tmp_path, env, simple_batch, run_pt):  #
 
 
 def test_run_job_failed_is_exit_1(aws, tmp_path, env, simple_batch, run_pt, monkeypatch):  # noqa: F811
-    create_batch_queue(aws)
     path = write_config(tmp_path)
     deploy(target(tmp_path, env), 1)
     monkeypatch.setenv("MOTO_SIMPLE_BATCH_FAIL_AFTER", "0")
@@ -259,7 +259,6 @@ def test_run_job_failed_is_exit_1(aws, tmp_path, env, simple_batch, run_pt, monk
 
 
 def test_run_job_without_wait_only_submits(aws, tmp_path, env, simple_batch, run_pt):  # noqa: F811
-    create_batch_queue(aws)
     path = write_config(tmp_path)
     deploy(target(tmp_path, env), 1)
     r = run_pt("run-job", "--config", path, "--stage", "staging", "--job", "score", "--output", "json")
@@ -271,8 +270,9 @@ def test_run_job_without_wait_only_submits(aws, tmp_path, env, simple_batch, run
     (("--job", "scor"), "unknown batch job 'scor'"),
     (("--job", "score", "--command", "python 'unclosed"), "--command: No closing quotation"),
     (("--job", "score", "--command", "  "), "--command is empty"),
+    (("--job", "score", "--stage", "prod"), "unknown stage 'prod'"),
 ])
-def test_run_job_bad_input_is_exit_2(aws, tmp_path, run_pt, args, needle):
+def test_run_job_bad_input_is_exit_2(aws, tmp_path, env, run_pt, args, needle):
     path = write_config(tmp_path)
     r = run_pt("run-job", "--config", path, "--stage", "staging", *args)
     assert r.exit_code == 2 and needle in r.stderr and "Traceback" not in r.stderr, r
