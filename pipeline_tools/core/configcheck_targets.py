@@ -25,8 +25,21 @@ def _dict(v: Any) -> dict:
 def checks(data: dict, base_dir: Path | None) -> list[Problem]:
     """base_dir: the config file's directory; None (config from a string) skips file checks."""
     targets = _dict(data.get("targets"))
-    return _stepfunctions(data, _dict(targets.get("stepfunctions")), base_dir) + \
-        _batch(data, _dict(targets.get("batch")))
+    machines, jobs = _dict(targets.get("stepfunctions")), _dict(targets.get("batch"))
+    return _stepfunctions(data, machines, base_dir) + _batch(data, jobs) + \
+        _stages(data, "stepfunctions", machines) + _stages(data, "batch", jobs)
+
+
+def _stages(data: dict, kind: str, items: dict) -> list[Problem]:
+    stages = _dict(data.get("stages"))
+    out: list[Problem] = []
+    for name, item in items.items():
+        listed = _dict(item).get("stages")
+        for i, st in enumerate(listed if isinstance(listed, list) else []):
+            if isinstance(st, str) and stages and st not in stages:
+                out.append((("targets", kind, name, "stages", i),
+                            f"unknown stage '{st}' (stages: {', '.join(stages)})"))
+    return out
 
 
 def _stepfunctions(data: dict, machines: dict, base_dir: Path | None) -> list[Problem]:

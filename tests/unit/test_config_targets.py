@@ -92,3 +92,35 @@ def test_cli_reports_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "targets.batch.score.memory: Fargate with 2 vCPU takes memory 4096–16384" in err
+
+
+def test_cli_definition_problem_is_one_line(tmp_path, capsys):
+    path = write(tmp_path, SFN, definition='{"StartAt": "A", "States": {"A": {"Type": "Pass", "Comment": "${X}"}}}')
+    code = cli.main(["config", "validate", "--config", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    (line,) = [ln for ln in err.splitlines() if "unknown substitution" in ln]
+    assert "pipeline.yml:10: targets.stepfunctions.flow.definition: flow.json:1:" in line
+
+
+def test_targets_refuse_a_stage_outside_their_stages(tmp_path):
+    from pipeline_tools.core.errors import UsageError
+    from pipeline_tools.targets import TargetEnv
+    from pipeline_tools.targets.batch import BatchJobTarget
+    from pipeline_tools.targets.stepfunctions import StateMachineTarget
+
+    extra = ("      stages: [prod]\n  batch:\n    score: {image: model, stages: [prod]}\n")
+    path = write(tmp_path, SFN + extra)
+    (problem,) = problems(path)[:1]
+    assert "targets.stepfunctions.flow.stages[0]: unknown stage 'prod' (stages: staging)" in problem
+    path.write_text(path.read_text().replace("stages:\n", "stages:\n  prod: {account: \"222222222222\", "
+                                             "branch: main, gate: {alarms: [x]}}\n", 1))
+    cfg = load(path)
+    env = TargetEnv(client=lambda _s: None, clock=lambda: 0.0, sleep=lambda _s: None)
+    with pytest.raises(UsageError, match="stage staging has no state machine 'flow'"):
+        StateMachineTarget(cfg, "staging", "flow", env)
+    with pytest.raises(UsageError, match="stage staging has no batch job 'score'"):
+        BatchJobTarget(cfg, "staging", "score", env)
+    from pipeline_tools.targets import batch, stepfunctions
+
+    assert batch.names(cfg, "staging") == [] and stepfunctions.names(cfg, "staging") == []
