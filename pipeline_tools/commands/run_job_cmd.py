@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline_tools.clikit import output_option, pass_app, stage_option
+from pipeline_tools.clikit import dry_run_option, output_option, pass_app, stage_option
 from pipeline_tools.core.context import App
 from pipeline_tools.core.errors import UsageError
 
@@ -15,9 +15,10 @@ from pipeline_tools.core.errors import UsageError
 @click.option("--wait", is_flag=True, help="Follow the job until it ends; exit 0 on SUCCEEDED, 1 on FAILED.")
 @click.option("--command", "command", metavar="'CMD ARGS…'",
               help="Container command instead of the job's own (split like a shell would).")
+@dry_run_option
 @output_option
 @pass_app
-def run_job(app: App, job: str, wait: bool, command: str | None) -> int:
+def run_job(app: App, job: str, wait: bool, command: str | None, dry_run: bool) -> int:
     """Submit one job of targets.batch.NAME to the stage's queue with its live revision."""
     import shlex
     import time
@@ -38,6 +39,12 @@ def run_job(app: App, job: str, wait: bool, command: str | None) -> int:
             raise UsageError("--command is empty", "give the command to run, or leave --command out")
     env = TargetEnv(client=app.aws(stage).client, clock=time.time, sleep=time.sleep, log=app.out.log)
     target = BatchJobTarget(cfg, stage, job, env)
+    if dry_run:
+        plan = target.plan_run(argv)
+        app.out.result({"stage": stage, "job": job, "dry_run": True, "request": plan},
+                       f"would submit {plan['jobName']} to {plan['jobQueue']} with {plan['jobDefinition']}"
+                       + (f", command {argv}" if argv else ""))
+        return 0
     watch = target.run(wait=wait, command=argv, on_change=lambda s: app.out.log(f"{job}: {s}"))
     result = {"stage": stage, "job": job, "queue": target.queue, "waited": wait, **watch.to_dict()}
 

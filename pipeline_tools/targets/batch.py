@@ -392,16 +392,24 @@ class BatchJobTarget:
 
     # --- pt run-job ---------------------------------------------------------------------------
 
-    def run(self, *, wait: bool, command: list[str] | None = None, timeout: float | None = None,
-            on_change: Callable[[str], None] = lambda _s: None) -> JobWatch:
-        """Submit one job with the live revision; with `wait`, follow it until SUCCEEDED/FAILED."""
+    def plan_run(self, command: list[str] | None = None) -> dict:
+        """The SubmitJob request `run` would send (the live revision); nothing is submitted."""
         placement = self.current()
         if not placement.exists:
             raise NotFoundError(f"{self.id} has no live revision in stage {self.stage}",
                                 f"deploy it first: pt deploy --stage {self.stage} --target {self.id}", exit_code=2)
-        name = job_name(self.definition, f"run-{int(self.env.clock())}")
-        resp = self.batch.submit_job(jobName=name, jobQueue=self.queue, jobDefinition=placement.data["arn"],
-                                     **({"containerOverrides": {"command": list(command)}} if command else {}))
+        req: dict[str, Any] = {"jobName": job_name(self.definition, f"run-{int(self.env.clock())}"),
+                               "jobQueue": self.queue, "jobDefinition": placement.data["arn"]}
+        if command:
+            req["containerOverrides"] = {"command": list(command)}
+        return req
+
+    def run(self, *, wait: bool, command: list[str] | None = None, timeout: float | None = None,
+            on_change: Callable[[str], None] = lambda _s: None) -> JobWatch:
+        """Submit one job with the live revision; with `wait`, follow it until SUCCEEDED/FAILED."""
+        req = self.plan_run(command)
+        name = req["jobName"]
+        resp = self.batch.submit_job(**req)
         watch = JobWatch(resp["jobId"], name)
         watch.statuses.append("SUBMITTED")
         on_change("SUBMITTED")

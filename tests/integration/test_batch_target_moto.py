@@ -265,6 +265,17 @@ def test_run_job_without_wait_only_submits(aws, tmp_path, env, simple_batch, run
     assert r.exit_code == 0 and r.json()["waited"] is False and r.json()["statuses"] == ["SUBMITTED"]
 
 
+def test_run_job_dry_run_submits_nothing(aws, tmp_path, env, simple_batch, run_pt):  # noqa: F811
+    path = write_config(tmp_path)
+    _p, c = deploy(target(tmp_path, env), 1)
+    r = run_pt("run-job", "--config", path, "--stage", "staging", "--job", "score", "--dry-run",
+               "--command", "python score.py", "--output", "json")
+    assert r.exit_code == 0, r
+    req = r.json()["request"]
+    assert req["jobDefinition"] == c.data["arn"] and req["containerOverrides"] == {"command": ["python", "score.py"]}
+    assert aws.client("batch").list_jobs(jobQueue="iris-staging-batch", jobStatus="SUCCEEDED")["jobSummaryList"] == []
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (("--job", "score"), "batch:score has no live revision in stage staging"),
     (("--job", "scor"), "unknown batch job 'scor'"),
