@@ -125,6 +125,29 @@ def schedule_input(job_name: str, queue: str, definition_arn: str) -> str:
     return json.dumps({"jobName": job_name, "jobQueue": queue, "jobDefinition": definition_arn}, sort_keys=True)
 
 
+# What UpdateSchedule takes besides Name/Target/ScheduleExpression (it replaces the whole schedule,
+# so everything the stack set — group, timezone, window, state, dates, KMS key — is sent back).
+_SCHEDULE_KEEP = ("GroupName", "Description", "ScheduleExpressionTimezone", "FlexibleTimeWindow", "State",
+                  "StartDate", "EndDate", "KmsKeyArn", "ActionAfterCompletion")
+_TARGET_KEEP = ("RoleArn", "RetryPolicy", "DeadLetterConfig")
+
+
+def schedule_request(existing: dict | None, name: str, expression: str, role: str, input_: str) -> dict:
+    """The CreateSchedule / UpdateSchedule request that points a schedule at a revision (pure).
+
+    An existing schedule keeps what the stack set (its role, retry policy, dead-letter queue, a
+    DISABLED state); the expression comes from pipeline.yml, the target is `aws-sdk:batch:submitJob`."""
+    req: dict[str, Any] = {"Name": name, "ScheduleExpression": expression,
+                           "FlexibleTimeWindow": {"Mode": "OFF"}, "State": "ENABLED"}
+    target: dict[str, Any] = {"RoleArn": role}
+    if existing:
+        req.update({k: existing[k] for k in _SCHEDULE_KEEP if existing.get(k) is not None})
+        old = existing.get("Target") or {}
+        target.update({k: old[k] for k in _TARGET_KEEP if old.get(k) is not None})
+    req["Target"] = {**target, "Arn": SUBMIT_JOB_TARGET, "Input": input_}
+    return req
+
+
 def schedule_revision_arn(schedule: dict | None) -> str | None:
     if not schedule:
         return None
@@ -318,16 +341,13 @@ class BatchJobTarget:
     def _point_schedule(self, arn: str) -> None:
         if not self.spec.schedule:
             return
-        req = {"Name": self.schedule_name, "ScheduleExpression": self.spec.schedule,
-               "FlexibleTimeWindow": {"Mode": "OFF"}, "State": "ENABLED",
-               "Target": {"Arn": SUBMIT_JOB_TARGET, "RoleArn": self.scheduler_role,
-                          "Input": schedule_input(job_name(self.definition, "scheduled"), self.queue, arn)}}
-        try:
-            self.scheduler.update_schedule(**req)
-        except Exception as e:
-            if _code(e) != "ResourceNotFoundException":
-                raise
+        existing = self.get_schedule()
+        req = schedule_request(existing, self.schedule_name, self.spec.schedule, self.scheduler_role,
+                               schedule_input(job_name(self.definition, "scheduled"), self.queue, arn))
+        if existing is None:
             self.scheduler.create_schedule(**req)
+        else:
+            self.scheduler.update_schedule(**req)
 
     def _mark_live(self, arn: str) -> None:
         """Tag `arn` with a stamp above every other, then untag the others (see module docstring)."""

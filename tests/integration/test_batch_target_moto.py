@@ -167,7 +167,10 @@ def test_a_schedule_made_by_the_stack_is_kept_on_first_deploy_restore(aws, tmp_p
         Name=DEF, ScheduleExpression="cron(0 3 * * ? *)", FlexibleTimeWindow={"Mode": "OFF"},
         Target={"Arn": batch_mod.SUBMIT_JOB_TARGET, "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/x", "Input": "{}"})
     t = target(tmp_path, env)
-    p0, _c = deploy(t, 1)
+    p0, c = deploy(t, 1)
+    sched = aws.client("scheduler").get_schedule(Name=DEF)
+    assert sched["Target"]["RoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/x"  # the stack's role is kept
+    assert json.loads(sched["Target"]["Input"])["jobDefinition"] == c.data["arn"]
     t.restore(p0)
     assert aws.client("scheduler").get_schedule(Name=DEF)  # still there
 

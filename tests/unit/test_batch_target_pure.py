@@ -170,3 +170,25 @@ def test_watch_api_error_propagates():
     clock = Clock()
     with stub, pytest.raises(c.exceptions.ClientException):
         b.watch_job(c, b.JobWatch("j-1", "n"), clock, clock.sleep, 30)
+
+
+def test_schedule_request_new_schedule():
+    req = b.schedule_request(None, "s", "rate(1 day)", "arn:role", "{}")
+    assert req == {"Name": "s", "ScheduleExpression": "rate(1 day)", "FlexibleTimeWindow": {"Mode": "OFF"},
+                   "State": "ENABLED", "Target": {"RoleArn": "arn:role", "Arn": b.SUBMIT_JOB_TARGET, "Input": "{}"}}
+
+
+def test_schedule_request_keeps_what_the_stack_set():
+    existing = {"Name": "s", "GroupName": "g", "ScheduleExpression": "rate(2 days)", "State": "DISABLED",
+                "ScheduleExpressionTimezone": "Europe/Berlin", "FlexibleTimeWindow": {"Mode": "FLEXIBLE",
+                                                                                      "MaximumWindowInMinutes": 5},
+                "Description": None, "KmsKeyArn": None,
+                "Target": {"Arn": "arn:old", "RoleArn": "arn:stack-role", "Input": "{}",
+                           "RetryPolicy": {"MaximumRetryAttempts": 3}, "DeadLetterConfig": {"Arn": "arn:dlq"}}}
+    req = b.schedule_request(existing, "s", "cron(0 3 * * ? *)", "arn:role", '{"x": 1}')
+    assert req["ScheduleExpression"] == "cron(0 3 * * ? *)"  # pipeline.yml decides the expression
+    assert (req["State"], req["GroupName"], req["ScheduleExpressionTimezone"]) == ("DISABLED", "g", "Europe/Berlin")
+    assert req["FlexibleTimeWindow"] == {"Mode": "FLEXIBLE", "MaximumWindowInMinutes": 5}
+    assert "Description" not in req and "KmsKeyArn" not in req
+    assert req["Target"] == {"RoleArn": "arn:stack-role", "RetryPolicy": {"MaximumRetryAttempts": 3},
+                             "DeadLetterConfig": {"Arn": "arn:dlq"}, "Arn": b.SUBMIT_JOB_TARGET, "Input": '{"x": 1}'}
