@@ -84,6 +84,10 @@ _COMMON = [
     (("--region",), "region", {"metavar": "REGION", "type": Region(), "help": "AWS region."}),
     (("--profile",), "profile", {"metavar": "NAME", "help": "AWS profile."}),
     (("--verbose", "-v"), "verbose", {"is_flag": True, "default": None, "help": "More detail on stderr."}),
+    (("--quiet", "-q"), "quiet", {"is_flag": True, "default": None, "help": "Results and errors only."}),
+    (("--no-color",), "no_color", {"is_flag": True, "default": None, "help": "No colour (also NO_COLOR=1)."}),
+    (("--debug",), "debug", {"is_flag": True, "default": None,
+                             "help": "Log every AWS request (secrets redacted) and show tracebacks."}),
 ]
 
 
@@ -146,8 +150,13 @@ class LazyGroup(click.Group):
 @click.option("--output", "output_mode", type=click.Choice(["human", "json"]), default="human", envvar="PT_OUTPUT",
               show_default=True, help="Output format; json prints one document on stdout.")
 @click.option("--verbose", "-v", is_flag=True, envvar="PT_VERBOSE", help="More detail on stderr.")
+@click.option("--quiet", "-q", is_flag=True, envvar="PT_QUIET", help="Results and errors only (no progress lines).")
+@click.option("--no-color", "no_color", is_flag=True, help="No colour in output (also NO_COLOR=1).")
+@click.option("--debug", is_flag=True, envvar="PT_DEBUG",
+              help="Log every AWS request and response status on stderr (secrets redacted); tracebacks on errors.")
 @click.pass_context
-def cli(ctx: click.Context, config_path, stage, region, profile, output_mode, verbose) -> None:
+def cli(ctx: click.Context, config_path, stage, region, profile, output_mode, verbose, quiet, no_color,
+        debug) -> None:
     """pt: build, test, deploy, gate and promote ML model services on AWS.
 
     One pipeline.yml describes the service and its stages; every command reads it.
@@ -165,6 +174,9 @@ def cli(ctx: click.Context, config_path, stage, region, profile, output_mode, ve
     app.profile = profile
     app.output_mode = output_mode
     app.verbose = verbose
+    app.quiet = app.quiet or quiet
+    app.no_color = app.no_color or no_color
+    app.debug = app.debug or debug
     _state["app"] = app
 
 
@@ -234,7 +246,7 @@ def _report(e: BaseException, debug: bool) -> int:
     app = _state.get("app")
     out = app.out if app else Output()
     err = translate(e)
-    if debug:
+    if debug or (app is not None and app.debug):
         import traceback
 
         traceback.print_exception(e, file=sys.stderr)

@@ -46,7 +46,7 @@ def _parse_build_args(values: tuple[str, ...]) -> dict[str, str]:
 
 
 def _registry(app: App, cfg):
-    from pipeline_tools.images.registry import Registry, ecr_credentials, ecr_parts
+    from pipeline_tools.images.registry import EcrRegistry, Registry, ecr_credentials, ecr_parts
 
     host = cfg.registry_for(app.stage)
     parts = ecr_parts(host)
@@ -54,8 +54,8 @@ def _registry(app: App, cfg):
         return Registry(host), None, None
     account, region = parts
     ecr = app.aws(app.stage).client("ecr", region=region)
-    creds = ecr_credentials(ecr, account)
-    return Registry(host, creds), creds, ecr
+    creds = ecr_credentials(ecr, account)  # docker push still needs them
+    return EcrRegistry(host, ecr, account), creds, ecr
 
 
 @click.command("build-push")
