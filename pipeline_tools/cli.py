@@ -50,6 +50,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "change-record": ("pipeline_tools.commands.records_cmd:change_record",
                       "Write the change record of a deploy or of the next promotion (md/json)."),
     "audit": ("pipeline_tools.commands.audit_cmd:audit", "Export every ledger record in a stable schema (jsonl/csv/md)."),
+    "run-job": ("pipeline_tools.commands.run_job_cmd:run_job",
+                "Submit one Batch job with its live revision; --wait follows it to the end."),
     "runbook": ("pipeline_tools.commands.runbook_cmd:runbook",
                 "Run a checklist whose every step leaves evidence in the ledger."),
 }
