@@ -64,3 +64,22 @@ def test_conditioned_pipeline_is_cfn_lint_and_nag_clean(exact_alarms):
     proc = subprocess.run([*cfn_lint, "--format", "parseable", "--ignore-checks", "W3005", "--", str(path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_steps_without_docker_run_the_pinned_toolkit_image_asset(exact_alarms):
+    from pipeline_tools import __version__
+
+    tpl, _ = _stages(exact_alarms, "staging")
+    projects = {r["Properties"]["Name"]: r["Properties"] for r in tpl["Resources"].values()
+                if r["Type"] == "AWS::CodeBuild::Project"}
+    deploy, build = projects["iris-staging-deploy"], projects["iris-staging-build"]
+    image = str(deploy["Environment"]["Image"])
+    assert "container-assets" in image and deploy["Environment"]["ImagePullCredentialsType"] == "SERVICE_ROLE"
+    assert "pip install" not in str(deploy["Source"]["BuildSpec"])
+    assert build["Environment"]["Image"] == "aws/codebuild/standard:7.0"     # its dockerd builds the images
+    spec = build["Source"]["BuildSpec"]
+    text = "".join(p for p in spec["Fn::Join"][1] if isinstance(p, str)) if isinstance(spec, dict) else spec
+    assert f"pip install --quiet 'pipeline-tools=={__version__}'" in text
+    # the asset is in the cloud assembly with the pinned requirement in its Dockerfile
+    dockerfiles = list(exact_alarms.outdir.glob("asset.*/Dockerfile"))
+    assert dockerfiles and all(f"'pipeline-tools=={__version__}'" in p.read_text() for p in dockerfiles)

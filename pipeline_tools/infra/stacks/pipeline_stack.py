@@ -18,10 +18,14 @@ the deploy role's rights.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codepipeline as codepipeline
 from aws_cdk import aws_codepipeline_actions as actions
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -40,6 +44,7 @@ from pipeline_tools.infra.stacks.constructs import (
     ref,
 )
 from pipeline_tools.infra.stacks.stage_stack import codebuild_role_name
+from pipeline_tools.infra.toolkit import toolkit_dockerfile
 
 BUILD_OUTPUT = "build.json"
 REPORTS_DIR = "reports"
@@ -75,6 +80,7 @@ class PipelineStack(Stack):
         self.role.add_to_policy(iam.PolicyStatement(actions=["sts:AssumeRole", "sts:TagSession"],
                                                     resources=[self.deploy_role_arn]))
         self.projects: list[codebuild.PipelineProject] = []
+        self.toolkit_image = self._toolkit_image(cfg)
 
         source_out = codepipeline.Artifact("Source")
         self.pipeline.add_stage(stage_name="Source", actions=[actions.CodeStarConnectionsSourceAction(
@@ -121,12 +127,27 @@ class PipelineStack(Stack):
         findings = [f"Action::{a}" for a in ("s3:Abort*", "s3:DeleteObject*", "s3:GetBucket*", "s3:GetObject*",
                                              "s3:List*", "kms:ReEncrypt*", "kms:GenerateDataKey*")]
         findings.append(f"Resource::{ref(store.bucket)}/*")
+        if not cfg.cdk.toolkit_image:
+            findings.append("Resource::*")   # ecr:GetAuthorizationToken, which has no resource-level form
         for project in self.projects:
             findings.append(f"Resource::{nag_arn(self, 'logs', f'log-group:/aws/codebuild/{ref(project, None)}:*')}")
             findings.append(f"Resource::{nag_arn(self, 'codebuild', f'report-group/{ref(project, None)}-*')}")
         acknowledge_wildcards(self, (
             "CDK-generated grants, all on this pipeline's own resources: object-level actions on its encrypted "
-            "artifact store and key, and each CodeBuild project's default log group and report groups"), findings)
+            "artifact store and key, each CodeBuild project's default log group and report groups, and "
+            "ecr:GetAuthorizationToken (account-wide by AWS's design) to pull the toolkit image asset"), findings)
+
+    def _toolkit_image(self, cfg: Config) -> codebuild.IBuildImage:
+        """The pinned toolkit for steps without docker: `cdk.toolkit_image` by digest, else an image asset
+        (pt at the pinned `cdk.pt_install`) that `cdk deploy` pushes to this account's asset repository and
+        the projects reference by its content hash."""
+        if cfg.cdk.toolkit_image:
+            return codebuild.LinuxBuildImage.from_docker_registry(cfg.cdk.toolkit_image)
+        with tempfile.TemporaryDirectory(prefix="pt-toolkit-") as tmp:
+            Path(tmp, "Dockerfile").write_text(toolkit_dockerfile(cfg.cdk.pt_install))
+            # staged (copied into the cloud assembly) right here, so the temporary directory may go
+            return codebuild.LinuxBuildImage.from_asset(self, "ToolkitImage", directory=tmp,
+                                                        platform=ecr_assets.Platform.LINUX_AMD64)
 
     def _step(self, name: str, cfg: Config, stage: str, source: codepipeline.Artifact, commands: list[str], *,
               docker: bool = False, output: codepipeline.Artifact | None = None, reports: bool = False,
@@ -137,7 +158,10 @@ class PipelineStack(Stack):
                 "PT_STAGE": stage, "AWS_PROFILE": "pt-deploy", "AWS_CONFIG_FILE": "/tmp/pt-aws-config"}},
             "cache": {"paths": ["/root/.cache/pip/**/*"]},
             "phases": {
-                "install": {"commands": [f"python3 -m pip install --quiet '{cfg.cdk.pt_install}'"]},
+                # docker steps run CodeBuild's standard image (its dockerd) and install the pinned pt;
+                # the others run the toolkit image, which has it already
+                **({"install": {"commands": [f"python3 -m pip install --quiet '{cfg.cdk.pt_install}'"]}}
+                   if docker else {}),
                 "pre_build": {"commands": [
                     # boto3 in pt assumes the deploy role using CodeBuild's container credentials.
                     'printf "[profile pt-deploy]\\nrole_arn = %s\\ncredential_source = EcsContainer\\n'
@@ -161,7 +185,7 @@ class PipelineStack(Stack):
             encryption_key=self.build_key,
             timeout=Duration.hours(2),
             environment=codebuild.BuildEnvironment(
-                build_image=codebuild.LinuxBuildImage.STANDARD_7_0,
+                build_image=codebuild.LinuxBuildImage.STANDARD_7_0 if docker else self.toolkit_image,
                 compute_type=codebuild.ComputeType.SMALL,
                 privileged=docker,
             ),
@@ -180,6 +204,10 @@ class PipelineStack(Stack):
         if docker:
             acknowledge(project, AwsSolutions_CB3=(
                 "privileged mode is required to run docker build/push (pt test, pt build-push)"))
+        else:
+            acknowledge(project, AwsSolutions_CB5=(
+                "runs the pt toolkit image: built by this stack's image asset from the pinned cdk.pt_install (or "
+                "cdk.toolkit_image by digest), so every step runs exactly the reviewed toolkit version"))
         extra: dict = {}
         if conditions is not None and conditions.usable:
             rules = [codepipeline.Rule(name=r["name"], provider="CloudWatchAlarm", version="1",
