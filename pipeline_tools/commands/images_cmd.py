@@ -15,10 +15,16 @@ from pipeline_tools.core.errors import UsageError
 
 @contextlib.contextmanager
 def _progress(app: App) -> Iterator:
-    """Progress sink: a rich status line in a TTY, plain lines otherwise (stderr in json mode)."""
+    """Progress sink: a rich status line in a TTY, plain lines otherwise (stderr in json mode), each
+    with a timestamp in CI, where a log is read afterwards."""
     out = app.out
     if not out.is_tty():
-        yield out.info
+        if os.environ.get("CI"):
+            import time
+
+            yield lambda text: out.info(f"[{time.strftime('%H:%M:%S')}] {text}")
+        else:
+            yield out.info
         return
     from rich.console import Console
 

@@ -130,3 +130,24 @@ def test_pt_test_unknown_image_is_a_usage_error_before_docker(project, run_pt, m
     assert r.exit_code == 2
     assert "unknown image 'modle'" in r.stderr and "did you mean 'model'?" in r.stderr
     assert "cannot reach Docker" not in r.stderr
+
+
+def test_progress_lines_are_timestamped_in_ci_only(monkeypatch):
+    import io
+    import re
+
+    from pipeline_tools.commands.images_cmd import _progress
+    from pipeline_tools.core.context import App
+    from pipeline_tools.core.output import Output
+
+    app = App()
+    app._out = Output("human", stdout=io.StringIO(), stderr=io.StringIO())
+    monkeypatch.setenv("CI", "true")
+    with _progress(app) as log:
+        log("model: pushing")
+    assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] model: pushing\n", app._out.stdout.getvalue())
+    monkeypatch.delenv("CI")
+    app._out = Output("human", stdout=io.StringIO(), stderr=io.StringIO())
+    with _progress(app) as log:
+        log("model: pushing")
+    assert app._out.stdout.getvalue() == "model: pushing\n"
