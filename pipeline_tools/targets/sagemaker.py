@@ -230,6 +230,7 @@ class Current:
 
     def to_dict(self) -> dict:
         return {"status": self.status, "endpoint_config": self.config,
+                "production_variant": (self.production or {}).get("VariantName"),
                 "production_model": (self.production or {}).get("ModelName"),
                 "shadow_model": (self.shadow or {}).get("ModelName"),
                 "production_image": self.production_image, "production_artifacts": self.production_artifacts,

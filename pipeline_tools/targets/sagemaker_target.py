@@ -285,7 +285,8 @@ class SageMakerTarget:
             creq = sm.endpoint_config_request(config, sm.variant(prod_name, model, t.instance_type, t.instance_count),
                                               None, capture, record_id=rid)
         else:
-            prod = {**(placement.data.get("production") or {}), "InitialVariantWeight": 1.0}
+            described = placement.data.get("production") or self.current().data.get("production") or {}
+            prod = {**described, "InitialVariantWeight": 1.0}
             mode, name = self.mode, naming.sagemaker_candidate_variant({prod_name})
             if mode == SHADOW:
                 name = naming.SAGEMAKER_SHADOW_VARIANT if prod_name != naming.SAGEMAKER_SHADOW_VARIANT else name
