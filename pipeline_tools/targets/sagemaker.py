@@ -223,6 +223,8 @@ class Current:
     production_artifacts: str | None = None
     failure_reason: str | None = None
     capture: dict | None = None
+    variants: tuple[dict, ...] = ()      # every production variant, with its runtime CurrentWeight
+    shadows: tuple[dict, ...] = ()
 
     @property
     def exists(self) -> bool:
@@ -243,9 +245,11 @@ def read_current(sagemaker: Any, endpoint: str) -> Current:
         return Current()
     cfg_name = ep.get("EndpointConfigName")
     ec = sagemaker.describe_endpoint_config(EndpointConfigName=cfg_name) if cfg_name else {}
-    prod = next(iter(ec.get("ProductionVariants") or []), None)
+    variants = live_variants(ep, ec)
+    prod = primary_variant(variants)
     # moto drops ShadowProductionVariants from describe calls; AWS returns them
-    shadow = next(iter(ec.get("ShadowProductionVariants") or []), None)
+    shadows = list(ec.get("ShadowProductionVariants") or ep.get("ShadowProductionVariants") or [])
+    shadow = next(iter(shadows), None)
     image = artifacts = None
     if prod and prod.get("ModelName"):
         try:
@@ -258,7 +262,36 @@ def read_current(sagemaker: Any, endpoint: str) -> Current:
             if not _missing(e):
                 raise
     return Current(ep.get("EndpointStatus"), cfg_name, prod, shadow, image, artifacts, ep.get("FailureReason"),
-                   ec.get("DataCaptureConfig"))
+                   ec.get("DataCaptureConfig"), tuple(variants), tuple(shadows))
+
+
+def live_variants(desc: dict, ec: dict) -> list[dict]:
+    """The config's production variants (as described) with the endpoint's runtime weights merged in
+    (`CurrentWeight`, else `DesiredWeight`, else the config's initial weight). Pure."""
+    runtime = {v.get("VariantName"): v for v in desc.get("ProductionVariants") or []}
+    out = []
+    for v in ec.get("ProductionVariants") or []:
+        r = runtime.get(v.get("VariantName")) or {}
+        w = next((float(x[k]) for x, k in ((r, "CurrentWeight"), (r, "DesiredWeight"), (v, "InitialVariantWeight"))
+                  if x.get(k) is not None), 1.0 if not r else 0.0)
+        out.append({**v, "CurrentWeight": w})
+    return out
+
+
+def primary_variant(variants: list[dict]) -> dict | None:
+    """The production variant that takes the traffic: the highest current (else desired, else
+    initial) weight; the first on a tie. Pure."""
+    def weight(v: dict) -> float:
+        for k in ("CurrentWeight", "DesiredWeight", "InitialVariantWeight"):
+            if v.get(k) is not None:
+                return float(v[k])
+        return 0.0
+
+    best: dict | None = None
+    for v in variants:
+        if best is None or weight(v) > weight(best):
+            best = v
+    return best
 
 
 # --- plan -------------------------------------------------------------------------------------
@@ -743,22 +776,6 @@ class ShadowReport:
                 "shadow": self.shadow.to_dict() if self.shadow else None,
                 "production": self.production.to_dict() if self.production else None,
                 "alarms": self.alarms.to_dict() if self.alarms else None}
-
-
-def primary_variant(variants: list[dict]) -> dict | None:
-    """The production variant that takes the traffic: the highest current (else desired, else
-    initial) weight; the first on a tie. Pure."""
-    def weight(v: dict) -> float:
-        for k in ("CurrentWeight", "DesiredWeight", "InitialVariantWeight"):
-            if v.get(k) is not None:
-                return float(v[k])
-        return 0.0
-
-    best: dict | None = None
-    for v in variants:
-        if best is None or weight(v) > weight(best):
-            best = v
-    return best
 
 
 def variant_names(desc: dict, record_data: dict | None = None) -> tuple[str, str]:

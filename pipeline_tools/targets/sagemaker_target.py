@@ -72,19 +72,6 @@ def image_digest(image: str | None) -> str | None:
     return image.rsplit("@", 1)[1]
 
 
-def live_variants(desc: dict, ec: dict) -> list[dict]:
-    """The config's production variants (as described) with the endpoint's runtime weights merged in
-    (`CurrentWeight`, else `DesiredWeight`, else the config's initial weight). Pure."""
-    runtime = {v.get("VariantName"): v for v in desc.get("ProductionVariants") or []}
-    out = []
-    for v in ec.get("ProductionVariants") or []:
-        r = runtime.get(v.get("VariantName")) or {}
-        w = next((float(x[k]) for x, k in ((r, "CurrentWeight"), (r, "DesiredWeight"), (v, "InitialVariantWeight"))
-                  if x.get(k) is not None), 1.0 if not r else 0.0)
-        out.append({**v, "CurrentWeight": w})
-    return out
-
-
 def routing(variants: list[dict], shadows: list[dict]) -> dict[str, float]:
     """Placement.weights: empty when one variant takes all traffic and no shadow runs; else the
     traffic share (%) of each production variant, and each shadow's share of copied requests. Pure."""
@@ -198,34 +185,19 @@ class SageMakerTarget:
 
     # reading
     def _read(self) -> dict | None:
-        """DescribeEndpoint + its config + the primary model, as one JSON-able dict (None: no endpoint)."""
-        desc = sm.describe_endpoint(self.sagemaker, self.endpoint)
-        if desc is None:
+        """What the endpoint runs (sagemaker.read_current) as one JSON-able dict (None: no endpoint)."""
+        cur = sm.read_current(self.sagemaker, self.endpoint)
+        if not cur.exists:
             return None
-        cfg_name = desc.get("EndpointConfigName")
-        ec = self.sagemaker.describe_endpoint_config(EndpointConfigName=cfg_name) if cfg_name else {}
-        variants = live_variants(desc, ec)
-        shadows = list(ec.get("ShadowProductionVariants") or desc.get("ShadowProductionVariants") or [])
-        primary = sm.primary_variant(variants) or {}
-        image = artifacts = None
-        if primary.get("ModelName"):
-            try:
-                c = self.sagemaker.describe_model(ModelName=primary["ModelName"]).get("PrimaryContainer") or {}
-                image = c.get("Image")
-                artifacts = ((c.get("ModelDataSource") or {}).get("S3DataSource") or {}).get("S3Uri") \
-                    or c.get("ModelDataUrl")
-            except Exception as e:
-                if not sm._missing(e):
-                    raise
-        return {"status": desc.get("EndpointStatus"), "failure_reason": desc.get("FailureReason"),
-                "EndpointConfigName": cfg_name, "primary": primary.get("VariantName"),
-                "production": sm.copy_variant(primary) if primary else None,
+        primary = cur.production or {}
+        return {"status": cur.status, "failure_reason": cur.failure_reason, "EndpointConfigName": cur.config,
+                "primary": primary.get("VariantName"), "production": sm.copy_variant(primary) if primary else None,
                 "variants": [{"name": v["VariantName"], "model": v.get("ModelName"), "weight": v["CurrentWeight"]}
-                             for v in variants],
-                "routing": routing(variants, shadows),
-                "shadow_variants": [{"name": s.get("VariantName"), "model": s.get("ModelName")} for s in shadows],
-                "image": image, "artifacts": artifacts,
-                "data_capture": _capture_summary(ec.get("DataCaptureConfig"))}
+                             for v in cur.variants],
+                "routing": routing(list(cur.variants), list(cur.shadows)),
+                "shadow_variants": [{"name": v.get("VariantName"), "model": v.get("ModelName")} for v in cur.shadows],
+                "image": cur.production_image, "artifacts": cur.production_artifacts,
+                "data_capture": _capture_summary(cur.capture)}
 
     def current(self) -> Placement:
         live = self._read()

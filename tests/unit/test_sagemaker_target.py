@@ -72,10 +72,10 @@ def test_live_variants_take_runtime_weights():
                                  {"VariantName": "candidate", "ModelName": "m1", "InitialVariantWeight": 0.0}]}
     desc = {"ProductionVariants": [{"VariantName": "AllTraffic", "CurrentWeight": 70.0},
                                    {"VariantName": "candidate", "DesiredWeight": 30.0}]}
-    got = smt.live_variants(desc, ec)
+    got = sm.live_variants(desc, ec)
     assert [(v["VariantName"], v["CurrentWeight"]) for v in got] == [("AllTraffic", 70.0), ("candidate", 30.0)]
     # DescribeEndpoint without variants (an old answer): the config's initial weights
-    assert [v["CurrentWeight"] for v in smt.live_variants({}, ec)] == [1.0, 0.0]
+    assert [v["CurrentWeight"] for v in sm.live_variants({}, ec)] == [1.0, 0.0]
 
 
 def test_routing():
