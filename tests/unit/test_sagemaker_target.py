@@ -410,3 +410,18 @@ def test_weighted_smoke_has_nothing_to_run(world):
     t = make(world, "weighted")
     t.smoke(Candidate("sagemaker:vision", "candidate", D_NEW, {"mode": "weighted"}))
     world["stub"].assert_no_pending_responses()
+
+
+def test_config_fields_and_their_errors():
+    cfg = config_mod.parse(CONFIG.replace("MODE", "shadow"))
+    t = cfg.targets.sagemaker
+    assert t.mode == "shadow" and t.production_variant == "AllTraffic" and t.shadow_wait == 600
+    plain = config_mod.parse(CONFIG.replace("MODE", "weighted").replace("    production_variant: AllTraffic\n", ""))
+    assert plain.targets.sagemaker.production_variant is None and sm.production_variant_name(plain, "staging") == \
+        "production"
+    for bad, where in (("    mode: blue-green\n", "targets.sagemaker.mode"),
+                       ("    production_variant: All_Traffic\n", "targets.sagemaker.production_variant")):
+        text = CONFIG.replace("    mode: MODE\n", "").replace("    production_variant: AllTraffic\n", bad)
+        with pytest.raises(config_mod.ConfigError) as e:
+            config_mod.parse(text)
+        assert where in str(e.value)
