@@ -330,6 +330,9 @@ class StepFunctionsTargetConfig(_Strict):
     substitutions: dict[str, str] = Field(default_factory=dict, description="${Name} -> value; `function:<key>` is "
                                                                             "that function's `live` alias ARN")
     stages: list[str] | None = Field(None, description="stages with this state machine (default: all)")
+    smoke_input: dict[str, Any] | None = Field(None, description="input of a smoke execution of the new version; "
+                                                                 "it must SUCCEED before traffic moves")
+    smoke_timeout: Duration = Field(300.0, description="deadline of the smoke execution")
 
 
 class BatchTargetConfig(_Strict):
@@ -346,6 +349,8 @@ class BatchTargetConfig(_Strict):
     smoke_command: list[str] | None = Field(None, description="command of the smoke job that gates a deploy "
                                                               "(default: `command`)")
     stages: list[str] | None = Field(None, description="stages with this job (default: all)")
+    smoke: bool = Field(True, description="run a smoke job on the new revision before the schedule moves")
+    smoke_timeout: Duration = Field(1800.0, description="deadline of the smoke job")
 
 
 class TargetsConfig(_Strict):
@@ -676,8 +681,12 @@ def parse(text: str, shown: str = DEFAULT_CONFIG, source: str | None = None) -> 
             path, message = _describe(err, data)
             add(path, message)
     from pipeline_tools.core.configcheck import checks as aws_checks
+    from pipeline_tools.core.configcheck_targets import checks as target_checks
 
-    for path, message in _cross_checks(data) + aws_checks(data):
+    # Files named in the config (a state machine's definition) are checked only when it came from
+    # a file: they are relative to it.
+    base_dir = Path(source).resolve().parent if source else None
+    for path, message in _cross_checks(data) + aws_checks(data) + target_checks(data, base_dir):
         add(path, message)
     if problems:
         problems.sort(key=lambda t: t[0])

@@ -107,17 +107,20 @@ def test_junit_counts(tmp_path):
 
 
 def test_ecr_registry_gets_token_from_ecr(project, aws, monkeypatch):
-    """No PT_REGISTRY: the stage's ECR, with basic-auth credentials from GetAuthorizationToken (moto)."""
+    """No PT_REGISTRY: the stage's ECR, asked through the ECR API; docker push gets basic-auth
+    credentials from GetAuthorizationToken (moto)."""
     from pipeline_tools.commands.images_cmd import _registry
     from pipeline_tools.core.config import load
     from pipeline_tools.core.context import App
+    from pipeline_tools.images.registry import EcrRegistry
 
     monkeypatch.delenv("PT_REGISTRY")
     app = App(stage="staging")
     app._config = load(project / "pipeline.yml")
     reg, creds, ecr = _registry(app, app.config())
-    assert reg.host == "111111111111.dkr.ecr.us-east-1.amazonaws.com" and not reg.http
-    assert creds.username == "AWS" and creds.password and reg.credentials is creds
+    assert isinstance(reg, EcrRegistry) and reg.host == "111111111111.dkr.ecr.us-east-1.amazonaws.com"
+    assert reg.account == "111111111111" and reg.ecr is ecr
+    assert creds.username == "AWS" and creds.password
     assert ecr.meta.endpoint_url == aws.endpoint
 
 

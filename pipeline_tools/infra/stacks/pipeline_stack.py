@@ -4,6 +4,9 @@ Stages without `promote_from` build:   Source → Build (pt build-push, pt test)
 (pt deploy --from-build) → Gate (pt gate --wait).
 Stages with `promote_from` never rebuild: Source → [Approve] → Promote (pt promote) → Gate.
 `Approve` (a Manual approval notifying the stage's SNS topic) exists when the stage has `approvals`.
+When CodePipeline can watch the gate alarms itself (infra/gate_conditions.py), Deploy/Promote get an
+onSuccess CloudWatchAlarm condition (rollback on ALARM) and Gate runs `pt gate` once, not `--wait`.
+CodeBuild keeps pip's cache (and docker's layer cache for docker steps) between builds.
 
 The source is a full clone (`CODEBUILD_CLONE_REF`), so every build has the commit's `.git` and
 `pt` can name its author (the image's .dockerignore keeps .git out of the build context).
@@ -27,6 +30,7 @@ from constructs import Construct
 
 from pipeline_tools.core import names
 from pipeline_tools.core.config import Config
+from pipeline_tools.infra.gate_conditions import AlarmRules, alarm_rules
 from pipeline_tools.infra.stacks.constructs import (
     SecureBucket,
     acknowledge,
@@ -90,6 +94,7 @@ class PipelineStack(Stack):
                                             + (" (not the commit author)" if st.approvals.two_person_rule else "")
                                             + f"; record them with `pt approve --stage {stage}`"))])
 
+        conditions = alarm_rules(cfg, stage)
         if st.promote_from:
             approve()
             promote = [f"pt promote --to {stage}"]
@@ -97,7 +102,7 @@ class PipelineStack(Stack):
                 # The console approval counts as one approver in the ledger (others: `pt approve`).
                 pipeline_name = names.pipeline_stack(cfg.project, stage)
                 promote.insert(0, f"pt approvals sync-codepipeline --stage {stage} --pipeline {pipeline_name}")
-            self._step("Promote", cfg, stage, source_out, promote)
+            self._step("Promote", cfg, stage, source_out, promote, conditions=conditions)
         else:
             build_out = codepipeline.Artifact("Build")
             self._step("Build", cfg, stage, source_out, [
@@ -107,8 +112,10 @@ class PipelineStack(Stack):
             approve()
             self._step("Deploy", cfg, stage, source_out,
                        [f"pt deploy --stage {stage} --from-build $CODEBUILD_SRC_DIR_Build/{BUILD_OUTPUT}"],
-                       extra_inputs=[build_out])
-        self._step("Gate", cfg, stage, source_out, [f"pt gate --stage {stage} --wait"])
+                       extra_inputs=[build_out], conditions=conditions)
+        # With stage conditions the pipeline did the (unbilled) waiting: one evaluation records the verdict.
+        self._step("Gate", cfg, stage, source_out,
+                   [f"pt gate --stage {stage}" + ("" if conditions.usable else " --wait")])
         # CDK's own grants to the pipeline, source and CodeBuild roles on this pipeline's artifact
         # store and key, and CodeBuild's default log group / report group patterns per project.
         findings = [f"Action::{a}" for a in ("s3:Abort*", "s3:DeleteObject*", "s3:GetBucket*", "s3:GetObject*",
@@ -123,11 +130,12 @@ class PipelineStack(Stack):
 
     def _step(self, name: str, cfg: Config, stage: str, source: codepipeline.Artifact, commands: list[str], *,
               docker: bool = False, output: codepipeline.Artifact | None = None, reports: bool = False,
-              extra_inputs: list[codepipeline.Artifact] | None = None) -> None:
+              extra_inputs: list[codepipeline.Artifact] | None = None, conditions: AlarmRules | None = None) -> None:
         spec: dict = {
             "version": "0.2",
             "env": {"shell": "bash", "variables": {
                 "PT_STAGE": stage, "AWS_PROFILE": "pt-deploy", "AWS_CONFIG_FILE": "/tmp/pt-aws-config"}},
+            "cache": {"paths": ["/root/.cache/pip/**/*"]},
             "phases": {
                 "install": {"commands": [f"python3 -m pip install --quiet '{cfg.cdk.pt_install}'"]},
                 "pre_build": {"commands": [
@@ -160,6 +168,9 @@ class PipelineStack(Stack):
             environment_variables={"PT_DEPLOY_ROLE_ARN": codebuild.BuildEnvironmentVariable(
                 value=self.deploy_role_arn)},
             build_spec=codebuild.BuildSpec.from_object(spec),
+            # pip's cache between builds; docker steps also keep their layer cache
+            cache=codebuild.Cache.local(*([codebuild.LocalCacheMode.DOCKER_LAYER] if docker else []),
+                                        codebuild.LocalCacheMode.CUSTOM),
             logging=codebuild.LoggingOptions(cloud_watch=codebuild.CloudWatchLoggingOptions(
                 log_group=self.build_logs, prefix=name.lower())),
         )
@@ -169,6 +180,13 @@ class PipelineStack(Stack):
         if docker:
             acknowledge(project, AwsSolutions_CB3=(
                 "privileged mode is required to run docker build/push (pt test, pt build-push)"))
+        extra: dict = {}
+        if conditions is not None and conditions.usable:
+            rules = [codepipeline.Rule(name=r["name"], provider="CloudWatchAlarm", version="1",
+                                       configuration=r["configuration"]) for r in conditions.rules]
+            extra["on_success"] = codepipeline.Conditions(conditions=[codepipeline.Condition(
+                result=codepipeline.Result.ROLLBACK, rules=rules)])
+            extra["on_failure"] = codepipeline.FailureConditions(result=codepipeline.Result.ROLLBACK)
         self.pipeline.add_stage(stage_name=name, actions=[actions.CodeBuildAction(
             action_name=name, project=project, input=source, extra_inputs=extra_inputs,
-            outputs=[output] if output is not None else None, role=None)])
+            outputs=[output] if output is not None else None, role=None)], **extra)
