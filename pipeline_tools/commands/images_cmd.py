@@ -81,7 +81,7 @@ def _registry(app: App, cfg):
 @click.option("--provenance", is_flag=True, help="buildx: attach a SLSA provenance attestation (mode=max).")
 @click.option("--sbom", is_flag=True, help="buildx: attach an SBOM attestation.")
 @click.option("--secret", "secrets", multiple=True, metavar="id=NAME,src=FILE",
-              help="BuildKit build secret (RUN --mount=type=secret), never part of the image or its tag.")
+              help="BuildKit build secret (a RUN step mounts it with type=secret), never part of the image or its tag.")
 @dry_run_option
 @output_option
 @pass_app
