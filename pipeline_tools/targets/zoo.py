@@ -44,6 +44,7 @@ from pipeline_tools.targets.zoo_plan import (
     gc_candidates,
     lambda_time,
     plan_models,
+    protected_versions,
     select,
     short,
 )
@@ -778,11 +779,11 @@ def gc(cfg: Any, stage: str, d: ZooDeps, *, older_than: float, dry_run: bool = F
         v = read_consumer(c, ssm=d.ssm, lc=lc)
         if v:
             used_by_consumers.add(v)
-    keep_for_revert: set[str] = set()
-    last = last_apply(d.ledger, stage)
-    for s in (last.data.get("models") or []) if last else []:
-        if s.get("previous_version"):
-            keep_for_revert.add(qualified(s["function"], s["previous_version"]))
+    # Not only the last apply's previous versions: per function, whichever record touched it last,
+    # and every unreverted apply's previous version (revert walks back through them).
+    keep_for_revert = protected_versions(
+        {**r.data, "state": r.state} for r in d.ledger.query(stage, ZOO)
+        if r.data.get("operation") in ("apply", "revert"))
     plan = []
     for model in select(zoo.models, models):
         for fn in function_names(cfg, stage, model):

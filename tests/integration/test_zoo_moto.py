@@ -518,3 +518,31 @@ def test_prod_window_and_override(zoo, run_pt):
     rec = zoo.records("prod", "apply")[0]
     assert rec.state == "succeeded" and rec.data["window"]["overridden"] and rec.data["window"]["reason"] == "INC-7"
     assert rec.transitions[0]["reason"] == "window override: INC-7"
+
+
+def test_gc_keeps_the_previous_version_of_a_model_another_apply_did_not_touch(zoo, run_pt):
+    """apply A (resnet v1 → v2), apply B (bert's copy), gc: resnet v1 is no alias's and no consumer's,
+    and B is the newest apply — still v1 stays, so reverting B then A works."""
+    from pipeline_tools.core import config
+    from pipeline_tools.release.ledger import Ledger
+    from pipeline_tools.targets import zoo as z
+
+    assert pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1).exit_code == 0
+    zoo.set_resnet("weights-2")
+    assert pt(run_pt, zoo, "apply", "--stage", "staging", "--model", "resnet").exit_code == 0  # A
+    zoo.set_bert("bert-2")
+    assert pt(run_pt, zoo, "apply", "--stage", "staging", "--model", "bert").exit_code == 0  # B
+    assert zoo.alias("zz-staging-resnet") == "2" and zoo.exists("zz-staging-bert_copy")
+
+    cfg = config.load(zoo.config)
+    d = z.ZooDeps(lambda_client=zoo.lam, ssm=zoo.ssm, ledger=Ledger(zoo.aws.client("dynamodb"), "zz-ledger"),
+                  clock=lambda: time.time() + 15 * 86400, sleep=lambda _s: None, actor={"name": "alice"})
+    done = z.gc(cfg, "staging", d, older_than=14 * 86400)
+    assert ("zz-staging-resnet", "1") not in {(p["function"], p["version"]) for p in done["deleted"]}
+
+    assert pt(run_pt, zoo, "revert", "--stage", "staging").exit_code == 0  # B: the copy goes
+    assert not zoo.exists("zz-staging-bert_copy")
+    r = pt(run_pt, zoo, "revert", "--stage", "staging")  # A: resnet back to v1, which gc kept
+    assert r.exit_code == 0, r
+    assert zoo.alias("zz-staging-resnet") == "1"
+    assert zoo.consumers("staging") == ("zz-staging-resnet:1", "zz-staging-resnet:1")
