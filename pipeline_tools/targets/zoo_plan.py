@@ -102,6 +102,7 @@ class ZooPlan:
     stage: str
     models: tuple[ModelPlan, ...]
     set_digest: str
+    reads: dict | None = None         # where what runs was read: {"ledger": n, "aws": m, ...}
 
     @property
     def noop(self) -> bool:
@@ -115,7 +116,7 @@ class ZooPlan:
 
     def to_dict(self) -> dict:
         return {"stage": self.stage, "set_digest": self.set_digest, "noop": self.noop, "counts": self.counts(),
-                "models": [m.to_dict() for m in self.models]}
+                "models": [m.to_dict() for m in self.models], **({"reads": self.reads} if self.reads else {})}
 
     def rows(self) -> list[list[str]]:
         return [[m.model, m.action, m.function, short(m.artifacts), m.reason] for m in self.models]
@@ -360,3 +361,69 @@ def protected_versions(records: Iterable[Mapping[str, Any]]) -> set[str]:
                 seen.add(fn)
                 keep.update(f"{fn}:{v}" for v in ends if v)
     return keep
+
+
+# --- what runs, as the ledger left it (plan's cache) -----------------------------------------
+
+UNKNOWN = object()  # a function whose state the ledger cannot tell: read it from AWS
+
+
+class LedgerView:
+    """What each zoo function runs according to the stage's zoo records (fed newest first) — pure.
+
+    pt zoo is the only writer of its functions' alias `live` and records every move, so the newest
+    record that touched a function tells what runs, as long as it ended cleanly:
+    * a succeeded apply: the version it published (and its artifacts, image);
+    * an apply rolled back or reverted (and its revert record) changed nothing in the end: look
+      further back, expecting the version it went back to;
+    * anything else (running, failed with undo errors, older records without the image) → unknown.
+    `state(fn)` is a Deployed, or UNKNOWN (read it from AWS). A hand-moved alias is not seen here:
+    `pt zoo plan --refresh` and every `pt zoo apply` read AWS instead.
+    """
+
+    def __init__(self, functions: Iterable[str]):
+        self.wanted = set(functions)
+        self.known: dict[str, Any] = {}
+        self._expect: dict[str, str | None] = {}  # version a transparent record went back to (None: no function)
+
+    @property
+    def done(self) -> bool:
+        return len(self.known) == len(self.wanted)
+
+    def state(self, fn: str) -> Any:
+        if fn in self.known:
+            return self.known[fn]
+        return Deployed(fn) if self._expect.get(fn, "?") is None else UNKNOWN
+
+    def _settle(self, fn: str, value: Any) -> None:
+        if fn not in self.wanted or fn in self.known:
+            return
+        if fn in self._expect and value is not UNKNOWN:
+            exp = self._expect[fn]
+            got = value.version if value.exists else None
+            value = value if got == exp else UNKNOWN
+        self.known[fn] = value
+
+    def feed(self, rec: Mapping[str, Any]) -> None:
+        op, st = rec.get("operation"), rec.get("state")
+        models = rec.get("models") or []
+        if op not in ("apply", "revert") or (op == "apply" and rec.get("refused")):
+            return
+        if op == "revert":
+            if st != "succeeded":
+                for m in models:
+                    self._settle(m.get("function"), UNKNOWN)
+            return  # a succeeded revert: the apply it reverted is marked reverted_by, see below
+        transparent = st == "rolled_back" or (st == "succeeded" and rec.get("reverted_by"))
+        for m in models:
+            fn = m.get("function")
+            if fn not in self.wanted or fn in self.known:
+                continue
+            if transparent:
+                if fn not in self._expect:
+                    self._expect[fn] = None if m.get("created") else m.get("previous_version")
+            elif st == "succeeded" and m.get("version") and m.get("image_uri"):
+                self._settle(fn, Deployed(fn, True, m["version"], m.get("artifacts"), m.get("image_digest"),
+                                          m["image_uri"]))
+            else:
+                self._settle(fn, UNKNOWN)

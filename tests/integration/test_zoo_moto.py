@@ -546,3 +546,25 @@ def test_gc_keeps_the_previous_version_of_a_model_another_apply_did_not_touch(zo
     assert r.exit_code == 0, r
     assert zoo.alias("zz-staging-resnet") == "1"
     assert zoo.consumers("staging") == ("zz-staging-resnet:1", "zz-staging-resnet:1")
+
+
+def test_apply_in_waves_cli_progress_and_json(zoo, run_pt):
+    text = zoo.config.read_text().replace("    - {model: resnet, function: api, variable: RESNET_FN}\n",
+                                          "    - {model: resnet, function: api, variable: RESNET_FN}\n"
+                                          "  waves: [1, rest]\n  wave_bake: 0.1s\n  parallel: 2\n")
+    zoo.config.write_text(text)
+    r = pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1, "--output", "json")
+    assert r.exit_code == 0, r
+    st = r.json()["stages"][0]
+    assert [len(w["consumers"]) for w in st["waves"]] == [1, 1]
+    assert st["waves"][0]["gate"]["status"] == "PASS" and st["waves"][1]["gate"] is None
+    assert "staging: wave 1/2: re-pointing 1 consumer(s): ssm:/zz/staging/resnet" in r.stderr
+    assert "staging: wave 1/2: gate PASS" in r.stderr and "staging: wave 2/2: re-pointing" in r.stderr
+    assert zoo.consumers("staging") == ("zz-staging-resnet:1", "zz-staging-resnet:1")
+    rec = zoo.records("staging", "apply")[0]
+    assert [(c["consumer"], c["wave"], c["outcome"]) for c in rec.data["consumers"]] == [
+        ("ssm:/zz/staging/resnet", 1, "set"), ("lambda:zz-staging-api#RESNET_FN", 2, "set")]
+    zoo.set_resnet("weights-2")
+    r = pt(run_pt, zoo, "apply", "--stage", "staging")
+    assert r.exit_code == 0, r
+    assert "wave 1: 1 consumer(s); gate PASS" in r.stdout and "wave 2: 1 consumer(s)" in r.stdout

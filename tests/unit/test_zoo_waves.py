@@ -1,4 +1,4 @@
-"""Pure parts of zoo waves and gc protection (zoo_plan): wave sizes, coverage, split, protected versions."""
+"""Pure parts of zoo_plan: wave sizes, coverage, split; versions gc keeps; the ledger view plan reads."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline_tools.targets.zoo_plan import (
+    UNKNOWN,
+    LedgerView,
     check_coverage,
     check_waves,
     parse_wave,
@@ -128,3 +130,69 @@ def test_protected_versions_revert_keeps_where_it_went_and_failed_applies_count(
     assert protected_versions([{"operation": "gc", "models": [{"function": "a", "version": "1"}]}]) == set()
     created = [_apply("a", "1", None)]
     assert protected_versions(created) == {"a:1"}
+
+
+# --- LedgerView: what runs, from the zoo records -------------------------------------------------
+
+def _step(fn, version, previous=None, created=False, image="repo@sha256:i", artifacts="sha256:a"):
+    return {"function": fn, "version": version, "previous_version": previous, "created": created,
+            "image_uri": image, "image_digest": "sha256:i", "artifacts": artifacts}
+
+
+def _view(records, wanted=("f",)):
+    v = LedgerView(wanted)
+    for r in records:
+        v.feed(r)
+    return v
+
+
+def test_view_a_succeeded_apply_tells_what_runs():
+    v = _view([{"operation": "apply", "state": "succeeded", "models": [_step("f", "3", "2")]}])
+    st = v.state("f")
+    assert (st.exists, st.version, st.artifacts, st.image_uri) == (True, "3", "sha256:a", "repo@sha256:i")
+    assert st.live and not st.weighted
+    assert v.done
+
+
+def test_view_unknown_without_records_running_records_and_old_records_without_image():
+    assert _view([]).state("f") is UNKNOWN
+    for state in ("locked", "applying", "repointing", "failed"):
+        assert _view([{"operation": "apply", "state": state, "models": [_step("f", "3", "2")]}]).state("f") is UNKNOWN
+    old = {"operation": "apply", "state": "succeeded", "models": [{**_step("f", "3"), "image_uri": None}]}
+    assert _view([old]).state("f") is UNKNOWN
+    failed_revert = {"operation": "revert", "state": "failed", "models": [{"function": "f", "to_version": "2"}]}
+    ok = {"operation": "apply", "state": "succeeded", "models": [_step("f", "2")]}
+    assert _view([failed_revert, ok]).state("f") is UNKNOWN
+
+
+def test_view_rolled_back_and_reverted_applies_are_looked_through():
+    older = {"operation": "apply", "state": "succeeded", "models": [_step("f", "2", "1")]}
+    rolled = {"operation": "apply", "state": "rolled_back", "models": [_step("f", "3", "2")]}
+    reverted = {"operation": "apply", "state": "succeeded", "reverted_by": "r", "models": [_step("f", "3", "2")]}
+    revert = {"operation": "revert", "state": "succeeded", "models": [{"function": "f", "to_version": "2"}]}
+    for newest in ([rolled], [revert, reverted]):
+        assert _view([*newest, older]).state("f").version == "2"
+    # … expecting the version they went back to: anything else is unknown
+    mismatch = {"operation": "apply", "state": "succeeded", "models": [_step("f", "7", "6")]}
+    assert _view([rolled, mismatch]).state("f") is UNKNOWN
+
+
+def test_view_a_created_function_rolled_back_or_reverted_is_gone():
+    created = {"operation": "apply", "state": "rolled_back", "models": [_step("f", "1", None, created=True)]}
+    st = _view([created]).state("f")
+    assert st is not UNKNOWN and not st.exists
+    first = {"operation": "apply", "state": "succeeded", "reverted_by": "r", "models": [_step("f", "1", None, True)]}
+    assert not _view([first]).state("f").exists
+
+
+def test_view_ignores_other_functions_gc_and_refused_records_and_stops_when_done():
+    gc = {"operation": "gc", "state": "succeeded", "delete": [{"function": "f", "version": "1"}]}
+    refused = {"operation": "apply", "state": "failed", "refused": True}
+    other = {"operation": "apply", "state": "succeeded", "models": [_step("g", "5")]}
+    ok = {"operation": "apply", "state": "succeeded", "models": [_step("f", "2")]}
+    v = _view([gc, refused, other], wanted=("f", "g"))
+    assert not v.done and v.state("f") is UNKNOWN and v.state("g").version == "5"
+    v.feed(ok)
+    assert v.done and v.state("f").version == "2"
+    newer_first = _view([ok, {"operation": "apply", "state": "succeeded", "models": [_step("f", "9")]}])
+    assert newer_first.state("f").version == "2"  # the newest record wins
