@@ -459,7 +459,8 @@ def _deploy_model(cfg: Any, stage: str, m: ModelPlan, where: str, rid: str, d: Z
     if m.previous_version is not None and version == m.previous_version:
         raise DeployFailed(f"publishing {m.function} returned the live version v{version} (nothing new published)",
                            "check the function's code and configuration")
-    lo.set_alias(lc, m.function, version, {}, exists=lo.read_alias(lc, m.function).exists, sleep=d.sleep)
+    # the plan (read just before) knows whether alias live exists; creating it falls back to an update
+    lo.set_alias(lc, m.function, version, {}, exists=m.previous_version is not None, sleep=d.sleep)
     return version
 
 
@@ -761,7 +762,7 @@ def _roll_models(cfg: Any, plan: ZooPlan, d: ZooDeps, rid: str, rec: Record, ste
         batch = [(m, {"model": m.model, "action": m.action, "function": m.function, "created": m.create,
                       "apply_id": rid, "previous_version": m.previous_version, "version": None,
                       "artifacts": m.artifacts, "artifacts_location": m.location, "image_digest": m.image_digest,
-                      "image_uri": m.image_uri})
+                      "image_repo": (m.image_uri or "").split("@", 1)[0] or None})
                  for m in changing[i:i + wave]]
         steps.extend(step for _, step in batch)
         names_ = ", ".join(m.model for m, _ in batch)

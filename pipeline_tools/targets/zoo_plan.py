@@ -422,8 +422,8 @@ class LedgerView:
             if transparent:
                 if fn not in self._expect:
                     self._expect[fn] = None if m.get("created") else m.get("previous_version")
-            elif st == "succeeded" and m.get("version") and m.get("image_uri"):
-                self._settle(fn, Deployed(fn, True, m["version"], m.get("artifacts"), m.get("image_digest"),
-                                          m["image_uri"]))
+            elif st == "succeeded" and m.get("version") and m.get("image_repo") and m.get("image_digest"):
+                self._settle(fn, Deployed(fn, True, m["version"], m.get("artifacts"), m["image_digest"],
+                                          f"{m['image_repo']}@{m['image_digest']}"))
             else:
                 self._settle(fn, UNKNOWN)

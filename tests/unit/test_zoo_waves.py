@@ -134,9 +134,9 @@ def test_protected_versions_revert_keeps_where_it_went_and_failed_applies_count(
 
 # --- LedgerView: what runs, from the zoo records -------------------------------------------------
 
-def _step(fn, version, previous=None, created=False, image="repo@sha256:i", artifacts="sha256:a"):
+def _step(fn, version, previous=None, created=False, repo="repo", artifacts="sha256:a"):
     return {"function": fn, "version": version, "previous_version": previous, "created": created,
-            "image_uri": image, "image_digest": "sha256:i", "artifacts": artifacts}
+            "image_repo": repo, "image_digest": "sha256:i", "artifacts": artifacts}
 
 
 def _view(records, wanted=("f",)):
@@ -158,7 +158,7 @@ def test_view_unknown_without_records_running_records_and_old_records_without_im
     assert _view([]).state("f") is UNKNOWN
     for state in ("locked", "applying", "repointing", "failed"):
         assert _view([{"operation": "apply", "state": state, "models": [_step("f", "3", "2")]}]).state("f") is UNKNOWN
-    old = {"operation": "apply", "state": "succeeded", "models": [{**_step("f", "3"), "image_uri": None}]}
+    old = {"operation": "apply", "state": "succeeded", "models": [{**_step("f", "3"), "image_repo": None}]}
     assert _view([old]).state("f") is UNKNOWN
     failed_revert = {"operation": "revert", "state": "failed", "models": [{"function": "f", "to_version": "2"}]}
     ok = {"operation": "apply", "state": "succeeded", "models": [_step("f", "2")]}
