@@ -388,3 +388,36 @@ def test_the_cache_looks_through_a_revert_and_apply_reads_lambda(setup):
     assert z.plan_stage(cfg, "staging", deps=d, image_uri=IMG, models=MODELS[:1], cached=True).noop
     fresh = z.plan_stage(cfg, "staging", deps=d, image_uri=IMG, models=MODELS[:1])
     assert fresh.models[0].action == "new-version" and fresh.models[0].previous_version == "2"
+
+
+class Throttled(Watching):
+    """Lambda answers TooManyRequestsException to the first two PublishVersion calls of every model."""
+
+    def __init__(self, real):
+        super().__init__(real)
+        self.throttled: dict[str, int] = {}
+
+    def publish_version(self, **kw):
+        from botocore.exceptions import ClientError
+
+        with self.lock:
+            n = self.throttled.get(kw["FunctionName"], 0)
+            self.throttled[kw["FunctionName"]] = n + 1
+        if n < 2:
+            raise ClientError({"Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"},
+                               "ResponseMetadata": {"HTTPStatusCode": 429}}, "PublishVersion")
+        return self.real.publish_version(**kw)
+
+
+def test_throttling_under_parallel_apply_is_retried_and_every_model_recorded(setup):
+    aws, cfg, led = setup
+    lc = Throttled(aws.client("lambda"))
+    slept: list[float] = []
+    d = _deps(aws, led, lc, 4)
+    d.sleep = slept.append
+    rec = z.apply_stage(cfg, z.plan_stage(cfg, "staging", deps=d, image_uri=IMG), d)
+    assert rec.state == "succeeded"
+    assert all(n == 3 for n in lc.throttled.values()) and len(lc.throttled) == len(MODELS)
+    assert slept.count(0.2) >= len(MODELS) and slept.count(0.4) >= len(MODELS)  # backed off, then went on
+    stored = led.get("staging", rec.id)
+    assert sorted(m["model"] for m in stored.data["models"] if m["version"]) == MODELS
