@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -490,6 +491,25 @@ class ZooConfig(_Strict):
     gc_older_than: Age = Field(14 * 86400.0, description="`pt zoo gc` default age")
     role: str | None = Field(None, description="execution role ARN for model functions pt creates "
                                                "(default: the role of the running <model> function)")
+    waves: list[int | str] | None = Field(
+        None, description="re-point consumers in waves, the stage's gate between them: counts, percentages "
+                          "and \"rest\" (last), e.g. [1, \"10%\", \"rest\"]; default: all at once")
+    wave_bake: Duration | None = Field(None, description="gate time between waves (default: the stage's deploy.bake)")
+    parallel: int = Field(8, ge=1, le=64, description="models / consumers rolled out at once (`--parallel`)")
+
+    @field_validator("waves")
+    @classmethod
+    def _waves(cls, v: list[int | str] | None, info: ValidationInfo) -> list[int | str] | None:
+        if v is None:
+            return v
+        from pipeline_tools.targets.zoo_plan import check_coverage
+
+        n = len(info.data.get("consumers") or [])
+        try:
+            check_coverage(v, n)
+        except ValueError as e:
+            raise ValueError(f"{e} ({n} in zoo.consumers)" if "place" in str(e) else str(e)) from None
+        return v
 
     @model_validator(mode="after")
     def _names(self) -> ZooConfig:
