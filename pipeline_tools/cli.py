@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "approvals": ("pipeline_tools.commands.promote_cmd:approvals", "List approvals for a stage; sync CodePipeline approvals."),
     "promote": ("pipeline_tools.commands.promote_cmd:promote", "Promote the digest that passed the previous stage."),
     "artifacts": ("pipeline_tools.commands.artifacts_cmd:artifacts", "SHA-256 manifests and content-addressed sync of model artifacts."),
-    "logs": ("pipeline_tools.commands.logs_cmd:logs", "Scan logs for sensitive identifiers; archive logs to S3."),
+    "logs": ("pipeline_tools.commands.logs_cmd:logs", "Scan logs for sensitive identifiers; follow them redacted; archive them to S3."),
     "teardown": ("pipeline_tools.commands.teardown_cmd:teardown", "Delete what a stage owns, in order, with an evidence report."),
     "local": ("pipeline_tools.commands.local_cmd:local", "Start/stop the embedded local stack (moto server + registry)."),
     "release": ("pipeline_tools.commands.local_cmd:release", "Run the whole release pipeline (locally with --local)."),
