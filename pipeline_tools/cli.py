@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("pipeline_tools.commands.deploy_cmd:rollback", "Point a stage back to its previous succeeded deploy."),
     "recover": ("pipeline_tools.commands.deploy_cmd:recover", "Finish or roll back a deploy that died mid-way."),
     "status": ("pipeline_tools.commands.deploy_cmd:status", "Show what runs where: versions, digests, weights, last deploy."),
-    "history": ("pipeline_tools.commands.deploy_cmd:history", "List a stage's deploys from the ledger."),
+    "history": ("pipeline_tools.commands.deploy_cmd:history", "List a stage's deploys (or, with --kind, every record kind) from the ledger."),
     "gate": ("pipeline_tools.commands.promote_cmd:gate", "Decide PASS/FAIL/WAIT for a stage from its CloudWatch alarms."),
     "approve": ("pipeline_tools.commands.promote_cmd:approve", "Approve the digest waiting for a stage."),
     "reject": ("pipeline_tools.commands.promote_cmd:reject", "Reject the digest waiting for a stage."),

@@ -60,3 +60,29 @@ def change_record(app: App, deploy_id: str | None, next_: bool, fmt: str, out_fi
         if problem:
             app.out.warn(problem)
     return 0
+
+
+def history_records(app: App, stage: str, *, kinds: tuple[str, ...], since: str | None, until: str | None,
+                    limit: int, next_token: str | None, client, table: str) -> int:
+    """`pt history` with --kind/--since/--until/--next: every record kind (ops/records.history_page)."""
+    from pipeline_tools.ops import records
+
+    now = time.time()
+    want = () if "all" in kinds else kinds
+    rows, token = records.history_page(client, table, stage, kinds=want,
+                                       since=records.parse_when(since, now, "--since"),
+                                       until=records.parse_when(until, now, "--until", end_of_day=True),
+                                       limit=limit, next_token=next_token,
+                                       on_corrupt=lambda e: app.out.warn(f"skipped: {e.message}"))
+
+    def human(o) -> None:
+        o.table([(r["created"], r["kind"], r["id"], r["state"] or "", r["actor"] or "",
+                  (r["digest"] or "")[:19], r["what"][:60], (r["reason"] or "")[:60]) for r in rows],
+                ["created", "kind", "id", "state", "actor", "digest", "what", "reason"])
+        if token:
+            again = " ".join([f"pt history --stage {stage} -n {limit}", *(f"--kind {k}" for k in kinds),
+                              *([f"--since {since}"] if since else []), *([f"--until {until}"] if until else [])])
+            o.info(f"more: {again} --next {token}")
+
+    app.out.result({"stage": stage, "kinds": list(want), "records": rows, "next": token}, human)
+    return 0
