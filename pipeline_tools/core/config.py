@@ -252,6 +252,17 @@ class NotificationsConfig(_Strict):
     sns: bool = False
 
 
+class ChangeRecordRepo(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="shown as the repository's block heading")
+    path: str = Field(min_length=1, description="git checkout, relative to pipeline.yml's directory")
+
+
+class ChangeRecordConfig(_Strict):
+    repos: list[ChangeRecordRepo] = Field(
+        default_factory=list, description="repositories whose commits a change record lists, one block each; the "
+                                          "first is the one whose revision deploys record (default: --repo)")
+
+
 class ArtifactsConfig(_Strict):
     bucket: str = names.default_bucket_template()
     paths: list[str] = Field(default_factory=list)
@@ -461,6 +472,7 @@ class Config(_Strict):
     stages: dict[str, StageConfig] = Field(min_length=1)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
+    change_record: ChangeRecordConfig = Field(default_factory=ChangeRecordConfig)
     cdk: CdkConfig = Field(default_factory=CdkConfig)
     targets: TargetsConfig = Field(default_factory=TargetsConfig)
     zoo: ZooConfig | None = None

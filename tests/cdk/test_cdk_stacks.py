@@ -278,6 +278,11 @@ def test_prod_pipeline_approves_then_promotes_without_rebuilding(synthesized):
     approve = p["Stages"][1]["Actions"][0]
     assert approve["ActionTypeId"]["Provider"] == "Manual"
     assert "iris-prod-events" in str(approve["Configuration"]["NotificationArn"])
+    # approvers land on the change record `pt change-record --stage prod --next --publish` wrote
+    assert approve["Configuration"]["ExternalEntityLink"] == (
+        "https://us-east-1.console.aws.amazon.com/s3/object/iris-prod-artifacts?region=us-east-1"
+        "&bucketType=general&prefix=change-records/prod/latest.md")
+    assert "change record" in approve["Configuration"]["CustomData"]
     projects = resources(raw, "AWS::CodeBuild::Project").values()
     specs = " ".join(str(pr["Properties"]["Source"]["BuildSpec"]) for pr in projects)
     assert "pt promote --to prod" in specs and "build-push" not in specs
