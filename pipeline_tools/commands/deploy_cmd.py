@@ -55,9 +55,12 @@ def _deps(app: App, stage: str, led=None, who: dict | None = None):
     from pipeline_tools.release.deploy import Deps
 
     factory = app.aws(stage)
+    gate_cfg = getattr(app.config().stages[stage], "gate", None)
+    reports = any(getattr(s, "report", None) for s in getattr(gate_cfg, "signals", None) or ())
     return Deps(lambda_client=factory.client("lambda"), cloudwatch=factory.client("cloudwatch"),
                 ledger=led if led is not None else _ledger(app, stage), clock=time.time, sleep=time.sleep,
-                log=app.out.log, actor=who if who is not None else _who(app, stage))
+                log=app.out.log, actor=who if who is not None else _who(app, stage),
+                s3=factory.client("s3") if reports else None)
 
 
 def _guard(app: App, stage: str, digest: str, break_glass: bool, reason: str | None, dry_run: bool):

@@ -205,7 +205,7 @@ def test_deploy_role_grants_exactly_what_pt_needs(synthesized):
     # `*` resources only for read-only / account-level calls without resource scope
     star = sorted(a for s in policy["Statement"] if s["Resource"] == "*" for a in as_list(s["Action"]))
     assert star == ["cloudwatch:DescribeAlarmHistory", "cloudwatch:DescribeAlarms", "cloudwatch:GetMetricData",
-                    "ecr:GetAuthorizationToken", "logs:DescribeLogGroups", "sns:ListTopics"]
+                    "cloudwatch:ListMetrics", "ecr:GetAuthorizationToken", "logs:DescribeLogGroups", "sns:ListTopics"]
 
 
 def test_no_wildcard_actions_on_wildcard_resources(synthesized):

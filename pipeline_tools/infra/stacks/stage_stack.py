@@ -334,7 +334,8 @@ class DeployRole(Construct):
                                                           "cloudwatch:DescribeAlarmHistory"],
                                 resources=["*"]),
             iam.PolicyStatement(sid="ReadOnlyUnscoped", resources=["*"], actions=[
-                "cloudwatch:GetMetricData", "logs:DescribeLogGroups", "sns:ListTopics"]),
+                # GetMetricData/ListMetrics: gate signals (ListMetrics tells "no data" from "no such metric")
+                "cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "logs:DescribeLogGroups", "sns:ListTopics"]),
             *ledger_statements(st),
             iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
             iam.PolicyStatement(
@@ -389,7 +390,8 @@ class DeployRole(Construct):
             "each wildcard is scoped: versions/aliases (`:*`) of this stage's functions, their log groups' "
             "streams, objects in this stage's artifacts bucket, approval actions of this stage's pipeline, "
             "the AWS-managed SSM key only via SSM; `*` only for calls without resource scope "
-            "(read-only cloudwatch:DescribeAlarms/DescribeAlarmHistory/GetMetricData, logs:DescribeLogGroups, "
+            "(read-only cloudwatch:DescribeAlarms/DescribeAlarmHistory/GetMetricData/ListMetrics, "
+            "logs:DescribeLogGroups, "
             "sns:ListTopics; ecr:GetAuthorizationToken)"),
             findings)
 
