@@ -263,6 +263,21 @@ class StageTeardownConfig(_Strict):
                                                             "`pt teardown` deletes too")
 
 
+class OpenSearchShippingConfig(_Strict):
+    domain_arn: str = Field(pattern=r"^arn:aws[a-z-]*:es:[a-z0-9-]+:\d{12}:domain/[a-z][a-z0-9-]{2,27}$",
+                            description="arn:aws:es:REGION:ACCOUNT:domain/NAME (the forwarder may post to it)")
+    endpoint: str = Field(pattern=r"^https://[A-Za-z0-9.-]+$", description="https://… domain endpoint")
+    groups: list[str] = Field(default_factory=list, description="log groups to ship (default: the stage's "
+                                                                "function log groups)")
+    index: str = Field("{project}-{stage}-logs", pattern=r"^[a-z0-9{][a-z0-9_{}.-]*$",
+                       description="index prefix; a -YYYY.MM.DD suffix is added per day")
+    filter_pattern: str = Field("", description="CloudWatch Logs filter pattern (default: every event)")
+
+
+class StageLogsConfig(_Strict):
+    opensearch: OpenSearchShippingConfig | None = None
+
+
 class StageConfig(_Strict):
     account: str = Field(pattern=r"^\d{12}$", description="12-digit AWS account id")
     region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="defaults to the top-level region")
@@ -281,6 +296,7 @@ class StageConfig(_Strict):
                              description="role ARN pt assumes for this stage when the caller is in another account "
                                          "(default: <project>-<stage>-deploy in the stage's account; docs/accounts.md)")
     teardown: StageTeardownConfig | None = Field(None, description="more that `pt teardown` deletes (docs/ops.md)")
+    logs: StageLogsConfig | None = Field(None, description="log shipping (docs/ops.md, \"Log shipping\")")
 
     @field_validator("account", mode="before")
     @classmethod
