@@ -193,9 +193,11 @@ def tail(client: Any, groups: Sequence[str], *, since: float | None, pattern: st
                 if len(arns) < len(groups):
                     raise LookupError("some log groups do not exist yet (live tail needs them all)")
                 summary.mode = "live"
-                while summary.stopped != "limit":  # a session ends after 3 hours: start another
+                while True:  # a session ends after 3 hours: start another
                     _live(client, arns, pattern, extra, emit, summary, clock, until)
-                return summary
+                    if summary.stopped == "limit":
+                        return summary
+                    sleep(interval)  # never a tight loop of sessions that end at once
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # any refusal of live tail means: poll instead
