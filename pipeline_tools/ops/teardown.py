@@ -84,6 +84,7 @@ class Evidence:
     kept: list[dict] = field(default_factory=list)
     archive: dict | None = None
     files: list[str] = field(default_factory=list)
+    ledger_record: str | None = None   # id of the `teardown` ledger record, or why none was written
 
     @property
     def failed(self) -> list[Action]:
@@ -461,7 +462,7 @@ def check_allowed(cfg: Config, stage: str) -> None:
 def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float], sleep: Callable[[float], None],
              dry_run: bool = False, purge_ledger: bool = False, archive_to: str | None = None,
              evidence_dir: str | Path = "reports", stack_timeout: float = 1800.0,
-             ledger_purge: Callable[[Any, Config, str], int] | None = None) -> Evidence:
+             ledger_purge: Callable[[Any, Config, str], int] | None = None, actor: dict | None = None) -> Evidence:
     """Tear the stage down (see the module doc for the order). Returns the evidence, also written
     as JSON + markdown to `evidence_dir` and, with `archive_to`, next to the archived logs."""
     from pipeline_tools.ops import logs as ops_logs
@@ -594,7 +595,27 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
         ev.remaining = [r for r in after.listing() if r["name"] not in kept_names]
     ev.finished_at = _iso(clock())
     write_evidence(ev, evidence_dir, c.s3 if (archive_to and not dry_run) else None, archive_to)
+    if c.dynamodb is not None and not dry_run and not purge_ledger:
+        ev.ledger_record = _ledger_record(c.dynamodb, cfg, stage, ev, actor, clock)
     return ev
+
+
+def _ledger_record(dynamodb: Any, cfg: Config, stage: str, ev: Evidence, actor: dict | None,
+                   clock: Callable[[], float]) -> str:
+    """A `teardown` record in the ledger (`pt history --kind teardown`); its failure is noted, never
+    fatal: the evidence files are the record of the teardown itself."""
+    from pipeline_tools.release.ledger import Ledger
+
+    data = {"operation": "teardown", "ok": ev.ok, "failed": len(ev.failed), "bucket": cfg.bucket(stage),
+            "found": len(ev.found), "remaining": len(ev.remaining), "kept": [k["name"] for k in ev.kept],
+            "evidence": ev.files}
+    try:
+        rec = Ledger(dynamodb, cfg.ledger_table(), clock).put_record(
+            "teardown", stage, data, actor=actor, state="completed" if ev.ok else "incomplete")
+    except Exception as e:
+        err = translate(e)
+        return f"not written: {err.message if err else f'{type(e).__name__}: {e}'}"
+    return rec.id
 
 
 def _teardown_ec2(run: _Run, ec2: Any, inv: Any, ev: Evidence, clock, sleep) -> None:

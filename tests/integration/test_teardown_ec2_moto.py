@@ -51,6 +51,9 @@ def test_ec2_teardown_in_dependency_order_with_evidence(aws, tmp_path, run_pt):
     keep, keep_snaps = image(ec2, other, "iris-prod-base")       # not named: stays
     assert base_snaps and tagged_snaps and keep_snaps
     cfg = config_with(tmp_path, by_id)
+    from pipeline_tools.release.ledger import ensure_table
+
+    ensure_table(aws.client("dynamodb"), "iris-ledger", project="iris", stage="val", local=True, sleep=lambda s: None)
 
     dry = run_pt("teardown", "--stage", "val", "--config", cfg, "--dry-run", "--evidence-dir", tmp_path / "dry",
                  "--output", "json")
@@ -80,6 +83,12 @@ def test_ec2_teardown_in_dependency_order_with_evidence(aws, tmp_path, run_pt):
     assert ev["remaining"] == [] and ev["ok"] is True
     md = next((tmp_path / "ev").glob("*.md")).read_text()
     assert "| terminate-instances | ec2:instance |" in md and base in md
+    # the teardown is a ledger record too: `pt history --kind teardown`
+    hist = run_pt("history", "--stage", "val", "--config", cfg, "--kind", "teardown", "--output", "json")
+    assert hist.exit_code == 0, hist
+    [rec] = hist.json()["records"]
+    assert rec["id"] == ev["ledger_record"] and rec["state"] == "completed"
+    assert rec["what"] == "teardown iris-val-artifacts" and rec["actor"]
     again = run_pt("teardown", "--stage", "val", "--config", cfg, "--yes", "--evidence-dir", tmp_path / "ev2",
                    "--output", "json")
     assert again.exit_code == 0 and not [a for a in again.json()["actions"] if a["step"] == "terminate-instances"]
