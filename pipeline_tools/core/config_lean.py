@@ -23,7 +23,7 @@ _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _TEMPLATE_RE = re.compile(r"\{([^{}]*)\}")
 # Every top-level key Config accepts; an unknown one sends us to the full loader (it names the typo).
 _TOP = {"project", "region", "registry", "images", "functions", "stages", "notifications", "artifacts", "cdk",
-        "targets", "zoo"}
+        "targets", "zoo", "change_record"}
 
 
 class _Fallback(Exception):

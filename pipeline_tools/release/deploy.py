@@ -264,6 +264,7 @@ class Deps:
     actor: dict = field(default_factory=dict)
     lease: float = field(default_factory=lease_from_env)
     update_timeout: float = UPDATE_TIMEOUT
+    s3: Any = None  # reads the gate's report signals (gate.signals with `report:`)
 
 
 @dataclass(frozen=True)
@@ -529,7 +530,7 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
     d, stage = deps, plan.stage
     started = d.clock()
     with _Signals() as sig:
-        watch = GateWatch(d.cloudwatch, plan.policy, started, sleep=d.sleep)
+        watch = GateWatch(d.cloudwatch, plan.policy, started, sleep=d.sleep, s3=d.s3)
         firing = watch.start()
         if firing and plan.policy.preexisting_alarm == "block":
             names_ = ", ".join(f"{a.name} (since {iso(a.since)})" for a in firing)
