@@ -672,8 +672,15 @@ def _abort(run: _Run, reason: str, verdict: dict | None) -> bool:
     # every write is fenced by the lock's token: after a take-over they fail instead of clobbering
     lock = run.lock
     funcs = _function_data(run.plan, run.versions)
-    if not run.record_written:  # died before the record was written: nothing moved
-        return release()
+    if not run.record_written:
+        # a signal can land while put_record's response is in flight: the record may exist
+        try:
+            written = bool(run.id) and d.ledger.get(stage, run.id) is not None
+        except Exception as e:
+            d.log(f"warning: could not read the ledger ({e}); the stage will need `pt recover --stage {stage}`")
+            return False
+        if not written:  # died before the record was written: nothing moved
+            return release()
     if not run.alias_touched:
         ok = write(lambda: d.ledger.transition(stage, run.id, "failed", reason=f"{reason}; traffic untouched",
                                                actor=d.actor, data={"functions": funcs, "verdict": verdict},
