@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from common import Moto, dist, pt_cmd, pt_env, row, run  # noqa: E402
+from common import Moto, aws_cmd, dist, pt_cmd, pt_env, row, run  # noqa: E402
 
 os.environ.update(PT_ACTOR="bench", PT_COMMIT_AUTHOR="bench@example.com", PT_GIT_SHA="0" * 40,
                   PT_GIT_BRANCH="main")
@@ -55,9 +55,8 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--poll", type=float, default=1.0, help="gate poll interval for the latency test")
     args = ap.parse_args()
-    import shutil
 
-    if not shutil.which("aws"):
+    if not aws_cmd():
         print("awscli not found: pip install awscli", file=sys.stderr)
         return 2
     from pipeline_tools.core.aws import AwsFactory
@@ -78,7 +77,7 @@ def main() -> int:
             return dt, len(moto.log.since(mark))
 
         def aws(*a: str) -> str:
-            _, p = run(["aws", "--endpoint-url", moto.endpoint, "--region", "us-east-1", "--output", "text", *a],
+            _, p = run([*aws_cmd(), "--endpoint-url", moto.endpoint, "--region", "us-east-1", "--output", "text", *a],
                        env=env)
             return p.stdout.strip()
 
