@@ -69,6 +69,10 @@ def main() -> int:
         tmp = Path(tempfile.mkdtemp(prefix="pt-bench-deploy-"))
         st = make_stage(AwsFactory(region="us-east-1", endpoint=moto.endpoint), tmp, stages=("staging",),
                         images=(1, 2, 3, 4), strategy="all-at-once", bake="0s", keep=50)
+        from pipeline_tools.release.ledger import ensure_table
+
+        # the ledger table exists, as in any deployed stage (local mode would create it on the first run)
+        ensure_table(st.ddb, "rel-ledger", project="rel", stage="staging", local=True)
         deploy_args = ["deploy", "--config", str(st.config), "--stage", "staging", "--strategy", "all-at-once"]
 
         def pt_deploy(n: int) -> tuple[float, int]:
