@@ -38,12 +38,12 @@ def artifacts(app: App) -> None:
 
 def _stage_target(app: App, prefix: str):
     from pipeline_tools.core.names import stage_stack
-    from pipeline_tools.ops.artifacts import Location, s3_client
+    from pipeline_tools.ops.artifacts import Location, lean_s3_client
 
     cfg = app.config()
     stage = app.require_stage()
     return (cfg, stage, Location.of(cfg.bucket(stage), prefix), stage_stack(cfg.project, stage),
-            lambda workers: s3_client(app.aws(stage), workers))
+            lambda workers: lean_s3_client(app.aws(stage), workers))
 
 
 def _problems_table(out, problems: list[dict]) -> None:

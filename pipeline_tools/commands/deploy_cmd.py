@@ -281,6 +281,7 @@ def recover(app: App, force: bool, dry_run: bool, target: str | None = None) -> 
 @click.command()
 @stage_option(required=False, help="Stage (default: every stage).")
 @output_option
+@lean_config
 @pass_app
 def status(app: App) -> int:
     """Show what runs where: live version, digest, weights, last deploy, lock."""

@@ -743,6 +743,8 @@ def _record_notification(ledger: Ledger, stage: str, record_id: str, result: Any
     """Keep what the notification did on the record (never raises: a notification is best effort)."""
     if result is None or not hasattr(result, "to_dict"):
         return
+    if getattr(result, "channels", None) == ():  # no channel configured: nothing was sent, nothing to keep
+        return
     try:
         ledger.append_event(stage, record_id, "notification", data={"notification": result.to_dict()},
                             reason=None if result.ok else "notification failed (see warnings)")
