@@ -532,7 +532,8 @@ def run(plan_: Plan, deps: EngineDeps, *, window: dict | None = None, extra: dic
                 d.log("the stage changed while waiting for the lock: using what runs now")
             import dataclasses
 
-            plan_ = r.plan = dataclasses.replace(plan_, placements=fresh)
+            plan_ = r.plan = dataclasses.replace(plan_, placements=fresh,
+                                                 release=dataclasses.replace(plan_.release, deploy_id=r.id))
             rel = plan_.release
             data = {"operation": plan_.operation, "engine": ENGINE_VERSION, "image": rel.image,
                     "image_uri": rel.image_uri, "digest": rel.digest, "strategy": plan_.strategy,
