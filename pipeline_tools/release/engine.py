@@ -158,6 +158,10 @@ class Plan:
     operation: str = "deploy"
 
     @property
+    def digest(self) -> str:
+        return self.release.digest
+
+    @property
     def order(self) -> list[str]:
         return [t.id for t in self.targets]
 
@@ -244,7 +248,8 @@ class Result:
         return {"deploy_id": self.deploy_id, "state": self.state, "operation": self.plan.operation,
                 "stage": self.plan.stage, "image": rel.image, "digest": rel.digest, "image_uri": rel.image_uri,
                 "strategy": self.plan.strategy, "reason": self.reason,
-                "targets": [{"target": t.id, "previous_version": self.plan.placements[t.id].version,
+                "targets": [{"target": t.id, "name": self.plan.placements[t.id].resource,
+                             "previous_version": self.plan.placements[t.id].version,
                              "version": (self.candidates[t.id].version if t.id in self.candidates
                                          else self.plan.placements[t.id].version),
                              "changed": t.id in self.candidates} for t in self.plan.targets],
@@ -398,8 +403,11 @@ class _Run:
         for t in self.plan.changing():
             self.d.log(f"{t.id}: preparing {rel.digest[:19]}…")
             self.candidates[t.id] = t.prepare(rel, self.plan.placements[t.id])
-            # recorded as soon as it exists, so `pt recover` can clean up what prepare made
-            self.mark("updating", **self.target_data())
+            # recorded as soon as it exists (an event: the state stays `updating`)
+            self.check_lock()
+            self.rec = self.d.ledger.append_event(self.stage, self.id, "prepared", actor=self.d.actor,
+                                                  reason=f"{t.id} {self.candidates[t.id].version}",
+                                                  data=self.target_data(), lock=self.lock)
         for t in self.plan.changing():
             t.smoke(self.candidates[t.id])
         if self.candidates:
