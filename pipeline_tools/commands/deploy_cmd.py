@@ -230,15 +230,12 @@ def _break_glass_deploy(app: App, guarded, deps, run_for, notify, plan):
 @pass_app
 def rollback(app: App, to: str | None, dry_run: bool, target: str = "lambda") -> int:
     """Point a stage back to its previous succeeded deploy (every function, recorded)."""
-    from pipeline_tools.release import deploy as dp
 
     if target == "sagemaker":
         return _rollback_sagemaker(app, dry_run)
     stage = app.stage
     led = _ledger(app, stage)
     data = _rollback_targets(app, led, to, dry_run)
-    if data is None:
-        data = dp.rollback(app.config(), stage, _deps(app, stage, led), to=to, dry_run=dry_run)
 
     def human(o):
         verb = "would roll back" if dry_run else "rolled back"
@@ -246,7 +243,7 @@ def rollback(app: App, to: str | None, dry_run: bool, target: str = "lambda") ->
         for m in data.get("functions", ()):
             o.info(f"  {m['name']}: v{m['from_version']} → v{m['to_version']}")
         for t in data.get("targets", ()):
-            o.info(f"  {t['target']}: {t['from_version']} → {t.get('to_version') or 'a new version of that digest'}")
+            o.info(f"  {t['target']}: {t['from_version']} → {t['to_version']}")
 
     app.out.result(data, human)
     return 0
@@ -483,40 +480,27 @@ def _rollback_sagemaker(app: App, dry_run: bool) -> int:
     return 0
 
 
-def _rollback_targets(app: App, led, to: str | None, dry_run: bool) -> dict | None:
-    """`pt rollback` of a release made by the target engine: a release (all at once, no bake) of
-    the earlier deploy's digest to every target the undone deploy changed. None when the deploy
-    being undone was made by release/deploy.py."""
+def _rollback_targets(app: App, led, to: str | None, dry_run: bool) -> dict:
+    """`pt rollback` through the target engine: back to what an earlier succeeded deploy left live."""
     from pipeline_tools.release import deploy as dp
     from pipeline_tools.release import engine
-    from pipeline_tools.release.target import Release
     from pipeline_tools.targets import build_targets
 
     cfg, stage = app.config(), app.stage
-    current, target = dp._rollback_target(led, stage, to)
-    if current is None or not engine.is_engine_record(current):
-        return None
-    if not target.data.get("image_uri"):
-        raise UsageError(f"deploy {target.id} recorded no image URI to roll back to",
-                         f"deploy its digest with `pt deploy --stage {stage} --image-uri REPO@{target.digest}`")
     known = set(_stage_ids(cfg, stage))
-    ids = [i for i in current.data.get("changing") or current.data.get("order") or [] if i in known]
-    targets = build_targets(cfg, stage, common.target_env(app, stage), ids)
-    release = Release(target.data["image_uri"], target.digest or "", "", target.data.get("image") or "")
-    plan = engine.plan(cfg, stage, targets, release, operation="rollback")
-    changing = {t.id for t in plan.changing()}
-    preview = {"stage": stage, "target": target.id, "digest": target.digest, "current": current.id,
-               "targets": [{"target": t.id, "from_version": plan.placements[t.id].version,
-                            "changes": t.id in changing} for t in plan.targets]}
-    if dry_run:
-        return {**preview, "dry_run": True}
-    dp.check_startable(led, stage, time.time)
-    res = engine.run(plan, common.engine_deps(app, stage, led),
-                     extra={"target": target.id, "current": current.id, "reason": f"rollback to {target.id}"})
-    for t in preview["targets"]:
-        cand = res.candidates.get(t["target"])
-        t["to_version"] = cand.version if cand else t["from_version"]
-    return {**preview, "rollback_id": res.deploy_id, "state": res.state}
+    env = common.target_env(app, stage)
+
+    def build(ids: list[str]) -> list:
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise UsageError(f"the deploy to undo changed targets stage {stage} no longer has: {', '.join(missing)}",
+                             "restore them in pipeline.yml, or deploy the earlier digest with `pt deploy`")
+        return build_targets(cfg, stage, env, ids)
+
+    if not dry_run:
+        dp.check_startable(led, stage, time.time)
+    return engine.rollback(cfg, stage, common.engine_deps(app, stage, led), build, to=to, dry_run=dry_run,
+                           recorded=dp.recorded_versions)
 
 
 def _recover_targets(app: App, led, force: bool, dry_run: bool) -> dict | None:

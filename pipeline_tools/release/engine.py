@@ -156,6 +156,8 @@ class Plan:
     targets: tuple[Any, ...]             # Target, in the stage's order
     placements: Mapping[str, Placement]
     operation: str = "deploy"
+    # candidates that exist already (a rollback returns to recorded versions): no prepare/smoke
+    reuse: Mapping[str, Candidate] = field(default_factory=dict)
 
     @property
     def digest(self) -> str:
@@ -166,7 +168,13 @@ class Plan:
         return [t.id for t in self.targets]
 
     def changing(self) -> tuple[Any, ...]:
-        return tuple(t for t in self.targets if not unchanged(t, self.placements[t.id], self.release))
+        return tuple(t for t in self.targets if not self._unchanged(t))
+
+    def _unchanged(self, t: Any) -> bool:
+        p = self.placements[t.id]
+        if t.id in self.reuse:
+            return p.exists and not p.weights and p.version == self.reuse[t.id].version
+        return unchanged(t, p, self.release)
 
     @property
     def noop(self) -> bool:
@@ -219,16 +227,16 @@ def read_placements(targets: Sequence[Any]) -> dict[str, Placement]:
 
 
 def plan(cfg: Any, stage: str, targets: Sequence[Any], release: Release, *, strategy: str | None = None,
-         operation: str = "deploy") -> Plan:
+         operation: str = "deploy", reuse: Mapping[str, Candidate] | None = None) -> Plan:
     if not targets:
         raise UsageError(f"stage {stage} has no deploy target", "add `functions:` or `targets:` to pipeline.yml")
     st = cfg.stage(stage)
     if operation == "rollback":
         return Plan(stage, release, "rollback", (schedule.Step(100, 0.0),), 0.0, st.gate.poll, None,
-                    tuple(targets), read_placements(targets), operation)
+                    tuple(targets), read_placements(targets), operation, dict(reuse or {}))
     strategy, steps = steps_for(cfg, stage, strategy)
     return Plan(stage, release, strategy, steps, st.deploy.bake, st.gate.poll, GatePolicy.from_config(cfg, stage),
-                tuple(targets), read_placements(targets), operation)
+                tuple(targets), read_placements(targets), operation, dict(reuse or {}))
 
 
 @dataclass(frozen=True)
@@ -401,6 +409,11 @@ class _Run:
     def prepare(self) -> None:
         rel = self.plan.release
         for t in self.plan.changing():
+            if t.id in self.plan.reuse:
+                self.candidates[t.id] = self.plan.reuse[t.id]
+        for t in self.plan.changing():
+            if t.id in self.plan.reuse:
+                continue
             self.d.log(f"{t.id}: preparing {rel.digest[:19]}…")
             self.candidates[t.id] = t.prepare(rel, self.plan.placements[t.id])
             # recorded as soon as it exists (an event: the state stays `updating`)
@@ -409,7 +422,8 @@ class _Run:
                                                   reason=f"{t.id} {self.candidates[t.id].version}",
                                                   data=self.target_data(), lock=self.lock)
         for t in self.plan.changing():
-            t.smoke(self.candidates[t.id])
+            if t.id not in self.plan.reuse:
+                t.smoke(self.candidates[t.id])
         if self.candidates:
             self.d.log("prepared " + ", ".join(f"{k} {c.version}" for k, c in self.candidates.items()))
 
@@ -422,12 +436,20 @@ class _Run:
                 continue
             # placements and candidates are recorded before any traffic moves
             self.mark("shifting", percent=step.percent, **self.target_data())
+            errors: list[Exception] = []
             with self.sig.shield():  # every target of the step moves, then a signal may act
                 for t in movers:
                     pct = step.percent if getattr(t, "weighted", True) else 100
                     if t.id not in self.touched:
                         self.touched.append(t.id)
-                    t.shift(self.plan.placements[t.id], self.candidates[t.id], pct)
+                    try:
+                        t.shift(self.plan.placements[t.id], self.candidates[t.id], pct)
+                    except Exception as e:
+                        if self.plan.operation != "rollback":
+                            raise
+                        errors.append(e)  # a rollback moves every target it can back, then stops
+            if errors:
+                raise errors[0]
             if self.sig.received:
                 raise Interrupted(self.sig.received)
             self.d.log(f"traffic {step.percent}% on the new version" + (f", watching {step.wait:g}s" if step.wait
@@ -436,9 +458,9 @@ class _Run:
                 self.watch_for(step.wait, f"shifting {step.percent}%")
 
     def bake(self) -> None:
-        self.mark("baking")
-        if self.watch is None:
+        if self.watch is None:  # a rollback: no gate, no bake
             return
+        self.mark("baking")
         if self.plan.bake:
             self.d.log(f"baking {self.plan.bake:g}s")
         if not self.watch_for(self.plan.bake, "baking"):
@@ -561,7 +583,8 @@ def run(plan_: Plan, deps: EngineDeps, *, window: dict | None = None, extra: dic
                                               reason=window.get("reason"), lock=r.lock)
             d.log(f"{plan_.operation} {r.id}: locked stage {stage}")
             phase = "preparing"
-            r.mark("updating")
+            if any(t.id not in plan_.reuse for t in plan_.changing()):
+                r.mark("updating")
             r.prepare()
             if watch is not None:
                 for t in plan_.changing():
@@ -575,6 +598,8 @@ def run(plan_: Plan, deps: EngineDeps, *, window: dict | None = None, extra: dic
         except BaseException as exc:
             sig.shielded = True  # a second signal must not interrupt the restore
             reason, verdict = reason_of(exc, phase)
+            if plan_.operation == "rollback" and r.touched:
+                _rollback_stopped(r, reason, exc)
             released = _abort(r, reason, verdict)
             state = ("rolled back" if released else "stopped while restoring") if r.touched else "failed"
             sig_note = f" (received {signal.Signals(sig.received).name})" if sig.received else ""
@@ -605,6 +630,37 @@ def run(plan_: Plan, deps: EngineDeps, *, window: dict | None = None, extra: dic
         d.ledger.release(r.lock)
         d.log(f"{plan_.operation} {r.id} succeeded")
         return Result(r.id, "succeeded", plan_, dict(r.candidates), r.last_verdict, None, started, d.clock(), cleaned)
+
+
+def _rollback_stopped(r: _Run, reason: str, exc: BaseException) -> None:
+    """A rollback failed after traffic moved: it is never undone (that would return to the release
+    being rolled back). Record where each target stands, release the lock, raise; `pt recover`
+    finishes it forward."""
+    d, stage = r.d, r.stage
+    r.stop_heartbeat()
+    by_id = {t.id: t for t in r.plan.targets}
+    live = []
+    for tid in r.touched:
+        try:
+            p = by_id[tid].current()
+            live.append(f"{tid} v{p.version}" + (f" (weighted {p.weights})" if p.weights else ""))
+        except Exception:
+            live.append(f"{tid} unknown")
+
+    def write(what: Callable[[], Any]) -> None:
+        try:
+            what()
+        except Exception as e:
+            d.log(f"warning: ledger write failed ({e})")
+
+    write(lambda: d.ledger.append_event(stage, r.id, "rollback-error", actor=d.actor, reason=reason,
+                                        data={"stopped_at": live}, lock=r.lock))
+    if r.lock is not None:
+        write(lambda: d.ledger.release(r.lock))
+    hint = (f"another process took stage {stage} over; see `pt status --stage {stage}`" if r.fence_lost else
+            f"run `pt recover --stage {stage}` to finish it; `pt status --stage {stage}` shows each target's version")
+    raise failed(f"rollback {r.id} of {stage} stopped part-way ({', '.join(live)}): {reason}", hint, r.id) \
+        from (exc if isinstance(exc, Exception) else None)
 
 
 def _abort(r: _Run, reason: str, verdict: dict | None) -> bool:
@@ -675,7 +731,8 @@ def recover(stage: str, deps: EngineDeps, targets: Mapping[str, Any], *, force: 
     moved = rec.state not in ("locked", "updating")
     is_rollback = rec.data.get("operation") == "rollback"
     forward = moved and (rec.state == "finishing" or (is_rollback and rec.state != "rolling_back"))
-    action = "roll-forward" if forward else ("roll-back" if moved else "mark-failed")
+    action = (("finish-rollback" if is_rollback else "roll-forward") if forward
+              else ("roll-back" if moved else "mark-failed"))
     out = {"stage": stage, "deploy_id": rec.id, "operation": rec.data.get("operation", "deploy"),
            "died_in": rec.state, "action": action,
            "targets": {t: {"to_version": (candidates[t].version if forward and t in candidates
@@ -694,7 +751,13 @@ def recover(stage: str, deps: EngineDeps, targets: Mapping[str, Any], *, force: 
                         _retry(lambda t=t: targets[t].shift(placements[t], candidates[t], 100), deps.sleep)
                         outcome[t] = "forward"
                 led.transition(stage, rec.id, "succeeded", actor=deps.actor, lock=took, data={"recovered": outcome},
-                               reason=f"recovered forward (died in {rec.state})")
+                               reason=(f"recovered: rollback to {rec.data.get('target')} finished (stopped in "
+                                       f"{rec.state})" if is_rollback else f"recovered forward (died in {rec.state})"))
+                undone = rec.data.get("current")
+                if is_rollback and undone and undone != rec.data.get("target"):
+                    led.append_event(stage, undone, "rolled-back", actor=deps.actor,
+                                     reason=f"superseded by rollback {rec.id}", data={"rolled_back_by": rec.id},
+                                     lock=took)
             elif moved:
                 if rec.state != "rolling_back":
                     led.transition(stage, rec.id, "rolling_back", actor=deps.actor, lock=took,
@@ -734,3 +797,73 @@ def describe(targets: Sequence[Any]) -> list[dict]:
         except Exception as e:
             rows.append({"target": t.id, "error": str(e)})
     return rows
+
+
+# --- rollback ----------------------------------------------------------------------------------
+
+
+def rollback_records(led: Ledger, stage: str, to: str | None) -> tuple[Record | None, Record]:
+    """(the deploy being undone, the succeeded deploy to return to)."""
+    from pipeline_tools.core.errors import NotFoundError
+
+    succeeded = [r for r in led.query(stage, DEPLOY, state="succeeded") if not r.data.get("rolled_back_by")]
+    if to is not None:
+        target = led.get(stage, to)
+        if target is None or target.kind != DEPLOY:
+            raise NotFoundError(f"no deploy {to} in the ledger of stage {stage}",
+                                f"list them with `pt history --stage {stage}`")
+        if target.state != "succeeded":
+            raise UsageError(f"deploy {to} is {target.state}, not succeeded; only succeeded deploys are targets")
+        return (succeeded[0] if succeeded else None), target
+    if len(succeeded) < 2:
+        raise NotFoundError(f"stage {stage} has no earlier succeeded deploy to roll back to",
+                            f"see `pt history --stage {stage}`")
+    return succeeded[0], succeeded[1]
+
+
+def left_live(rec: Record) -> dict[str, Candidate]:
+    """What an engine release left serving, per target (its candidate, else what it found live)."""
+    out = {k: Candidate.from_dict(v) for k, v in (rec.data.get("candidates") or {}).items()}
+    for k, v in (rec.data.get("placements") or {}).items():
+        p = Placement.from_dict(v)
+        if k not in out and p.exists and p.version is not None:
+            out[k] = Candidate(k, p.version, p.digest or "", {})
+    return out
+
+
+def rollback(cfg: Any, stage: str, deps: EngineDeps, build: Callable[[list[str]], Sequence[Any]], *,
+             to: str | None = None, dry_run: bool = False,
+             recorded: Callable[[Record], dict[str, Candidate]] = left_live) -> dict:
+    """Return the targets the undone release changed to what an earlier succeeded deploy left live,
+    as a release of those recorded versions (no new version, no gate, no bake): the same lock,
+    record and states (`locked → shifting → finishing → succeeded`). A rollback that stops
+    part-way is left unfinished (lock released) for `recover` to finish forward; never undone.
+    `build(ids)` makes the targets; `recorded(record)` reads what a record left live."""
+    led = deps.ledger
+    current, target = rollback_records(led, stage, to)
+    back = recorded(target)
+    undone = (current.data.get("changing") or current.data.get("order")) if current and is_engine_record(current) \
+        else None
+    ids = [i for i in (undone or back) if i in back]
+    if not ids:
+        raise UsageError(f"deploy {target.id} recorded no version of the targets to roll back",
+                         f"deploy its digest with `pt deploy --stage {stage} --image-uri REPO@{target.digest}`")
+    targets = list(build(ids))
+    release = Release(str(target.data.get("image_uri") or ""), target.digest or "", "",
+                      str(target.data.get("image") or ""))
+    p = plan(cfg, stage, targets, release, operation="rollback", reuse={i: back[i] for i in ids})
+    changing = p.changing()
+    preview = {"stage": stage, "target": target.id, "digest": target.digest,
+               "current": current.id if current else None,
+               "targets": [{"target": t.id, "from_version": p.placements[t.id].version,
+                            "from_weights": p.placements[t.id].weights, "to_version": back[t.id].version,
+                            "changes": t in changing} for t in p.targets]}
+    if dry_run:
+        return {**preview, "dry_run": True}
+    for t in changing:
+        check = getattr(t, "check_candidate", None)
+        if callable(check):
+            check(back[t.id])  # e.g. a version pruned since: refused before locking
+    res = run(p, deps, extra={"target": target.id, "current": current.id if current else None,
+                              "reason": f"rollback to {target.id}"})
+    return {**preview, "rollback_id": res.deploy_id, "state": res.state}

@@ -174,6 +174,18 @@ class LambdaTarget:
         return Candidate(self.id, version, release.digest,
                          {"config": want, "reserved_concurrency": self.spec.reserved_concurrency})
 
+    def check_candidate(self, candidate: Candidate) -> None:
+        """A recorded version a rollback returns to must still exist."""
+        from pipeline_tools.core.errors import NotFoundError
+
+        try:
+            self.lc.get_function_configuration(FunctionName=self.name, Qualifier=candidate.version)
+        except Exception as e:
+            if lo._code(e) == "ResourceNotFoundException":
+                raise NotFoundError(f"version {candidate.version} of {self.name} no longer exists "
+                                    "(pruned by keep_versions)", "redeploy that digest with `pt deploy`") from None
+            raise
+
     def smoke(self, candidate: Candidate) -> None:
         smoke = getattr(self.spec, "smoke", None)
         if smoke is None:

@@ -117,7 +117,8 @@ def test_all_at_once_two_targets_succeeds_in_order_and_records(env):
     assert rec.data["candidates"]["fake:a"]["version"] == "2"
     assert rec.data["placements"]["fake:b"]["digest"] == OLD
     assert rec.data["cleaned"] == {"fake:a": ["1"], "fake:b": ["1"]}
-    assert [t["state"] for t in rec.transitions][:2] == ["locked", "updating"]
+    assert [t.get("state") or t.get("event") for t in rec.transitions][:4] == ["locked", "updating", "prepared",
+                                                                              "prepared"]
     assert deps.ledger.current_lock("staging") is None
 
 
@@ -414,3 +415,48 @@ def test_describe_keeps_going_on_error():
     b.describe = lambda: (_ for _ in ()).throw(RuntimeError("no access"))
     rows = engine.describe([a, b])
     assert rows[0]["target"] == "fake:a" and rows[1]["error"] == "no access"
+
+
+def _succeeded(deps, rid: str, targets, digest: str) -> None:
+    """A succeeded engine record that left `targets` on their current versions."""
+    placements = {t.id: t.current().to_dict() for t in targets}
+    deps.ledger.put_record("deploy", "staging", {"operation": "deploy", "engine": 1, "digest": digest,
+                                                 "image_uri": f"r.example/m@{digest}", "image": "model",
+                                                 "order": [t.id for t in targets],
+                                                 "changing": [t.id for t in targets], "placements": placements,
+                                                 "candidates": {}}, state="succeeded", record_id=rid)
+
+
+def test_rollback_returns_to_recorded_versions_without_prepare(env):
+    deps, _cw, _clock = env
+    a, b, calls = two()
+    _succeeded(deps, "20261205T000000000Z-000001", [a, b], OLD)
+    run(cfg_for(), [a, b], deps)  # a and b → version 2 (NEW)
+    calls.clear()
+    out = engine.rollback(cfg_for(), "staging", deps, lambda ids: [t for t in (a, b) if t.id in ids])
+    assert out["state"] == "succeeded" and a.live["version"] == "1" and b.live["version"] == "1"
+    assert not [c for c in calls if c[1] in ("prepare", "smoke")]
+    rec = deps.ledger.get("staging", out["rollback_id"])
+    assert [t["state"] for t in rec.transitions if t.get("state")] == ["locked", "shifting", "finishing", "succeeded"]
+    undone = deps.ledger.get("staging", out["current"])
+    assert undone.data["rolled_back_by"] == rec.id
+
+
+def test_rollback_stopping_part_way_is_left_for_recover_forward(env):
+    deps, _cw, _clock = env
+    a, b, _calls = two()
+    _succeeded(deps, "20261205T000000000Z-000001", [a, b], OLD)
+    run(cfg_for(), [a, b], deps)
+    a.fail["shift"] = RuntimeError("AccessDenied on a")
+    with pytest.raises(DeployFailed, match="stopped part-way") as e:
+        engine.rollback(cfg_for(), "staging", deps, lambda ids: [t for t in (a, b) if t.id in ids])
+    assert "pt recover --stage staging" in e.value.hint
+    assert a.live["version"] == "2" and b.live["version"] == "1"  # b still moved back: never undone
+    rec = last(deps)
+    assert rec.state == "shifting" and rec.transitions[-1]["event"] == "rollback-error"
+    assert deps.ledger.current_lock("staging") is None
+    del a.fail["shift"]
+    out = engine.recover("staging", deps, {"fake:a": a, "fake:b": b})
+    assert out["action"] == "finish-rollback" and out["state"] == "succeeded"
+    assert a.live["version"] == "1" and b.live["version"] == "1"
+    assert deps.ledger.get("staging", rec.data["current"]).data["rolled_back_by"] == rec.id
