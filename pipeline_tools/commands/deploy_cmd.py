@@ -223,19 +223,24 @@ def _break_glass_deploy(app: App, guarded, deps, run_for, notify, plan):
 @click.command()
 @stage_option(required=True)
 @click.option("--to", "to", metavar="DEPLOY_ID", help="Roll back to this succeeded deploy (default: the previous one).")
-@click.option("--target", type=click.Choice(["lambda", "sagemaker"]), default="lambda", show_default=True,
-              help="sagemaker: drop the shadow / restore the endpoint's previous config.")
+@click.option("--target", "targets", metavar="ID|KIND", multiple=True,
+              help="Roll back only these targets, repeatable: an id (lambda:predict) or a kind (lambda). "
+                   "`--target sagemaker` alone: drop the shadow / restore the endpoint's previous config.")
 @dry_run_option
 @output_option
 @pass_app
-def rollback(app: App, to: str | None, dry_run: bool, target: str = "lambda") -> int:
-    """Point a stage back to its previous succeeded deploy (every function, recorded)."""
-
-    if target == "sagemaker":
+def rollback(app: App, to: str | None, dry_run: bool, targets: tuple[str, ...] = ()) -> int:
+    """Point a stage back to its previous succeeded deploy (every target it changed, recorded)."""
+    if _legacy_sagemaker(targets):
         return _rollback_sagemaker(app, dry_run)
     stage = app.stage
+    only = None
+    if targets:
+        from pipeline_tools.targets import select_ids
+
+        only = select_ids(app.config(), stage, list(targets))
     led = _ledger(app, stage)
-    data = _rollback_targets(app, led, to, dry_run)
+    data = _rollback_targets(app, led, to, dry_run, only)
 
     def human(o):
         verb = "would roll back" if dry_run else "rolled back"
@@ -285,9 +290,11 @@ def recover(app: App, force: bool, dry_run: bool, target: str | None = None) -> 
 
 @click.command()
 @stage_option(required=False, help="Stage (default: every stage).")
+@click.option("--target", "targets", metavar="ID|KIND", multiple=True,
+              help="Show only these targets, repeatable: an id (lambda:predict) or a kind (lambda); needs --stage.")
 @output_option
 @pass_app
-def status(app: App) -> int:
+def status(app: App, targets: tuple[str, ...] = ()) -> int:
     """Show what runs where: live version, digest, weights, last deploy, lock."""
     from pipeline_tools.core.errors import NotFoundError
     from pipeline_tools.release import deploy as dp
@@ -296,6 +303,13 @@ def status(app: App) -> int:
     stages = [app.stage] if app.stage else list(cfg.stages)
     if app.stage:
         cfg.stage(app.stage)
+    only: set[str] | None = None
+    if targets:
+        if not app.stage:
+            raise UsageError("--target needs --stage (target ids differ per stage)", "add --stage STAGE")
+        from pipeline_tools.targets import select_ids
+
+        only = set(select_ids(cfg, app.stage, list(targets)))
     result: list[dict[str, Any]] = []
     for st in stages:
         try:
@@ -306,7 +320,10 @@ def status(app: App) -> int:
         result.append(dp.status(cfg, st, app.aws(st).client("lambda"), led, time.time))
         for w in result[-1].get("warnings", ()):
             app.out.warn(f"{st}: {w}")
-        others = [i for i in _stage_ids(cfg, st) if i.split(":", 1)[0] not in ("lambda", "sagemaker")]
+        if only is not None:
+            result[-1]["functions"] = [f for f in result[-1]["functions"] if f"lambda:{f['function']}" in only]
+        others = [i for i in _stage_ids(cfg, st) if i.split(":", 1)[0] not in ("lambda", "sagemaker")
+                  and (only is None or i in only)]
         if others:  # state machines, Batch jobs: their own describe()
             from pipeline_tools.release import engine
             from pipeline_tools.targets import build_targets
@@ -480,7 +497,7 @@ def _rollback_sagemaker(app: App, dry_run: bool) -> int:
     return 0
 
 
-def _rollback_targets(app: App, led, to: str | None, dry_run: bool) -> dict:
+def _rollback_targets(app: App, led, to: str | None, dry_run: bool, only: list[str] | None = None) -> dict:
     """`pt rollback` through the target engine: back to what an earlier succeeded deploy left live."""
     from pipeline_tools.release import deploy as dp
     from pipeline_tools.release import engine
@@ -500,7 +517,7 @@ def _rollback_targets(app: App, led, to: str | None, dry_run: bool) -> dict:
     if not dry_run:
         dp.check_startable(led, stage, time.time)
     return engine.rollback(cfg, stage, common.engine_deps(app, stage, led), build, to=to, dry_run=dry_run,
-                           recorded=dp.recorded_versions)
+                           only=only, recorded=dp.recorded_versions)
 
 
 def _recover_targets(app: App, led, force: bool, dry_run: bool) -> dict | None:

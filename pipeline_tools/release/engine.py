@@ -415,12 +415,9 @@ class _Run:
             if t.id in self.plan.reuse:
                 continue
             self.d.log(f"{t.id}: preparing {rel.digest[:19]}…")
+            # recorded with the first `shifting` step (before traffic moves), or with `failed`
             self.candidates[t.id] = t.prepare(rel, self.plan.placements[t.id])
-            # recorded as soon as it exists (an event: the state stays `updating`)
             self.check_lock()
-            self.rec = self.d.ledger.append_event(self.stage, self.id, "prepared", actor=self.d.actor,
-                                                  reason=f"{t.id} {self.candidates[t.id].version}",
-                                                  data=self.target_data(), lock=self.lock)
         for t in self.plan.changing():
             if t.id not in self.plan.reuse:
                 t.smoke(self.candidates[t.id])
@@ -832,19 +829,20 @@ def left_live(rec: Record) -> dict[str, Candidate]:
 
 
 def rollback(cfg: Any, stage: str, deps: EngineDeps, build: Callable[[list[str]], Sequence[Any]], *,
-             to: str | None = None, dry_run: bool = False,
+             to: str | None = None, dry_run: bool = False, only: Sequence[str] | None = None,
              recorded: Callable[[Record], dict[str, Candidate]] = left_live) -> dict:
     """Return the targets the undone release changed to what an earlier succeeded deploy left live,
     as a release of those recorded versions (no new version, no gate, no bake): the same lock,
     record and states (`locked → shifting → finishing → succeeded`). A rollback that stops
     part-way is left unfinished (lock released) for `recover` to finish forward; never undone.
-    `build(ids)` makes the targets; `recorded(record)` reads what a record left live."""
+    `build(ids)` makes the targets; `recorded(record)` reads what a record left live; `only`: these
+    target ids alone (`pt rollback --target`)."""
     led = deps.ledger
     current, target = rollback_records(led, stage, to)
     back = recorded(target)
     undone = (current.data.get("changing") or current.data.get("order")) if current and is_engine_record(current) \
         else None
-    ids = [i for i in (undone or back) if i in back]
+    ids = [i for i in (undone or back) if i in back and (not only or i in only)]
     if not ids:
         raise UsageError(f"deploy {target.id} recorded no version of the targets to roll back",
                          f"deploy its digest with `pt deploy --stage {stage} --image-uri REPO@{target.digest}`")
