@@ -432,6 +432,7 @@ def test_rollback_returns_to_recorded_versions_without_prepare(env):
     a, b, calls = two()
     _succeeded(deps, "20261205T000000000Z-000001", [a, b], OLD)
     run(cfg_for(), [a, b], deps)  # a and b → version 2 (NEW)
+    deps.clock.advance(1)
     calls.clear()
     out = engine.rollback(cfg_for(), "staging", deps, lambda ids: [t for t in (a, b) if t.id in ids])
     assert out["state"] == "succeeded" and a.live["version"] == "1" and b.live["version"] == "1"
@@ -447,12 +448,13 @@ def test_rollback_stopping_part_way_is_left_for_recover_forward(env):
     a, b, _calls = two()
     _succeeded(deps, "20261205T000000000Z-000001", [a, b], OLD)
     run(cfg_for(), [a, b], deps)
+    deps.clock.advance(1)  # ids are time-ordered: the rollback's is the newest
     a.fail["shift"] = RuntimeError("AccessDenied on a")
     with pytest.raises(DeployFailed, match="stopped part-way") as e:
         engine.rollback(cfg_for(), "staging", deps, lambda ids: [t for t in (a, b) if t.id in ids])
     assert "pt recover --stage staging" in e.value.hint
     assert a.live["version"] == "2" and b.live["version"] == "1"  # b still moved back: never undone
-    rec = last(deps)
+    rec = deps.ledger.get("staging", e.value.deploy_id)
     assert rec.state == "shifting" and rec.transitions[-1]["event"] == "rollback-error"
     assert deps.ledger.current_lock("staging") is None
     del a.fail["shift"]
