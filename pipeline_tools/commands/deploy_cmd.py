@@ -390,14 +390,25 @@ def _age(seconds: Any) -> str:
 @click.option("-n", "limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many deploys.")
 @click.option("--before", metavar="DEPLOY_ID", default=None,
               help="Start after this deploy (the `next` cursor printed with the previous page).")
+@click.option("--target", "targets", metavar="ID|KIND", multiple=True,
+              help="Only deploys that changed one of these targets, repeatable: an id (lambda:predict) or a kind.")
 @output_option
 @pass_app
-def history(app: App, limit: int, before: str | None) -> int:
+def history(app: App, limit: int, before: str | None, targets: tuple[str, ...] = ()) -> int:
     """List a stage's deploys from the ledger, newest first, one page at a time."""
     from pipeline_tools.release import deploy as dp
 
+    only = None
+    if targets:
+        from pipeline_tools.core.config import load
+        from pipeline_tools.targets import select_ids
+
+        # the full config: target ids need functions:/targets:, which the lean loader skips
+        only = set(select_ids(load(app.config_path), app.stage, list(targets)))
     rows, cursor = dp.history_page(_ledger(app, app.stage, create=False), app.stage, limit, before,
                                    warn=app.out.warn)
+    if only is not None:  # filtered within the page: the cursor still walks every deploy
+        rows = [r for r in rows if only & set(r.get("targets") or ())]
 
     def human(o):
         o.table([(r["id"], r["operation"], r["state"], (r["digest"] or "")[:19], r["strategy"], r["actor"],

@@ -1095,8 +1095,15 @@ def history_page(ledger: Ledger, stage: str, n: int = 20, before: str | None = N
                     "actor": r.actor.get("name"), "git_sha": r.actor.get("git_sha"), "started": iso(r.created),
                     "duration_s": round((end or r.updated) - r.created, 1), "reason": r.reason,
                     "window_override": bool((r.data.get("window") or {}).get("overridden")),
-                    "rolled_back_by": r.data.get("rolled_back_by")})
+                    "rolled_back_by": r.data.get("rolled_back_by"), "targets": _record_targets(r)})
     return out, cursor
+
+
+def _record_targets(r: Record) -> list[str]:
+    """The target ids a deploy record changed (an engine record's, or `lambda:<fn>` of this module's)."""
+    if r.data.get("engine"):
+        return list(r.data.get("changing") or r.data.get("order") or [])
+    return [f"lambda:{fn}" for fn in sorted(r.data.get("functions") or {})]
 
 
 # --- image existence ---------------------------------------------------------------------------

@@ -131,3 +131,11 @@ def test_cli_rollback_and_recover_of_engine_records(stage, run_pt):
     assert f"{REPO}@" in (stage.ledger().query("staging", "deploy", limit=1)[0].data.get("image_uri") or "")
     r = run_pt("recover", "--config", stage.config, "--stage", "staging", "--output", "json")
     assert r.exit_code == 0 and r.json()["action"] == "nothing-to-recover"
+    h = run_pt("history", "--config", stage.config, "--stage", "staging", "--target", "lambda:predict",
+               "--output", "json")
+    assert h.exit_code == 0, h
+    assert len(h.json()["deploys"]) == 3 and all("lambda:predict" in d["targets"] for d in h.json()["deploys"])
+    s = run_pt("status", "--config", stage.config, "--stage", "staging", "--target", "lambda:predict",
+               "--output", "json")
+    assert s.exit_code == 0, s
+    assert [f["function"] for f in s.json()["stages"][0]["functions"]] == ["predict"]
