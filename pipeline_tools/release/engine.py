@@ -25,9 +25,14 @@ Optional target extras used when present: `check()` (validate before any change)
 `unchanged(placement, release) -> bool` (else `placement.serves(release.digest)`);
 `error_metrics`: ((namespace, metric), …) to read with the candidate's alarm_dimensions.
 
+Rollback (`rollback`) is a release whose candidates exist already (`Plan.reuse`: what an earlier
+deploy left live): no prepare, no smoke, no gate, no bake; it moves every target it can and, if one
+fails, is left unfinished (lock released) for `recover` to finish forward; it is never undone.
+
 Public API: `EngineDeps`, `Plan`, `plan(cfg, stage, targets, release, …)`, `run(plan, deps, …)`
 → `Result` (raises DeployFailed after a restore), `recover(stage, deps, targets_by_id, …)`,
-`describe(targets)`, `Interrupted`, `GateFailed`, `Signals`.
+`rollback(cfg, stage, deps, build, …)`, `rollback_records`, `left_live(record)`,
+`is_engine_record`, `describe(targets)`, `Interrupted`, `GateFailed`, `Signals`.
 """
 
 from __future__ import annotations
