@@ -1,4 +1,6 @@
-"""`pt deploy`, `pt rollback`, `pt recover`, `pt status`, `pt history`: thin wrappers over deploy.py."""
+"""`pt deploy`, `pt rollback`, `pt recover`, `pt status`, `pt history`: thin wrappers over the release
+engine (release/engine.py, targets from pipeline_tools.targets) and, for records it did not write,
+release/deploy.py."""
 
 from __future__ import annotations
 
@@ -9,73 +11,16 @@ from typing import Any
 import click
 
 from pipeline_tools.clikit import dry_run_option, lean_config, output_option, pass_app, stage_option
+from pipeline_tools.commands import _deploy_common as common
 from pipeline_tools.core.context import App
 from pipeline_tools.core.errors import UsageError
 
-
-def _ledger(app: App, stage: str, *, create: bool = True):
-    from pipeline_tools.core import aws
-    from pipeline_tools.release import ledger
-
-    cfg = app.config()
-    client = app.ledger_aws(stage).client("dynamodb")
-    ledger.ensure_table(client, cfg.ledger_table(), project=cfg.project, stage=stage, local=aws.is_local() and create,
-                        stack=app.ledger_stack(stage))
-    return ledger.Ledger(client, cfg.ledger_table())
-
-
-def _begin(app: App, stage: str, plan: Any, window_cfg: Any, override_window: bool, reason: str | None):
-    """Before a deploy starts: the deploy window (or its recorded override), the ledger, and no
-    dead deploy in the way; then the plan is logged. Returns (window decision, ledger)."""
-    from pipeline_tools.release import deploy as dp
-    from pipeline_tools.release import windows
-
-    decision = windows.check(window_cfg, datetime.now(UTC), override=override_window, reason=reason)
-    if decision.overridden:
-        app.out.warn(f"deploying outside the window ({decision.window}): {decision.reason}")
-    led = _ledger(app, stage)
-    dp.check_startable(led, stage, time.time)
-    for line in plan.lines():
-        app.out.log(line)
-    return decision, led
-
-
-def _who(app: App, stage: str) -> dict:
-    """The STS caller, with PT_ACTOR only where declared identities are accepted (actor.py)."""
-    from pipeline_tools.release import actor
-
-    who = actor.identify(app.aws(stage).caller_arn(), allow_declared=actor.declared_ok(app.config(), stage))
-    if who.get("declared_ignored"):
-        app.out.warn(f"{' and '.join(who['declared_ignored'])} ignored: recorded as the STS caller {who['name']} "
-                     "(declared identities need local mode or approvals.allow_declared_actor: true)")
-    return who
-
-
-def _deps(app: App, stage: str, led=None, who: dict | None = None):
-    from pipeline_tools.release.deploy import Deps
-
-    factory = app.aws(stage)
-    gate_cfg = getattr(app.config().stages[stage], "gate", None)
-    reports = any(getattr(s, "report", None) for s in getattr(gate_cfg, "signals", None) or ())
-    return Deps(lambda_client=factory.client("lambda"), cloudwatch=factory.client("cloudwatch"),
-                ledger=led if led is not None else _ledger(app, stage), clock=time.time, sleep=time.sleep,
-                log=app.out.log, actor=who if who is not None else _who(app, stage),
-                s3=factory.client("s3") if reports else None)
-
-
-def _guard(app: App, stage: str, digest: str, break_glass: bool, reason: str | None, dry_run: bool):
-    """guard.check_deploy for a stage with promote_from (or --break-glass): (decision, ledger, actor)."""
-    from pipeline_tools.release import guard
-
-    cfg = app.config()
-    app.check_shared_ledger(stage)
-    led = _ledger(app, stage)
-    src = cfg.stages[stage].promote_from
-    who = _who(app, stage)
-    decision = guard.check_deploy(cfg, stage, digest, ledger=led, cloudwatch=app.aws(src or stage).client("cloudwatch"),
-                                  actor=who, clock=time.time, break_glass=break_glass, reason=reason,
-                                  record=not dry_run)
-    return decision, led, who
+_ledger = common.ledger
+_who = common.who
+_deps = common.lambda_deps
+_begin = common.begin
+_guard = common.guard
+sagemaker_deps = common.sagemaker_deps
 
 
 @click.command()
@@ -93,15 +38,20 @@ def _guard(app: App, stage: str, digest: str, break_glass: bool, reason: str | N
                    "recorded in the ledger and notified.")
 @click.option("--reason", metavar="TEXT",
               help="Why the window is overridden / the glass is broken (recorded in the ledger).")
-@click.option("--target", type=click.Choice(["lambda", "sagemaker"]), default="lambda", show_default=True,
-              help="What to deploy to: the stage's Lambdas, or its SageMaker endpoint (as a shadow variant).")
+@click.option("--target", "targets", metavar="ID|KIND", multiple=True,
+              help="What to release, repeatable: a target id (lambda:predict, stepfunctions:flow, batch:score) "
+                   "or a kind (lambda = all of the stage's functions; sagemaker = its endpoint, as a shadow "
+                   "variant). Default: every target of the stage, in stages.<s>.targets order.")
 @dry_run_option
 @output_option
 @pass_app
 def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: str | None,
            strategy: str | None, override_window: bool, reason: str | None, dry_run: bool,
-           target: str = "lambda", break_glass: bool = False) -> int:
-    """Deploy an image digest to a stage's Lambdas (canary/linear/all-at-once) with rollback.
+           targets: tuple[str, ...] = (), break_glass: bool = False) -> int:
+    """Deploy an image digest to a stage's targets (canary/linear/all-at-once) with rollback.
+
+    Targets are released in the stage's order (stages.<s>.targets, default every target); a
+    failure after traffic moved puts every target already changed back, in reverse order.
 
     A stage with promote_from (prod) only takes the digest its source stage runs after it passed
     the gate there and got the stage's approvals (what `pt promote --to STAGE` checks), unless
@@ -115,37 +65,69 @@ def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: 
     from pipeline_tools.release import deploy as dp
     from pipeline_tools.release import windows
 
-    if target == "sagemaker":
+    if _legacy_sagemaker(targets):
         if break_glass:
             raise UsageError("--break-glass applies to Lambda deploys",
                              "a SageMaker shadow reaches production through `pt promote --shadow`")
         return _deploy_sagemaker(app, image_uri, from_build, override_window, reason, dry_run)
-    cfg, stage, out = app.config(), app.stage, app.out
+    cfg, stage = app.config(), app.stage
     build = dp.load_build_output(from_build) if from_build else None
     image, ref = dp.choose_image(cfg, image_uri=image_uri, build=build, image=image_name)
     factory = app.aws(stage)
     if override_window and not (reason and reason.strip()):
         windows.check(None, datetime.now(UTC), override=True, reason=reason)  # raises the UsageError
+    from pipeline_tools.targets import select_ids
+
+    ids = select_ids(cfg, stage, list(targets))  # bad --target: one line + hint, exit 2, before any call
     region = dp.ecr_region(ref)
     dp.check_image(ref, ecr=factory.client("ecr", region=region) if region else None)
-    plan = dp.plan_deploy(cfg, stage, image, ref, factory.client("lambda"), strategy=strategy)
+    return _deploy_targets(app, ids, image, ref, strategy, override_window, reason, dry_run, break_glass)
+
+
+def _legacy_sagemaker(targets: tuple[str, ...]) -> bool:
+    """`--target sagemaker` alone: the endpoint's shadow deploy (targets/sagemaker.py) until a
+    SageMakerTarget exists for the engine."""
+    if tuple(targets) != ("sagemaker",):
+        return False
+    from pipeline_tools.targets import target_class
+
+    try:
+        target_class("sagemaker")
+        return False
+    except (ImportError, AttributeError):
+        return True
+
+
+def _deploy_targets(app: App, ids: list[str], image: str, ref, strategy: str | None, override_window: bool,
+                    reason: str | None, dry_run: bool, break_glass: bool) -> int:
+    """`pt deploy` through the target engine (release/engine.py)."""
+    from pipeline_tools.release import engine, windows
+    from pipeline_tools.release.promote import notified_deploy
+    from pipeline_tools.release.target import Release
+    from pipeline_tools.targets import build_targets
+
+    cfg, stage, out = app.config(), app.stage, app.out
+    chosen = [t for t in build_targets(cfg, stage, common.target_env(app, stage), ids)
+              if getattr(t, "image", None) in (None, image)]
+    if not chosen:
+        raise UsageError(f"no selected target of stage {stage} runs image '{image}'",
+                         f"targets: {', '.join(ids) or 'none'}; pick others with --target")
+    plan = engine.plan(cfg, stage, chosen, Release(ref.uri, ref.digest, "", image), strategy=strategy)
     if plan.noop:
-        data = {"state": "noop", "stage": stage, "digest": ref.digest, "image_uri": ref.uri,
-                "message": "nothing to deploy", "plan": plan.to_dict()}
-        out.result(data, f"nothing to deploy: every function of {stage} already runs {ref.digest[:19]}… at 100%")
+        out.result({"state": "noop", "stage": stage, "digest": ref.digest, "image_uri": ref.uri,
+                    "message": "nothing to deploy", "plan": _plan_with_functions(plan)},
+                   f"nothing to deploy: every target of {stage} already runs {ref.digest[:19]}…")
         out.github_output({"deploy_state": "noop", "digest": ref.digest})
         return 0
     window_cfg = cfg.stages[stage].window
-    guarded = led = who = None
+    guarded = who = None
     if break_glass or cfg.stages[stage].promote_from:
-        guarded, led, who = _guard(app, stage, plan.digest, break_glass, reason, dry_run)
+        guarded, _led, who = _guard(app, stage, plan.digest, break_glass, reason, dry_run)
     if dry_run:
         try:
             win = windows.check(window_cfg, datetime.now(UTC), override=override_window, reason=reason).to_dict()
         except windows.WindowClosed as e:
             win = {"open": False, "overridden": False, "message": e.message}
-        data = {"dry_run": True, "plan": plan.to_dict(), "window": win,
-                "guard": guarded.to_dict() if guarded else None}
 
         def human(o):
             for line in plan.lines():
@@ -157,34 +139,54 @@ def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: 
                 o.info(f"note: a real deploy would be refused now: {win['message']}")
             o.info("dry run: nothing changed")
 
-        out.result(data, human)
+        out.result({"dry_run": True, "plan": _plan_with_functions(plan), "window": win,
+                    "guard": guarded.to_dict() if guarded else None}, human)
         return 0
     decision, led = _begin(app, stage, plan, window_cfg, override_window, reason)
-    deps = _deps(app, stage, led, who)
-    from pipeline_tools.commands.promote_cmd import _notifier
-    from pipeline_tools.release.promote import notified_deploy
+    deps = common.engine_deps(app, stage, led, who)
+    notify = common.notifier(app, deps.actor)
 
-    notify = _notifier(app, deps.actor)
     def run_for(d):
-        return dp.deploy(cfg, plan, d, window=decision.to_dict() if window_cfg else None)
+        return engine.run(plan, d, window=decision.to_dict() if window_cfg else None)
 
     if guarded is not None and guarded.mode == "break-glass":
         result = _break_glass_deploy(app, guarded, deps, run_for, notify, plan)
     else:
         result = notified_deploy(lambda: run_for(deps), ledger=led, stage=stage, digest=plan.digest,
                                  strategy=plan.strategy, notify=notify)
-    data = result.to_dict()
+    data = _with_functions(result.to_dict(), plan, result)
     out.github_output({"deploy_id": result.deploy_id, "deploy_state": result.state, "digest": plan.digest,
-                       "image_uri": plan.image_uri})
+                       "image_uri": ref.uri})
     from pipeline_tools.core.output import markdown_table
 
     out.step_summary(f"### pt deploy {stage}: {result.state}\n\n" + markdown_table(
-        [(f["name"], f["previous_version"], f["version"]) for f in data["functions"]],
-        ["function", "previous", "live"]))
-    versions = ", ".join(f"{f['function']} v{f['version']}" for f in data["functions"])
-    out.result(data, f"deployed {plan.image} {plan.digest[:19]}… to {stage}: {versions} "
+        [(t["name"], t["previous_version"], t["version"]) for t in data["targets"]], ["target", "previous", "live"]))
+    live = ", ".join(f"{t['target']} {t['version']}" for t in data["targets"])
+    out.result(data, f"deployed {image} {plan.digest[:19]}… to {stage}: {live} "
                      f"({plan.strategy}, {data['duration_s']:.1f}s, deploy {result.deploy_id})")
     return 0
+
+
+def _lambda_rows(plan) -> list[tuple[str, str, object]]:
+    return [(t.id, t.id.split(":", 1)[1], plan.placements[t.id]) for t in plan.targets if t.id.startswith("lambda:")]
+
+
+def _plan_with_functions(plan) -> dict:
+    """The engine's plan, plus the `functions` view `pt deploy --output json` has always printed."""
+    changing = {t.id for t in plan.changing()}
+    return {**plan.to_dict(), "functions": [
+        {"function": fn, "name": p.resource, "alias_exists": p.exists, "previous_version": p.version,
+         "previous_digest": p.digest, "routing": p.weights, "changes": tid in changing}
+        for tid, fn, p in _lambda_rows(plan)]}
+
+
+def _with_functions(data: dict, plan, result) -> dict:
+    """The engine's result, plus the `functions` and `pruned` views of the Lambda targets."""
+    fns = [{"function": fn, "name": p.resource, "previous_version": p.version,
+            "version": result.candidates[tid].version if tid in result.candidates else p.version}
+           for tid, fn, p in _lambda_rows(plan)]
+    pruned = {p.resource: result.cleaned[tid] for tid, _fn, p in _lambda_rows(plan) if result.cleaned.get(tid)}
+    return {**data, "functions": fns, "pruned": pruned}
 
 
 def _break_glass_deploy(app: App, guarded, deps, run_for, notify, plan):
@@ -221,27 +223,32 @@ def _break_glass_deploy(app: App, guarded, deps, run_for, notify, plan):
 @click.command()
 @stage_option(required=True)
 @click.option("--to", "to", metavar="DEPLOY_ID", help="Roll back to this succeeded deploy (default: the previous one).")
-@click.option("--target", type=click.Choice(["lambda", "sagemaker"]), default="lambda", show_default=True,
-              help="sagemaker: drop the shadow / restore the endpoint's previous config.")
+@click.option("--target", "targets", metavar="ID|KIND", multiple=True,
+              help="Roll back only these targets, repeatable: an id (lambda:predict) or a kind (lambda). "
+                   "`--target sagemaker` alone: drop the shadow / restore the endpoint's previous config.")
 @dry_run_option
 @output_option
 @pass_app
-def rollback(app: App, to: str | None, dry_run: bool, target: str = "lambda") -> int:
-    """Point a stage back to its previous succeeded deploy (every function, recorded)."""
-    from pipeline_tools.release import deploy as dp
-
-    if target == "sagemaker":
+def rollback(app: App, to: str | None, dry_run: bool, targets: tuple[str, ...] = ()) -> int:
+    """Point a stage back to its previous succeeded deploy (every target it changed, recorded)."""
+    if _legacy_sagemaker(targets):
         return _rollback_sagemaker(app, dry_run)
     stage = app.stage
+    only = None
+    if targets:
+        from pipeline_tools.targets import select_ids
+
+        only = select_ids(app.config(), stage, list(targets))
     led = _ledger(app, stage)
-    deps = _deps(app, stage, led)
-    data = dp.rollback(app.config(), stage, deps, to=to, dry_run=dry_run)
+    data = _rollback_targets(app, led, to, dry_run, only)
 
     def human(o):
         verb = "would roll back" if dry_run else "rolled back"
         o.info(f"{verb} {stage} to deploy {data['target']} ({(data.get('digest') or '?')[:19]}…)")
-        for m in data["functions"]:
+        for m in data.get("functions", ()):
             o.info(f"  {m['name']}: v{m['from_version']} → v{m['to_version']}")
+        for t in data.get("targets", ()):
+            o.info(f"  {t['target']}: {t['from_version']} → {t['to_version']}")
 
     app.out.result(data, human)
     return 0
@@ -251,7 +258,8 @@ def rollback(app: App, to: str | None, dry_run: bool, target: str = "lambda") ->
 @stage_option(required=True)
 @click.option("--force", is_flag=True, help="Take the lock even if its lease has not expired (holder is dead).")
 @click.option("--target", type=click.Choice(["lambda", "sagemaker"]), default=None,
-              help="What died (default: whatever holds the stage lock).")
+              help="What died (default: whatever holds the stage lock; a target-engine deploy is recovered "
+                   "for every target its record names).")
 @dry_run_option
 @output_option
 @pass_app
@@ -263,7 +271,9 @@ def recover(app: App, force: bool, dry_run: bool, target: str | None = None) -> 
     led = _ledger(app, stage)
     if target == "sagemaker" or (target is None and _lock_kind(led, stage) == "sagemaker"):
         return _recover_sagemaker(app, led, force, dry_run)
-    data = dp.recover(app.config(), stage, _deps(app, stage, led), force=force, dry_run=dry_run)
+    data = _recover_targets(app, led, force, dry_run)
+    if data is None:
+        data = dp.recover(app.config(), stage, _deps(app, stage, led), force=force, dry_run=dry_run)
     msgs = {"nothing-to-recover": f"nothing to recover on {stage}",
             "released-stale-lock": f"released a stale lock on {stage} (deploy {data.get('deploy_id')})",
             "remove-damaged-lock": f"would remove the damaged lock item of {stage}",
@@ -280,10 +290,12 @@ def recover(app: App, force: bool, dry_run: bool, target: str | None = None) -> 
 
 @click.command()
 @stage_option(required=False, help="Stage (default: every stage).")
+@click.option("--target", "targets", metavar="ID|KIND", multiple=True,
+              help="Show only these targets, repeatable: an id (lambda:predict) or a kind (lambda); needs --stage.")
 @output_option
 @lean_config
 @pass_app
-def status(app: App) -> int:
+def status(app: App, targets: tuple[str, ...] = ()) -> int:
     """Show what runs where: live version, digest, weights, last deploy, lock."""
     from pipeline_tools.core.errors import NotFoundError
     from pipeline_tools.release import deploy as dp
@@ -292,6 +304,13 @@ def status(app: App) -> int:
     stages = [app.stage] if app.stage else list(cfg.stages)
     if app.stage:
         cfg.stage(app.stage)
+    only: set[str] | None = None
+    if targets:
+        if not app.stage:
+            raise UsageError("--target needs --stage (target ids differ per stage)", "add --stage STAGE")
+        from pipeline_tools.targets import select_ids
+
+        only = set(select_ids(cfg, app.stage, list(targets)))
     result: list[dict[str, Any]] = []
     for st in stages:
         try:
@@ -302,6 +321,15 @@ def status(app: App) -> int:
         result.append(dp.status(cfg, st, app.aws(st).client("lambda"), led, time.time))
         for w in result[-1].get("warnings", ()):
             app.out.warn(f"{st}: {w}")
+        if only is not None:
+            result[-1]["functions"] = [f for f in result[-1]["functions"] if f"lambda:{f['function']}" in only]
+        others = [i for i in _stage_ids(cfg, st) if i.split(":", 1)[0] not in ("lambda", "sagemaker")
+                  and (only is None or i in only)]
+        if others:  # state machines, Batch jobs: their own describe()
+            from pipeline_tools.release import engine
+            from pipeline_tools.targets import build_targets
+
+            result[-1]["targets"] = engine.describe(build_targets(cfg, st, common.target_env(app, st), others))
         tgt = cfg.targets.sagemaker
         if tgt is not None and (tgt.stages is None or st in tgt.stages):
             from pipeline_tools.targets import sagemaker as sm
@@ -327,6 +355,9 @@ def status(app: App) -> int:
                 o.info(f"{s['stage']}: endpoint {e['endpoint']}: {e.get('status') or 'not created'}"
                        + (f" on {e['endpoint_config']}" if e.get("endpoint_config") else "") + shadow
                        + (f" (error: {e['error']})" if e.get("error") else ""))
+            for t in s.get("targets", ()):
+                o.info(f"{s['stage']}: {t['target']}: " + (f"error: {t['error']}" if t.get("error") else
+                       f"version {t.get('version') or '-'} {(t.get('digest') or '')[:19]}"))
             if s.get("split"):
                 for image, fns in s["split"].items():
                     parts = ", ".join(f"{n} {str(v)[:19] if isinstance(v, str) else v}" for n, v in fns.items())
@@ -367,10 +398,12 @@ def _age(seconds: Any) -> str:
 @click.option("--until", metavar="DURATION|DATE", default=None, help="Records created until: 1d, 2026-11-30.")
 @click.option("--next", "next_token", metavar="TOKEN", default=None,
               help="The next page of a --kind/--since/--until listing (the `next` token it printed).")
+@click.option("--target", "targets", metavar="ID|KIND", multiple=True,
+              help="Only deploys that changed one of these targets, repeatable: an id (lambda:predict) or a kind.")
 @output_option
 @pass_app
 def history(app: App, limit: int, before: str | None, kinds: tuple[str, ...] = (), since: str | None = None,
-            until: str | None = None, next_token: str | None = None) -> int:
+            until: str | None = None, next_token: str | None = None, targets: tuple[str, ...] = ()) -> int:
     """List a stage's deploys from the ledger, newest first, one page at a time; with --kind,
     --since, --until or --next, records of every kind (approvals, gates, break-glass, …)."""
     from pipeline_tools.release import deploy as dp
@@ -380,12 +413,23 @@ def history(app: App, limit: int, before: str | None, kinds: tuple[str, ...] = (
 
         if before:
             raise UsageError("--before pages the deploy listing; with --kind/--since/--until use --next TOKEN")
+        if targets:
+            raise UsageError("--target filters the deploy listing; leave out --kind/--since/--until/--next with it")
         led = _ledger(app, app.stage, create=False)
         return history_records(app, app.stage, kinds=kinds, since=since, until=until, limit=limit,
                                next_token=next_token, client=led.client, table=led.table)
 
+    only = None
+    if targets:
+        from pipeline_tools.core.config import load
+        from pipeline_tools.targets import select_ids
+
+        # the full config: target ids need functions:/targets:, which the lean loader skips
+        only = set(select_ids(load(app.config_path), app.stage, list(targets)))
     rows, cursor = dp.history_page(_ledger(app, app.stage, create=False), app.stage, limit, before,
                                    warn=app.out.warn)
+    if only is not None:  # filtered within the page: the cursor still walks every deploy
+        rows = [r for r in rows if only & set(r.get("targets") or ())]
 
     def human(o):
         o.table([(r["id"], r["operation"], r["state"], (r["digest"] or "")[:19], r["strategy"], r["actor"],
@@ -399,18 +443,6 @@ def history(app: App, limit: int, before: str | None, kinds: tuple[str, ...] = (
 
 
 # --- SageMaker endpoint target (pipeline_tools/targets/sagemaker.py) ------------------------------------
-
-
-def sagemaker_deps(app: App, stage: str, led):
-    from pipeline_tools.core.envvars import env_seconds
-    from pipeline_tools.release import actor
-    from pipeline_tools.targets import sagemaker as sm
-
-    factory = app.aws(stage)
-    return sm.Deps(sagemaker=factory.client("sagemaker"), ledger=led, s3=factory.client("s3"),
-                   cloudwatch=factory.client("cloudwatch"), clock=time.time, sleep=time.sleep, log=app.out.log,
-                   actor=actor.identify(factory.caller_arn()),
-                   poll=env_seconds("PT_SAGEMAKER_POLL", 15.0, minimum=0.001, maximum=3600))
 
 
 def _sagemaker_image(cfg, image: str, image_uri: str | None, from_build: str | None):
@@ -495,6 +527,52 @@ def _rollback_sagemaker(app: App, dry_run: bool) -> int:
     app.out.result(data, f"{verb} endpoint {data['endpoint']}: {data['operation']} {data['undo']} undone, "
                          f"config {data['from_endpoint_config']} → {data['to_endpoint_config']}")
     return 0
+
+
+def _rollback_targets(app: App, led, to: str | None, dry_run: bool, only: list[str] | None = None) -> dict:
+    """`pt rollback` through the target engine: back to what an earlier succeeded deploy left live."""
+    from pipeline_tools.release import deploy as dp
+    from pipeline_tools.release import engine
+    from pipeline_tools.targets import build_targets
+
+    cfg, stage = app.config(), app.stage
+    known = set(_stage_ids(cfg, stage))
+    env = common.target_env(app, stage)
+
+    def build(ids: list[str]) -> list:
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise UsageError(f"the deploy to undo changed targets stage {stage} no longer has: {', '.join(missing)}",
+                             "restore them in pipeline.yml, or deploy the earlier digest with `pt deploy`")
+        return build_targets(cfg, stage, env, ids)
+
+    if not dry_run:
+        dp.check_startable(led, stage, time.time)
+    return engine.rollback(cfg, stage, common.engine_deps(app, stage, led), build, to=to, dry_run=dry_run,
+                           only=only, recorded=dp.recorded_versions)
+
+
+def _recover_targets(app: App, led, force: bool, dry_run: bool) -> dict | None:
+    """Recover a release of the target engine from its record, or None when the unfinished
+    deploy (if any) was not made by it."""
+    from pipeline_tools.release import engine
+    from pipeline_tools.targets import build_targets
+
+    cfg, stage = app.config(), app.stage
+    rec = led.unfinished(stage)
+    if rec is None or not engine.is_engine_record(rec):
+        return None
+    order = list(rec.data.get("order") or [])
+    known = set(_stage_ids(cfg, stage))
+    targets = build_targets(cfg, stage, common.target_env(app, stage), [i for i in order if i in known])
+    return engine.recover(stage, common.engine_deps(app, stage, led), {t.id: t for t in targets},
+                          force=force, dry_run=dry_run)
+
+
+def _stage_ids(cfg, stage: str) -> list[str]:
+    from pipeline_tools.targets import stage_ids
+
+    return stage_ids(cfg, stage)
 
 
 def _lock_kind(led, stage: str) -> str | None:

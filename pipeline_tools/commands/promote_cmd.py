@@ -61,24 +61,9 @@ def _actor(app: App, stage: str) -> dict:
 
 
 def _notifier(app: App, actor: dict | None, clock=time.time):
-    """notify(kind, stage, info) → NotifyResult (or None); never raises."""
-    from pipeline_tools.ops import notify as n
+    from pipeline_tools.commands._deploy_common import notifier
 
-    cfg = app.config()
-    who = actor or {}
-
-    def send(kind: str, stage: str, info: dict) -> Any:
-        try:
-            event = n.Event(kind=kind, project=cfg.project, stage=stage, summary=info.get("summary", kind),
-                            digest=info.get("digest"), deploy_id=info.get("deploy_id"),
-                            actor=who.get("name"), run_url=who.get("run_url"), at=clock(),
-                            details={k: v for k, v in info.items() if k not in ("summary", "digest", "deploy_id")})
-            return n.notify_from_factory(cfg, event, app.aws(stage), warn=app.out.warn)
-        except Exception as e:
-            app.out.warn(f"notification {kind} not sent: {type(e).__name__}: {e}")
-            return None
-
-    return send
+    return notifier(app, actor, clock)
 
 
 def _summary_md(title: str, rows: list[list[Any]], columns: list[str], lines: list[str]) -> str:
@@ -354,14 +339,25 @@ def sync_codepipeline(app: App, pipeline: str) -> int:
 # --- pt promote ------------------------------------------------------------------------------------
 
 
-def deploy_engine(app: App, stage: str, actor: dict, ledger, *, clock=time.time, sleep=time.sleep):
-    """The deploy engine (pipeline_tools.release.deploy) for `stage`, as promote() calls it."""
+def deploy_engine(app: App, stage: str, actor: dict, ledger, *, clock=time.time, sleep=time.sleep,
+                  wanted: tuple[str, ...] = ()):
+    """The release engine (pipeline_tools.release.engine) for `stage`, as promote() calls it;
+    `wanted`: the --target values (default every target of the stage)."""
+    from pipeline_tools.commands._deploy_common import target_env
     from pipeline_tools.release import promote as p
+    from pipeline_tools.targets import build_targets, select_ids
+
+    cfg = app.config()
+    ids = select_ids(cfg, stage, list(wanted))  # a bad --target fails here, before any check runs
+
+    def targets_for(st: str, image: str) -> list:
+        built = build_targets(cfg, st, target_env(app, st), ids)
+        return [t for t in built if getattr(t, "image", None) in (None, image)]
 
     factory = app.aws(stage)
-    return p.engine(app.config(), lambda_client=factory.client("lambda"), cloudwatch=factory.client("cloudwatch"),
-                    ledger=ledger, actor=actor, clock=clock, sleep=sleep, log=app.out.log,
-                    ecr=factory.client("ecr"), notify=_notifier(app, actor))
+    return p.target_engine(cfg, targets_for=targets_for, cloudwatch=factory.client("cloudwatch"), ledger=ledger,
+                           actor=actor, clock=clock, sleep=sleep, log=app.out.log, ecr=factory.client("ecr"),
+                           notify=_notifier(app, actor))
 
 
 @click.command()
@@ -372,11 +368,14 @@ def deploy_engine(app: App, stage: str, actor: dict, ledger, *, clock=time.time,
 @click.option("--reason", default=None, help="Why the window is overridden (recorded in the ledger).")
 @click.option("--shadow", is_flag=True, help="SageMaker target: make the shadow variant running in --to the "
               "production variant (after its gate, approvals and window).")
+@click.option("--target", "targets", metavar="ID|KIND", multiple=True,
+              help="Release only these targets of --to, repeatable: an id (lambda:predict) or a kind (lambda). "
+                   "Default: every target of the stage.")
 @dry_run_option
 @output_option
 @pass_app
 def promote(app: App, target: str, source: str | None, override_window: bool, reason: str | None,
-            dry_run: bool, shadow: bool = False) -> int:
+            dry_run: bool, shadow: bool = False, targets: tuple[str, ...] = ()) -> int:
     """Promote the digest that passed the previous stage: same image, never rebuilt.
 
     Checks in order: source gate PASS over its bake time, approvals, deploy window (or
@@ -388,6 +387,10 @@ def promote(app: App, target: str, source: str | None, override_window: bool, re
         return _promote_shadow(app, target, override_window, reason, dry_run)
     cfg = app.config()
     cfg.stage(target)
+    if targets:
+        from pipeline_tools.targets import select_ids
+
+        select_ids(cfg, target, list(targets))  # bad --target: exit 2 before any check
     src = p.resolve_source(cfg, target, source)
     app.check_shared_ledger(target)
     ledger = _ledger(app, target)  # the shared ledger (tooling account) when accounts.tooling is set
@@ -399,9 +402,10 @@ def promote(app: App, target: str, source: str | None, override_window: bool, re
         _print_plan(app, plan, None, dry_run=True)
         return EXIT_OK
     actor = _actor(app, target)
-    plan, rec = p.promote(cfg, target, ledger=ledger, cloudwatch=cw, deploy=deploy_engine(app, target, actor, ledger),
-                          actor=actor, clock=time.time, source=source, override_window=override_window,
-                          reason=reason, notify=_notifier(app, actor))
+    engine = deploy_engine(app, target, actor, ledger, wanted=targets)
+    plan, rec = p.promote(cfg, target, ledger=ledger, cloudwatch=cw, deploy=engine, actor=actor, clock=time.time,
+                          source=source, override_window=override_window, reason=reason,
+                          notify=_notifier(app, actor))
     _print_plan(app, plan, rec, dry_run=False)
     return EXIT_OK if rec is not None and rec.state == "succeeded" else EXIT_FAILURE
 
@@ -490,7 +494,7 @@ def _decide_shadow(app: App, decision: str, comment: str | None) -> int:
 
 
 def _promote_shadow(app: App, stage: str, override_window: bool, reason: str | None, dry_run: bool) -> int:
-    from pipeline_tools.commands.deploy_cmd import sagemaker_deps
+    from pipeline_tools.commands._deploy_common import sagemaker_deps
     from pipeline_tools.targets import sagemaker as sm
 
     cfg = app.config()

@@ -38,7 +38,7 @@ def change_record(app: App, deploy_id: str | None, next_: bool, fmt: str, out_fi
     two-person status, test evidence. Under GitHub Actions it is also added to the step summary.
     Exit codes: 0 written, 2 bad input (e.g. no such deploy).
     """
-    from pipeline_tools.commands.deploy_cmd import _ledger
+    from pipeline_tools.commands._deploy_common import ledger as _ledger
     from pipeline_tools.ops import change_record as cr
 
     if deploy_id and next_:

@@ -44,7 +44,8 @@ def _vars(pairs: tuple[str, ...]) -> dict[str, str]:
 @pass_app
 def start(app: App, checklist: str, var_pairs: tuple[str, ...], dry_run: bool) -> int:
     """Start a runbook from a checklist FILE; prints its id (share it with the team)."""
-    from pipeline_tools.commands.deploy_cmd import _ledger, _who
+    from pipeline_tools.commands._deploy_common import ledger as _ledger
+    from pipeline_tools.commands._deploy_common import who as _who
     from pipeline_tools.ops import runbook as rb
 
     cl = rb.load_checklist(checklist)
@@ -74,7 +75,7 @@ def start(app: App, checklist: str, var_pairs: tuple[str, ...], dry_run: bool) -
 @pass_app
 def status(app: App, runbook_id: str) -> int:
     """Every step: done or pending, by whom, when."""
-    from pipeline_tools.commands.deploy_cmd import _ledger
+    from pipeline_tools.commands._deploy_common import ledger as _ledger
     from pipeline_tools.ops import runbook as rb
 
     rec = rb.load(_ledger(app, app.stage, create=False), app.stage, runbook_id)
@@ -91,7 +92,7 @@ def status(app: App, runbook_id: str) -> int:
 @pass_app
 def next_(app: App, runbook_id: str) -> int:
     """The step to do now and the exact command that completes it."""
-    from pipeline_tools.commands.deploy_cmd import _ledger
+    from pipeline_tools.commands._deploy_common import ledger as _ledger
     from pipeline_tools.ops import runbook as rb
 
     stage = app.stage
@@ -127,7 +128,8 @@ def next_(app: App, runbook_id: str) -> int:
 @pass_app
 def done(app: App, runbook_id: str, step_id: str, evidence: str | None, note: str | None, timeout: int) -> int:
     """Complete STEP: run its pt command (output and exit code = evidence) or record manual evidence."""
-    from pipeline_tools.commands.deploy_cmd import _ledger, _who
+    from pipeline_tools.commands._deploy_common import ledger as _ledger
+    from pipeline_tools.commands._deploy_common import who as _who
     from pipeline_tools.ops import runbook as rb
 
     stage = app.stage
@@ -166,7 +168,7 @@ def report(app: App, runbook_id: str, fmt: str, out_file: str | None) -> int:
     """One document: every step, actor, time and the SHA-256 of its evidence."""
     import json
 
-    from pipeline_tools.commands.deploy_cmd import _ledger
+    from pipeline_tools.commands._deploy_common import ledger as _ledger
     from pipeline_tools.ops import runbook as rb
 
     rec = rb.load(_ledger(app, app.stage, create=False), app.stage, runbook_id)

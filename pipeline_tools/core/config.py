@@ -130,6 +130,14 @@ class AlarmConfig(_Strict):
     evaluation_periods: int = Field(1, ge=1)
 
 
+class SmokeConfig(_Strict):
+    """A smoke invoke of the new version before any traffic moves (`pt deploy`)."""
+
+    payload: dict[str, Any] = Field(default_factory=dict, description="event the new version is invoked with")
+    expect_status: int | None = Field(None, description="statusCode the response must carry (e.g. 200)")
+    expect_keys: list[str] = Field(default_factory=list, description="keys the response (or its JSON body) must have")
+
+
 class FunctionConfig(_Strict):
     image: str
     handler: str | None = Field(None, description="image CMD override, e.g. app.handler")
@@ -139,6 +147,8 @@ class FunctionConfig(_Strict):
     alarms: list[AlarmConfig] = Field(default_factory=list)
     ephemeral_storage: int = Field(512, ge=512, le=10240, description="/tmp size in MB (512–10,240)")
     reserved_concurrency: int | None = Field(None, ge=0, description="reserved concurrent executions (default: none)")
+    smoke: SmokeConfig | None = Field(None, description="invoke the new version before traffic moves; "
+                                                        "a failure ends the deploy at the old version")
 
 
 class DeployConfig(_Strict):

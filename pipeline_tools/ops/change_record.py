@@ -252,6 +252,11 @@ def _end_state(cfg: Config, stage: str, new: Record, running: Record | None, pla
         fns = [{"function": f["function"], "name": f["name"], "from_version": f.get("previous_version"),
                 "from_digest": f.get("previous_digest"), "changes": f.get("changes", True)}
                for f in plan.get("functions", [])]
+        if "functions" not in plan:  # a release of the target engine: its Lambda targets
+            fns = [{"function": t["target"].split(":", 1)[1], "name": t["placement"].get("resource"),
+                    "from_version": t["placement"].get("version"), "from_digest": t["placement"].get("digest"),
+                    "changes": t.get("changes", True)}
+                   for t in plan.get("targets", []) if t.get("target", "").startswith("lambda:")]
         strategy, bake = plan.get("strategy"), plan.get("bake")
     else:
         strategy, bake = st.deploy.strategy, st.deploy.bake
@@ -259,6 +264,10 @@ def _end_state(cfg: Config, stage: str, new: Record, running: Record | None, pla
         steps = [s.percent for s in schedule.steps(strategy, percent, st.deploy.interval)]
         image = new.data.get("image") or next(iter(cfg.images))
         cur = (running.data.get("functions") or {}) if running else {}
+        if running and not cur:  # a release of the target engine: the versions it left live
+            done = {**(running.data.get("placements") or {}), **(running.data.get("candidates") or {})}
+            cur = {tid.split(":", 1)[1]: {"version": v.get("version")} for tid, v in done.items()
+                   if tid.startswith("lambda:")}
         fns = [{"function": fn, "name": cfg.function_name(stage, fn),
                 "from_version": (cur.get(fn) or {}).get("version"), "from_digest": running.digest if running else None,
                 "changes": not running or running.digest != new.digest}

@@ -772,13 +772,56 @@ def _check_versions(lambda_client: Any, plan: DeployPlan, to_versions: dict[str,
             raise
 
 
+def recorded_versions(rec: Record) -> dict:
+    """What a deploy record left live, per target id, as Candidates: an engine record's
+    (release/engine.py), or the `functions` of a record this module wrote (`lambda:<fn>`)."""
+    from pipeline_tools.release import engine
+    from pipeline_tools.release.target import Candidate
+
+    if engine.is_engine_record(rec):
+        return engine.left_live(rec)
+    out = {}
+    for fn, info in sorted((rec.data.get("functions") or {}).items()):
+        version = info.get("version") or info.get("new_version")
+        if version is not None:
+            out[f"lambda:{fn}"] = Candidate(f"lambda:{fn}", str(version), rec.digest or "", {})
+    return out
+
+
+def lambda_targets(cfg: Any, stage: str, deps: Deps) -> Callable[[list[str]], list]:
+    """`build(ids)` of the engine for this module's Deps: LambdaTargets on deps.lambda_client."""
+    from pipeline_tools.targets import TargetEnv
+    from pipeline_tools.targets.lambda_ import LambdaTarget
+
+    env = TargetEnv(client=lambda _service: deps.lambda_client, clock=deps.clock, sleep=deps.sleep, log=deps.log,
+                    update_timeout=deps.update_timeout)
+
+    def build(ids: list[str]) -> list:
+        return [LambdaTarget(cfg, stage, i.split(":", 1)[1], env) for i in ids if i.startswith("lambda:")]
+
+    return build
+
+
+def engine_deps(deps: Deps) -> Any:
+    from pipeline_tools.release import engine
+
+    return engine.EngineDeps(cloudwatch=deps.cloudwatch, ledger=deps.ledger, clock=deps.clock, sleep=deps.sleep,
+                             log=deps.log, actor=deps.actor, lease=deps.lease)
+
+
 def rollback(cfg: Any, stage: str, deps: Deps, *, to: str | None = None, dry_run: bool = False) -> dict:
     """Point every function back to a previous succeeded deploy, as a deploy of that deploy's
     versions: the same lock (fenced), record and states (`locked → shifting → finishing →
     succeeded`). A rollback that stops part-way (one function moved, then an error) is left
-    unfinished, lock released, for `pt recover` to finish forward; it is never undone."""
+    unfinished, lock released, for `pt recover` to finish forward; it is never undone.
+    Undoing a release of the target engine runs through it (`engine.rollback`)."""
+    from pipeline_tools.release import engine
+
     d, led = deps, deps.ledger
     current, target = _rollback_target(led, stage, to)
+    if current is not None and engine.is_engine_record(current):
+        return engine.rollback(cfg, stage, engine_deps(deps), lambda_targets(cfg, stage, deps), to=to,
+                               dry_run=dry_run, recorded=recorded_versions)
     plan, to_versions = _rollback_plan(cfg, stage, target, d.lambda_client)
     if dry_run:
         return {**_rollback_preview(stage, target, current, plan, to_versions), "dry_run": True}
@@ -879,8 +922,14 @@ def _rollback_stopped(run: _Run, exc: BaseException) -> None:
 def recover(cfg: Any, stage: str, deps: Deps, *, force: bool = False, dry_run: bool = False) -> dict:
     """Finish (forward) or roll back a deploy that died mid-way, and record it. A rollback that
     stopped part-way is finished forward (to its target). Runs under a new lock token."""
+    from pipeline_tools.release import engine
+
     led = deps.ledger
     rec = led.unfinished(stage)
+    if rec is not None and engine.is_engine_record(rec):
+        ids = list(rec.data.get("order") or [])
+        return engine.recover(stage, engine_deps(deps), {t.id: t for t in lambda_targets(cfg, stage, deps)(ids)},
+                               force=force, dry_run=dry_run)
     try:
         lock = led.current_lock(stage)
     except CorruptItem:
@@ -1068,8 +1117,15 @@ def history_page(ledger: Ledger, stage: str, n: int = 20, before: str | None = N
                     "actor": r.actor.get("name"), "git_sha": r.actor.get("git_sha"), "started": iso(r.created),
                     "duration_s": round((end or r.updated) - r.created, 1), "reason": r.reason,
                     "window_override": bool((r.data.get("window") or {}).get("overridden")),
-                    "rolled_back_by": r.data.get("rolled_back_by")})
+                    "rolled_back_by": r.data.get("rolled_back_by"), "targets": _record_targets(r)})
     return out, cursor
+
+
+def _record_targets(r: Record) -> list[str]:
+    """The target ids a deploy record changed (an engine record's, or `lambda:<fn>` of this module's)."""
+    if r.data.get("engine"):
+        return list(r.data.get("changing") or r.data.get("order") or [])
+    return [f"lambda:{fn}" for fn in sorted(r.data.get("functions") or {})]
 
 
 # --- image existence ---------------------------------------------------------------------------

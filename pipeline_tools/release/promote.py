@@ -651,6 +651,47 @@ def engine(cfg: Config, *, lambda_client: Any, cloudwatch: Any, ledger: Ledger, 
     return run
 
 
+def target_engine(cfg: Config, *, targets_for: Callable[[str, str], list], cloudwatch: Any, ledger: Ledger,
+                  actor: dict, clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+                  log: Callable[[str], None] = lambda _m: None, ecr: Any = None,
+                  notify: Callable[[str, str, dict], Any] | None = None) -> DeployFn:
+    """Adapter: the target engine (release/engine.py) as `promote` calls it. `targets_for(stage,
+    image)` gives the stage's targets (commands build them with `targets.build_targets`).
+    The same image checks as `engine`: never rebuilt, the digest must be in the target's registry."""
+    from pipeline_tools.release import deploy as dp
+    from pipeline_tools.release import engine as eng
+    from pipeline_tools.release.target import Release
+
+    def run(target: str, digest: str, *, source_deploy: Record, promotion_id: str | None = None,
+            window: dict | None = None) -> Record:
+        uri = target_image_uri(cfg, target, source_deploy)
+        ref = dp.parse_image_uri(uri)
+        if ref.digest != digest:
+            raise PromotionRefused("image", f"{uri} does not carry digest {digest}")
+        if uri != source_deploy.data.get("image_uri"):
+            try:
+                dp.check_image(ref, ecr=ecr)
+            except NotFoundError as e:
+                raise PromotionRefused("image", f"{e.message} ({target}'s registry)",
+                                       f"replicate the image to {cfg.registry_for(target)} (ECR replication "
+                                       f"from the StageStack), then promote again") from None
+        image = source_deploy.data.get("image") or next(iter(cfg.images))
+        dp.check_startable(ledger, target, clock)
+        plan = eng.plan(cfg, target, targets_for(target, image), Release(ref.uri, ref.digest, "", image))
+        deps = eng.EngineDeps(cloudwatch=cloudwatch, ledger=ledger, clock=clock, sleep=sleep, log=log,
+                              actor={**actor, "promotion_id": promotion_id})
+        info = {"digest": digest, "strategy": plan.strategy, "promotion": promotion_id}
+        result = notified_deploy(lambda: eng.run(plan, deps, window=window), ledger=ledger, stage=target,
+                                 digest=digest, strategy=plan.strategy, info=info, notify=notify, clock=clock,
+                                 origin=f", promoted from {source_deploy.stage}")
+        rec = ledger.get(target, result.deploy_id)
+        if rec is None:  # the engine always writes its record; fail closed if it is gone
+            raise PromotionRefused("deploy", f"deploy {result.deploy_id} has no ledger record")
+        return rec
+
+    return run
+
+
 def notified_deploy(run: Callable[[], Any], *, ledger: Ledger, stage: str, digest: str, strategy: str,
                     info: dict | None = None, notify: Callable[[str, str, dict], Any] | None = None,
                     clock: Callable[[], float] = time.time, origin: str = "") -> Any:

@@ -42,3 +42,77 @@ def load_kind(kind: str) -> Any:
 def target_class(kind: str) -> type:
     module, _, cls = KINDS[kind].partition(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def kinds_in(cfg: Any, stage: str) -> dict[str, list[str]]:
+    """{kind: names of that kind in the stage}, for the kinds whose module exists, in KINDS order.
+    A kind whose module is not installed yet is left out (it cannot have targets to release)."""
+    out: dict[str, list[str]] = {}
+    for kind in KINDS:
+        try:
+            mod = load_kind(kind)
+        except ImportError:
+            continue
+        names = list(mod.names(cfg, stage))
+        if names:
+            out[kind] = names
+    return out
+
+
+def stage_ids(cfg: Any, stage: str) -> list[str]:
+    """The stage's target ids in release order: `stages.<s>.targets` when set, else every target
+    of the stage (kinds in KINDS order, names in config order)."""
+    st = cfg.stage(stage)
+    present = [f"{k}:{n}" for k, names in kinds_in(cfg, stage).items() for n in names]
+    if st.targets:
+        return list(st.targets)
+    return present
+
+
+def select_ids(cfg: Any, stage: str, wanted: list[str] | tuple[str, ...] | None) -> list[str]:
+    """The ids `--target` selects, in the stage's order. Each value is an id (`lambda:predict`) or
+    a kind (`lambda` = every target of that kind); repeatable. Unknown → UsageError (exit 2)."""
+    from pipeline_tools.core.errors import UsageError
+
+    ids = stage_ids(cfg, stage)
+    if not wanted:
+        return ids
+    chosen: set[str] = set()
+    for w in wanted:
+        w = w.strip()
+        kind, sep, _name = w.partition(":")
+        if kind not in KINDS:
+            raise UsageError(f"--target {w}: unknown kind '{kind}'",
+                             f"use one of {', '.join(KINDS)}, or an id like lambda:NAME (`pt status --stage {stage}` "
+                             "lists the stage's targets)")
+        if sep:
+            if w not in ids:
+                raise UsageError(f"--target {w}: stage {stage} has no such target",
+                                 f"its targets are: {', '.join(ids) or 'none'}")
+            chosen.add(w)
+            continue
+        of_kind = [i for i in ids if i.startswith(kind + ":")]
+        if not of_kind:
+            raise UsageError(f"--target {w}: stage {stage} has no {kind} target",
+                             f"its targets are: {', '.join(ids) or 'none'}")
+        chosen.update(of_kind)
+    return [i for i in ids if i in chosen]
+
+
+def build_targets(cfg: Any, stage: str, env: TargetEnv, ids: list[str] | None = None) -> list[Any]:
+    """Target objects for `ids` (default: the stage's, in order). A kind whose module is missing
+    is a UsageError naming it."""
+    from pipeline_tools.core.errors import UsageError
+
+    out = []
+    for tid in (ids if ids is not None else stage_ids(cfg, stage)):
+        kind, _, name = tid.partition(":")
+        if kind not in KINDS:
+            raise UsageError(f"target {tid}: unknown kind '{kind}'", f"use one of {', '.join(KINDS)}")
+        try:
+            cls = target_class(kind)
+        except (ImportError, AttributeError):
+            raise UsageError(f"target kind '{kind}' is not available in this version of pt ({KINDS[kind]})",
+                             "upgrade pipeline-tools, or leave that target out with --target") from None
+        out.append(cls(cfg, stage, name, env))
+    return out

@@ -236,6 +236,7 @@ class BatchJobTarget:
             raise UsageError(f"stage {stage} has no batch job '{name}' (targets.batch.{name}.stages: "
                              f"{', '.join(self.spec.stages)})", "pass one of those stages, or add it to the list")
         self.id = target_id(KIND, name)
+        self.image = self.spec.image   # the engine releases this target with that image only
         self.region = cfg.stage_region(stage)
         account = cfg.stages[stage].account
         self.definition = naming.batch_job_definition(cfg.project, stage, name)

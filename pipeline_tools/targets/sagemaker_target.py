@@ -125,6 +125,7 @@ class SageMakerTarget:
                              f"targets.sagemaker.endpoint is {self.t.endpoint}: use --target "
                              f"sagemaker:{self.t.endpoint} (or --target sagemaker)")
         self.id = target_id(KIND, name)
+        self.image = cfg.targets.sagemaker.image   # the engine releases this target with that image only
         self.endpoint = sm.endpoint_name(cfg, stage)
         self.mode = self.t.mode
         self.weighted = self.mode == WEIGHTED

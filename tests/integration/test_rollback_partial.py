@@ -53,7 +53,7 @@ def test_rollback_goes_through_the_deploy_states(stage, run_pt):
     assert rb.data["operation"] == "rollback" and rb.state == "succeeded"
     assert [t.get("state") for t in rb.transitions if t.get("state")] == ["locked", "shifting", "finishing",
                                                                          "succeeded"]
-    assert rb.data["functions"]["predict"]["previous_digest"] == digest(3)
+    assert rb.data["placements"]["lambda:predict"]["digest"] == digest(3)  # what ran when it started
     assert led.current_lock("staging") is None and stage.live_digests() == {digest(2)}
 
 

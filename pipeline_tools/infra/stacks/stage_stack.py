@@ -341,7 +341,10 @@ class DeployRole(Construct):
                 actions=["lambda:GetFunction", "lambda:GetFunctionConfiguration", "lambda:UpdateFunctionCode",
                          "lambda:PublishVersion", "lambda:ListVersionsByFunction", "lambda:GetAlias",
                          "lambda:CreateAlias", "lambda:UpdateAlias", "lambda:DeleteAlias", "lambda:ListAliases",
-                         "lambda:InvokeFunction", "lambda:ListTags"],
+                         "lambda:InvokeFunction", "lambda:ListTags",
+                         # functions.* configuration and reserved concurrency are part of a release
+                         "lambda:UpdateFunctionConfiguration", "lambda:GetFunctionConcurrency",
+                         "lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency"],
                 resources=[arn(st, "lambda", f"function:{n}{q}") for n in fn_names for q in ("", ":*")]))
             # Pruning old versions (deploy.keep_versions) deletes qualified ARNs only, never the function.
             statements.append(iam.PolicyStatement(
