@@ -664,8 +664,10 @@ def parse(text: str, shown: str = DEFAULT_CONFIG, source: str | None = None) -> 
             path, message = _describe(err, data)
             add(path, message)
     from pipeline_tools.core.configcheck import checks as aws_checks
+    from pipeline_tools.core.configcheck_services import checks as service_checks
 
-    for path, message in _cross_checks(data) + aws_checks(data):
+    base_dir = Path(source).resolve().parent if source else Path.cwd()
+    for path, message in _cross_checks(data) + aws_checks(data) + service_checks(data, base_dir):
         add(path, message)
     if problems:
         problems.sort(key=lambda t: t[0])
