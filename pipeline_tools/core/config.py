@@ -666,7 +666,7 @@ def parse(text: str, shown: str = DEFAULT_CONFIG, source: str | None = None) -> 
     from pipeline_tools.core.configcheck import checks as aws_checks
     from pipeline_tools.core.configcheck_services import checks as service_checks
 
-    base_dir = Path(source).resolve().parent if source else Path.cwd()
+    base_dir = Path(source).resolve().parent if source else None  # text without a file: no paths to check
     for path, message in _cross_checks(data) + aws_checks(data) + service_checks(data, base_dir):
         add(path, message)
     if problems:

@@ -16,10 +16,11 @@ def _dict(v: Any) -> dict:
     return v if isinstance(v, dict) else {}
 
 
-def checks(data: dict, base_dir: Path) -> list[Problem]:
+def checks(data: dict, base_dir: Path | None) -> list[Problem]:
+    """`base_dir`: the config file's directory; None (text parsed without a file) skips the file checks."""
     out: list[Problem] = []
     targets = _dict(data.get("targets"))
-    for name, sm in _dict(targets.get("stepfunctions")).items():
+    for name, sm in _dict(targets.get("stepfunctions")).items() if base_dir else ():
         definition = _dict(sm).get("definition", "step-functions.json")
         if not isinstance(definition, str) or not definition.strip():
             continue  # the model reports the type / empty value
