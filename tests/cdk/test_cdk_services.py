@@ -328,3 +328,31 @@ def test_three_accounts_service_stacks_live_in_their_stage_account(three):
                       if r.get("RoleName") == "iris-prod-deploy")["AssumeRolePolicyDocument"])
     assert f":iam::{C}:role/iris-prod-codebuild" in trust and f":iam::{C}:role/iris-prod-github" in trust
     assert "iris-ledger" in three.templates
+
+
+def test_three_accounts_pipelines_live_in_the_tooling_account(three):
+    manifest = json.loads((three.outdir / "manifest.json").read_text())
+    envs = {k: v.get("environment") for k, v in manifest["artifacts"].items()
+            if v.get("type") == "aws:cloudformation:stack"}
+    assert envs["iris-staging-pipeline"] == envs["iris-prod-pipeline"] == f"aws://{C}/us-east-1"
+    assert envs["iris-staging-stage"] == f"aws://{A}/us-east-1" and envs["iris-scorer-prod-service"] == f"aws://{B}/us-east-1"
+    for stage, account in (("staging", A), ("prod", B)):
+        raw = three.template(f"iris-{stage}-pipeline")
+        build = next(r for r in resources(raw, "AWS::IAM::Role") if r.get("RoleName") == f"iris-{stage}-codebuild")
+        assert build  # the name the stage's deploy role trusts (test above)
+        variables = [v for p in resources(raw, "AWS::CodeBuild::Project")
+                     for v in p["Environment"]["EnvironmentVariables"] if v["Name"] == "PT_DEPLOY_ROLE_ARN"]
+        assert variables and all(f":iam::{account}:role/iris-{stage}-deploy" in text(v["Value"]) for v in variables)
+    prod = three.template("iris-prod-pipeline")
+    approve = next(a for st in resources(prod, "AWS::CodePipeline::Pipeline")[0]["Stages"] if st["Name"] == "Approve"
+                   for a in st["Actions"])
+    assert "NotificationArn" not in approve.get("Configuration", {})  # the stage's topic is in another account
+    statements = [s for p in resources(prod, "AWS::IAM::Policy") for s in p["PolicyDocument"]["Statement"]]
+    assert any(s.get("Sid") == "Approvals" and "codepipeline:PutApprovalResult" in s["Action"] for s in statements)
+
+
+def test_one_account_pipelines_stay_with_their_stage(svc):
+    raw = svc.template("iris-prod-pipeline")
+    approve = next(a for st in resources(raw, "AWS::CodePipeline::Pipeline")[0]["Stages"] if st["Name"] == "Approve"
+                   for a in st["Actions"])
+    assert "NotificationArn" in approve["Configuration"]

@@ -2,7 +2,8 @@
 
 Stacks (one module each):
   stage_stack.StageStack            `<project>-<stage>-stage`    per stage, in its account/region
-  pipeline_stack.PipelineStack      `<project>-<stage>-pipeline` per stage (needs repository + connection)
+  pipeline_stack.PipelineStack      `<project>-<stage>-pipeline` per stage (needs repository + connection);
+                                    in the tooling account when `accounts:` is set
   github_oidc_stack.GitHubOidcStack `<project>-github-oidc`      per account hosting stages (needs repository):
                                     one role `<project>-<stage>-github` per stage there
   ledger_stack.LedgerStack          `<project>-ledger`           in the tooling account (when `accounts:` is set)
@@ -122,8 +123,12 @@ def build_app(app: cdk.App, cfg: Config, *, repository: str | None = None, conne
         out.update(_service_stacks(app, cfg, stage, env, stage_stack, image_digests))
         if repository and connection_arn:
             name = names.pipeline_stack(cfg.project, stage)
+            # With `accounts:` the pipelines live in the tooling account (in the stage's region) and
+            # reach the stage through its deploy role, which trusts their CodeBuild role (ledger_stack).
+            pipeline_env = env if cfg.accounts is None else cdk.Environment(
+                account=cfg.accounts.tooling, region=cfg.stage_region(stage))
             out[name] = PipelineStack(app, name, cfg=cfg, stage=stage, repository=repository,
-                                      connection_arn=connection_arn, env=env,
+                                      connection_arn=connection_arn, env=pipeline_env,
                                       description=f"{cfg.project} {stage}: CodePipeline running pt")
     if repository:
         by_account: dict[str, list[str]] = {}
