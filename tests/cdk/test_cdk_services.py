@@ -356,3 +356,35 @@ def test_one_account_pipelines_stay_with_their_stage(svc):
     approve = next(a for st in resources(raw, "AWS::CodePipeline::Pipeline")[0]["Stages"] if st["Name"] == "Approve"
                    for a in st["Actions"])
     assert "NotificationArn" in approve["Configuration"]
+
+
+BAD_INPUTS = """\
+project: iris
+region: us-east-1
+images: {model: {}}
+functions: {predict: {image: model}}
+targets:
+  stepfunctions:
+    flow: {definition: flows/missing.json}
+  batch:
+    nightly: {image: model, schedule: "cron(0 3 * * * *)"}
+services:
+  scorer: {function: predict, state_machine: flow, batch: [nightly]}
+stages:
+  staging: {account: "111111111111", branch: integration, gate: {alarms: ["iris-staging-*"]}}
+"""
+
+
+def test_cdk_app_refuses_missing_definition_and_bad_schedule_before_synth(tmp_path):
+    from .test_cdk_cli import run_app
+
+    proc = run_app(tmp_path, BAD_INPUTS)
+    assert proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert errors == [
+        "error: pipeline.yml:7: targets.stepfunctions.flow.definition: definition file flows/missing.json does not "
+        f"exist (relative to {tmp_path.resolve()}); give the path of the Amazon States Language JSON file",
+        "error: pipeline.yml:9: targets.batch.nightly.schedule: cron(0 3 * * * *): exactly one of day-of-month (*) "
+        "and day-of-week (*) must be '?', e.g. cron(0 3 * * ? *) or cron(0 3 ? * MON *)",
+    ]
+    assert "Traceback" not in proc.stderr and not list((tmp_path / "out").glob("*.template.json"))
