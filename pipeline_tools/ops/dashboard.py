@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from pipeline_tools.core import names
-from pipeline_tools.core.config import Config
+
+if TYPE_CHECKING:  # `pt status` stays light: no pydantic import for the URL
+    from pipeline_tools.core.config import Config
 
 
 def console_host(region: str) -> str:

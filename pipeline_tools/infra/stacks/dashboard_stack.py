@@ -8,7 +8,7 @@ Rows (each only when the stage has such resources), every metric addressed by it
   API Gateway        count, 4XX, 5XX; latency p50/p99 per service API;
   Batch              jobs succeeded/failed (TriggeredRules of the TargetsStack's outcome rules);
   SageMaker          invocations and ModelLatency p50/p99 of the production and shadow variants.
-`pt status --open` opens it (pipeline_tools/ops/dashboard.py: dashboard_url).
+pt status --open opens it (pipeline_tools/ops/dashboard.py: dashboard_url).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@
   - Cognito-group access (`access`): the managed policy `<project>-<stage>-<service>-access`
     (execute-api:Invoke on the two routes, read/put on the bucket prefixes) and the role of the same
     name, trusted by cognito-identity.amazonaws.com for the identity pool's authenticated identities,
-    with that policy attached. `pt access grant` attaches the policy to a group's role;
+    with that policy attached. The access-grant command (pt access grant, docs/service-ops.md)
+    attaches the policy to a group's role;
   - a managed policy on the stage's deploy role for what `pt` does to the service.
 
 The function is NOT created here: every `functions:` entry is the StageStack's (one place for image
