@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "artifacts": ("pipeline_tools.commands.artifacts_cmd:artifacts", "SHA-256 manifests and content-addressed sync of model artifacts."),
     "logs": ("pipeline_tools.commands.logs_cmd:logs", "Scan logs for sensitive identifiers; archive logs to S3."),
     "teardown": ("pipeline_tools.commands.teardown_cmd:teardown", "Delete what a stage owns, in order, with an evidence report."),
+    "access": ("pipeline_tools.commands.access_cmd:access",
+               "Give Cognito groups access to a service (grant/revoke/show), recorded in a shared file."),
+    "params": ("pipeline_tools.commands.params_cmd:params",
+               "Keep a service's hyperparameters in SSM Parameter Store (push/diff/show)."),
     "local": ("pipeline_tools.commands.local_cmd:local", "Start/stop the embedded local stack (moto server + registry)."),
     "release": ("pipeline_tools.commands.local_cmd:release", "Run the whole release pipeline (locally with --local)."),
     "invoke": ("pipeline_tools.commands.local_cmd:invoke", "Invoke a function's image locally like Lambda does."),
@@ -46,6 +50,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "change-record": ("pipeline_tools.commands.records_cmd:change_record",
                       "Write the change record of a deploy or of the next promotion (md/json)."),
     "audit": ("pipeline_tools.commands.audit_cmd:audit", "Export every ledger record in a stable schema (jsonl/csv/md)."),
+    "run-job": ("pipeline_tools.commands.run_job_cmd:run_job",
+                "Submit one Batch job with its live revision; --wait follows it to the end."),
     "runbook": ("pipeline_tools.commands.runbook_cmd:runbook",
                 "Run a checklist whose every step leaves evidence in the ledger."),
 }
@@ -82,6 +88,10 @@ _COMMON = [
     (("--region",), "region", {"metavar": "REGION", "type": Region(), "help": "AWS region."}),
     (("--profile",), "profile", {"metavar": "NAME", "help": "AWS profile."}),
     (("--verbose", "-v"), "verbose", {"is_flag": True, "default": None, "help": "More detail on stderr."}),
+    (("--quiet", "-q"), "quiet", {"is_flag": True, "default": None, "help": "Results and errors only."}),
+    (("--no-color",), "no_color", {"is_flag": True, "default": None, "help": "No colour (also NO_COLOR=1)."}),
+    (("--debug",), "debug", {"is_flag": True, "default": None,
+                             "help": "Log every AWS request (secrets redacted) and show tracebacks."}),
 ]
 
 
@@ -144,8 +154,13 @@ class LazyGroup(click.Group):
 @click.option("--output", "output_mode", type=click.Choice(["human", "json"]), default="human", envvar="PT_OUTPUT",
               show_default=True, help="Output format; json prints one document on stdout.")
 @click.option("--verbose", "-v", is_flag=True, envvar="PT_VERBOSE", help="More detail on stderr.")
+@click.option("--quiet", "-q", is_flag=True, envvar="PT_QUIET", help="Results and errors only (no progress lines).")
+@click.option("--no-color", "no_color", is_flag=True, help="No colour in output (also NO_COLOR=1).")
+@click.option("--debug", is_flag=True, envvar="PT_DEBUG",
+              help="Log every AWS request and response status on stderr (secrets redacted); tracebacks on errors.")
 @click.pass_context
-def cli(ctx: click.Context, config_path, stage, region, profile, output_mode, verbose) -> None:
+def cli(ctx: click.Context, config_path, stage, region, profile, output_mode, verbose, quiet, no_color,
+        debug) -> None:
     """pt: build, test, deploy, gate and promote ML model services on AWS.
 
     One pipeline.yml describes the service and its stages; every command reads it.
@@ -163,6 +178,9 @@ def cli(ctx: click.Context, config_path, stage, region, profile, output_mode, ve
     app.profile = profile
     app.output_mode = output_mode
     app.verbose = verbose
+    app.quiet = app.quiet or quiet
+    app.no_color = app.no_color or no_color
+    app.debug = app.debug or debug
     _state["app"] = app
 
 
@@ -232,7 +250,7 @@ def _report(e: BaseException, debug: bool) -> int:
     app = _state.get("app")
     out = app.out if app else Output()
     err = translate(e)
-    if debug:
+    if debug or (app is not None and app.debug):
         import traceback
 
         traceback.print_exception(e, file=sys.stderr)

@@ -62,4 +62,21 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 || ! docker image inspec
   bash "$(dirname "${BASH_SOURCE[0]}")/../docker/base/build-base.sh" "$BASE_IMAGE" "$STATE" \
     || _fail "base image build failed" || return 1 2>/dev/null || exit 1
 fi
-echo "DOCKER_HOST=$DOCKER_HOST PT_TEST_REGISTRY=$PT_TEST_REGISTRY PT_BASE_IMAGE=$PT_BASE_IMAGE PT_LAMBDA_BASE_IMAGE=$PT_LAMBDA_BASE_IMAGE"
+
+# The AWS Lambda Runtime Interface Emulator for `pt invoke --local` (Apache-2.0). It ships inside the
+# aws-sam-cli wheel on PyPI; only the binary is extracted, SAM itself is not installed.
+RIE_VERSION_SAM=${PT_RIE_SAM_VERSION:-1.170.0}
+export PT_LAMBDA_RIE="${PT_LAMBDA_RIE:-$STATE/aws-lambda-rie}"
+if [ ! -x "$PT_LAMBDA_RIE" ]; then
+  arch=x86_64; case "$(uname -m)" in aarch64|arm64) arch=arm64;; esac
+  python3 -m pip download -q --no-deps --disable-pip-version-check -d "$STATE/sam" "aws-sam-cli==$RIE_VERSION_SAM" \
+    >"$STATE/rie.log" 2>&1 \
+    && python3 - "$STATE/sam" "$arch" "$PT_LAMBDA_RIE" <<'PY' >>"$STATE/rie.log" 2>&1 || echo "services.sh: no Lambda RIE (see $STATE/rie.log); pt invoke uses its own Runtime API" >&2
+import glob, os, sys, zipfile
+wheel = sorted(glob.glob(os.path.join(sys.argv[1], "aws_sam_cli-*.whl")))[-1]
+with zipfile.ZipFile(wheel) as z, open(sys.argv[3], "wb") as out:
+    out.write(z.read(f"samcli/local/rapid/aws-lambda-rie-{sys.argv[2]}"))
+os.chmod(sys.argv[3], 0o755)
+PY
+fi
+echo "DOCKER_HOST=$DOCKER_HOST PT_TEST_REGISTRY=$PT_TEST_REGISTRY PT_BASE_IMAGE=$PT_BASE_IMAGE PT_LAMBDA_BASE_IMAGE=$PT_LAMBDA_BASE_IMAGE PT_LAMBDA_RIE=$PT_LAMBDA_RIE"

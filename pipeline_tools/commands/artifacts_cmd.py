@@ -76,9 +76,14 @@ def manifest(app: App, path: str, out_file: str | None, workers: int | None, job
 
 
 @artifacts.command()
-@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("path", required=False, type=click.Path(exists=True, file_okay=False))
 @stage_option(required=True)
 @_prefix
+@click.option("--scenario", "scenarios", multiple=True, metavar="NAME",
+              help="Push <services.<m>.scenarios>/NAME/ to the service bucket under NAME/ instead of PATH "
+                   "(repeatable; a service's first scenario must be `base`).")
+@click.option("--service", "-m", metavar="SERVICE", default=None,
+              help="Service whose scenarios to push (needed when the stage runs several).")
 @click.option("--delete", is_flag=True,
               help="Delete remote files that are gone locally (bucket versioning keeps them).")
 @click.option("--multipart-threshold", type=click.IntRange(5, None), default=64, show_default=True, metavar="MiB",
@@ -88,14 +93,25 @@ def manifest(app: App, path: str, out_file: str | None, workers: int | None, job
 @dry_run_option
 @output_option
 @pass_app
-def push(app: App, path: str, prefix: str, delete: bool, multipart_threshold: int, workers: int | None,
-         jobs: int | None, dry_run: bool) -> int:
-    """Upload what changed under PATH to the stage's artifacts bucket, then the manifest."""
+def push(app: App, path: str | None, prefix: str, scenarios: tuple[str, ...], service: str | None, delete: bool,
+         multipart_threshold: int, workers: int | None, jobs: int | None, dry_run: bool) -> int:
+    """Upload what changed under PATH to the stage's artifacts bucket, then the manifest.
+
+    With --scenario NAME: upload a service's scenario folder to its service bucket instead.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     from pipeline_tools.ops import artifacts as art
     from pipeline_tools.ops import manifest as mf
 
+    if scenarios:
+        if path or prefix:
+            raise click.UsageError("--scenario takes no PATH or --prefix (the scenario names both)")
+        return _push_scenarios(app, list(scenarios), service, delete, multipart_threshold, workers, dry_run)
+    if service:
+        raise click.UsageError("--service goes with --scenario")
+    if not path:
+        raise click.UsageError("give PATH (a directory to push) or --scenario NAME")
     _cfg, _stage, loc, stack, client = _stage_target(app, prefix)
     workers = workers or art.DEFAULT_WORKERS
     with ThreadPoolExecutor(max_workers=1) as bg:  # hash while boto3 loads and the client is built
@@ -114,6 +130,30 @@ def push(app: App, path: str, prefix: str, delete: bool, multipart_threshold: in
 
     app.out.result(report, human)
     app.out.github_output({"artifacts_manifest": f"{loc.url}/manifest.json"} if not dry_run else {})
+    return 0
+
+
+def _push_scenarios(app: App, names: list[str], service: str | None, delete: bool, multipart_threshold: int,
+                    workers: int | None, dry_run: bool) -> int:
+    from pipeline_tools.ops import artifacts as art
+    from pipeline_tools.ops import scenarios as ops
+    from pipeline_tools.ops.services import pick_service
+
+    cfg = app.config()
+    stage = app.require_stage()
+    service = pick_service(cfg, stage, service)
+    workers = workers or art.DEFAULT_WORKERS
+    report = ops.push(art.s3_client(app.aws(stage), workers), cfg, stage, service, names, dry_run=dry_run,
+                      workers=workers, progress=app.out.log, warn=app.out.warn, delete=delete,
+                      multipart_threshold=multipart_threshold << 20)
+
+    def human(out) -> None:
+        for r in report["scenarios"]:
+            out.info(f"{'plan' if dry_run else 'pushed'} scenario {r['scenario']} -> {r['destination']}: "
+                     f"upload {r['upload']} ({art.human_bytes(r['upload_bytes'])}), unchanged {r['unchanged']}, "
+                     f"delete {r['delete']}")
+
+    app.out.result(report, human)
     return 0
 
 

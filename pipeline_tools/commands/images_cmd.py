@@ -15,10 +15,16 @@ from pipeline_tools.core.errors import UsageError
 
 @contextlib.contextmanager
 def _progress(app: App) -> Iterator:
-    """Progress sink: a rich status line in a TTY, plain lines otherwise (stderr in json mode)."""
+    """Progress sink: a rich status line in a TTY, plain lines otherwise (stderr in json mode), each
+    with a timestamp in CI, where a log is read afterwards."""
     out = app.out
     if not out.is_tty():
-        yield out.info
+        if os.environ.get("CI"):
+            import time
+
+            yield lambda text: out.info(f"[{time.strftime('%H:%M:%S')}] {text}")
+        else:
+            yield out.info
         return
     from rich.console import Console
 
@@ -46,7 +52,7 @@ def _parse_build_args(values: tuple[str, ...]) -> dict[str, str]:
 
 
 def _registry(app: App, cfg):
-    from pipeline_tools.images.registry import Registry, ecr_credentials, ecr_parts
+    from pipeline_tools.images.registry import EcrRegistry, Registry, ecr_credentials, ecr_parts
 
     host = cfg.registry_for(app.stage)
     parts = ecr_parts(host)
@@ -54,8 +60,8 @@ def _registry(app: App, cfg):
         return Registry(host), None, None
     account, region = parts
     ecr = app.aws(app.stage).client("ecr", region=region)
-    creds = ecr_credentials(ecr, account)
-    return Registry(host, creds), creds, ecr
+    creds = ecr_credentials(ecr, account)  # docker push still needs them
+    return EcrRegistry(host, ecr, account), creds, ecr
 
 
 @click.command("build-push")
@@ -66,11 +72,23 @@ def _registry(app: App, cfg):
               help="Build argument on top of the config's build_args (part of the content tag).")
 @click.option("--platform", default=None, metavar="OS/ARCH", help="Target platform, e.g. linux/amd64.")
 @click.option("--no-cache", is_flag=True, help="Build without docker's layer cache (still skips pushed tags).")
+@click.option("--builder", type=click.Choice(["auto", "buildx", "buildkit", "classic"]), default=None,
+              envvar="PT_BUILDER", help="auto (default): docker buildx when present, else docker's classic builder; "
+                                        "buildkit: the daemon's BuildKit through a docker CLI < 23.")
+@click.option("--cache-from", multiple=True, metavar="REF",
+              help="BuildKit cache source: an image (inline cache) or, with buildx, type=registry,ref=… .")
+@click.option("--cache-to", multiple=True, metavar="REF", help="buildx: export the build cache (registry ref).")
+@click.option("--provenance", is_flag=True, help="buildx: attach a SLSA provenance attestation (mode=max).")
+@click.option("--sbom", is_flag=True, help="buildx: attach an SBOM attestation.")
+@click.option("--secret", "secrets", multiple=True, metavar="id=NAME,src=FILE",
+              help="BuildKit build secret (RUN --mount=type=secret), never part of the image or its tag.")
 @dry_run_option
 @output_option
 @pass_app
 def build_push(app: App, images: tuple[str, ...], tags: tuple[str, ...], build_args: tuple[str, ...],
-               platform: str | None, no_cache: bool, dry_run: bool) -> int:
+               platform: str | None, no_cache: bool, builder: str | None, cache_from: tuple[str, ...],
+               cache_to: tuple[str, ...], provenance: bool, sbom: bool, secrets: tuple[str, ...],
+               dry_run: bool) -> int:
     """Build images with content-addressed tags and push what the registry lacks.
 
     The tag is a hash of the build inputs (files kept by .dockerignore, Dockerfile, build args,
@@ -84,16 +102,25 @@ def build_push(app: App, images: tuple[str, ...], tags: tuple[str, ...], build_a
         cfg.stage(app.stage)
     select_images(cfg, images)
     extra_args = _parse_build_args(build_args)
+    from pipeline_tools.images import builder as bld
+
+    chosen = bld.detect(builder or "auto")
     docker = connect_docker()
+    # BuildKit's RUN steps need a network the daemon has; a daemon without `bridge` builds on the host's
+    options = bld.BuildOptions(cache_from=cache_from, cache_to=cache_to, provenance=provenance, sbom=sbom,
+                               secrets=secrets,
+                               network=None if docker.networks.list(names=["bridge"]) else "host")
+    bld.check_options(chosen, options)
     registry, creds, ecr = _registry(app, cfg)
     try:
-        with _progress(app) as log:
+        with _progress(app) as log, app.out.group("pt build-push"):
+            log(f"builder: {chosen.describe()}")
             results = run(cfg, images, docker=docker, registry=registry, credentials=creds, ecr=ecr, stage=app.stage,
                           extra_tags=tags, extra_build_args=extra_args, platform=platform, no_cache=no_cache,
-                          dry_run=dry_run, log=log, warn=app.out.warn)
+                          dry_run=dry_run, log=log, warn=app.out.warn, builder=chosen, build_options=options)
     finally:
         registry.close()
-    data = {"images": [r.to_dict() for r in results], "dry_run": dry_run}
+    data = {"images": [r.to_dict() for r in results], "dry_run": dry_run, "builder": chosen.kind}
 
     def human(o) -> None:
         o.table([[r.name, r.status, r.tag, r.image_uri or "-", f"{r.seconds:.1f}s", _mb(r.bytes_pushed)]

@@ -192,11 +192,14 @@ def _read_event(event: str | None) -> bytes:
                                                   "else the image built from the current sources).")
 @click.option("--timeout", type=click.FloatRange(0.1, 900), default=None,
               help="Seconds (default: the function's timeout in pipeline.yml).")
+@click.option("--emulator", type=click.Choice(["auto", "rie", "pt"]), default="auto", show_default=True,
+              help="--local: rie = the AWS Lambda Runtime Interface Emulator (PT_LAMBDA_RIE, or an installed "
+                   "aws-sam-cli), pt = pt's own Runtime API, auto = rie when found.")
 @stage_option()
 @output_option
 @pass_app
 def invoke(app: App, function: str, local_: bool, event: str | None, image_uri: str | None,
-           timeout: float | None) -> int:
+           timeout: float | None, emulator: str) -> int:
     """Invoke FUNCTION (a name from pipeline.yml) like Lambda does; print result, logs, duration.
 
     Exit 1 when the handler raised, timed out or the runtime crashed.
@@ -217,7 +220,7 @@ def invoke(app: App, function: str, local_: bool, event: str | None, image_uri: 
 
         res = lib.invoke_local(cfg, stage, function, payload, docker=docker.from_env(timeout=300),
                                aws=app.aws(stage), image_uri=image_uri, timeout=timeout,
-                               on_info=app.out.log)
+                               on_info=app.out.log, emulator=emulator)
     else:
         res = lib.invoke_remote(cfg, stage, function, payload, lambda_client=app.aws(stage).client("lambda"))
     app.out.result(res.to_dict(), lambda o: _print_invoke(o, res))

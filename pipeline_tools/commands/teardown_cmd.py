@@ -43,7 +43,9 @@ def teardown(app: App, yes: bool, purge_ledger: bool, archive_to: str | None, ev
     clients = ops.Clients(lambda_client=aws.client("lambda"), s3=aws.client("s3"), ecr=aws.client("ecr"),
                           logs=aws.client("logs"), cloudformation=aws.client("cloudformation"),
                           dynamodb=app.ledger_aws(stage).client("dynamodb"), cloudwatch=aws.client("cloudwatch"),
-                          sns=aws.client("sns"))
+                          sns=aws.client("sns"), apigateway=aws.client("apigateway"),
+                          stepfunctions=aws.client("stepfunctions"), scheduler=aws.client("scheduler"),
+                          sagemaker=aws.client("sagemaker"), iam=aws.client("iam"), ssm=aws.client("ssm"))
     ev = ops.teardown(cfg, stage, clients, clock=time.time, sleep=time.sleep, dry_run=dry_run,
                       purge_ledger=purge_ledger, archive_to=archive_to, evidence_dir=evidence_dir)
 

@@ -88,7 +88,12 @@ class AwsFactory:
             kwargs: dict[str, Any] = {"region_name": region, "config": self.client_config()}
             if self.endpoint:
                 kwargs["endpoint_url"] = self.endpoint
-            self._clients[key] = self.session.client(service, **kwargs)
+            client = self.session.client(service, **kwargs)
+            if os.environ.get("PT_DEBUG") == "1":
+                from pipeline_tools.core import wirelog
+
+                wirelog.attach(client)
+            self._clients[key] = client
         return self._clients[key]
 
     def caller_arn(self) -> str:

@@ -264,9 +264,44 @@ class CdkConfig(_Strict):
                                           description="OWNER/NAME of the GitHub repository (pipeline source, OIDC)")
     connection_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:(codestar-connections|codeconnections):",
                                        description="CodeStar/CodeConnections connection ARN for the pipeline source")
-    pt_install: str = Field("pipeline-tools", description="pip requirement CodeBuild installs to get `pt`")
+    pt_install: str = Field(default_factory=lambda: _pinned_default(),
+                            description="pinned pip requirement of the toolkit CodeBuild runs (default: this pt's "
+                                        "exact version, pipeline-tools==X.Y.Z)")
+    toolkit_image: str | None = Field(None, pattern=r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$",
+                                      description="toolkit image by digest (REGISTRY/REPO@sha256:…) for the CodeBuild "
+                                                  "steps that run no docker; default: an image asset built from "
+                                                  "pt_install and pushed to the pipeline account's CDK asset ECR")
+
+    @field_validator("pt_install")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        if problem := requirement_problem(v):
+            raise ValueError(problem)
+        return v.strip()
     log_retention_days: int = Field(30, ge=1, description="Lambda log group retention")
     untagged_images_kept: int = Field(10, ge=1, description="ECR lifecycle: untagged images kept per repository")
+
+
+_PINNED_REQUIREMENT = [
+    re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[\w,-]+\])?\s*===?\s*[0-9][0-9A-Za-z.+!-]*$"),   # name==1.2.3
+    re.compile(r"^(\S+\s*@\s*)?git\+https://\S+@[0-9a-f]{40}(#\S*)?$"),                         # git@<sha>
+    re.compile(r"^(\S+\s*@\s*)?https://\S+#sha256=[0-9a-f]{64}$"),                              # url#sha256
+]
+
+
+def _pinned_default() -> str:
+    from pipeline_tools import __version__
+
+    return f"pipeline-tools=={__version__}"
+
+
+def requirement_problem(req: str) -> str | None:
+    """None when `req` names exactly one build of the toolkit; else why not (a moving name or range)."""
+    if any(p.match(req.strip()) for p in _PINNED_REQUIREMENT):
+        return None
+    return (f"{req!r} is not pinned: CodeBuild would install whatever it resolves to on the day of the build; "
+            "use NAME==X.Y.Z, git+https://github.com/OWNER/pipeline-tools@<40-hex commit>, or a wheel URL "
+            "ending in #sha256=<hash>")
 
 
 class UserMetricConfig(_Strict):
@@ -318,6 +353,9 @@ class StepFunctionsTargetConfig(_Strict):
     substitutions: dict[str, str] = Field(default_factory=dict, description="${Name} -> value; `function:<key>` is "
                                                                             "that function's `live` alias ARN")
     stages: list[str] | None = Field(None, description="stages with this state machine (default: all)")
+    smoke_input: dict[str, Any] | None = Field(None, description="input of a smoke execution of the new version; "
+                                                                 "it must SUCCEED before traffic moves")
+    smoke_timeout: Duration = Field(300.0, description="deadline of the smoke execution")
 
 
 class BatchTargetConfig(_Strict):
@@ -334,6 +372,8 @@ class BatchTargetConfig(_Strict):
     smoke_command: list[str] | None = Field(None, description="command of the smoke job that gates a deploy "
                                                               "(default: `command`)")
     stages: list[str] | None = Field(None, description="stages with this job (default: all)")
+    smoke: bool = Field(True, description="run a smoke job on the new revision before the schedule moves")
+    smoke_timeout: Duration = Field(1800.0, description="deadline of the smoke job")
 
 
 class TargetsConfig(_Strict):
@@ -664,10 +704,12 @@ def parse(text: str, shown: str = DEFAULT_CONFIG, source: str | None = None) -> 
             path, message = _describe(err, data)
             add(path, message)
     from pipeline_tools.core.configcheck import checks as aws_checks
-    from pipeline_tools.core.configcheck_services import checks as service_checks
+    from pipeline_tools.core.configcheck_targets import checks as target_checks
 
-    base_dir = Path(source).resolve().parent if source else None  # text without a file: no paths to check
-    for path, message in _cross_checks(data) + aws_checks(data) + service_checks(data, base_dir):
+    # Files named in the config (a state machine's definition) are checked only when it came from
+    # a file: they are relative to it.
+    base_dir = Path(source).resolve().parent if source else None
+    for path, message in _cross_checks(data) + aws_checks(data) + target_checks(data, base_dir):
         add(path, message)
     if problems:
         problems.sort(key=lambda t: t[0])

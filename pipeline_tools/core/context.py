@@ -20,16 +20,43 @@ class App:
     profile: str | None = None
     output_mode: str = "human"
     verbose: bool = False
+    quiet: bool = False
     lean_config: bool = False  # commands that read only project/region/stages/artifacts (config_lean)
     _config: Config | None = field(default=None, repr=False)
+    _no_color: bool = field(default=False, repr=False)
+    _debug: bool = field(default=False, repr=False)
     _aws: dict = field(default_factory=dict, repr=False)
     _out: Output | None = field(default=None, repr=False)
     _caller: Any = field(default=None, repr=False)
 
     @property
+    def no_color(self) -> bool:
+        return self._no_color
+
+    @no_color.setter
+    def no_color(self, value: bool) -> None:
+        import os
+
+        self._no_color = bool(value)
+        if value:
+            os.environ["NO_COLOR"] = "1"   # rich and every child process honour it
+
+    @property
+    def debug(self) -> bool:
+        return self._debug
+
+    @debug.setter
+    def debug(self, value: bool) -> None:
+        import os
+
+        self._debug = bool(value)
+        if value:
+            os.environ["PT_DEBUG"] = "1"   # AwsFactory attaches the wire log to each client it makes
+
+    @property
     def out(self) -> Output:
-        if self._out is None or self._out.mode != self.output_mode:
-            self._out = Output(self.output_mode, verbose=self.verbose)
+        if self._out is None or self._out.mode != self.output_mode or self._out.quiet != self.quiet:
+            self._out = Output(self.output_mode, verbose=self.verbose, quiet=self.quiet)
         return self._out
 
     def config(self) -> Config:

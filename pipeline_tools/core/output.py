@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
 _SECRET_SOURCES = [
@@ -45,9 +47,17 @@ def _patterns() -> list:
 
 
 def register_secret(value: str | None) -> None:
-    """A value resolved at run time (e.g. a webhook from SSM) that must never be printed."""
-    if value and len(value) >= 6:
+    """A value resolved at run time (e.g. a webhook from SSM) that must never be printed.
+    In GitHub Actions the runner is told too (`::add-mask::`), so no later step prints it either."""
+    if value and len(value) >= 6 and value not in _extra_secrets:
         _extra_secrets.add(value)
+        if in_github_actions():
+            # Workflow commands are read from stdout; a JSON-mode run keeps stdout for its document.
+            stream = sys.stderr if os.environ.get("PT_OUTPUT") == "json" else sys.stdout
+            for part in value.splitlines():
+                if part.strip():
+                    stream.write(f"::add-mask::{part}\n")
+            stream.flush()
 
 
 def redact(text: str) -> str:
@@ -85,11 +95,12 @@ class Output:
     """The printer handed to every command. `mode` is 'human' or 'json'."""
 
     def __init__(self, mode: str = "human", stdout: TextIO | None = None, stderr: TextIO | None = None,
-                 verbose: bool = False):
+                 verbose: bool = False, quiet: bool = False):
         self.mode = mode
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.verbose = verbose
+        self.quiet = quiet
         self._console = None
         self._err_console = None
 
@@ -110,12 +121,14 @@ class Output:
         stream.flush()
 
     def info(self, text: str) -> None:
-        """Progress and notes: stdout in human mode, stderr in json mode."""
-        self._write(self.stderr if self.json else self.stdout, text)
+        """Progress and notes: stdout in human mode, stderr in json mode; none with -q."""
+        if not self.quiet:
+            self._write(self.stderr if self.json else self.stdout, text)
 
     def log(self, text: str) -> None:
-        """Always stderr (progress lines of long work)."""
-        self._write(self.stderr, text)
+        """Always stderr (progress lines of long work); none with -q."""
+        if not self.quiet:
+            self._write(self.stderr, text)
 
     def debug(self, text: str) -> None:
         if self.verbose:
@@ -136,6 +149,12 @@ class Output:
         if hint:
             self._write(self.stderr, f"hint: {hint}")
         if in_github_actions():
+            located = [gh_file_annotation(ln, hint) for ln in lines] if not prefix else []
+            if located and all(located):
+                # config problems: one annotation each, on the file and line they are about
+                for annotation in located:
+                    self._write(self.stdout if not self.json else self.stderr, annotation)
+                return
             body = "%0A".join(_gh_escape(redact(ln)) for ln in lines)
             if hint:
                 body += "%0A" + _gh_escape(redact("hint: " + hint))
@@ -176,12 +195,21 @@ class Output:
 
     # --- GitHub Actions ----------------------------------------------------------------
     def github_output(self, values: dict[str, Any]) -> None:
-        lines = []
-        for k, v in values.items():
-            v = v if isinstance(v, str) else json.dumps(v, default=str)
-            v = redact(v)
-            lines.append(f"{k}<<PT_EOF\n{v}\nPT_EOF\n" if "\n" in v else f"{k}={v}\n")
-        self._append_github_file("GITHUB_OUTPUT", "".join(lines))
+        self._append_github_file("GITHUB_OUTPUT", github_output_text(values))
+
+    @contextlib.contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        """A collapsible group around a long step in GitHub Actions; a timestamped line elsewhere in CI."""
+        if in_github_actions() and not self.json:
+            self._write(self.stdout, f"::group::{_gh_escape(title)}")
+            try:
+                yield
+            finally:
+                self._write(self.stdout, "::endgroup::")
+            return
+        if os.environ.get("CI") and not self.quiet:
+            self.log(f"[{time.strftime('%H:%M:%S')}] {title}")
+        yield
 
     def document(self, text: str, out_file: str | None, wrote: str) -> None:
         """A rendered document (report, export, record): to `out_file` when given (then `wrote`,
@@ -213,6 +241,25 @@ class Output:
             self.warn(f"cannot write ${variable}: {os_error(e).message}")
 
 
+def github_output_text(values: dict[str, Any]) -> str:
+    """`name=value` lines for $GITHUB_OUTPUT; a multi-line value uses a random delimiter that it does
+    not contain (a fixed one lets a value end the block early and set other outputs)."""
+    import secrets
+
+    lines = []
+    for k, v in values.items():
+        v = v if isinstance(v, str) else json.dumps(v, default=str)
+        v = redact(v)
+        if "\n" in v or "\r" in v:
+            delimiter = f"ghadelimiter_{secrets.token_hex(16)}"
+            while delimiter in v:
+                delimiter = f"ghadelimiter_{secrets.token_hex(16)}"
+            lines.append(f"{k}<<{delimiter}\n{v}\n{delimiter}\n")
+        else:
+            lines.append(f"{k}={v}\n")
+    return "".join(lines)
+
+
 def markdown_table(rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> str:
     def cell(v: Any) -> str:
         return ("" if v is None else str(v)).replace("|", "\\|").replace("\n", " ")
@@ -220,6 +267,23 @@ def markdown_table(rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> str
     out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+_LOCATED_RE = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+): (?P<message>.+)$")
+
+
+def gh_file_annotation(line: str, hint: str | None = None) -> str | None:
+    """`FILE:LINE: message` → `::error file=FILE,line=LINE,title=pt config::message` (None otherwise)."""
+    m = _LOCATED_RE.match(line)
+    if not m:
+        return None
+    message = redact(m["message"]) + (f"\nhint: {redact(hint)}" if hint else "")
+    return (f"::error file={_gh_prop(m['file'])},line={m['line']},title=pt config::"
+            f"{_gh_escape(message)}")
+
+
+def _gh_prop(text: str) -> str:
+    return _gh_escape(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def _gh_escape(text: str) -> str:

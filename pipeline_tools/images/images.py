@@ -179,8 +179,12 @@ def plan_image(cfg, name: str, *, docker, registry_host: str, extra_build_args: 
 # --- build -----------------------------------------------------------------------------------------
 
 
-def build_image(docker, plan: ImagePlan, *, log: Log, no_cache: bool = False) -> str:
-    """Build `plan` tagged `plan.ref`; return the image ID. Failures raise BuildFailed."""
+def build_image(docker, plan: ImagePlan, *, log: Log, no_cache: bool = False, builder=None, options=None) -> str:
+    """Build `plan` tagged `plan.ref`; return the image ID. Failures raise BuildFailed.
+    `builder` (images/builder.py) picks buildx / the daemon's BuildKit through the docker CLI; None or
+    classic uses docker-py's API."""
+    if builder is not None and builder.kind != "classic":
+        return _build_with_cli(plan, builder=builder, options=options, log=log, no_cache=no_cache)
     import docker as docker_mod
 
     with tempfile.TemporaryFile(prefix="pt-context-") as fh:
@@ -222,6 +226,45 @@ def build_image(docker, plan: ImagePlan, *, log: Log, no_cache: bool = False) ->
     if image_id is None:
         image_id = docker.images.get(plan.ref).id
     return image_id
+
+
+def _build_with_cli(plan: ImagePlan, *, builder, options, log: Log, no_cache: bool) -> str:
+    """`docker [buildx] build -` with the same context tar the API path sends; image ID from --iidfile."""
+    import subprocess
+
+    from pipeline_tools.images import builder as b
+
+    options = options or b.BuildOptions()
+    tail: deque[str] = deque(maxlen=BUILD_ERROR_LINES)
+    with tempfile.TemporaryFile(prefix="pt-context-") as fh, tempfile.TemporaryDirectory(prefix="pt-iid-") as tmp:
+        df_name = buildctx.write_tar(plan.ctx, fh)
+        fh.seek(0)
+        iidfile = os.path.join(tmp, "iid")
+        args = b.cli_args(builder, tag=plan.ref, dockerfile=df_name, build_args=plan.build_args, target=plan.target,
+                          platform=plan.platform, no_cache=no_cache, iidfile=iidfile, options=options)
+        log(f"{plan.name}: building with {builder.describe()}")
+        try:
+            proc = subprocess.Popen(args, stdin=fh, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    env=b.cli_env(builder), errors="replace")
+        except OSError as e:
+            raise BuildFailed(f"{plan.name}: cannot run {builder.cli}: {e.strerror or e}", [],
+                              "pass --builder classic, or fix PT_DOCKER_CLI") from None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            tail.append(line)
+            if b.interesting(line):
+                log(f"{plan.name}: {line.split(' ', 1)[1]}")
+        rc = proc.wait()
+        if rc != 0:
+            errors = b.error_lines(list(tail))
+            why = errors[-1] if errors else f"{builder.cli} exited with {rc}"
+            raise BuildFailed(f"{plan.name}: build failed: {why}", list(tail),
+                              f"fix the Dockerfile step or the context ({plan.dockerfile})")
+        with open(iidfile, encoding="utf-8") as f:
+            return f.read().strip()
 
 
 # --- push --------------------------------------------------------------------------------------------
@@ -266,7 +309,8 @@ def push_image(docker, plan: ImagePlan, tag: str, *, credentials: Credentials | 
 def build_push(cfg, images: Sequence[str], *, docker, registry: Registry, credentials: Credentials | None = None,
                ecr=None, stage: str | None = None, extra_tags: Sequence[str] = (), extra_build_args=None,
                platform: str | None = None, no_cache: bool = False, dry_run: bool = False, log: Log = lambda s: None,
-               clock: Callable[[], float] = time.time, warn: Log | None = None) -> list[ImageResult]:
+               clock: Callable[[], float] = time.time, warn: Log | None = None, builder=None,
+               build_options=None) -> list[ImageResult]:
     """Build and push every image in `images` the registry lacks; skip the rest.
     `warn` gets one line per image whose context holds a `.git` (default: `log`)."""
     results = []
@@ -295,7 +339,7 @@ def build_push(cfg, images: Sequence[str], *, docker, registry: Registry, creden
             if _local_image(docker, plan.ref) and not no_cache:
                 log(f"{name}: {plan.ref} built already, pushing")
             else:
-                build_image(docker, plan, log=log, no_cache=no_cache)
+                build_image(docker, plan, log=log, no_cache=no_cache, builder=builder, options=build_options)
             log(f"{name}: pushing {plan.ref}")
             pushed_digest, bytes_pushed = push_image(docker, plan, plan.tag, credentials=credentials, log=log)
             # Confirm with the registry; by digest, so a concurrent push of the same inputs (which

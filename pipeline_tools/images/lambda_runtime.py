@@ -206,6 +206,7 @@ class InvokeResult:
     memory_mb: int | None = None
     image: str = ""
     version: str | None = None  # the version Lambda executed (remote invoke)
+    emulator: str = ""          # local invoke: "rie" (AWS Runtime Interface Emulator) or "pt" (pt's Runtime API)
 
     @property
     def ok(self) -> bool:
@@ -229,7 +230,8 @@ class InvokeResult:
         return {"function": self.function, "request_id": self.request_id, "status": self.status,
                 "payload": self.payload, "error": self.error, "duration_ms": self.duration_ms,
                 "init_ms": self.init_ms, "billed_ms": self.billed_ms, "memory_mb": self.memory_mb,
-                "image": self.image, "version": self.version, "logs": self.logs}
+                "image": self.image, "version": self.version, "emulator": self.emulator or None,
+                "logs": self.logs}
 
 
 def invoke_image(docker, image: str, event: bytes, *, function: str, handler: str | None,
@@ -411,18 +413,54 @@ def resolve_image(cfg, stage: str, function: str, *, docker, aws=None, image_uri
 
 def invoke_local(cfg, stage: str, function: str, event: bytes, *, docker, aws=None, image_uri: str | None = None,
                  timeout: float | None = None, on_info: Callable[[str], None] = lambda _s: None,
-                 clock: Callable[[], float] = time.time) -> InvokeResult:
-    """Run FUNCTION's image like Lambda: its handler, memory, timeout and environment from pipeline.yml."""
+                 clock: Callable[[], float] = time.time, emulator: str = "auto") -> InvokeResult:
+    """Run FUNCTION's image like Lambda: its handler, memory, timeout and environment from pipeline.yml.
+
+    `emulator`: "rie" (the AWS Runtime Interface Emulator, images/lambda_rie.py), "pt" (pt's own
+    Runtime API) or "auto" (the RIE when one is found, else pt's). Against a local stack
+    (AWS_ENDPOINT_URL on loopback) the function gets that endpoint and its test credentials, so it
+    reads its bucket there; real credentials are never passed into the container."""
+    from pipeline_tools.core.errors import UsageError
+    from pipeline_tools.images import lambda_rie
+
+    rie = lambda_rie.find_rie() if emulator in ("auto", "rie") else None
+    if emulator == "rie" and not rie:
+        raise UsageError("no Lambda Runtime Interface Emulator found",
+                         "set PT_LAMBDA_RIE to the aws-lambda-rie binary (scripts/services.sh extracts it), "
+                         "or pass --emulator pt")
     fcfg = cfg.functions[function]
     image = resolve_image(cfg, stage, function, docker=docker, aws=aws, image_uri=image_uri, on_info=on_info)
     _ensure_pulled(docker, image, on_info)
     region = cfg.stage_region(stage)
     fname = cfg.function_name(stage, function)
-    return invoke_image(docker, image, event, function=fname, handler=fcfg.handler,
-                        timeout=timeout if timeout is not None else float(fcfg.timeout), memory=fcfg.memory,
-                        environment=dict(fcfg.environment), region=region,
-                        function_arn=f"arn:aws:lambda:{region}:{cfg.stages[stage].account}:function:{fname}",
-                        clock=clock)
+    env = {**_local_stack_env(), **dict(fcfg.environment)}
+    seconds = timeout if timeout is not None else float(fcfg.timeout)
+    if rie:
+        on_info(f"{fname}: running under the AWS Lambda RIE ({rie})")
+        res = lambda_rie.invoke_image_rie(docker, image, event, rie=rie, function=fname, handler=fcfg.handler,
+                                          timeout=seconds, memory=fcfg.memory, environment=env, region=region)
+        res.emulator = "rie"
+        return res
+    res = invoke_image(docker, image, event, function=fname, handler=fcfg.handler, timeout=seconds,
+                       memory=fcfg.memory, environment=env, region=region,
+                       function_arn=f"arn:aws:lambda:{region}:{cfg.stages[stage].account}:function:{fname}",
+                       clock=clock)
+    res.emulator = "pt"
+    return res
+
+
+def _local_stack_env() -> dict[str, str]:
+    """The local stack's endpoint and its (fake) credentials, only when the endpoint is on loopback."""
+    import os
+    import urllib.parse
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    host = urllib.parse.urlparse(endpoint).hostname or ""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return {}
+    return {"AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing")}
 
 
 def _ensure_pulled(docker, image: str, on_info: Callable[[str], None]) -> None:

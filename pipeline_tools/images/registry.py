@@ -1,7 +1,8 @@
-"""A small Registry HTTP API v2 client: does a tag exist (one HEAD), its digest, retagging.
+"""Does a tag exist, its digest, retagging: `EcrRegistry` through the ECR API for ECR hosts,
+`Registry` (a small Registry HTTP API v2 client) for every other registry.
 
-Works against ECR (basic auth from ecr:GetAuthorizationToken) and a plain registry alike;
-registries on localhost / 127.0.0.1 are spoken to over plain http (as docker does).
+`Registry` also works against ECR (basic auth from ecr:GetAuthorizationToken); registries on
+localhost / 127.0.0.1 are spoken to over plain http (as docker does).
 """
 
 from __future__ import annotations
@@ -196,3 +197,68 @@ class Registry:
                                 f"({existing}); the repository's tags are immutable",
                                 "use a new tag; immutable tags are never moved")
         raise RegistryError(f"registry {self.host}: PUT manifest {repo}:{tag} answered HTTP {status}: {text}")
+
+
+class EcrRegistry:
+    """The same questions as `Registry`, asked through the ECR API instead of the registry protocol:
+    `describe_images` for a tag's digest, `batch_get_image` + `put_image` to add a tag. One request
+    each, no token exchange, and ECR's own errors (ImageTagAlreadyExistsException …) instead of
+    HTTP status codes. `Registry` stays for registries that are not ECR (the local one)."""
+
+    def __init__(self, host: str, ecr_client, account: str | None = None):
+        self.host = host
+        self.ecr = ecr_client
+        self.account = account or (ecr_parts(host) or ("", ""))[0] or None
+
+    def close(self) -> None:
+        pass
+
+    def _ids(self) -> dict:
+        return {"registryId": self.account} if self.account else {}
+
+    @staticmethod
+    def _image_id(reference: str) -> dict:
+        return {"imageDigest": reference} if reference.startswith("sha256:") else {"imageTag": reference}
+
+    def manifest_digest(self, repo: str, reference: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            resp = self.ecr.describe_images(repositoryName=repo, imageIds=[self._image_id(reference)], **self._ids())
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code in ("ImageNotFoundException", "RepositoryNotFoundException"):
+                return None
+            raise
+        details = resp.get("imageDetails") or []
+        return details[0].get("imageDigest") if details else None
+
+    def retag(self, repo: str, source: str, tag: str) -> str:
+        from botocore.exceptions import ClientError
+
+        resp = self.ecr.batch_get_image(repositoryName=repo, imageIds=[self._image_id(source)],
+                                        acceptedMediaTypes=[t.strip() for t in MANIFEST_TYPES.split(",")],
+                                        **self._ids())
+        images = resp.get("images") or []
+        if not images:
+            raise NotFoundError(f"{self.host}/{repo}:{source} not found in the registry")
+        image = images[0]
+        kwargs = {"repositoryName": repo, "imageManifest": image["imageManifest"], "imageTag": tag, **self._ids()}
+        if image.get("imageManifestMediaType"):
+            kwargs["imageManifestMediaType"] = image["imageManifestMediaType"]
+        digest = image.get("imageId", {}).get("imageDigest", "")
+        try:
+            put = self.ecr.put_image(**kwargs)
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code == "ImageAlreadyExistsException":
+                return digest
+            if code == "ImageTagAlreadyExistsException":
+                existing = self.manifest_digest(repo, tag)
+                if existing and existing == digest:
+                    return existing
+                raise RegistryError(f"{self.host}/{repo}:{tag} already exists and points at another image "
+                                    f"({existing}); the repository's tags are immutable",
+                                    "use a new tag; immutable tags are never moved") from None
+            raise
+        return put.get("image", {}).get("imageId", {}).get("imageDigest") or digest

@@ -123,3 +123,16 @@ def upgrade_workflows(directory: str | Path, ref: ToolkitRef, *, dry_run: bool) 
         raise UsageError(f"{wf}: no step uses the pt toolkit action (no line marked `# {MARK}`)",
                          "`pt init --force` writes workflows that pin it")
     return changes
+
+
+TOOLKIT_BASE = "public.ecr.aws/docker/library/python:3.11-slim"
+
+
+def toolkit_dockerfile(requirement: str, base: str = TOOLKIT_BASE) -> str:
+    """The image CodeBuild's non-docker steps run: `pt` at the pinned `requirement`, plus git (pt reads
+    the commit's author from the clone). Built by `cdk deploy` as the PipelineStack's image asset."""
+    return (f"FROM {base}\n"
+            "ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1\n"
+            "RUN apt-get update && apt-get install -y --no-install-recommends git \\\n"
+            "    && rm -rf /var/lib/apt/lists/*\n"
+            f"RUN python3 -m pip install --no-cache-dir '{requirement}' && pt --version\n")

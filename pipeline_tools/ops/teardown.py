@@ -4,6 +4,9 @@ Order (each step is idempotent, so a re-run after a partial failure finishes the
 
   1. stop traffic: reserved concurrency 0 on every function (invocations are throttled at once)
   2. archive the stage's log groups (only with --archive-to; if it fails, log groups are kept)
+  2b. the services' resources and the Step Functions / Batch schedule / SageMaker targets, in
+     their own dependency order (API, schedules, state machines, SageMaker, access-policy
+     attachments, service buckets, service stacks, parameters): see `ops/teardown_services.py`
   3. empty the artifacts bucket: every object version and delete marker
   4. delete ECR images (only when the repositories are not shared, see below)
   5. delete the CloudFormation stage stack when it exists, and wait for it
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline_tools.core import names
 from pipeline_tools.core.aws import client_error_code
 from pipeline_tools.core.errors import PtError, UsageError, translate
+from pipeline_tools.ops import teardown_services as services_td
 
 if TYPE_CHECKING:
     from pipeline_tools.core.config import Config
@@ -53,6 +57,13 @@ class Clients:
     dynamodb: Any | None = None
     cloudwatch: Any | None = None
     sns: Any | None = None
+    # the services' resources (ops/teardown_services.py); a missing one is reported "not checked"
+    apigateway: Any | None = None
+    stepfunctions: Any | None = None
+    scheduler: Any | None = None
+    sagemaker: Any | None = None
+    iam: Any | None = None
+    ssm: Any | None = None
 
 
 @dataclass
@@ -459,7 +470,11 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
     ev = Evidence(cfg.project, stage, cfg.stages[stage].account, cfg.stage_region(stage), dry_run, _iso(clock()))
     run = _Run(ev, clock, dry_run)
     inv = discover(cfg, stage, c, purge_ledger=purge_ledger)
-    ev.found = inv.listing()
+    svc_inv = services_td.discover(cfg, stage, c)
+    ev.found = svc_inv.listing() + inv.listing()
+    for k in svc_inv.kept:
+        ev.kept.append(k)
+        run.record("scope", k["type"], k["name"], "none (shared)", "kept", k["why"])
     shared = shared_resources(cfg, stage)
     for k in _keep_shared(inv, shared):
         ev.kept.append(k)
@@ -505,6 +520,10 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
                 logs_archived = False
                 err = translate(e) or PtError(str(e))
                 run.record("archive-logs", "logs:group", ", ".join(inv.log_groups), "archive", "failed", err.message)
+
+    # 2b. the services (their own order; before the stage bucket, stack and ECR they may use)
+    services_td.run_steps(svc_inv, c, run, delete_versions=_delete_versions,
+                          delete_stack=lambda cfn, name: _delete_stack(cfn, name, clock, sleep, stack_timeout))
 
     # 3. empty the bucket (all versions and delete markers)
     if inv.bucket:
@@ -567,8 +586,11 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
     # 9. final listing
     if not dry_run:
         after = discover(cfg, stage, c, purge_ledger=purge_ledger)
+        after_svc = services_td.discover(cfg, stage, c)
         kept_names = {k["name"] for k in ev.kept}
-        ev.remaining = [r for r in after.listing() if r["name"] not in kept_names]
+        ev.remaining = [r for r in after_svc.listing() + after.listing() if r["name"] not in kept_names]
+        # fail closed: what could not be checked is not "gone"
+        ev.remaining += [{"type": n, "name": "not checked (no client)"} for n in after_svc.unchecked]
     ev.finished_at = _iso(clock())
     write_evidence(ev, evidence_dir, c.s3 if (archive_to and not dry_run) else None, archive_to)
     return ev

@@ -10,7 +10,7 @@ Public API (every function takes the boto3 `lambda_client`; waits use injected c
 - `publish(lc, name, description, clock, sleep) -> str`: publish_version, returns the version.
 - `set_alias(lc, name, primary, extra_weights, *, exists)`: create/update alias `live`.
 - `delete_alias(lc, name)`; `prune_versions(lc, name, keep) -> list[str]` (deleted versions).
-- `retrying(fn, sleep, **kw)`: ResourceConflictException / TooManyRequests retried, bounded.
+- `retrying(fn, sleep, **kw)`: ResourceConflictException retried, bounded (throttling: botocore).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from pipeline_tools.core.errors import DeployFailed, NotFoundError
 from pipeline_tools.core.names import LIVE_ALIAS
 
 DIGEST_IN_TEXT = re.compile(r"sha256:[0-9a-f]{64}")
-_RETRY_CODES = {"ResourceConflictException", "TooManyRequestsException", "ThrottlingException",
-                "Throttling", "ServiceException", "ProvisionedThroughputExceededException"}
+# Throttling and 5xx are botocore's job (adaptive retry mode, core/aws.py); retrying them here too
+# would multiply the attempts. Ours is only the conflict of an update still in progress.
+_RETRY_CODES = {"ResourceConflictException"}
 MAX_CONFLICT_RETRIES = 8
 
 
@@ -36,7 +37,7 @@ def _code(e: BaseException) -> str | None:
 
 def retrying(fn: Callable[..., Any], sleep: Callable[[float], None], *, attempts: int = MAX_CONFLICT_RETRIES,
              **kw: Any) -> Any:
-    """Call fn(**kw); retry conflicts (an update in progress) and throttling, bounded."""
+    """Call fn(**kw); retry conflicts (an update in progress), bounded."""
     delay = 0.2
     for i in range(attempts):
         try:

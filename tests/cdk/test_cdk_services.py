@@ -406,10 +406,9 @@ def test_cdk_app_refuses_missing_definition_and_bad_schedule_before_synth(tmp_pa
     proc = run_app(tmp_path, BAD_INPUTS)
     assert proc.returncode == 2, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
-    assert errors == [
-        "error: pipeline.yml:7: targets.stepfunctions.flow.definition: definition file flows/missing.json does not "
-        f"exist (relative to {tmp_path.resolve()}); give the path of the Amazon States Language JSON file",
-        "error: pipeline.yml:9: targets.batch.nightly.schedule: cron(0 3 * * * *): exactly one of day-of-month (*) "
-        "and day-of-week (*) must be '?', e.g. cron(0 3 * * ? *) or cron(0 3 ? * MON *)",
-    ]
+    # one line each, at the key's line (the wording is configcheck_targets'; docs/targets.md)
+    assert len(errors) == 2, errors
+    assert errors[0].startswith("error: pipeline.yml:7: targets.stepfunctions.flow.definition: ")
+    assert "flows/missing.json" in errors[0]
+    assert errors[1].startswith("error: pipeline.yml:9: targets.batch.nightly.schedule: ") and "'?'" in errors[1]
     assert "Traceback" not in proc.stderr and not list((tmp_path / "out").glob("*.template.json"))

@@ -282,3 +282,34 @@ def test_dockerignore_matches_the_docker_cli(tmp_path, tiny_base, docker_client)
     ours = {e.path for e in scan(tmp_path, tmp_path / "Dockerfile").entries if e.kind == "f"}
     assert in_image == ours
     assert "pkg/deep/x.log" in ours and "x.log" not in ours and "docs/keep.txt" in ours
+
+
+# --- BuildKit (the daemon's, through a docker CLI < 23; buildx where installed) -----------------------
+
+
+def test_buildkit_builder_builds_cache_mounts_pushes_and_skips(tmp_path, base_image, registry, run_pt, monkeypatch):
+    """`RUN --mount=type=cache` exists only in BuildKit: the classic builder refuses the same file."""
+    monkeypatch.setenv("PT_REGISTRY", registry)
+    dockerfile = (f"FROM {base_image}\nRUN --mount=type=cache,target=/root/.cache echo built > /built.txt\n"
+                  "COPY app.txt /app.txt\n")
+    config = write_project(tmp_path, f"ptbk{RUN}", dockerfile, {"app.txt": b"bk\n"})
+    r = run_pt("build-push", "--config", config, "--builder", "buildkit", "--output", "json")
+    assert r.exit_code == 0, r
+    out = r.json()
+    (img,) = out["images"]
+    assert out["builder"] == "buildkit" and img["status"] == "built"
+    assert Registry(registry).manifest_digest(f"ptbk{RUN}-app", img["tag"]) == img["digest"]
+    again = run_pt("build-push", "--config", config, "--builder", "buildkit", "--output", "json")
+    assert again.exit_code == 0 and again.json()["images"][0]["status"] == "skipped"
+    (tmp_path / "svc" / "app.txt").write_bytes(b"classic\n")   # a new tag: the classic builder must build
+    classic = run_pt("build-push", "--config", config, "--builder", "classic")
+    assert classic.exit_code == 1 and "--mount" in classic.stderr and "Traceback" not in classic.stderr
+
+
+def test_buildkit_build_error_is_one_line_and_pushes_nothing(tmp_path, base_image, registry, run_pt, monkeypatch):
+    monkeypatch.setenv("PT_REGISTRY", registry)
+    config = write_project(tmp_path, f"ptbkerr{RUN}", f"FROM {base_image}\nCOPY missing.txt /\n", {"app.txt": b"x"})
+    r = run_pt("build-push", "--config", config, "--builder", "buildkit")
+    assert r.exit_code == 1, r
+    assert r.stderr.splitlines()[0].startswith("error: app: build failed: ") and "missing.txt" in r.stderr
+    assert "Traceback" not in r.stderr

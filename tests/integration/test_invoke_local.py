@@ -130,7 +130,7 @@ def test_cli_handler_error_is_reported_like_lambda(run_pt, docker_client, handle
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"name": "setosa"}))
     r = run_pt("invoke", "boom", "--local", "-c", invoke_config, "--image-uri", image, "--event", event,
-               "--output", "json")
+               "--output", "json", "--emulator", "pt")
     assert r.exit_code == 1, r
     out = r.json()
     assert out["status"] == "error" and out["function"] == "invk-dev-boom"
@@ -144,7 +144,7 @@ def test_cli_timeout_override_kills_the_container(run_pt, docker_client, handler
     t0 = time.monotonic()
     # the config says 30 s; --timeout overrides it, as the Lambda console's test timeout would not
     r = run_pt("invoke", "slow", "--local", "-c", invoke_config, "--image-uri", handler_image, "--timeout", "2",
-               "--event", '{"name": "inline"}')
+               "--event", '{"name": "inline"}', "--emulator", "pt")
     took = time.monotonic() - t0
     assert r.exit_code == 1, r
     assert "Task timed out after 2.00 seconds" in r.stdout

@@ -107,17 +107,20 @@ def test_junit_counts(tmp_path):
 
 
 def test_ecr_registry_gets_token_from_ecr(project, aws, monkeypatch):
-    """No PT_REGISTRY: the stage's ECR, with basic-auth credentials from GetAuthorizationToken (moto)."""
+    """No PT_REGISTRY: the stage's ECR, asked through the ECR API; docker push gets basic-auth
+    credentials from GetAuthorizationToken (moto)."""
     from pipeline_tools.commands.images_cmd import _registry
     from pipeline_tools.core.config import load
     from pipeline_tools.core.context import App
+    from pipeline_tools.images.registry import EcrRegistry
 
     monkeypatch.delenv("PT_REGISTRY")
     app = App(stage="staging")
     app._config = load(project / "pipeline.yml")
     reg, creds, ecr = _registry(app, app.config())
-    assert reg.host == "111111111111.dkr.ecr.us-east-1.amazonaws.com" and not reg.http
-    assert creds.username == "AWS" and creds.password and reg.credentials is creds
+    assert isinstance(reg, EcrRegistry) and reg.host == "111111111111.dkr.ecr.us-east-1.amazonaws.com"
+    assert reg.account == "111111111111" and reg.ecr is ecr
+    assert creds.username == "AWS" and creds.password
     assert ecr.meta.endpoint_url == aws.endpoint
 
 
@@ -127,3 +130,24 @@ def test_pt_test_unknown_image_is_a_usage_error_before_docker(project, run_pt, m
     assert r.exit_code == 2
     assert "unknown image 'modle'" in r.stderr and "did you mean 'model'?" in r.stderr
     assert "cannot reach Docker" not in r.stderr
+
+
+def test_progress_lines_are_timestamped_in_ci_only(monkeypatch):
+    import io
+    import re
+
+    from pipeline_tools.commands.images_cmd import _progress
+    from pipeline_tools.core.context import App
+    from pipeline_tools.core.output import Output
+
+    app = App()
+    app._out = Output("human", stdout=io.StringIO(), stderr=io.StringIO())
+    monkeypatch.setenv("CI", "true")
+    with _progress(app) as log:
+        log("model: pushing")
+    assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] model: pushing\n", app._out.stdout.getvalue())
+    monkeypatch.delenv("CI")
+    app._out = Output("human", stdout=io.StringIO(), stderr=io.StringIO())
+    with _progress(app) as log:
+        log("model: pushing")
+    assert app._out.stdout.getvalue() == "model: pushing\n"

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 
 import pytest
 
@@ -57,7 +58,10 @@ def test_github_outputs_and_summary(tmp_path, monkeypatch):
     o = Output("human", stdout=io.StringIO(), stderr=io.StringIO())
     o.github_output({"image_uri": "r@sha256:1", "images": ["a", "b"], "multi": "x\ny"})
     o.step_summary(markdown_table([["model", "built"]], ["image", "status"]))
-    assert gh_out.read_text() == 'image_uri=r@sha256:1\nimages=["a", "b"]\nmulti<<PT_EOF\nx\ny\nPT_EOF\n'
+    text = gh_out.read_text()
+    assert text.startswith('image_uri=r@sha256:1\nimages=["a", "b"]\nmulti<<ghadelimiter_')
+    delimiter = text.split("multi<<", 1)[1].split("\n", 1)[0]
+    assert text.endswith(f"multi<<{delimiter}\nx\ny\n{delimiter}\n") and len(delimiter) > 20
     assert gh_sum.read_text() == "| image | status |\n|---|---|\n| model | built |\n\n"
 
 
@@ -66,3 +70,64 @@ def test_github_outputs_are_ignored_outside_actions(tmp_path, monkeypatch):
     monkeypatch.setenv("GITHUB_OUTPUT", str(tmp_path / "out"))
     Output().github_output({"a": "b"})
     assert not (tmp_path / "out").exists()
+
+
+def test_multiline_output_delimiter_is_random_and_never_inside_the_value():
+    from pipeline_tools.core.output import github_output_text
+
+    a, b = github_output_text({"v": "x\ny"}), github_output_text({"v": "x\ny"})
+    assert a != b
+    evil = "line\nPT_EOF\nimage_uri=attacker"
+    text = github_output_text({"v": evil})
+    delimiter = text.split("<<", 1)[1].split("\n", 1)[0]
+    assert delimiter not in evil and text == f"v<<{delimiter}\n{evil}\n{delimiter}\n"
+
+
+def test_resolved_secrets_are_masked_in_github_actions(monkeypatch, capsys):
+    from pipeline_tools.core import output
+
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.delenv("PT_OUTPUT", raising=False)
+    monkeypatch.setattr(output, "_extra_secrets", set())
+    output.register_secret("https://hooks.example.com/T000/B000/abcdef")
+    output.register_secret("https://hooks.example.com/T000/B000/abcdef")   # once per value
+    out = capsys.readouterr().out
+    assert out == "::add-mask::https://hooks.example.com/T000/B000/abcdef\n"
+    monkeypatch.delenv("GITHUB_ACTIONS")
+    output.register_secret("another-secret-value")
+    assert capsys.readouterr().out == ""   # outside Actions nothing is printed
+    assert output.redact("x another-secret-value y") == "x **** y"
+
+
+def test_group_wraps_long_steps_in_actions_and_timestamps_in_other_ci(monkeypatch):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    o = Output("human", stdout=io.StringIO(), stderr=io.StringIO())
+    with o.group("build model"):
+        o.info("step 1")
+    assert o.stdout.getvalue() == "::group::build model\nstep 1\n::endgroup::\n"
+    monkeypatch.delenv("GITHUB_ACTIONS")
+    monkeypatch.setenv("CI", "true")
+    o = Output("human", stdout=io.StringIO(), stderr=io.StringIO())
+    with o.group("push model"):
+        pass
+    assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] push model\n", o.stderr.getvalue())
+
+
+def test_config_errors_become_file_line_annotations(monkeypatch):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    o = Output("human", stdout=io.StringIO(), stderr=io.StringIO())
+    o.error(["pipeline.yml:12: stages.prod.gate: unknown key 'alrams'", "pipeline.yml:30: region: bad, really"],
+            "2 problems", prefix=False)
+    annotations = [ln for ln in o.stdout.getvalue().splitlines() if ln.startswith("::error")]
+    assert annotations[0].startswith("::error file=pipeline.yml,line=12,title=pt config::stages.prod.gate: unknown")
+    assert annotations[1].startswith("::error file=pipeline.yml,line=30,title=pt config::region: bad, really")
+    assert "pipeline.yml:12: stages.prod.gate" in o.stderr.getvalue()   # the plain lines stay
+
+
+def test_quiet_keeps_results_and_errors_only():
+    o = Output("human", stdout=io.StringIO(), stderr=io.StringIO(), quiet=True)
+    o.info("progress")
+    o.log("more progress")
+    o.result({"ok": True}, "done")
+    o.error(["broken"])
+    assert o.stdout.getvalue() == "done\n" and o.stderr.getvalue() == "error: broken\n"

@@ -4,6 +4,9 @@ Stages without `promote_from` build:   Source → Build (pt build-push, pt test)
 (pt deploy --from-build) → Gate (pt gate --wait).
 Stages with `promote_from` never rebuild: Source → [Approve] → Promote (pt promote) → Gate.
 `Approve` (a Manual approval notifying the stage's SNS topic) exists when the stage has `approvals`.
+When CodePipeline can watch the gate alarms itself (infra/gate_conditions.py), Deploy/Promote get an
+onSuccess CloudWatchAlarm condition (rollback on ALARM) and Gate runs `pt gate` once, not `--wait`.
+CodeBuild keeps pip's cache (and docker's layer cache for docker steps) between builds.
 
 The source is a full clone (`CODEBUILD_CLONE_REF`), so every build has the commit's `.git` and
 `pt` can name its author (the image's .dockerignore keeps .git out of the build context).
@@ -15,10 +18,14 @@ the deploy role's rights.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codepipeline as codepipeline
 from aws_cdk import aws_codepipeline_actions as actions
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -27,6 +34,7 @@ from constructs import Construct
 
 from pipeline_tools.core import names
 from pipeline_tools.core.config import Config
+from pipeline_tools.infra.gate_conditions import AlarmRules, alarm_rules
 from pipeline_tools.infra.stacks.constructs import (
     SecureBucket,
     acknowledge,
@@ -36,6 +44,7 @@ from pipeline_tools.infra.stacks.constructs import (
     ref,
 )
 from pipeline_tools.infra.stacks.stage_stack import codebuild_role_name
+from pipeline_tools.infra.toolkit import toolkit_dockerfile
 
 BUILD_OUTPUT = "build.json"
 REPORTS_DIR = "reports"
@@ -74,6 +83,7 @@ class PipelineStack(Stack):
         self.role.add_to_policy(iam.PolicyStatement(actions=["sts:AssumeRole", "sts:TagSession"],
                                                     resources=[self.deploy_role_arn]))
         self.projects: list[codebuild.PipelineProject] = []
+        self.toolkit_image = self._toolkit_image(cfg)
 
         source_out = codepipeline.Artifact("Source")
         self.pipeline.add_stage(stage_name="Source", actions=[actions.CodeStarConnectionsSourceAction(
@@ -106,6 +116,7 @@ class PipelineStack(Stack):
                                             + (" (not the commit author)" if st.approvals.two_person_rule else "")
                                             + f"; record them with `pt approve --stage {stage}`"))])
 
+        conditions = alarm_rules(cfg, stage)
         if st.promote_from:
             approve()
             promote = [f"pt promote --to {stage}"]
@@ -113,7 +124,7 @@ class PipelineStack(Stack):
                 # The console approval counts as one approver in the ledger (others: `pt approve`).
                 pipeline_name = names.pipeline_stack(cfg.project, stage)
                 promote.insert(0, f"pt approvals sync-codepipeline --stage {stage} --pipeline {pipeline_name}")
-            self._step("Promote", cfg, stage, source_out, promote)
+            self._step("Promote", cfg, stage, source_out, promote, conditions=conditions)
         else:
             build_out = codepipeline.Artifact("Build")
             self._step("Build", cfg, stage, source_out, [
@@ -123,29 +134,50 @@ class PipelineStack(Stack):
             approve()
             self._step("Deploy", cfg, stage, source_out,
                        [f"pt deploy --stage {stage} --from-build $CODEBUILD_SRC_DIR_Build/{BUILD_OUTPUT}"],
-                       extra_inputs=[build_out])
-        self._step("Gate", cfg, stage, source_out, [f"pt gate --stage {stage} --wait"])
+                       extra_inputs=[build_out], conditions=conditions)
+        # With stage conditions the pipeline did the (unbilled) waiting: one evaluation records the verdict.
+        self._step("Gate", cfg, stage, source_out,
+                   [f"pt gate --stage {stage}" + ("" if conditions.usable else " --wait")])
         # CDK's own grants to the pipeline, source and CodeBuild roles on this pipeline's artifact
         # store and key, and CodeBuild's default log group / report group patterns per project.
         findings = [f"Action::{a}" for a in ("s3:Abort*", "s3:DeleteObject*", "s3:GetBucket*", "s3:GetObject*",
                                              "s3:List*", "kms:ReEncrypt*", "kms:GenerateDataKey*")]
         findings.append(f"Resource::{ref(store.bucket)}/*")
+        if not cfg.cdk.toolkit_image:
+            findings.append("Resource::*")   # ecr:GetAuthorizationToken, which has no resource-level form
         for project in self.projects:
             findings.append(f"Resource::{nag_arn(self, 'logs', f'log-group:/aws/codebuild/{ref(project, None)}:*')}")
             findings.append(f"Resource::{nag_arn(self, 'codebuild', f'report-group/{ref(project, None)}-*')}")
         acknowledge_wildcards(self, (
             "CDK-generated grants, all on this pipeline's own resources: object-level actions on its encrypted "
-            "artifact store and key, and each CodeBuild project's default log group and report groups"), findings)
+            "artifact store and key, each CodeBuild project's default log group and report groups, and "
+            "ecr:GetAuthorizationToken (account-wide by AWS's design) to pull the toolkit image asset"), findings)
+
+    def _toolkit_image(self, cfg: Config) -> codebuild.IBuildImage:
+        """The pinned toolkit for steps without docker: `cdk.toolkit_image` by digest, else an image asset
+        (pt at the pinned `cdk.pt_install`) that `cdk deploy` pushes to this account's asset repository and
+        the projects reference by its content hash."""
+        if cfg.cdk.toolkit_image:
+            return codebuild.LinuxBuildImage.from_docker_registry(cfg.cdk.toolkit_image)
+        with tempfile.TemporaryDirectory(prefix="pt-toolkit-") as tmp:
+            Path(tmp, "Dockerfile").write_text(toolkit_dockerfile(cfg.cdk.pt_install))
+            # staged (copied into the cloud assembly) right here, so the temporary directory may go
+            return codebuild.LinuxBuildImage.from_asset(self, "ToolkitImage", directory=tmp,
+                                                        platform=ecr_assets.Platform.LINUX_AMD64)
 
     def _step(self, name: str, cfg: Config, stage: str, source: codepipeline.Artifact, commands: list[str], *,
               docker: bool = False, output: codepipeline.Artifact | None = None, reports: bool = False,
-              extra_inputs: list[codepipeline.Artifact] | None = None) -> None:
+              extra_inputs: list[codepipeline.Artifact] | None = None, conditions: AlarmRules | None = None) -> None:
         spec: dict = {
             "version": "0.2",
             "env": {"shell": "bash", "variables": {
                 "PT_STAGE": stage, "AWS_PROFILE": "pt-deploy", "AWS_CONFIG_FILE": "/tmp/pt-aws-config"}},
+            "cache": {"paths": ["/root/.cache/pip/**/*"]},
             "phases": {
-                "install": {"commands": [f"python3 -m pip install --quiet '{cfg.cdk.pt_install}'"]},
+                # docker steps run CodeBuild's standard image (its dockerd) and install the pinned pt;
+                # the others run the toolkit image, which has it already
+                **({"install": {"commands": [f"python3 -m pip install --quiet '{cfg.cdk.pt_install}'"]}}
+                   if docker else {}),
                 "pre_build": {"commands": [
                     # boto3 in pt assumes the deploy role using CodeBuild's container credentials.
                     'printf "[profile pt-deploy]\\nrole_arn = %s\\ncredential_source = EcsContainer\\n'
@@ -169,13 +201,16 @@ class PipelineStack(Stack):
             encryption_key=self.build_key,
             timeout=Duration.hours(2),
             environment=codebuild.BuildEnvironment(
-                build_image=codebuild.LinuxBuildImage.STANDARD_7_0,
+                build_image=codebuild.LinuxBuildImage.STANDARD_7_0 if docker else self.toolkit_image,
                 compute_type=codebuild.ComputeType.SMALL,
                 privileged=docker,
             ),
             environment_variables={"PT_DEPLOY_ROLE_ARN": codebuild.BuildEnvironmentVariable(
                 value=self.deploy_role_arn)},
             build_spec=codebuild.BuildSpec.from_object(spec),
+            # pip's cache between builds; docker steps also keep their layer cache
+            cache=codebuild.Cache.local(*([codebuild.LocalCacheMode.DOCKER_LAYER] if docker else []),
+                                        codebuild.LocalCacheMode.CUSTOM),
             logging=codebuild.LoggingOptions(cloud_watch=codebuild.CloudWatchLoggingOptions(
                 log_group=self.build_logs, prefix=name.lower())),
         )
@@ -185,6 +220,17 @@ class PipelineStack(Stack):
         if docker:
             acknowledge(project, AwsSolutions_CB3=(
                 "privileged mode is required to run docker build/push (pt test, pt build-push)"))
+        else:
+            acknowledge(project, AwsSolutions_CB5=(
+                "runs the pt toolkit image: built by this stack's image asset from the pinned cdk.pt_install (or "
+                "cdk.toolkit_image by digest), so every step runs exactly the reviewed toolkit version"))
+        extra: dict = {}
+        if conditions is not None and conditions.usable:
+            rules = [codepipeline.Rule(name=r["name"], provider="CloudWatchAlarm", version="1",
+                                       configuration=r["configuration"]) for r in conditions.rules]
+            extra["on_success"] = codepipeline.Conditions(conditions=[codepipeline.Condition(
+                result=codepipeline.Result.ROLLBACK, rules=rules)])
+            extra["on_failure"] = codepipeline.FailureConditions(result=codepipeline.Result.ROLLBACK)
         self.pipeline.add_stage(stage_name=name, actions=[actions.CodeBuildAction(
             action_name=name, project=project, input=source, extra_inputs=extra_inputs,
-            outputs=[output] if output is not None else None, role=None)])
+            outputs=[output] if output is not None else None, role=None)], **extra)
