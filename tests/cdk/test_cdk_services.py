@@ -21,8 +21,7 @@ DEFINITION = {
                          "Parameters": {"FunctionName": "${ModelFunctionArn}", "Payload.$": "$"},
                          "Next": "Batch"},
                "Batch": {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
-                         "Parameters": {"FunctionName": "${BatchFunction}", "Payload.$": "$",
-                                        "Bucket": "${ServiceBucket}", "Mode": "${Mode}"},
+                         "Parameters": {"FunctionName": "${BatchFunction}", "Payload.$": "$", "Mode": "${Mode}"},
                          "End": True}},
 }
 
@@ -38,7 +37,8 @@ def services_config(tmp_path, *, accounts: bool = False):
     data["targets"] = {
         "stepfunctions": {
             "score": {"definition": "flows/score.json",
-                      "substitutions": {"BatchFunction": "function:batch-score", "Mode": "full"}},
+                      "substitutions": {"ModelFunctionArn": "function:predict",
+                                        "BatchFunction": "function:batch-score", "Mode": "full"}},
             "quick": {"definition": "flows/quick.json", "type": "EXPRESS",
                       "substitutions": {"Fn": "function:predict"}},
             "offline": {"definition": "flows/quick.json", "substitutions": {"Fn": "function:batch-score"}},
@@ -132,10 +132,10 @@ def test_state_machine_definition_substitutions_logging_tracing(svc):
     (sm,) = resources(t, "AWS::StepFunctions::StateMachine")
     assert sm["StateMachineName"] == "iris-staging-score" and sm["StateMachineType"] == "STANDARD"
     subs = sm["DefinitionSubstitutions"]
-    assert set(subs) == {"ModelFunctionArn", "BatchFunction", "ServiceBucket", "Mode"}
+    assert set(subs) == {"ModelFunctionArn", "BatchFunction", "Mode"}
     assert text(subs["ModelFunctionArn"]).endswith(':function:iris-staging-predict:live"]]}')
     assert "function:iris-staging-batch-score:live" in text(subs["BatchFunction"])
-    assert subs["Mode"] == "full" and subs["ServiceBucket"] == "iris-scorer-staging"
+    assert subs["Mode"] == "full"
     assert json.loads(sm["DefinitionString"]) == DEFINITION  # the repository's file, placeholders kept
     assert sm["LoggingConfiguration"]["Level"] == "ALL" and sm["TracingConfiguration"] == {"Enabled": True}
     (alias,) = resources(t, "AWS::StepFunctions::StateMachineAlias")

@@ -1,8 +1,9 @@
 """ServiceStack `<project>-<service>-<stage>-service`: one model service (`services.<name>`) in one stage.
 
   - the service bucket (`services.<s>.bucket`): versioned, SSE-S3, SSL-only, access-logged;
-  - the state machine `services.<s>.state_machine` (state_machine.py) with `ModelFunctionArn` = the
-    service function's `live` alias, unless another service of the stage already owns it;
+  - the state machine `services.<s>.state_machine` (state_machine.py; its substitutions name the
+    service function, e.g. `ModelFunctionArn: function:predict`), unless another service of the
+    stage already owns it;
   - the REST API `<project>-<stage>-<service>-api` (when `api` is set and there is a state machine):
     `POST /run` → `states:StartExecution` on the alias (`StartSyncExecution` for EXPRESS), `GET
     /executions/{id}` → `states:DescribeExecution`, both `AWS_IAM` auth, integrated directly through
@@ -63,8 +64,7 @@ class ServiceStack(Stack):
         machine = svc.state_machine
         if machine and machine_owner(cfg, stage, machine) == service:
             self.machine = StateMachine(self, "Workflow", cfg=cfg, stage=stage, name=machine,
-                                        topic_arn=arn(self, "sns", cfg.sns_topic(stage)),
-                                        function=svc.function, bucket=bucket_name, removal=removal)
+                                        topic_arn=arn(self, "sns", cfg.sns_topic(stage)), removal=removal)
 
         # --- REST API ---
         self.api: apigw.RestApi | None = None

@@ -1,8 +1,8 @@
 """One state machine of `targets.stepfunctions.<name>` for one stage (a construct).
 
-Definition: the repository's ASL file (read at synth), with `definitionSubstitutions`: `${Name}`
-from `substitutions` (a value `function:<key>` becomes that function's `live` alias ARN), plus
-`ModelFunctionArn` (the owning service's function alias) and `ServiceBucket` when a service owns it.
+Definition: the repository's ASL file (read at synth), with `definitionSubstitutions` = the config's
+`substitutions` (a value `function:<key>` becomes that function's `live` alias ARN), resolved as
+`pt deploy` resolves them (write `ModelFunctionArn: function:<the service's function>`).
 Logging (level ALL, no execution data: inputs may hold customer data) to
 `/aws/vendedlogs/states/<name>`, X-Ray tracing, role `<project>-<stage>-<name>-sfn` that may only
 invoke the `live` aliases it names. A first version and the alias `live` → it, so the API works
@@ -45,29 +45,22 @@ def alarm_names(cfg: Config, stage: str, name: str) -> list[str]:
     return [names.alarm_name(cfg.project, stage, name, m) for m in ALARM_METRICS]
 
 
-def substitutions(stack: Stack, cfg: Config, stage: str, name: str, *, function: str | None = None,
-                  bucket: str | None = None) -> tuple[dict[str, str], list[str]]:
-    """(definitionSubstitutions, the function keys whose aliases the definition invokes)."""
-    subs: dict[str, str] = {}
-    invoked: list[str] = []
-    if function:
-        subs["ModelFunctionArn"] = function_alias_arn(stack, cfg, stage, function)
-        invoked.append(function)
-    if bucket:
-        subs["ServiceBucket"] = bucket
-    for key, value in cfg.targets.stepfunctions[name].substitutions.items():
-        if value.startswith("function:"):
-            fn = value.split(":", 1)[1]
-            subs[key] = function_alias_arn(stack, cfg, stage, fn)
-            invoked.append(fn)
-        else:
-            subs[key] = value
-    return subs, list(dict.fromkeys(invoked))
+def substitutions(stack: Stack, cfg: Config, stage: str, name: str) -> tuple[dict[str, str], list[str]]:
+    """(definitionSubstitutions, the function keys whose aliases the definition invokes): exactly the
+    config's `substitutions`, resolved as `pt deploy` resolves them (targets/sfn_definition.py), so the
+    version the stack creates is the one a release would render."""
+    from pipeline_tools.targets import sfn_definition
+
+    subs = cfg.targets.stepfunctions[name].substitutions
+    invoked = [v[len(sfn_definition.FUNCTION_PREFIX):] for v in subs.values()
+               if v.startswith(sfn_definition.FUNCTION_PREFIX)]
+    resolved = sfn_definition.resolve(subs, lambda fn: function_alias_arn(stack, cfg, stage, fn))
+    return resolved, list(dict.fromkeys(invoked))
 
 
 class StateMachine(Construct):
     def __init__(self, scope: Construct, id: str, *, cfg: Config, stage: str, name: str, topic_arn: str,
-                 function: str | None = None, bucket: str | None = None, removal: RemovalPolicy) -> None:
+                 removal: RemovalPolicy) -> None:
         from aws_cdk import aws_cloudwatch_actions as cw_actions
         from aws_cdk import aws_sns as sns
 
@@ -76,7 +69,7 @@ class StateMachine(Construct):
         t = cfg.targets.stepfunctions[name]
         physical = names.state_machine(cfg.project, stage, name)
         text = (cfg.base_dir / t.definition).read_text(encoding="utf-8")
-        subs, invoked = substitutions(stack, cfg, stage, name, function=function, bucket=bucket)
+        subs, invoked = substitutions(stack, cfg, stage, name)
         # Only the placeholders the file uses: the role then invokes only aliases the definition can reach.
         used = set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", text))
         subs = {k: v for k, v in subs.items() if k in used}
