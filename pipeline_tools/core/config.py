@@ -334,7 +334,9 @@ class SageMakerTargetConfig(_Strict):
     instance_type: str = Field("ml.m5.large", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
     instance_count: int = Field(1, ge=1, le=100)
     shadow_sampling: int = Field(100, ge=1, le=100, description="% of production requests copied to the shadow")
-    data_capture: int = Field(20, ge=0, le=100, description="% of requests captured (request+response); 0 = off")
+    data_capture: int = Field(20, ge=0, le=100, description="% of requests whose model output is captured (outputs "
+                                                            "only, to s3://<stage bucket>/datacapture/<endpoint>/); "
+                                                            "0 = off")
     execution_role: str | None = Field(None, description="role ARN (default: the StageStack's SageMaker role)")
     wait: Duration = Field(1800.0, description="deadline for an endpoint update")
     shadow_bake: Duration | None = Field(None, description="shadow time before the gate may PASS "
@@ -342,6 +344,16 @@ class SageMakerTargetConfig(_Strict):
     stages: list[str] | None = Field(None, description="stages with this endpoint (default: all)")
     latency_alarm_ms: int = Field(1000, ge=1, description="StageStack alarm: production ModelLatency p99 above this")
     thresholds: ShadowThresholdsConfig = Field(default_factory=ShadowThresholdsConfig)
+    mode: Literal["weighted", "shadow"] = Field("weighted", description="release engine (`--target sagemaker`): "
+                                                "`weighted` shifts production variant weights by the stage's "
+                                                "schedule; `shadow` runs the candidate as a shadow variant, "
+                                                "compares it, then promotes it")
+    production_variant: str | None = Field(None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+                                           description="the endpoint's production variant name (default "
+                                                       "`production`; e.g. `AllTraffic` for an endpoint the "
+                                                       "SageMaker SDK made); the StageStack alarms watch it")
+    shadow_wait: Duration = Field(3600.0, description="mode shadow: after shadow_bake, how long a release waits "
+                                                      "for the comparison to decide before it fails")
 
 
 class StepFunctionsTargetConfig(_Strict):

@@ -128,6 +128,32 @@ def api_name(project: str, service: str, stage: str) -> str:
     return f"{project}-{stage}-{service}-api"
 
 
+SAGEMAKER_PRODUCTION_VARIANT = "production"
+SAGEMAKER_CANDIDATE_VARIANT = "candidate"
+SAGEMAKER_SHADOW_VARIANT = "shadow"
+
+
+def sagemaker_production_variant(configured: str | None = None) -> str:
+    """The production variant of a stage's SageMaker endpoint: the StageStack's endpoint config and
+    alarms, and every endpoint config `pt` makes, use it. `targets.sagemaker.production_variant` names
+    the one an existing endpoint really has (e.g. `AllTraffic`, the SageMaker SDK's default)."""
+    return configured or SAGEMAKER_PRODUCTION_VARIANT
+
+
+def sagemaker_candidate_variant(taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """The variant a release adds next to production (weight 0 until shifted); never a name in use."""
+    name, n = SAGEMAKER_CANDIDATE_VARIANT, 1
+    while name in taken:
+        n += 1
+        name = f"{SAGEMAKER_CANDIDATE_VARIANT}-{n}"
+    return name
+
+
+def sagemaker_capture_prefix(endpoint: str) -> str:
+    """Key prefix of the endpoint's data capture (model outputs) in the stage bucket."""
+    return f"datacapture/{endpoint}"
+
+
 def targets_stack(project: str, stage: str) -> str:
     """Per-stage stack of the Batch path and of state machines no service of the stage owns."""
     return f"{project}-{stage}-targets"

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pipeline_tools.core import names
 from pipeline_tools.core.config import format_duration, render
 from pipeline_tools.core.errors import EXIT_WAIT, LockedError, NotFoundError, PtError, UsageError
 from pipeline_tools.ops import artifacts as art
@@ -47,8 +48,8 @@ if TYPE_CHECKING:
     from pipeline_tools.core.config import Config, SageMakerTargetConfig, ShadowThresholdsConfig, UserMetricConfig
 
 KIND = "sagemaker"
-PRODUCTION = "production"
-SHADOW = "shadow"
+PRODUCTION = names.SAGEMAKER_PRODUCTION_VARIANT
+SHADOW = names.SAGEMAKER_SHADOW_VARIANT
 STATES = ("locked", "creating", "updating", "rolling_back", "succeeded", "failed", "rolled_back")
 NAMESPACE = "AWS/SageMaker"
 PASS, FAIL, WAIT = gate_mod.PASS, gate_mod.FAIL, gate_mod.WAIT
@@ -94,11 +95,17 @@ def alarm_names(project: str, stage: str, endpoint: str) -> dict[str, str]:
 
 
 def capture_prefix(endpoint: str) -> str:
-    return f"datacapture/{endpoint}"
+    return names.sagemaker_capture_prefix(endpoint)
 
 
 def capture_uri(cfg: Config, stage: str) -> str:
-    return f"s3://{cfg.bucket(stage)}/{capture_prefix(endpoint_name(cfg, stage))}"
+    """Where SageMaker writes captured model outputs: s3://<stage bucket>/datacapture/<endpoint>/."""
+    return f"s3://{cfg.bucket(stage)}/{capture_prefix(endpoint_name(cfg, stage))}/"
+
+
+def production_variant_name(cfg: Config, stage: str) -> str:
+    """The production variant name the stage's alarms watch (names.sagemaker_production_variant)."""
+    return names.sagemaker_production_variant(target(cfg, stage).production_variant)
 
 
 def artifacts_location(cfg: Config, stage: str) -> art.Location:
@@ -153,11 +160,14 @@ def copy_variant(v: dict, *, name: str | None = None) -> dict:
     return out
 
 
+CAPTURE_OPTIONS = ({"CaptureMode": "Output"},)  # model outputs only: requests may hold personal data
+
+
 def data_capture(percent: int, uri: str) -> dict | None:
     if percent <= 0:
         return None
     return {"EnableCapture": True, "InitialSamplingPercentage": percent, "DestinationS3Uri": uri,
-            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureOptions": [dict(o) for o in CAPTURE_OPTIONS],
             "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"],
                                          "CsvContentTypes": ["text/csv"]}}
 
@@ -213,6 +223,8 @@ class Current:
     production_artifacts: str | None = None
     failure_reason: str | None = None
     capture: dict | None = None
+    variants: tuple[dict, ...] = ()      # every production variant, with its runtime CurrentWeight
+    shadows: tuple[dict, ...] = ()
 
     @property
     def exists(self) -> bool:
@@ -220,6 +232,7 @@ class Current:
 
     def to_dict(self) -> dict:
         return {"status": self.status, "endpoint_config": self.config,
+                "production_variant": (self.production or {}).get("VariantName"),
                 "production_model": (self.production or {}).get("ModelName"),
                 "shadow_model": (self.shadow or {}).get("ModelName"),
                 "production_image": self.production_image, "production_artifacts": self.production_artifacts,
@@ -232,9 +245,11 @@ def read_current(sagemaker: Any, endpoint: str) -> Current:
         return Current()
     cfg_name = ep.get("EndpointConfigName")
     ec = sagemaker.describe_endpoint_config(EndpointConfigName=cfg_name) if cfg_name else {}
-    prod = next(iter(ec.get("ProductionVariants") or []), None)
+    variants = live_variants(ep, ec)
+    prod = primary_variant(variants)
     # moto drops ShadowProductionVariants from describe calls; AWS returns them
-    shadow = next(iter(ec.get("ShadowProductionVariants") or []), None)
+    shadows = list(ec.get("ShadowProductionVariants") or ep.get("ShadowProductionVariants") or [])
+    shadow = next(iter(shadows), None)
     image = artifacts = None
     if prod and prod.get("ModelName"):
         try:
@@ -247,7 +262,36 @@ def read_current(sagemaker: Any, endpoint: str) -> Current:
             if not _missing(e):
                 raise
     return Current(ep.get("EndpointStatus"), cfg_name, prod, shadow, image, artifacts, ep.get("FailureReason"),
-                   ec.get("DataCaptureConfig"))
+                   ec.get("DataCaptureConfig"), tuple(variants), tuple(shadows))
+
+
+def live_variants(desc: dict, ec: dict) -> list[dict]:
+    """The config's production variants (as described) with the endpoint's runtime weights merged in
+    (`CurrentWeight`, else `DesiredWeight`, else the config's initial weight). Pure."""
+    runtime = {v.get("VariantName"): v for v in desc.get("ProductionVariants") or []}
+    out = []
+    for v in ec.get("ProductionVariants") or []:
+        r = runtime.get(v.get("VariantName")) or {}
+        w = next((float(x[k]) for x, k in ((r, "CurrentWeight"), (r, "DesiredWeight"), (v, "InitialVariantWeight"))
+                  if x.get(k) is not None), 1.0 if not r else 0.0)
+        out.append({**v, "CurrentWeight": w})
+    return out
+
+
+def primary_variant(variants: list[dict]) -> dict | None:
+    """The production variant that takes the traffic: the highest current (else desired, else
+    initial) weight; the first on a tie. Pure."""
+    def weight(v: dict) -> float:
+        for k in ("CurrentWeight", "DesiredWeight", "InitialVariantWeight"):
+            if v.get(k) is not None:
+                return float(v[k])
+        return 0.0
+
+    best: dict | None = None
+    for v in variants:
+        if best is None or weight(v) > weight(best):
+            best = v
+    return best
 
 
 # --- plan -------------------------------------------------------------------------------------
@@ -311,7 +355,7 @@ def plan_deploy(cfg: Config, stage: str, image_uri: str, digest: str, sagemaker:
     mreq = model_request(model, image_uri, loc.url, role_arn(cfg, stage), digest=digest, record_id=record_id)
     capture = data_capture(t.data_capture, capture_uri(cfg, stage))
     notes: list[str] = []
-    new_prod = variant(PRODUCTION, model, t.instance_type, t.instance_count)
+    new_prod = variant(production_variant_name(cfg, stage), model, t.instance_type, t.instance_count)
     if not cur.exists:
         action = "create"
         creq = endpoint_config_request(ec_name, new_prod, None, capture, record_id=record_id)
@@ -667,12 +711,13 @@ def metric_queries(endpoint: str, variant_name: str, prefix: str, user: UserMetr
 
 
 def read_metrics(cloudwatch: Any, endpoint: str, start: float, end: float,
-                 user: UserMetricConfig | None) -> tuple[VariantMetrics, VariantMetrics]:
+                 user: UserMetricConfig | None, *, shadow_variant: str = SHADOW,
+                 production_variant: str = PRODUCTION) -> tuple[VariantMetrics, VariantMetrics]:
     """(shadow, production) over [start, end], one datapoint per query (period = the window)."""
     t0 = math.floor(start / 60) * 60
     period = max(60, math.ceil((end - t0) / 60) * 60)
-    queries = metric_queries(endpoint, SHADOW, "s", user, period) + \
-        metric_queries(endpoint, PRODUCTION, "p", user, period)
+    queries = metric_queries(endpoint, shadow_variant, "s", user, period) + \
+        metric_queries(endpoint, production_variant, "p", user, period)
     values: dict[str, list[float]] = {}
     kw: dict[str, Any] = {"MetricDataQueries": queries, "StartTime": datetime.fromtimestamp(t0, UTC),
                           "EndTime": datetime.fromtimestamp(t0 + period, UTC), "ScanBy": "TimestampDescending"}
@@ -733,6 +778,28 @@ class ShadowReport:
                 "alarms": self.alarms.to_dict() if self.alarms else None}
 
 
+def variant_names(desc: dict, record_data: dict | None = None) -> tuple[str, str]:
+    """(production, shadow) variant names as the endpoint really has them: DescribeEndpoint's
+    ProductionVariants / ShadowProductionVariants, else the endpoint config the shadow deploy sent
+    (recorded in the ledger), else the defaults. Pure."""
+    sent = (((record_data or {}).get("plan") or {}).get("requests") or {}).get("create_endpoint_config") or {}
+    prod = primary_variant(list(desc.get("ProductionVariants") or [])) \
+        or next(iter(sent.get("ProductionVariants") or []), None) or {}
+    shadow = next(iter(desc.get("ShadowProductionVariants") or []), None) \
+        or next(iter(sent.get("ShadowProductionVariants") or []), None) or {}
+    return prod.get("VariantName") or PRODUCTION, shadow.get("VariantName") or SHADOW
+
+
+def variant_check(real: str, watched: str) -> MetricCheck:
+    """The stage alarms watch `watched`; an endpoint whose production variant is another name
+    would leave them silent, so that is a FAIL (fail closed) that names the fix."""
+    if real == watched:
+        return MetricCheck("variant", PASS, None, None, f"= {watched}", f"production variant {real}")
+    return MetricCheck("variant", FAIL, None, None, f"= {watched}",
+                       f"the endpoint's production variant is {real} but the stage alarms watch {watched}: set "
+                       f"targets.sagemaker.production_variant: {real} and deploy the stage stack")
+
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:g}"
 
@@ -764,7 +831,9 @@ def gate_shadow(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, sag
                                 f"{rec.data.get('endpoint_config')} of {rec.id}", **base)
         if desc.get("EndpointStatus") != "InService":
             return ShadowReport(status=FAIL, explanation=f"endpoint {ep} is {desc.get('EndpointStatus')}", **base)
-        shadow, prod = read_metrics(cloudwatch, ep, start, now, t.thresholds.user_metric)
+        prod_name, shadow_name = variant_names(desc, rec.data)
+        shadow, prod = read_metrics(cloudwatch, ep, start, now, t.thresholds.user_metric,
+                                    shadow_variant=shadow_name, production_variant=prod_name)
     except Exception as e:
         from pipeline_tools.core.errors import translate
 
@@ -772,6 +841,8 @@ def gate_shadow(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, sag
         text = err.message if err else f"{type(e).__name__}: {e}"
         return ShadowReport(status=FAIL, explanation=f"cannot read the shadow metrics: {text} (fails closed)", **base)
     mstatus, checks = compare(shadow, prod, t.thresholds, elapsed=now - start, bake=bake)
+    checks.append(variant_check(prod_name, production_variant_name(cfg, stage)))
+    mstatus = _overall(c.status for c in checks)
     alarms = gate_mod.evaluate(cloudwatch, gate_mod.GatePolicy.from_config(cfg, stage), now, start)
     status = combine(mstatus, alarms)
     if status == PASS:
@@ -904,7 +975,8 @@ def promote_shadow(cfg: Config, stage: str, deps: Deps, *, now: datetime | None 
                         "InitialInstanceCount": t.instance_count}
     rid = new_id(deps.clock())
     ec_name = resource_name(ep, rid, "c")
-    prod = copy_variant({**sv, "InitialVariantWeight": 1.0}, name=PRODUCTION)
+    prod = copy_variant({**sv, "InitialVariantWeight": 1.0},
+                        name=(cur.production or {}).get("VariantName") or production_variant_name(cfg, stage))
     creq = endpoint_config_request(ec_name, prod, None, data_capture(t.data_capture, capture_uri(cfg, stage)),
                                    record_id=rid)
     out = {"target": "sagemaker", "stage": stage, "endpoint": ep, "shadow_id": shadow.id, "digest": shadow.digest,

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.cdk
 
 TARGET = {"endpoint": "vision", "image": "model", "model_artifacts": "models/{stage}/vision",
           "instance_type": "ml.g5.xlarge", "instance_count": 2, "shadow_sampling": 20, "data_capture": 10,
-          "stages": ["staging"], "latency_alarm_ms": 800,
+          "stages": ["staging"], "latency_alarm_ms": 800, "production_variant": "AllTraffic",
           "thresholds": {"user_metric": {"namespace": "Vision", "name": "Accuracy"}}}
 
 
@@ -45,12 +45,13 @@ def test_endpoint_model_and_config(sm_synth):
     assert endpoint["Condition"] == "HasSageMakerImage"
     (config,) = _of(t, "AWS::SageMaker::EndpointConfig").values()
     variant = config["Properties"]["ProductionVariants"][0]
-    assert variant["VariantName"] == "production" and variant["InstanceType"] == "ml.g5.xlarge"
+    # the configured production variant name (names.sagemaker_production_variant), as the alarms use it
+    assert variant["VariantName"] == "AllTraffic" and variant["InstanceType"] == "ml.g5.xlarge"
     assert variant["InitialInstanceCount"] == 2
     dc = config["Properties"]["DataCaptureConfig"]
     assert dc["InitialSamplingPercentage"] == 10 and dc["EnableCapture"] is True
-    assert dc["DestinationS3Uri"] == f"s3://{project}-staging-artifacts/datacapture/{ep}"
-    assert [o["CaptureMode"] for o in dc["CaptureOptions"]] == ["Input", "Output"]
+    assert dc["DestinationS3Uri"] == f"s3://{project}-staging-artifacts/datacapture/{ep}/"
+    assert dc["CaptureOptions"] == [{"CaptureMode": "Output"}]  # model outputs only
     (model,) = _of(t, "AWS::SageMaker::Model").values()
     src = model["Properties"]["PrimaryContainer"]["ModelDataSource"]["S3DataSource"]
     assert src == {"S3Uri": f"s3://{project}-staging-artifacts/models/staging/vision/", "S3DataType": "S3Prefix",
@@ -68,9 +69,10 @@ def test_alarms_on_the_production_variant(sm_synth):
     lat = alarms[f"{project}-staging-vision-latency-p99"]
     assert lat["ExtendedStatistic"] == "p99" and lat["Threshold"] == 800_000 and lat["Namespace"] == "AWS/SageMaker"
     assert {d["Name"]: d["Value"] for d in lat["Dimensions"]} == {"EndpointName": f"{project}-staging-vision",
-                                                                  "VariantName": "production"}
+                                                                  "VariantName": "AllTraffic"}
     err = alarms[f"{project}-staging-vision-5xx"]
     assert err["MetricName"] == "Invocation5XXErrors" and err["AlarmActions"]
+    assert {d["Name"]: d["Value"] for d in err["Dimensions"]}["VariantName"] == "AllTraffic"
 
 
 def test_data_capture_bucket_policy_and_roles(sm_synth):
@@ -91,6 +93,7 @@ def test_data_capture_bucket_policy_and_roles(sm_synth):
     assert len(deploy) == 1
     sids = {s["Sid"]: s for s in deploy[0]["PolicyDocument"]["Statement"]}
     assert "sagemaker:UpdateEndpoint" in sids["SageMakerDeploy"]["Action"]
+    assert "sagemaker:UpdateEndpointWeightsAndCapacities" in sids["SageMakerDeploy"]["Action"]
     assert sids["PassExecutionRole"]["Condition"] == {"StringEquals": {"iam:PassedToService":
                                                                        "sagemaker.amazonaws.com"}}
 

@@ -103,7 +103,8 @@ def test_create_then_noop_then_failed_update_on_moto(run_pt, cv):
     assert ep["EndpointStatus"] == "InService" and ep["EndpointConfigName"] == rec["endpoint_config"]
     ec = cv["sm"].describe_endpoint_config(EndpointConfigName=rec["endpoint_config"])
     assert ec["ProductionVariants"][0]["VariantName"] == "production"
-    assert ec["DataCaptureConfig"]["DestinationS3Uri"] == f"s3://{BUCKET}/datacapture/{EP}"
+    assert ec["DataCaptureConfig"]["DestinationS3Uri"] == f"s3://{BUCKET}/datacapture/{EP}/"
+    assert ec["DataCaptureConfig"]["CaptureOptions"] == [{"CaptureMode": "Output"}]
     container = cv["sm"].describe_model(ModelName=rec["model"])["PrimaryContainer"]
     assert container["Image"] == f"{REPO}@{digest(1)}"
     assert container["ModelDataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/{PREFIX}/"

@@ -9,7 +9,7 @@ import datetime as dt
 
 import boto3
 import pytest
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
 from pipeline_tools.core import config as config_mod
@@ -149,7 +149,8 @@ def test_shadow_deploy_request_shapes_and_ledger(cfg, env):
     assert creq["ShadowProductionVariants"] == [{"VariantName": "shadow", "ModelName": plan.model,
                                                  "InstanceType": "ml.g5.xlarge", "InitialInstanceCount": 2,
                                                  "InitialVariantWeight": 0.25}]
-    assert creq["DataCaptureConfig"]["DestinationS3Uri"] == f"s3://cv-staging-artifacts/datacapture/{EP}"
+    assert creq["DataCaptureConfig"]["DestinationS3Uri"] == f"s3://cv-staging-artifacts/datacapture/{EP}/"
+    assert creq["DataCaptureConfig"]["CaptureOptions"] == [{"CaptureMode": "Output"}]
     assert creq["DataCaptureConfig"]["InitialSamplingPercentage"] == 10
     mreq = plan.model_request
     assert mreq["PrimaryContainer"]["Image"] == f"{REPO}@{D_NEW}"
@@ -273,7 +274,57 @@ def test_gate_shadow_reads_metrics_per_variant(cfg, env):
     assert report.shadow.latency_p50 == 9000 and report.production.invocations == 200
     cw_stub.assert_no_pending_responses()
     assert [c.name for c in report.checks] == ["bake", "invocations", "latency_p50", "latency_p99", "errors_5xx",
-                                               "Accuracy"]
+                                               "Accuracy", "variant"]
+
+
+def _described(config: str, production: str, shadow: str = "shadow") -> dict:
+    """DescribeEndpoint as AWS answers it: the variants with their runtime weights."""
+    d = endpoint("InService", config)
+    d["ProductionVariants"] = [{"VariantName": production, "CurrentWeight": 1.0, "DesiredWeight": 1.0,
+                                "CurrentInstanceCount": 2, "DesiredInstanceCount": 2}]
+    d["ShadowProductionVariants"] = [{"VariantName": shadow, "CurrentWeight": 0.25, "DesiredWeight": 0.25,
+                                      "CurrentInstanceCount": 2, "DesiredInstanceCount": 2}]
+    return d
+
+
+def _expected_queries(production: str, period: int = 420) -> list[dict]:
+    """The queries of a gate 400 s after the shadow went live (one datapoint: period 7 min)."""
+    user = config_mod.UserMetricConfig(namespace="Vision", name="Accuracy", better="higher", tolerance=0.02)
+    return sm.metric_queries(EP, "shadow", "s", user, period) + sm.metric_queries(EP, production, "p", user, period)
+
+
+def test_gate_shadow_passes_on_an_alltraffic_endpoint(env):
+    """An endpoint made by the SageMaker SDK: its production variant is `AllTraffic`. The gate reads
+    that name from DescribeEndpoint (the Stubber checks the queried dimensions) and PASSes."""
+    cfg = config_mod.parse(CONFIG.replace("    wait: 10m\n", "    wait: 10m\n    production_variant: AllTraffic\n"))
+    deps, stub, cw_stub, clock = env
+    plan, _ = _shadow_running(cfg, deps, stub)
+    clock.t += 400
+    stub.add_response("describe_endpoint", _described(plan.endpoint_config, "AllTraffic"), {"EndpointName": EP})
+    cw_stub.add_response("get_metric_data", metric_results(GOOD_S, GOOD_P),
+                         {"MetricDataQueries": _expected_queries("AllTraffic"), "StartTime": ANY, "EndTime": ANY,
+                          "ScanBy": "TimestampDescending"})
+    report = sm.gate_shadow(cfg, "staging", ledger=deps.ledger, cloudwatch=deps.cloudwatch,
+                            sagemaker=deps.sagemaker, clock=clock)
+    assert report.status == "PASS", report.to_dict()
+    assert report.production.invocations == 200
+    cw_stub.assert_no_pending_responses()
+
+
+def test_gate_shadow_alltraffic_endpoint_with_alarms_on_another_variant_fails_closed(cfg, env):
+    """Config says nothing (alarms watch `production`) but the endpoint's variant is AllTraffic:
+    the metrics are read from AllTraffic, and the verdict is FAIL naming the config fix."""
+    deps, stub, cw_stub, clock = env
+    plan, _ = _shadow_running(cfg, deps, stub)
+    clock.t += 400
+    stub.add_response("describe_endpoint", _described(plan.endpoint_config, "AllTraffic"), {"EndpointName": EP})
+    cw_stub.add_response("get_metric_data", metric_results(GOOD_S, GOOD_P),
+                         {"MetricDataQueries": _expected_queries("AllTraffic"), "StartTime": ANY, "EndTime": ANY,
+                          "ScanBy": "TimestampDescending"})
+    report = sm.gate_shadow(cfg, "staging", ledger=deps.ledger, cloudwatch=deps.cloudwatch,
+                            sagemaker=deps.sagemaker, clock=clock)
+    assert report.status == "FAIL"
+    assert "targets.sagemaker.production_variant: AllTraffic" in report.explanation
 
 
 def test_metric_query_shapes():

@@ -119,7 +119,8 @@ class DashboardStack(Stack):
                 return cw.Metric(namespace=smt.NAMESPACE, metric_name=metric, statistic=stat, period=PERIOD,
                                  dimensions_map={"EndpointName": endpoint, "VariantName": variant},
                                  label=f"{variant} {stat if stat != 'Sum' else ''}".strip())
-            variants = (smt.PRODUCTION, smt.SHADOW)
+            assert cfg.targets.sagemaker is not None
+            variants = (names.sagemaker_production_variant(cfg.targets.sagemaker.production_variant), smt.SHADOW)
             self.dashboard.add_widgets(
                 cw.GraphWidget(title=f"SageMaker {endpoint}: invocations", width=12,
                                left=[sm(v, "Invocations", "Sum") for v in variants]),

@@ -434,7 +434,7 @@ class SageMakerEndpoint(Construct):
       image, read the model artifacts prefix, write data capture, its own logs and metrics;
     - a bucket policy on the artifacts bucket: only that role may write the data-capture prefix;
     - the endpoint `<project>-<stage>-<endpoint>` with the model as its production variant and data
-      capture on, conditional on the parameter `SageMakerImageDigest` (empty: created by the first
+      capture (model outputs only) on, conditional on the parameter `SageMakerImageDigest` (empty: created by the first
       `pt deploy --target sagemaker`; later shadows and promotions are `pt`'s, like Lambda code);
     - alarms on the production variant (5XX errors, ModelLatency p99) for `pt gate`;
     - the deploy role's SageMaker permissions (models, endpoint configs, the endpoint, PassRole).
@@ -454,6 +454,7 @@ class SageMakerEndpoint(Construct):
         ep = smt.endpoint_name(cfg, stage)
         loc = smt.artifacts_location(cfg, stage)
         capture_prefix = smt.capture_prefix(ep)
+        variant_name = smt.production_variant_name(cfg, stage)  # the one name alarms and configs share
         bucket = st.artifacts.bucket
         repo = st.repositories[t.image]
         self.endpoint_name = ep
@@ -523,13 +524,13 @@ class SageMakerEndpoint(Construct):
         config = sagemaker.CfnEndpointConfig(
             self, "Config",
             production_variants=[sagemaker.CfnEndpointConfig.ProductionVariantProperty(
-                variant_name=smt.PRODUCTION, model_name=model.attr_model_name, instance_type=t.instance_type,
+                variant_name=variant_name, model_name=model.attr_model_name, instance_type=t.instance_type,
                 initial_instance_count=t.instance_count, initial_variant_weight=1.0)],
             data_capture_config=sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
                 enable_capture=t.data_capture > 0, initial_sampling_percentage=max(t.data_capture, 1),
-                destination_s3_uri=f"s3://{cfg.bucket(stage)}/{capture_prefix}",
-                capture_options=[sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Input"),
-                                 sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Output")]))
+                destination_s3_uri=smt.capture_uri(cfg, stage),
+                capture_options=[sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode=o["CaptureMode"])
+                                 for o in smt.CAPTURE_OPTIONS]))
         endpoint = sagemaker.CfnEndpoint(self, "Endpoint", endpoint_name=ep,
                                          endpoint_config_name=config.attr_endpoint_config_name)
         endpoint.apply_removal_policy(removal)
@@ -538,7 +539,7 @@ class SageMakerEndpoint(Construct):
 
         # --- alarms on the production variant (read by `pt gate`; the shadow is compared by metrics) ---
         names_ = smt.alarm_names(cfg.project, stage, t.endpoint)
-        dims = {"EndpointName": ep, "VariantName": smt.PRODUCTION}
+        dims = {"EndpointName": ep, "VariantName": variant_name}
         minute = Duration.minutes(1)
         self.alarms = [
             cw.Alarm(self, "Alarm5xx", alarm_name=names_["errors"],
@@ -574,7 +575,8 @@ class SageMakerEndpoint(Construct):
             iam.PolicyStatement(sid="SageMakerDeploy", actions=[
                 "sagemaker:CreateModel", "sagemaker:DeleteModel", "sagemaker:CreateEndpointConfig",
                 "sagemaker:DeleteEndpointConfig", "sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint",
-                "sagemaker:DeleteEndpoint", "sagemaker:AddTags"], resources=[endpoint_arn, configs, models]),
+                "sagemaker:UpdateEndpointWeightsAndCapacities", "sagemaker:DeleteEndpoint", "sagemaker:AddTags"],
+                resources=[endpoint_arn, configs, models]),
             iam.PolicyStatement(sid="PassExecutionRole", actions=["iam:PassRole"], resources=[self.role.role_arn],
                                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
         ])
