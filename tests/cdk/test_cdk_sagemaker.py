@@ -118,7 +118,8 @@ def test_dashboard_shows_the_endpoint_variants_and_its_alarms(sm_synth):
     widgets = dashboard_widgets(synth, "staging")
     graphs = {w["properties"]["title"]: w for w in widgets if w["type"] == "metric"}
     latency = graphs["SageMaker iris-staging-vision: ModelLatency p50/p99 (µs)"]["properties"]["metrics"]
-    want = {(v, s) for v in ("production", "shadow") for s in ("p50", "p99")}
+    production = TARGET.get("production_variant", "production")
+    want = {(v, s) for v in (production, "shadow") for s in ("p50", "p99")}
     assert {(m[5], m[-1]["stat"]) for m in latency} == want
     assert set(metrics_of(graphs["SageMaker iris-staging-vision: invocations"])) == {("AWS/SageMaker", "Invocations")}
     alarm = next(w for w in widgets if w["type"] == "alarm")
