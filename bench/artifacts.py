@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from common import Moto, dist, pt_cmd, pt_env, row, run  # noqa: E402
+from common import Moto, aws_cmd, dist, pt_cmd, pt_env, row, run  # noqa: E402
 
 CONFIG = """project: bench
 region: us-east-1
@@ -70,7 +70,7 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=1001)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    aws = shutil.which("aws")
+    aws = aws_cmd()
     if not aws:
         sys.exit("needs the aws CLI: pip install awscli")
     work = Path(tempfile.mkdtemp(prefix="pt-bench-artifacts-"))
@@ -81,7 +81,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _bench(moto: Moto, aws: str, work: Path, args) -> int:
+def _bench(moto: Moto, aws: list[str], work: Path, args) -> int:
     import boto3
 
     env = pt_env(moto.env())
@@ -96,7 +96,7 @@ def _bench(moto: Moto, aws: str, work: Path, args) -> int:
           f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
     pt = [*pt_cmd(), "artifacts", "push"]
-    sync = [aws, "s3", "sync", "--endpoint-url", moto.endpoint, "--only-show-errors"]
+    sync = [*aws, "s3", "sync", "--endpoint-url", moto.endpoint, "--only-show-errors"]
     sides = {
         "pt": lambda src: [*pt, str(src), "--stage", "ci", "--prefix", "pt"],
         "aws": lambda src: [*sync, str(src), f"s3://{BUCKET}/aws"],

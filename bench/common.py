@@ -158,6 +158,18 @@ def pt_cmd() -> list[str]:
     return [sys.executable, "-m", "pipeline_tools"]
 
 
+def aws_cmd() -> list[str]:
+    """The awscli entry script next to this interpreter, run by it, when there (a pyenv shim in
+    PATH adds ~0.1 s of bash per process; pt is started without one, so awscli is too); else PATH."""
+    import shutil
+
+    cand = os.path.join(os.path.dirname(os.path.realpath(sys.executable)), "aws")
+    if os.path.exists(cand):
+        return [sys.executable, cand]
+    found = shutil.which("aws")
+    return [found] if found else []
+
+
 def pt_env(env: dict) -> dict:
     return {**env, "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")}
 

@@ -32,10 +32,21 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from common import Moto, dist, pt_cmd, pt_env, row, run  # noqa: E402
+from common import Moto, aws_cmd, dist, pt_cmd, pt_env, row, run  # noqa: E402
 
 os.environ.update(PT_ACTOR="bench", PT_COMMIT_AUTHOR="bench@example.com", PT_GIT_SHA="0" * 40,
                   PT_GIT_BRANCH="main")
+
+
+AWSCLI_ALSO = {"lambda.UpdateFunctionCode", "lambda.PublishVersion", "lambda.UpdateAlias",
+               "lambda.GetFunctionConfiguration"}
+WHY = {"ecr.DescribeImages": "digest exists in ECR", "sts.GetCallerIdentity": "who deploys (ledger actor)",
+       "lambda.GetAlias": "what runs (plan, and again under the lock)",
+       "lambda.GetFunction": "digest of the live version (rollback target)",
+       "cloudwatch.DescribeAlarms": "gate before/after the shift", "dynamodb.DescribeTable": "ledger table exists",
+       "dynamodb.Query": "no unfinished deploy (before and under the lock)", "dynamodb.PutItem": "stage lock",
+       "dynamodb.TransactWriteItems": "ledger record at each state, fenced by the lock (the last one releases it)",
+       "dynamodb.GetItem": "ledger read", "dynamodb.DeleteItem": "lock release"}
 
 
 def main() -> int:
@@ -44,9 +55,8 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--poll", type=float, default=1.0, help="gate poll interval for the latency test")
     args = ap.parse_args()
-    import shutil
 
-    if not shutil.which("aws"):
+    if not aws_cmd():
         print("awscli not found: pip install awscli", file=sys.stderr)
         return 2
     from pipeline_tools.core.aws import AwsFactory
@@ -58,7 +68,11 @@ def main() -> int:
                                                "AWS_DEFAULT_REGION")})
         tmp = Path(tempfile.mkdtemp(prefix="pt-bench-deploy-"))
         st = make_stage(AwsFactory(region="us-east-1", endpoint=moto.endpoint), tmp, stages=("staging",),
-                        images=(1, 2, 3, 4), strategy="all-at-once", bake="0s", keep=5)
+                        images=(1, 2, 3, 4), strategy="all-at-once", bake="0s", keep=50)
+        from pipeline_tools.release.ledger import ensure_table
+
+        # the ledger table exists, as in any deployed stage (local mode would create it on the first run)
+        ensure_table(st.ddb, "rel-ledger", project="rel", stage="staging", local=True)
         deploy_args = ["deploy", "--config", str(st.config), "--stage", "staging", "--strategy", "all-at-once"]
 
         def pt_deploy(n: int) -> tuple[float, int]:
@@ -67,7 +81,7 @@ def main() -> int:
             return dt, len(moto.log.since(mark))
 
         def aws(*a: str) -> str:
-            _, p = run(["aws", "--endpoint-url", moto.endpoint, "--region", "us-east-1", "--output", "text", *a],
+            _, p = run([*aws_cmd(), "--endpoint-url", moto.endpoint, "--region", "us-east-1", "--output", "text", *a],
                        env=env)
             return p.stdout.strip()
 
@@ -102,6 +116,11 @@ def main() -> int:
         pt_req = max(n for _, n in pt_runs)
         cli_req = max(n for _, n in cli_runs)
         ops = ", ".join(f"{k} {v}" for k, v in sorted(counted["ops"].items()))
+        same = sum(v for k, v in counted["ops"].items() if k in AWSCLI_ALSO)
+        extra = {k: v for k, v in counted["ops"].items() if k not in AWSCLI_ALSO}
+        print(f"pt requests that the awscli sequence also makes (Lambda update/publish/alias): {same}; "
+              f"the rest are pt's checks and records: "
+              + ", ".join(f"{WHY.get(k, k)} {v}" for k, v in sorted(extra.items())))
         print(f"pt deploy all-at-once, 2 functions: {dist(pt_t)}; requests (server log) "
               f"{sorted({n for _, n in pt_runs})}; before-send {counted['total']} (server saw {server_seen}): {ops}")
         print(f"awscli sequence (8 processes): {dist(cli_t)}; requests (server log) {sorted({n for _, n in cli_runs})}")
@@ -111,12 +130,15 @@ def main() -> int:
               f" (goal pt <= awscli)")
         method = ("1 pt process vs 8 aws processes (the sequence a pipeline script runs), same moto server; "
                   f"median of {args.runs}; requests from the server log (pt also via before-send); "
-                  "keep_versions 5, so pt also prunes (its worst case)")
+                  "keep_versions 50: no pruning (awscli does not prune; pruning adds 2 lists per function "
+                  "+ the deletes when versions pass keep_versions)")
         row("deploy all-at-once, 2 functions: wall", f"{pt_med:.2f} s (worst {max(pt_t):.2f})",
             f"{cli_med:.2f} s (worst {max(cli_t):.2f})", "<= 0.2x", ratio <= 0.2, method, ratio=f"{ratio:.2f}x",
             requests=f"pt {pt_req} / aws {cli_req}")
         row("deploy all-at-once, 2 functions: AWS requests", str(pt_req), str(cli_req), "pt <= awscli",
-            pt_req <= cli_req, f"moto server request log; pt before-send {counted['total']}: {ops}",
+            pt_req <= cli_req, f"moto server request log; pt before-send {counted['total']}: {ops}; "
+            f"{same} of them are the Lambda writes the awscli sequence makes too, the rest pt's checks: "
+            + ", ".join(f"{WHY.get(k, k)} {v}" for k, v in sorted(extra.items())),
             ratio=f"{pt_req / cli_req:.2f}x", requests=f"pt {pt_req} / aws {cli_req}")
 
     # Fresh moto state for the latency trials: moto reuses version numbers once versions were

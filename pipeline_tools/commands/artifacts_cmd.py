@@ -38,12 +38,12 @@ def artifacts(app: App) -> None:
 
 def _stage_target(app: App, prefix: str):
     from pipeline_tools.core.names import stage_stack
-    from pipeline_tools.ops.artifacts import Location, s3_client
+    from pipeline_tools.ops.artifacts import Location, lean_s3_client
 
     cfg = app.config()
     stage = app.require_stage()
     return (cfg, stage, Location.of(cfg.bucket(stage), prefix), stage_stack(cfg.project, stage),
-            lambda workers: s3_client(app.aws(stage), workers))
+            lambda workers: lean_s3_client(app.aws(stage), workers))
 
 
 def _problems_table(out, problems: list[dict]) -> None:
@@ -237,13 +237,20 @@ def verify(app: App, path: str | None, prefix: str, rehash: bool, workers: int |
 @click.option("--to-prefix", default=None, metavar="PREFIX",
               help="Destination prefix with --to-stage (default: --prefix).")
 @click.option("--delete", is_flag=True, help="Delete destination files that are not in the set.")
+@click.option("--source-profile", default=None, metavar="PROFILE",
+              help="AWS profile that reads the source (default: the source stage's credentials).")
+@click.option("--dest-profile", default=None, metavar="PROFILE",
+              help="AWS profile that writes the destination. With either profile, objects are streamed "
+                   "through pt and hashed (no credential needs access to both buckets).")
 @_workers
 @dry_run_option
 @output_option
 @pass_app
 def copy(app: App, from_stage: str, prefix: str, to_stage: str | None, to_url: str | None, to_prefix: str | None,
-         delete: bool, workers: int | None, dry_run: bool) -> int:
+         delete: bool, workers: int | None, dry_run: bool, source_profile: str | None = None,
+         dest_profile: str | None = None) -> int:
     """Copy a verified set to another stage's bucket or an s3:// URL, then write its manifest."""
+    from pipeline_tools.core.aws import AwsFactory
     from pipeline_tools.core.names import stage_stack
     from pipeline_tools.ops import artifacts as art
 
@@ -252,19 +259,27 @@ def copy(app: App, from_stage: str, prefix: str, to_stage: str | None, to_url: s
     cfg = app.config()
     cfg.stage(from_stage)
     workers = workers or art.DEFAULT_WORKERS
+    stream = bool(source_profile or dest_profile)
     src = art.Location.of(cfg.bucket(from_stage), prefix)
-    src_s3 = art.s3_client(app.aws(from_stage), workers)
+    src_factory = app.aws(from_stage)
+    if source_profile:
+        src_factory = AwsFactory(region=src_factory.region, profile=source_profile)
+    src_s3 = art.s3_client(src_factory, workers)
     if to_stage:
         cfg.stage(to_stage)
         dst = (art.Location.of(cfg.bucket(to_stage), prefix) if to_prefix is None
                else art.Location.of(cfg.bucket(to_stage), to_prefix, "--to-prefix"))
-        dst_s3 = art.s3_client(app.aws(to_stage), workers)
+        dst_factory = app.aws(to_stage)
         dst_stack = stage_stack(cfg.project, to_stage)
     else:
         dst = art.parse_s3_url(to_url or "", "--to")
-        dst_s3, dst_stack = src_s3, None
+        dst_factory, dst_stack = src_factory, None
+    if dest_profile:
+        dst_factory = AwsFactory(region=dst_factory.region, profile=dest_profile)
+    dst_s3 = src_s3 if dst_factory is src_factory else art.s3_client(dst_factory, workers)
     report = art.copy(src_s3, src, dst_s3, dst, dry_run=dry_run, delete=delete, workers=workers,
-                      src_stack=stage_stack(cfg.project, from_stage), dst_stack=dst_stack, progress=app.out.log)
+                      src_stack=stage_stack(cfg.project, from_stage), dst_stack=dst_stack, progress=app.out.log,
+                      stream=stream)
 
     def human(out) -> None:
         out.info(f"{'plan' if dry_run else 'copied'} {src.url} -> {dst.url}: copy {report['copy']} "

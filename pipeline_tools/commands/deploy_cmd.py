@@ -55,9 +55,12 @@ def _deps(app: App, stage: str, led=None, who: dict | None = None):
     from pipeline_tools.release.deploy import Deps
 
     factory = app.aws(stage)
+    gate_cfg = getattr(app.config().stages[stage], "gate", None)
+    reports = any(getattr(s, "report", None) for s in getattr(gate_cfg, "signals", None) or ())
     return Deps(lambda_client=factory.client("lambda"), cloudwatch=factory.client("cloudwatch"),
                 ledger=led if led is not None else _ledger(app, stage), clock=time.time, sleep=time.sleep,
-                log=app.out.log, actor=who if who is not None else _who(app, stage))
+                log=app.out.log, actor=who if who is not None else _who(app, stage),
+                s3=factory.client("s3") if reports else None)
 
 
 def _guard(app: App, stage: str, digest: str, break_glass: bool, reason: str | None, dry_run: bool):
@@ -278,6 +281,7 @@ def recover(app: App, force: bool, dry_run: bool, target: str | None = None) -> 
 @click.command()
 @stage_option(required=False, help="Stage (default: every stage).")
 @output_option
+@lean_config
 @pass_app
 def status(app: App) -> int:
     """Show what runs where: live version, digest, weights, last deploy, lock."""
@@ -356,11 +360,29 @@ def _age(seconds: Any) -> str:
 @click.option("-n", "limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many deploys.")
 @click.option("--before", metavar="DEPLOY_ID", default=None,
               help="Start after this deploy (the `next` cursor printed with the previous page).")
+@click.option("--kind", "kinds", multiple=True, metavar="KIND",
+              help="Records of this kind (repeatable; `all` = every kind): deploy, gate, approval, promotion, "
+                   "window-override, break-glass, sagemaker, zoo, runbook, artifacts, teardown, …")
+@click.option("--since", metavar="DURATION|DATE", default=None, help="Records created since: 30d, 12h, 2026-11-01.")
+@click.option("--until", metavar="DURATION|DATE", default=None, help="Records created until: 1d, 2026-11-30.")
+@click.option("--next", "next_token", metavar="TOKEN", default=None,
+              help="The next page of a --kind/--since/--until listing (the `next` token it printed).")
 @output_option
 @pass_app
-def history(app: App, limit: int, before: str | None) -> int:
-    """List a stage's deploys from the ledger, newest first, one page at a time."""
+def history(app: App, limit: int, before: str | None, kinds: tuple[str, ...] = (), since: str | None = None,
+            until: str | None = None, next_token: str | None = None) -> int:
+    """List a stage's deploys from the ledger, newest first, one page at a time; with --kind,
+    --since, --until or --next, records of every kind (approvals, gates, break-glass, …)."""
     from pipeline_tools.release import deploy as dp
+
+    if kinds or since or until or next_token:
+        from pipeline_tools.commands.records_cmd import history_records
+
+        if before:
+            raise UsageError("--before pages the deploy listing; with --kind/--since/--until use --next TOKEN")
+        led = _ledger(app, app.stage, create=False)
+        return history_records(app, app.stage, kinds=kinds, since=since, until=until, limit=limit,
+                               next_token=next_token, client=led.client, table=led.table)
 
     rows, cursor = dp.history_page(_ledger(app, app.stage, create=False), app.stage, limit, before,
                                    warn=app.out.warn)

@@ -81,7 +81,7 @@ def _registry(app: App, cfg):
 @click.option("--provenance", is_flag=True, help="buildx: attach a SLSA provenance attestation (mode=max).")
 @click.option("--sbom", is_flag=True, help="buildx: attach an SBOM attestation.")
 @click.option("--secret", "secrets", multiple=True, metavar="id=NAME,src=FILE",
-              help="BuildKit build secret (RUN --mount=type=secret), never part of the image or its tag.")
+              help="BuildKit build secret (a RUN step mounts it with type=secret), never part of the image or its tag.")
 @dry_run_option
 @output_option
 @pass_app
@@ -151,9 +151,12 @@ def _mb(n: int) -> str:
 @stage_option(help="Stage whose registry names the image (default as build-push).")
 @click.option("--junit", "junit", default=None, metavar="PATH", type=OutputPath(parents=True),
               help="Where the JUnit XML goes (default reports/junit-<image>.xml).")
+@click.option("--notify", "notify_mode", type=click.Choice(["auto", "always", "never"]), default="auto",
+              show_default=True, help="Notify Slack/Teams/SNS (notifications: in pipeline.yml) when tests fail: "
+                                      "auto = in CI only, always = wherever it runs, never.")
 @output_option
 @pass_app
-def test(app: App, image: str | None, extra: tuple[str, ...], junit: str | None) -> int:
+def test(app: App, image: str | None, extra: tuple[str, ...], junit: str | None, notify_mode: str) -> int:
     """Run the image's test_command inside the built image (network off); exit code = the tests'.
 
     Tests are baked into the image (the Dockerfile copies the service directory, tests/ included),
@@ -191,4 +194,19 @@ def test(app: App, image: str | None, extra: tuple[str, ...], junit: str | None)
     app.out.step_summary(f"### pt test {image}\n\n{report.summary}" + (f" (JUnit: `{report.junit}`)"
                                                                       if report.junit else ""))
     app.out.github_output({"tests_summary": report.summary, "junit": report.junit or ""})
+    _notify_tests(app, cfg, image, report, junit_path, notify_mode)
     return report.exit_code
+
+
+def _notify_tests(app: App, cfg, image: str, report, junit_path: str, mode: str) -> None:
+    import time
+
+    from pipeline_tools.ops import testnotify
+
+    if not testnotify.should_notify(mode, report.exit_code, os.environ):
+        return
+    res = testnotify.notify_failure(cfg, app.stage, image, report.exit_code, report.summary,
+                                    report.junit or junit_path, mode=mode, factory=app.aws(app.stage),
+                                    env=os.environ, now=time.time(), warn=app.out.warn)
+    if res is not None and res.channels:
+        app.out.log(f"tests_failed notified: {', '.join(c.channel for c in res.channels if c.ok) or 'no channel'}")

@@ -1,4 +1,4 @@
-"""`pt logs scan|archive`."""
+"""`pt logs scan|tail|archive`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pipeline_tools.core.errors import UsageError
 
 @click.group()
 def logs() -> None:
-    """Scan logs for sensitive identifiers; archive logs to S3."""
+    """Scan logs for sensitive identifiers; follow them redacted; archive them to S3."""
 
 
 @logs.command()
@@ -125,3 +125,84 @@ def archive(app: App, to: str, since: str | None, log_groups: tuple[str, ...], m
 
     app.out.result({"stage": stage, "dry_run": dry_run, **res.to_dict()}, human)
     return 0
+
+
+@logs.command()
+@stage_option(required=True)
+@click.option("--target", "targets", multiple=True, metavar="KIND:NAME",
+              help="Follow only this target's logs, e.g. lambda:predict (a function of the config; repeatable). "
+                   "Default: every function of the stage.")
+@click.option("--log-group", "log_groups", multiple=True, metavar="GROUP", help="Another log group (repeatable).")
+@click.option("--since", default="10m", show_default=True, metavar="DURATION",
+              help="Print events from this long ago first (30s, 10m, 2h).")
+@click.option("--filter", "pattern", default=None, metavar="PATTERN",
+              help="CloudWatch Logs filter pattern, e.g. ERROR or '{ $.level = \"error\" }'.")
+@click.option("--follow/--no-follow", default=True, show_default=True,
+              help="Keep following new events until Ctrl-C, or stop after the backlog.")
+@click.option("--mode", type=click.Choice(["auto", "live", "poll"]), default="auto", show_default=True,
+              help="live: CloudWatch Live Tail; poll: FilterLogEvents; auto: live, else poll.")
+@click.option("--interval", type=click.FloatRange(0.2, 300), default=2.0, show_default=True,
+              help="Seconds between polls (poll mode).")
+@output_option
+@pass_app
+def tail(app: App, targets: tuple[str, ...], log_groups: tuple[str, ...], since: str, pattern: str | None,
+         follow: bool, mode: str, interval: float) -> int:
+    """Follow the stage's logs; emails, keys, cards, … are redacted as in `pt logs scan`.
+
+    --output json prints one JSON object per line (group, stream, timestamp, message, redacted).
+    Ctrl-C stops cleanly. Exit 1 with --no-follow when a log group could not be read.
+    """
+    import json
+
+    from pipeline_tools.ops import logs as ops_logs
+    from pipeline_tools.ops import logtail
+
+    cfg = app.config()
+    stage = app.require_stage()
+    groups = tail_groups(cfg, stage, targets, log_groups)
+    out = app.out
+
+    def emit(ev) -> None:
+        if out.json:
+            from pipeline_tools.core.output import redact
+
+            out.stdout.write(redact(json.dumps(ev.to_dict(), separators=(",", ":"))) + "\n")
+            out.stdout.flush()
+        else:
+            from datetime import UTC, datetime
+
+            at = datetime.fromtimestamp(ev.timestamp / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
+            out.info(f"{at} {ev.group} {ev.stream} {ev.message}")
+
+    out.log(f"following {', '.join(groups)}" if follow else f"reading {', '.join(groups)}")
+    summary = logtail.tail(app.aws(stage).client("logs"), groups, since=ops_logs.parse_since(since),
+                           pattern=pattern, follow=follow, mode=mode, clock=time.time, sleep=time.sleep,
+                           emit=emit, warn=out.warn, interval=interval)
+    end = "stopped (Ctrl-C)" if summary.stopped == "interrupted" else "done"
+    out.log(f"{end}: {summary.events} event(s), {summary.redacted} line(s) redacted ({summary.mode})")
+    if out.json:
+        out.stderr.write(json.dumps({"summary": summary.to_dict()}) + "\n")
+    problems = summary.missing + list(summary.unreadable)
+    if problems and not follow:
+        out.warn(f"not read: {', '.join(problems)}")
+        return 1
+    return 0
+
+
+def tail_groups(cfg, stage: str, targets: tuple[str, ...], extra: tuple[str, ...]) -> list[str]:
+    """The log groups to follow: the named targets' (or all the stage's functions') plus `extra`."""
+    from pipeline_tools.ops import logs as ops_logs
+
+    if not targets:
+        return ops_logs.stage_log_groups(cfg, stage, extra)
+    groups: list[str] = []
+    for t in targets:
+        kind, _, name = t.partition(":")
+        if kind != "lambda" or not name:
+            raise UsageError(f"--target {t!r}: expected lambda:NAME", "e.g. --target lambda:predict, or "
+                             "--log-group GROUP for any other log group")
+        if name not in cfg.functions:
+            raise UsageError(f"--target {t}: no function {name!r} in pipeline.yml",
+                             f"functions: {', '.join(cfg.functions) or 'none'}")
+        groups.append(f"/aws/lambda/{cfg.function_name(stage, name)}")
+    return groups + [g for g in extra if g not in groups]

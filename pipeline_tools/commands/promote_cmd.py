@@ -131,12 +131,13 @@ def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, a
     try:
         ledger = _ledger(app, stage)
         cw = app.aws(stage).client("cloudwatch")
+        s3 = app.aws(stage).client("s3") if any(s.report for s in cfg.stages[stage].gate.signals) else None
         if wait_:
             report = p.wait_gate(cfg, stage, ledger=ledger, cloudwatch=cw, clock=time.time, sleep=time.sleep,
                                  bake=bake, timeout=timeout,
-                                 on_poll=lambda r: app.out.log(f"gate {stage}: {r.explanation}"))
+                                 on_poll=lambda r: app.out.log(f"gate {stage}: {r.explanation}"), s3=s3)
         else:
-            report = p.evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cw, clock=time.time, bake=bake)
+            report = p.evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cw, clock=time.time, bake=bake, s3=s3)
     except Exception as e:  # fail closed: any error is a FAIL verdict, printed like one
         from pipeline_tools.core.errors import translate
 

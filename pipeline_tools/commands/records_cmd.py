@@ -25,9 +25,12 @@ from pipeline_tools.core.errors import UsageError
               help="JUnit XML of the tests (e.g. `pytest --junitxml`): summarised as test evidence.")
 @click.option("--repo", "repo_dir", metavar="DIR", default=".", show_default=True,
               help="Git checkout with the history between the running and the new revision.")
+@click.option("--publish", is_flag=True,
+              help="Also write it to the stage bucket (change-records/<stage>/<deploy or next>.md|json and "
+                   "latest.md, which the pipeline's approval links to) and print its console URL.")
 @pass_app
 def change_record(app: App, deploy_id: str | None, next_: bool, fmt: str, out_file: str | None,
-                  purpose: str | None, junit: str | None, repo_dir: str) -> int:
+                  purpose: str | None, junit: str | None, repo_dir: str, publish: bool = False) -> int:
     """The change record of a deploy, or of the next promotion to a stage.
 
     Purpose, commits with authors and links, expected end state, deploy window, dashboards,
@@ -50,13 +53,47 @@ def change_record(app: App, deploy_id: str | None, next_: bool, fmt: str, out_fi
                          f"describe a deploy instead: `pt change-record --stage {stage} --deploy ID` "
                          f"(`pt history --stage {stage}` lists them)")
     cw = app.aws(stage).client("cloudwatch")
+    repos = None
+    if len(cfg.change_record.repos) > 1:
+        repos = [(r.name, cr.git_in(str(cfg.base_dir / r.path))) for r in cfg.change_record.repos]
     doc = cr.build(cfg, stage, ledger=led, cloudwatch=cw, clock=time.time, deploy_id=deploy_id,
-                   purpose_text=purpose, junit=junit, env=os.environ, git=cr.git_in(repo_dir))
+                   purpose_text=purpose, junit=junit, env=os.environ, git=cr.git_in(repo_dir), repos=repos)
     md = cr.render_md(doc)
     app.out.document(md if fmt == "md" else json.dumps(doc, indent=2) + "\n", out_file,
                      f"wrote change record to {out_file}")
+    if publish:
+        where = cr.publish(app.aws(stage).client("s3"), cfg, stage, doc, md)
+        app.out.log(f"published s3://{where['bucket']}/{where['keys'][0]}: {where['url']}")
+        app.out.github_output({"change_record_url": where["url"], "change_record_latest_url": where["latest_url"]})
+        md = f"[Change record in S3]({where['url']})\n\n" + md
     app.out.step_summary(md)
     for problem in (doc["diff"]["error"], doc["alarms"]["error"]):
         if problem:
             app.out.warn(problem)
+    return 0
+
+
+def history_records(app: App, stage: str, *, kinds: tuple[str, ...], since: str | None, until: str | None,
+                    limit: int, next_token: str | None, client, table: str) -> int:
+    """`pt history` with --kind/--since/--until/--next: every record kind (ops/records.history_page)."""
+    from pipeline_tools.ops import records
+
+    now = time.time()
+    want = () if "all" in kinds else kinds
+    rows, token = records.history_page(client, table, stage, kinds=want,
+                                       since=records.parse_when(since, now, "--since"),
+                                       until=records.parse_when(until, now, "--until", end_of_day=True),
+                                       limit=limit, next_token=next_token,
+                                       on_corrupt=lambda e: app.out.warn(f"skipped: {e.message}"))
+
+    def human(o) -> None:
+        o.table([(r["created"], r["kind"], r["id"], r["state"] or "", r["actor"] or "",
+                  (r["digest"] or "")[:19], r["what"][:60], (r["reason"] or "")[:60]) for r in rows],
+                ["created", "kind", "id", "state", "actor", "digest", "what", "reason"])
+        if token:
+            again = " ".join([f"pt history --stage {stage} -n {limit}", *(f"--kind {k}" for k in kinds),
+                              *([f"--since {since}"] if since else []), *([f"--until {until}"] if until else [])])
+            o.info(f"more: {again} --next {token}")
+
+    app.out.result({"stage": stage, "kinds": list(want), "records": rows, "next": token}, human)
     return 0

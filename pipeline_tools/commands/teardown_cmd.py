@@ -45,9 +45,18 @@ def teardown(app: App, yes: bool, purge_ledger: bool, archive_to: str | None, ev
                           dynamodb=app.ledger_aws(stage).client("dynamodb"), cloudwatch=aws.client("cloudwatch"),
                           sns=aws.client("sns"), apigateway=aws.client("apigateway"),
                           stepfunctions=aws.client("stepfunctions"), scheduler=aws.client("scheduler"),
-                          sagemaker=aws.client("sagemaker"), iam=aws.client("iam"), ssm=aws.client("ssm"))
+                          sagemaker=aws.client("sagemaker"), iam=aws.client("iam"), ssm=aws.client("ssm"),
+                          ec2=aws.client("ec2") if ops.ec2_spec(cfg, stage) else None)
+    actor = None
+    if not (dry_run or purge_ledger):  # who tore it down, for the `teardown` ledger record
+        from pipeline_tools.commands.deploy_cmd import _who
+
+        try:
+            actor = _who(app, stage)
+        except Exception as e:
+            app.out.warn(f"teardown record without an actor: {e}")
     ev = ops.teardown(cfg, stage, clients, clock=time.time, sleep=time.sleep, dry_run=dry_run,
-                      purge_ledger=purge_ledger, archive_to=archive_to, evidence_dir=evidence_dir)
+                      purge_ledger=purge_ledger, archive_to=archive_to, evidence_dir=evidence_dir, actor=actor)
 
     def human(out) -> None:
         out.table([(a.step, a.resource_type, a.resource, a.result, a.detail) for a in ev.actions],

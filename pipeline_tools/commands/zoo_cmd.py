@@ -99,6 +99,10 @@ def _print_plan(o, plan: dict) -> None:
     c = plan["counts"]
     o.info(f"{plan['stage']}: {c['new-version']} new version(s), {c['copy']} copy(ies), {c['skip']} skipped "
            f"(set {plan['set_digest'][:19]}…)")
+    r = plan.get("reads") or {}
+    if r.get("cached"):
+        o.info(f"  what runs: {r['ledger']} function(s) from the ledger, {r['aws']} read from Lambda "
+               "(--refresh reads Lambda for all)")
     o.table([[m["model"], m["action"], m["function"], (m["artifacts"] or "")[:19], m["reason"]]
              for m in plan["models"]], ["model", "action", "function", "artifacts", "reason"])
 
@@ -108,9 +112,10 @@ _model_opt = click.option("--model", "models", multiple=True, metavar="NAME",
 _image_opt = click.option("--image-uri", metavar="REPO@sha256:…",
                           help="Image for the models (default: the image each model runs).")
 _parallel_opt = click.option(
-    "--parallel", type=click.IntRange(1, 64), default=8, show_default=True, metavar="N",
-    help="Models read (plan) or rolled out (apply) at once. Throttling is retried adaptively "
-         "(botocore adaptive mode shares one rate limiter across the N workers); lower N if it persists.")
+    "--parallel", type=click.IntRange(1, 64), default=None, metavar="N",
+    help="Models read (plan) or rolled out (apply), and consumers re-pointed inside a wave, at once "
+         "[default: zoo.parallel, 8]. Throttling is retried adaptively (botocore adaptive mode shares one "
+         "rate limiter across the N workers); lower N if it persists.")
 _build_opt = click.option("--from-build", "from_build", metavar="FILE", type=click.Path(dir_okay=False),
                           help="JSON printed by `pt build-push --output json`.")
 
@@ -132,17 +137,25 @@ def zoo() -> None:
 @_image_opt
 @_build_opt
 @_parallel_opt
+@click.option("--refresh", is_flag=True,
+              help="Read every model's alias from Lambda instead of taking what pt left running from the ledger "
+                   "(catches aliases moved by hand; one or two requests per model).")
 @output_option
 @pass_app
-def plan(app: App, models: tuple[str, ...], image_uri: str | None, from_build: str | None, parallel: int) -> int:
-    """Show per model: skip / copy / new-version, with the reason. Changes nothing."""
+def plan(app: App, models: tuple[str, ...], image_uri: str | None, from_build: str | None,
+         parallel: int | None, refresh: bool) -> int:
+    """Show per model: skip / copy / new-version, with the reason. Changes nothing.
+
+    What runs comes from the ledger where pt's own records tell it (fast at hundreds of models),
+    else from Lambda; `--refresh` reads Lambda for every model. `pt zoo apply` always reads Lambda.
+    """
     from pipeline_tools.targets import zoo as z
 
     cfg = app.config()
     z.require_zoo(cfg)
     uri = _image_uri(app, image_uri, from_build, models)
-    deps = _deps_for(app, parallel)
-    plans = [z.plan_stage(cfg, st, deps=deps(st), models=models or None, image_uri=uri).to_dict()
+    deps = _deps_for(app, parallel or cfg.zoo.parallel)
+    plans = [z.plan_stage(cfg, st, deps=deps(st), models=models or None, image_uri=uri, cached=not refresh).to_dict()
              for st in _stages(app)]
 
     def human(o):
@@ -166,8 +179,12 @@ def plan(app: App, models: tuple[str, ...], image_uri: str | None, from_build: s
 @output_option
 @pass_app
 def apply(app: App, models: tuple[str, ...], image_uri: str | None, from_build: str | None,
-          override_window: bool, reason: str | None, parallel: int, dry_run: bool) -> int:
+          override_window: bool, reason: str | None, parallel: int | None,
+          dry_run: bool) -> int:
     """Roll the zoo out: staging, its gate over the bake, then prod (approvals, window, lock).
+
+    Consumers move in the waves of zoo.waves (the stage's gate between waves); a failure
+    anywhere undoes every wave and the whole apply of that stage.
 
     \b
     Exit codes: 0 applied (or nothing to do), 1 failed (rolled back) or gate FAIL,
@@ -183,8 +200,8 @@ def apply(app: App, models: tuple[str, ...], image_uri: str | None, from_build: 
 
         check(None, datetime.now(UTC), override=True, reason=reason)  # raises the usage error
     uri = _image_uri(app, image_uri, from_build, models)
-    result = z.rollout(cfg, _deps_for(app, parallel), stages=_stages(app), models=models or None, image_uri=uri,
-                       dry_run=dry_run, override_window=override_window, reason=reason, log=app.out.log)
+    result = z.rollout(cfg, _deps_for(app, parallel or cfg.zoo.parallel), stages=_stages(app), models=models or None,
+                       image_uri=uri, dry_run=dry_run, override_window=override_window, reason=reason, log=app.out.log)
 
     def human(o):
         for e in result["stages"]:
@@ -193,6 +210,9 @@ def apply(app: App, models: tuple[str, ...], image_uri: str | None, from_build: 
                 o.info(f"  check {c['check']}: {'ok' if c['ok'] else 'REFUSED'}: {c['detail']}")
             if "state" in e:
                 o.info(f"  {e['stage']}: {e['state']}" + (f" (zoo apply {e['apply_id']})" if e.get("apply_id") else ""))
+            for w in e.get("waves") or []:
+                gate = f"; gate {w['gate']['status']}" if w.get("gate") else ""
+                o.info(f"  wave {w['wave']}: {len(w['consumers'])} consumer(s){gate}")
             if e.get("gate"):
                 o.info(f"  gate {e['gate']['status']}: {e['gate']['explanation']}")
         if dry_run:

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -154,8 +155,54 @@ class DeployConfig(_Strict):
         return self
 
 
+class SignalMetric(_Strict):
+    namespace: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="metric name, e.g. Errors")
+    dimensions: dict[str, str] = Field(default_factory=dict, description="{project} and {stage} are substituted")
+    stat: str = Field("Average", description="Sum, Average, Maximum, p99, …")
+
+
+class GateSignal(_Strict):
+    """One more thing the gate judges besides alarms (docs/deploy.md, "Gate signals")."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    metric: SignalMetric | None = Field(None, description="one CloudWatch metric")
+    metric_math: str | None = Field(None, description="a metric-math expression over `metrics` (their keys are ids)")
+    metrics: dict[str, SignalMetric] = Field(default_factory=dict)
+    report: str | None = Field(None, pattern=r"^s3://[^/]+/.+",
+                               description="s3://bucket/key of a JSON report, e.g. Model Monitor's "
+                                           "constraint_violations.json; {project} and {stage} are substituted")
+    field: str | None = Field(None, description="dotted path in the report; a list counts its items "
+                                                "(e.g. violations)")
+    threshold: float
+    comparison: Literal[">", ">=", "<", "<="] = Field(">=", description="the gate fails when VALUE <comparison> "
+                                                                         "threshold")
+    period: Duration = Field(300.0, description="metric signals: the value is the last this-long window")
+    missing: Literal["fail", "pass", "wait"] = Field("fail", description="no datapoints / no report yet")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GateSignal:
+        given = [k for k in ("metric", "metric_math", "report") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of metric, metric_math or report"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        if self.metric_math is not None:
+            if not self.metrics:
+                raise ValueError("metric_math needs `metrics: {id: {namespace, name, dimensions, stat}}`")
+            bad = [k for k in self.metrics if not re.fullmatch(r"[a-z][a-zA-Z0-9_]*", k)]
+            if bad:
+                raise ValueError(f"metric ids must start with a lower-case letter (letters, digits, _): {bad[0]!r}")
+        if self.report is not None and not self.field:
+            raise ValueError("a report signal needs `field` (dotted path of the number, or of a list to count)")
+        if self.period < 60 or self.period % 60:
+            raise ValueError("period must be a multiple of 60 seconds")
+        return self
+
+
 class GateConfig(_Strict):
     alarms: list[str] = Field(default_factory=list, description="alarm names or prefixes (trailing *)")
+    signals: list[GateSignal] = Field(default_factory=list, description="metric-math and report signals, judged "
+                                                                        "with the alarms")
     insufficient_data: Literal["fail", "pass", "wait"] = "fail"
     preexisting_alarm: Literal["block", "ignore"] = "block"
     poll: Duration = 5.0
@@ -205,6 +252,33 @@ class WindowConfig(_Strict):
         return v
 
 
+class TeardownEc2Config(_Strict):
+    instances: list[str] = Field(default_factory=list, description="instance ids (i-…) or Name tag values")
+    amis: list[str] = Field(default_factory=list, description="AMI ids (ami-…) or AMI names (own AMIs only)")
+    tags: dict[str, str] = Field(default_factory=dict, description="also every instance and own AMI with all of "
+                                                                   "these tags ({project}/{stage} substituted)")
+
+
+class StageTeardownConfig(_Strict):
+    ec2: TeardownEc2Config | None = Field(None, description="EC2 instances and AMIs (with their snapshots) "
+                                                            "`pt teardown` deletes too")
+
+
+class OpenSearchShippingConfig(_Strict):
+    domain_arn: str = Field(pattern=r"^arn:aws[a-z-]*:es:[a-z0-9-]+:\d{12}:domain/[a-z][a-z0-9-]{2,27}$",
+                            description="arn:aws:es:REGION:ACCOUNT:domain/NAME (the forwarder may post to it)")
+    endpoint: str = Field(pattern=r"^https://[A-Za-z0-9.-]+$", description="https://… domain endpoint")
+    groups: list[str] = Field(default_factory=list, description="log groups to ship (default: the stage's "
+                                                                "function log groups)")
+    index: str = Field("{project}-{stage}-logs", pattern=r"^[a-z0-9{][a-z0-9_{}.-]*$",
+                       description="index prefix; a -YYYY.MM.DD suffix is added per day")
+    filter_pattern: str = Field("", description="CloudWatch Logs filter pattern (default: every event)")
+
+
+class StageLogsConfig(_Strict):
+    opensearch: OpenSearchShippingConfig | None = None
+
+
 class StageConfig(_Strict):
     account: str = Field(pattern=r"^\d{12}$", description="12-digit AWS account id")
     region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="defaults to the top-level region")
@@ -222,6 +296,8 @@ class StageConfig(_Strict):
     role: str | None = Field(None, pattern=ROLE_ARN_PATTERN,
                              description="role ARN pt assumes for this stage when the caller is in another account "
                                          "(default: <project>-<stage>-deploy in the stage's account; docs/accounts.md)")
+    teardown: StageTeardownConfig | None = Field(None, description="more that `pt teardown` deletes (docs/ops.md)")
+    logs: StageLogsConfig | None = Field(None, description="log shipping (docs/ops.md, \"Log shipping\")")
 
     @field_validator("account", mode="before")
     @classmethod
@@ -250,6 +326,17 @@ class NotificationsConfig(_Strict):
     slack_webhook: SecretRef | None = None
     teams_webhook: SecretRef | None = None
     sns: bool = False
+
+
+class ChangeRecordRepo(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="shown as the repository's block heading")
+    path: str = Field(min_length=1, description="git checkout, relative to pipeline.yml's directory")
+
+
+class ChangeRecordConfig(_Strict):
+    repos: list[ChangeRecordRepo] = Field(
+        default_factory=list, description="repositories whose commits a change record lists, one block each; the "
+                                          "first is the one whose revision deploys record (default: --repo)")
 
 
 class ArtifactsConfig(_Strict):
@@ -490,6 +577,25 @@ class ZooConfig(_Strict):
     gc_older_than: Age = Field(14 * 86400.0, description="`pt zoo gc` default age")
     role: str | None = Field(None, description="execution role ARN for model functions pt creates "
                                                "(default: the role of the running <model> function)")
+    waves: list[int | str] | None = Field(
+        None, description="re-point consumers in waves, the stage's gate between them: counts, percentages "
+                          "and \"rest\" (last), e.g. [1, \"10%\", \"rest\"]; default: all at once")
+    wave_bake: Duration | None = Field(None, description="gate time between waves (default: the stage's deploy.bake)")
+    parallel: int = Field(8, ge=1, le=64, description="models / consumers rolled out at once (`--parallel`)")
+
+    @field_validator("waves")
+    @classmethod
+    def _waves(cls, v: list[int | str] | None, info: ValidationInfo) -> list[int | str] | None:
+        if v is None:
+            return v
+        from pipeline_tools.targets.zoo_plan import check_coverage
+
+        n = len(info.data.get("consumers") or [])
+        try:
+            check_coverage(v, n)
+        except ValueError as e:
+            raise ValueError(f"{e} ({n} in zoo.consumers)" if "place" in str(e) else str(e)) from None
+        return v
 
     @model_validator(mode="after")
     def _names(self) -> ZooConfig:
@@ -513,6 +619,7 @@ class Config(_Strict):
     stages: dict[str, StageConfig] = Field(min_length=1)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
+    change_record: ChangeRecordConfig = Field(default_factory=ChangeRecordConfig)
     cdk: CdkConfig = Field(default_factory=CdkConfig)
     targets: TargetsConfig = Field(default_factory=TargetsConfig)
     zoo: ZooConfig | None = None

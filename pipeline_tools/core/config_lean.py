@@ -1,12 +1,13 @@
-"""A fast pipeline.yml view for commands that read only project, region, stages and artifacts.
+"""A fast pipeline.yml view for commands that read only project, region, stages and artifacts
+(and, for `pt status`, the function names and their images).
 
-`pt artifacts push|pull|verify|copy` and `pt history` need a few names from pipeline.yml; validating the whole
-file with pydantic costs about 0.2 s of imports and model building per process, which is most
-of an incremental push. `load_lean` reads the YAML (libyaml when present) and checks exactly
-the fields it hands out, with the same rules as `config.Config`. Whenever one of them is
-missing or wrong it defers to `config.load`, so the error (file:line, hint) is the full
-loader's. Anything it is asked for beyond those fields also loads and validates the whole
-file, so a caller can never read an unvalidated value.
+`pt artifacts push|pull|verify|copy`, `pt history` and `pt status` need a few names from
+pipeline.yml; validating the whole file with pydantic costs about 0.2 s of imports and model
+building per process, which is most of an incremental push. `load_lean` reads the YAML
+(libyaml when present) and checks exactly the fields it hands out, with the same rules as
+`config.Config`. Whenever one of them is missing or wrong it defers to `config.load`, so the
+error (file:line, hint) is the full loader's. Anything it is asked for beyond those fields
+also loads and validates the whole file, so a caller can never read an unvalidated value.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ _PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _TEMPLATE_RE = re.compile(r"\{([^{}]*)\}")
+_FUNCTION_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")  # stricter than the full model: else it decides
 # Every top-level key Config accepts; an unknown one sends us to the full loader (it names the typo).
 _TOP = {"project", "region", "registry", "images", "functions", "stages", "notifications", "artifacts", "cdk",
-        "targets", "zoo"}
+        "targets", "zoo", "change_record"}
 
 
 class _Fallback(Exception):
@@ -51,6 +53,15 @@ class LeanStage:
         return getattr(self._owner.full().stages[self._name], attr)
 
 
+class LeanFunction:
+    def __init__(self, owner: LeanConfig, name: str, image: str):
+        self._owner, self._name = owner, name
+        self.image = image
+
+    def __getattr__(self, attr: str) -> Any:  # any other field: from the validated full config
+        return getattr(self._owner.full().functions[self._name], attr)
+
+
 class LeanConfig:
     """Duck-types `config.Config` for project/region/stages/bucket; everything else via `full()`."""
 
@@ -74,6 +85,7 @@ class LeanConfig:
         bucket = artifacts.get("bucket", names.default_bucket_template())
         if not isinstance(bucket, str) or any(m[1] not in ("project", "stage") for m in _TEMPLATE_RE.finditer(bucket)):
             raise _Fallback
+        self._images = set(data["images"])
         self.project: str = project
         self.region: str = region
         self.stages: dict[str, LeanStage] = {}
@@ -82,6 +94,36 @@ class LeanConfig:
                 raise _Fallback
             self.stages[name] = LeanStage(self, name, raw)
         self._bucket = bucket
+        self._functions_raw = data.get("functions", {})
+        self._functions: dict[str, LeanFunction] | None = None
+        self._has_targets = "targets" in data
+
+    @property
+    def functions(self) -> dict[str, LeanFunction]:
+        """Names and images only (what `pt status` reads); any other field via the full config."""
+        if self._functions is None:
+            raw, images = self._functions_raw, self.full_images()
+            if raw is None or not isinstance(raw, dict) or not all(
+                    isinstance(k, str) and _FUNCTION_RE.match(k) and isinstance(v, dict)
+                    and isinstance(v.get("image"), str) and v["image"] in images for k, v in raw.items()):
+                return self.full().functions
+            self._functions = {k: LeanFunction(self, k, v["image"]) for k, v in raw.items()}
+        return self._functions
+
+    def full_images(self) -> set[str]:
+        return set(self._images)
+
+    @property
+    def targets(self) -> Any:
+        """No `targets:` section: none configured (the full model's defaults); else the full config."""
+        if self._has_targets:
+            return self.full().targets
+        from types import SimpleNamespace
+
+        return SimpleNamespace(sagemaker=None, stepfunctions={})
+
+    def function_name(self, stage: str, function: str) -> str:
+        return names.function_name(self.project, stage, function)
 
     def full(self):
         if self._full is None:

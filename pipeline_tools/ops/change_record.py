@@ -105,6 +105,47 @@ def commits(git: GitFn, old: str | None, new: str | None) -> dict:
     return out
 
 
+def commits_by_time(git: GitFn, since: float | None, until: float | None) -> dict:
+    """The commits of a repository whose revision the deploys do not record: those on its
+    checked-out HEAD committed between the running deploy and the new one (said so in `range_by`)."""
+    repo = github_repo(git("remote", "get-url", "origin"))
+    out: dict = {"from": iso(since), "to": iso(until), "repository": repo, "commits": [], "error": None,
+                 "compare_url": None, "range_by": "time"}
+    if since is None or until is None:
+        out["error"] = "could not read the diff: nothing runs yet, so there is no time range to list commits in"
+        return out
+    log = git("log", "--no-merges", "--format=%H%x1f%an%x1f%ae%x1f%aI%x1f%s", f"--since=@{int(since)}",
+              f"--until=@{int(until)}", "HEAD")
+    if log is None:
+        out["error"] = "could not read git history in this checkout (is it a clone with full history?)"
+        return out
+    for line in log.splitlines():
+        parts = line.split("\x1f")
+        if len(parts) == 5:
+            sha, name, email, date, subject = parts
+            out["commits"].append({"sha": sha, "author": name, "email": email, "date": date, "subject": subject,
+                                   "url": f"{repo}/commit/{sha}" if repo else None})
+    return out
+
+
+def repo_diffs(repos: list[tuple[str, GitFn]], new: Record, running: Record | None) -> list[dict]:
+    """One diff block per repository: the first by the git revisions the deploys record; the others
+    by their revisions in the deploy records' `repos` when recorded, else by time."""
+    out = []
+    new_sha, old_sha = (new.actor or {}).get("git_sha"), ((running.actor or {}).get("git_sha") if running else None)
+    for i, (name, git) in enumerate(repos):
+        new_rev = (new.data.get("repos") or {}).get(name)
+        old_rev = ((running.data.get("repos") or {}).get(name)) if running else None
+        if i == 0:
+            block = {**commits(git, old_sha, new_sha), "range_by": "revision"}
+        elif new_rev and old_rev:
+            block = {**commits(git, old_rev, new_rev), "range_by": "revision"}
+        else:
+            block = commits_by_time(git, running.created if running else None, new.created)
+        out.append({"name": name, **block})
+    return out
+
+
 def junit_summary(path: str) -> dict:
     """Totals and failing cases of a JUnit XML report (pytest, `pt test`, most runners)."""
     try:
@@ -229,8 +270,10 @@ def _end_state(cfg: Config, stage: str, new: Record, running: Record | None, pla
 
 def build(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock: Callable[[], float],
           deploy_id: str | None = None, purpose_text: str | None = None, junit: str | None = None,
-          env: Mapping[str, str] | None = None, git: GitFn | None = None) -> dict:
-    """The change record of deploy `deploy_id` in `stage`, or (None) of the next promotion to `stage`."""
+          env: Mapping[str, str] | None = None, git: GitFn | None = None,
+          repos: list[tuple[str, GitFn]] | None = None) -> dict:
+    """The change record of deploy `deploy_id` in `stage`, or (None) of the next promotion to `stage`.
+    `repos` (name, git) of `change_record.repos`: with more than one, the diff has a block each."""
     from pipeline_tools.release import promote
 
     cfg.stage(stage)
@@ -265,6 +308,8 @@ def build(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock: Ca
         plan = None
         gate = _gate(ledger, cand.source, new.id)
     new_sha, old_sha = (new.actor or {}).get("git_sha"), ((running.actor or {}).get("git_sha") if running else None)
+    if repos and len(repos) > 1:
+        git = repos[0][1]
 
     if running is not None:
         rollback = {"command": f"pt rollback --stage {stage} --to {running.id}", "to_deploy": running.id,
@@ -286,7 +331,7 @@ def build(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock: Ca
             appr = {"required": rule.required, "two_person_rule": rule.two_person_rule, "satisfied": False,
                     "explain": "could not read the approvals: the source deploy of this digest is not in the ledger"}
 
-    return {
+    doc = {
         "schema": SCHEMA, "kind": "change-record", "generated_at": iso(now), "project": cfg.project, "stage": stage,
         "subject": subject,
         "change": {"digest": new.digest, "image": new.data.get("image"), "image_uri": new.data.get("image_uri"),
@@ -304,6 +349,9 @@ def build(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock: Ca
         "evidence": {"junit": junit_summary(junit) if junit else None,
                      "gate": gate, "gate_note": None if gate else "no gate verdict recorded for this digest yet"},
     }
+    if repos and len(repos) > 1:
+        doc["diffs"] = repo_diffs(repos, new, running)
+    return doc
 
 
 def _dur(seconds: Any) -> str:
@@ -313,6 +361,21 @@ def _dur(seconds: Any) -> str:
 
 
 # --- markdown ------------------------------------------------------------------------------------------
+
+
+def _diff_block(d: dict) -> list[str]:
+    from pipeline_tools.core.output import markdown_table
+
+    if d["error"]:
+        return [f"**{d['error']}**", ""]
+    if not d["commits"]:
+        return ["No commits between the running and the new revision.", ""]
+    rows = [[f"[{x['sha'][:12]}]({x['url']})" if x["url"] else x["sha"][:12], x["author"], x["date"], x["subject"]]
+            for x in d["commits"]]
+    out = [markdown_table(rows, ["commit", "author", "date", "subject"]), ""]
+    if d.get("compare_url"):
+        out += [f"Compare: {d['compare_url']}", ""]
+    return out
 
 
 def render_md(doc: dict) -> str:
@@ -331,18 +394,15 @@ def render_md(doc: dict) -> str:
             f"- new: `{c['digest']}` ({c['image'] or '?'}), git `{c['git_sha'] or '?'}`, author {c['author'] or '?'}",
             "- running: " + (f"`{c['running_digest']}` (deploy `{c['running_deploy']}`), git "
                               f"`{c['running_git_sha'] or '?'}`" if c["running_deploy"] else "nothing yet"), ""]
-    d = doc["diff"]
     out += ["## Diff (commits)", ""]
-    if d["error"]:
-        out += [f"**{d['error']}**", ""]
-    elif not d["commits"]:
-        out += ["No commits between the running and the new revision.", ""]
+    if doc.get("diffs"):
+        for block in doc["diffs"]:
+            how = ("commits on its checked-out HEAD between the running deploy and the new one "
+                   f"({block['from']} .. {block['to']})" if block.get("range_by") == "time"
+                   else "between the running and the new revision")
+            out += [f"### {block['name']}", "", f"_{how}_", ""] + _diff_block(block)
     else:
-        rows = [[f"[{x['sha'][:12]}]({x['url']})" if x["url"] else x["sha"][:12], x["author"], x["date"], x["subject"]]
-                for x in d["commits"]]
-        out += [markdown_table(rows, ["commit", "author", "date", "subject"]), ""]
-        if d["compare_url"]:
-            out += [f"Compare: {d['compare_url']}", ""]
+        out += _diff_block(doc["diff"])
     e = doc["end_state"]
     out += ["## Expected end state", "", e["result"] + ".",
             f"Strategy {e['strategy']}: traffic " + " → ".join(f"{p_}%" for p_ in e["traffic_steps"])
@@ -382,3 +442,50 @@ def render_md(doc: dict) -> str:
     out += [f"- gate: {g['status']} for deploy `{g['deploy_id']}` in {g['stage']} at {g['at']}: {g['explanation']}"
             if g else f"- gate: {ev['gate_note']}"]
     return "\n".join(out) + "\n"
+
+
+# --- publishing where approvers look ----------------------------------------------------------------
+
+PUBLISH_PREFIX = "change-records"
+
+
+def publish_key(stage: str, name: str) -> str:
+    """`change-records/<stage>/<name>` (name: `<deploy id>.md`, `next.json`, `latest.md`, …)."""
+    from pipeline_tools.core import keys
+
+    return keys.join(PUBLISH_PREFIX, stage, name)
+
+
+def console_url(bucket: str, key: str, region: str) -> str:
+    """The S3 console page of one object (what a CodePipeline approval links to)."""
+    from urllib.parse import quote
+
+    return (f"https://{region}.console.aws.amazon.com/s3/object/{bucket}?region={region}"
+            f"&bucketType=general&prefix={quote(key, safe='/')}")
+
+
+def latest_url(cfg: Config, stage: str) -> str:
+    """The stable link to a stage's newest published change record (`latest.md`)."""
+    return console_url(cfg.bucket(stage), publish_key(stage, "latest.md"), cfg.stage_region(stage))
+
+
+def publish(s3: Any, cfg: Config, stage: str, doc: dict, md: str) -> dict:
+    """Write the record as `<deploy or next>.md` and `.json`, then `latest.md`, to the stage's
+    artifacts bucket. Returns the keys written and the console URLs (of `<name>.md` and latest)."""
+    from pipeline_tools.core.output import redact
+
+    bucket = cfg.bucket(stage)
+    name = doc["subject"]["deploy_id"] or "next"
+    md = redact(md)
+    body_json = redact(json.dumps(doc, indent=2) + "\n")
+    written = []
+    meta = {"pt-kind": "change-record", "pt-digest": str(doc["change"]["digest"] or "")}
+    for key, body, ctype in ((publish_key(stage, f"{name}.md"), md, "text/markdown; charset=utf-8"),
+                             (publish_key(stage, f"{name}.json"), body_json, "application/json"),
+                             (publish_key(stage, "latest.md"), md, "text/markdown; charset=utf-8")):
+        s3.put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType=ctype, Metadata=meta,
+                      ChecksumAlgorithm="SHA256")
+        written.append(key)
+    region = cfg.stage_region(stage)
+    return {"bucket": bucket, "keys": written, "url": console_url(bucket, written[0], region),
+            "latest_url": console_url(bucket, written[2], region)}

@@ -146,10 +146,12 @@ class _Candidate:
     size: int
 
 
-def walk(root: str | os.PathLike, sizes: bool = True) -> tuple[list[_Candidate], list[Skipped], list[str]]:
+def walk(root: str | os.PathLike, sizes: bool = True, flush: Callable[[list[_Candidate]], None] | None = None,
+         ) -> tuple[list[_Candidate], list[Skipped], list[str]]:
     """Files to hash, things skipped (with reason) and non-UTF-8 names (as displayable text).
 
     sizes=False: regular files get size -1 (no lstat; the hasher's fstat gives the size).
+    flush: called with the growing file list after each directory (hashing starts during the walk).
     """
     root_path = Path(root)
     if not root_path.is_dir():
@@ -199,6 +201,8 @@ def walk(root: str | os.PathLike, sizes: bool = True) -> tuple[list[_Candidate],
                 files.append(cand)
             else:
                 skipped.append(skip)  # type: ignore[arg-type]
+        if flush is not None:
+            flush(files)
         for ent in subdirs:
             visit(ent.path, reldir + ent.name + "/")
 
@@ -335,15 +339,10 @@ def build(root: str | os.PathLike, *, workers: int | None = None, jobs: int | No
     import time
 
     clock = clock or time.monotonic
+    if jobs and jobs > 1:
+        return _build_in_processes(root, jobs, progress, warn, clock)
     files, skipped, bad = walk(root, sizes=not jobs)  # jobs: the hasher's fstat gives the size
-    if bad:
-        shown = ", ".join(f"'{b}'" for b in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise UsageError(f"{root}: {len(bad)} file name(s) are not valid UTF-8: {shown}",
-                         "S3 keys and manifests need UTF-8 names: rename them "
-                         "(e.g. `convmv -f latin1 -t utf8 -r --notest DIR`)")
-    for s in skipped:
-        if warn:
-            warn(f"skipped {s.path}: {s.reason}")
+    _check_walk(root, skipped, bad, warn)
     total = sum(c.size for c in files if c.size > 0)
     ticker = Ticker(progress, clock, "hashed", len(files), total)
     entries: list[FileEntry] = []
@@ -355,17 +354,6 @@ def build(root: str | os.PathLike, *, workers: int | None = None, jobs: int | No
     if jobs == 1 or (jobs is None and workers == 1):
         for b in _batches(files):
             take(_hash_batch(b))
-    elif jobs:
-        import multiprocessing
-        import threading
-        from concurrent.futures import ProcessPoolExecutor
-
-        # fork is cheap but unsafe while other threads run (push hashes while boto3 loads): spawn then
-        ctx = multiprocessing.get_context("spawn" if threading.active_count() > 1 else None)
-        batches = [[(c.rel, c.abspath, c.size) for c in b] for b in _batches(files, max_files=512)]
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            for done in pool.map(_hash_batch_tuples, batches):
-                take([FileEntry(*t) for t in done])
     else:
         # Threads pay off for big files only (hashlib drops the GIL per buffer); small files are
         # per-file interpreter work: hash them in this thread while the pool streams the big ones.
@@ -376,6 +364,58 @@ def build(root: str | os.PathLike, *, workers: int | None = None, jobs: int | No
             take(_hash_batch(small))
             for done in pending:
                 take(done)
+    ticker.done()
+    return Manifest(files=entries, skipped=skipped)
+
+
+def _check_walk(root, skipped: list[Skipped], bad: list[str], warn: Callable[[str], None] | None) -> None:
+    if bad:
+        shown = ", ".join(f"'{b}'" for b in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise UsageError(f"{root}: {len(bad)} file name(s) are not valid UTF-8: {shown}",
+                         "S3 keys and manifests need UTF-8 names: rename them "
+                         "(e.g. `convmv -f latin1 -t utf8 -r --notest DIR`)")
+    for s in skipped:
+        if warn:
+            warn(f"skipped {s.path}: {s.reason}")
+
+
+PROCESS_BATCH = 512
+
+
+def _build_in_processes(root, jobs: int, progress: Progress | None, warn: Callable[[str], None] | None,
+                        clock: Callable[[], float]) -> Manifest:
+    """Hash in `jobs` processes, fed while the walk runs (the walk is serial: overlapping it with
+    the hashing is what lets every core work). Same entries, same order as jobs=1."""
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork is cheap but unsafe while other threads run (push hashes while boto3 loads): spawn then
+    ctx = multiprocessing.get_context("spawn" if threading.active_count() > 1 else None)
+    futures = []
+    sent = 0
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        def flush(files: list[_Candidate], final: bool = False) -> None:
+            nonlocal sent
+            while len(files) - sent >= PROCESS_BATCH or (final and sent < len(files)):
+                chunk = files[sent:sent + PROCESS_BATCH]
+                sent += len(chunk)
+                futures.append(pool.submit(_hash_batch_tuples, [(c.rel, c.abspath, c.size) for c in chunk]))
+
+        try:
+            files, skipped, bad = walk(root, sizes=False, flush=flush)
+            _check_walk(root, skipped, bad, warn)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        flush(files, final=True)
+        ticker = Ticker(progress, clock, "hashed", len(files), 0)
+        entries: list[FileEntry] = []
+        for fut in futures:
+            done = [FileEntry(*t) for t in fut.result()]
+            entries.extend(done)
+            ticker.add_many(len(done), sum(e.size for e in done))
     ticker.done()
     return Manifest(files=entries, skipped=skipped)
 

@@ -32,6 +32,7 @@ EVENTS = {
     "approval_needed": ("Approval needed", "✋", "accent"),
     "promoted": ("Promoted", "📦", "good"),
     "break_glass": ("Break-glass deploy", "🚨", "attention"),
+    "tests_failed": ("Tests failed", "🧪", "attention"),
 }
 
 DEFAULT_TIMEOUT = 5.0

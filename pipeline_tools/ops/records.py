@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ SCHEMA = 1
 FIELDS = ("schema", "id", "stage", "kind", "state", "created", "updated", "actor", "actor_arn", "declared",
           "author", "git_sha", "ci", "run_url", "reason", "digest", "events", "data")
 FORMATS = ("jsonl", "csv", "md")
+_ID_RE = re.compile(r"\d{8}T\d{9}Z-[0-9a-z]{6,}")
 
 
 @dataclass
@@ -136,3 +138,136 @@ def render(rows: list[dict], fmt: str) -> str:
         lines.append(markdown_table([[r[c] for c in cols] for r in rows], cols))
         return "\n".join(lines) + "\n"
     raise ValueError(f"unknown format {fmt}")
+
+
+# --- `pt history`: every record kind, newest first, one page at a time ----------------------------
+
+
+def id_ceiling(ts: float) -> str:
+    """A sort key just above every record id created at or before `ts`."""
+    return id_floor(ts) + "\uffff"
+
+
+def _short(digest: Any) -> str | None:
+    return digest[:19] + "…" if isinstance(digest, str) and len(digest) > 20 else digest
+
+
+def describe(rec: Record) -> str:
+    """One line saying what a record is about, whatever its kind (pure)."""
+    d = rec.data
+    kind = rec.kind
+    target = d.get("target") or d.get("target_kind")
+    if kind == "deploy":
+        what = d.get("operation", "deploy")
+        names = d.get("targets") or [f.get("name") for f in d.get("functions") or [] if isinstance(f, dict)]
+        parts = [what, f"[{target}]" if target else None, ", ".join(str(n) for n in names if n) or None,
+                 d.get("strategy")]
+    elif kind == "gate":
+        parts = [f"gate {rec.state or ''}".strip(), f"for {d['deploy_id']}" if d.get("deploy_id") else None,
+                 f"[{target}]" if target else None]
+    elif kind == "approval":
+        parts = [d.get("decision", "approve"), f"by {d['approver']}" if d.get("approver") else None,
+                 f"({d['source']})" if d.get("source") not in (None, "pt") else None]
+    elif kind == "promotion":
+        parts = [f"from {d['source']}" if d.get("source") else None, f"[{target}]" if target else None,
+                 f"condition {d['condition']}" if d.get("condition") else None]
+    elif kind == "window-override":
+        parts = [f"outside {d['window']}" if d.get("window") else "window override"]
+    elif kind == "break-glass":
+        parts = ["break-glass", f"approvers {', '.join(d['approvers'])}" if d.get("approvers") else None]
+    elif kind == "sagemaker":
+        parts = [d.get("operation"), d.get("endpoint")]
+    elif kind == "zoo":
+        parts = [d.get("operation"), f"set {_short(d['set_digest'])}" if d.get("set_digest") else None]
+    elif kind == "runbook":
+        steps = d.get("steps") or []
+        parts = [d.get("name"), f"{len(d.get('results') or {})}/{len(steps)} steps"]
+    else:  # artifacts, teardown and whatever later modules write
+        parts = [d.get("operation") or d.get("summary") or kind,
+                 d.get("destination") or d.get("bucket") or d.get("prefix")]
+    return " ".join(str(p) for p in parts if p)
+
+
+def history_row(rec: Record) -> dict:
+    a = rec.actor or {}
+    return {"id": rec.id, "kind": rec.kind, "state": rec.state, "created": iso(rec.created),
+            "updated": iso(rec.updated), "actor": a.get("name"), "digest": rec.data.get("digest"),
+            "target": rec.data.get("target"), "what": describe(rec), "reason": rec.reason}
+
+
+def history_page(client: Any, table: str, stage: str, *, kinds: Sequence[str] = (), since: float | None = None,
+                 until: float | None = None, limit: int = 20, next_token: str | None = None,
+                 on_corrupt: Callable[[CorruptItem], None] | None = None,
+                 on_page: Callable[[], None] | None = None) -> tuple[list[dict], str | None]:
+    """One page of `stage`'s records, newest first: (rows, token of the next page or None).
+
+    A DynamoDB Query on the stage's partition (never a Scan): `since`/`until` bound the sort key
+    by the time-ordered record id, `kinds` become a FilterExpression, `Limit` asks for about one
+    page. The token is the id of the page's last record (`--next` resumes after it); a token that
+    is not a record id is a usage error. Damaged items go to `on_corrupt` and are skipped."""
+    from pipeline_tools.core.errors import UsageError
+    from pipeline_tools.release.ledger import PK, SK
+
+    if next_token is not None and not _ID_RE.fullmatch(next_token):
+        raise UsageError(f"--next {next_token!r} is not a page token (a record id like 20261118T110540000Z-1a2b3c)",
+                         "pass the `next` value printed with the previous page")
+    if since is not None and until is not None and since > until:
+        raise UsageError("--since is after --until: the time range is empty", "swap them")
+    lo = RECORD_PREFIX + (id_floor(since) if since is not None else "")
+    hi = RECORD_PREFIX + (id_ceiling(until) if until is not None else "\uffff")
+    values: dict[str, Any] = {":pk": {"S": stage}, ":lo": {"S": lo}, ":hi": {"S": hi}}
+    kw: dict[str, Any] = {"TableName": table, "ScanIndexForward": False, "ConsistentRead": True,
+                          "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
+                          "ExpressionAttributeValues": values}
+    want = list(dict.fromkeys(kinds))
+    if want:
+        keys = [f":k{i}" for i in range(len(want))]
+        kw["FilterExpression"] = f"kind IN ({', '.join(keys)})"
+        values.update({k: {"S": v} for k, v in zip(keys, want, strict=True)})
+    if next_token:
+        kw["ExclusiveStartKey"] = {PK: {"S": stage}, SK: {"S": RECORD_PREFIX + next_token}}
+    ledger = Ledger(client, table)
+    limit = max(1, limit)
+    rows: list[dict] = []
+    batch = limit + 1  # one more than asked: tells whether a next page exists
+    for _ in range(10_000):  # bounded: a selective filter may skip many items
+        resp = client.query(**kw, Limit=batch)
+        if on_page:
+            on_page()
+        for item in resp.get("Items", []):
+            if len(rows) == limit:
+                return rows, rows[-1]["id"]
+            try:
+                rec = _decode(ledger, item)
+            except CorruptItem as e:
+                if on_corrupt is None:
+                    raise
+                on_corrupt(e)
+                continue
+            rows.append(history_row(rec))
+        if "LastEvaluatedKey" not in resp:
+            return rows, None
+        kw["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        batch = min(max(batch * 2, 25), 1000)
+    return rows, (rows[-1]["id"] if rows else None)
+
+
+def parse_when(text: str | None, now: float, what: str = "--since", *, end_of_day: bool = False) -> float | None:
+    """A duration back from now (30d, 12h, 90m) or a UTC date/time (2026-11-01, 2026-11-01T08:00).
+    With `end_of_day` a bare date means the end of that day (for --until)."""
+    from pipeline_tools.core.errors import UsageError
+    from pipeline_tools.ops.logs import parse_since as duration
+
+    if not text:
+        return None
+    try:
+        return now - duration(text)  # type: ignore[operator]
+    except UsageError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{what} {text!r} is neither a duration nor a date",
+                         f"e.g. {what} 30d, {what} 12h or {what} 2026-11-01") from None
+    ts = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+    return ts + 86400 - 0.001 if end_of_day and re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()) else ts

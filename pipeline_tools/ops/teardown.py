@@ -2,7 +2,8 @@
 
 Order (each step is idempotent, so a re-run after a partial failure finishes the job):
 
-  1. stop traffic: reserved concurrency 0 on every function (invocations are throttled at once)
+  1. stop traffic: reserved concurrency 0 on every function (invocations are throttled at once);
+     then the EC2 instances, AMIs and snapshots of `teardown.ec2` (ops/teardown_ec2.py)
   2. archive the stage's log groups (only with --archive-to; if it fails, log groups are kept)
   2b. the services' resources and the Step Functions / Batch schedule / SageMaker targets, in
      their own dependency order (API, schedules, state machines, SageMaker, access-policy
@@ -44,7 +45,8 @@ if TYPE_CHECKING:
     from pipeline_tools.core.config import Config
 
 _ABSENT = {"ResourceNotFoundException", "NoSuchBucket", "404", "NotFound", "RepositoryNotFoundException",
-           "ImageNotFoundException", "NoSuchKey"}
+           "ImageNotFoundException", "NoSuchKey", "InvalidInstanceID.NotFound", "InvalidAMIID.NotFound",
+           "InvalidAMIID.Unavailable", "InvalidSnapshot.NotFound"}
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Clients:
     sagemaker: Any | None = None
     iam: Any | None = None
     ssm: Any | None = None
+    ec2: Any | None = None  # only for stages whose config has teardown.ec2
 
 
 @dataclass
@@ -92,6 +95,7 @@ class Evidence:
     kept: list[dict] = field(default_factory=list)
     archive: dict | None = None
     files: list[str] = field(default_factory=list)
+    ledger_record: str | None = None   # id of the `teardown` ledger record, or why none was written
 
     @property
     def failed(self) -> list[Action]:
@@ -148,6 +152,7 @@ class Inventory:
     alarms: list[str] = field(default_factory=list)
     topics: list[str] = field(default_factory=list)            # ARNs
     ledger_items: int | None = None
+    ec2: Any = None                                            # teardown_ec2.Ec2Inventory (teardown.ec2)
 
     def listing(self) -> list[dict]:
         out = []
@@ -171,6 +176,8 @@ class Inventory:
             out.append({"type": "sns:topic", "name": t})
         if self.ledger_items:
             out.append({"type": "dynamodb:items", "name": "ledger", "detail": f"{self.ledger_items} items"})
+        if self.ec2 is not None:
+            out += self.ec2.listing()
         return out
 
 
@@ -342,7 +349,20 @@ def discover(cfg: Config, stage: str, c: Clients, *, purge_ledger: bool = False)
                       if t["TopicArn"].rsplit(":", 1)[-1] == topic]
     if purge_ledger and c.dynamodb is not None:
         inv.ledger_items = len(ledger_keys(c.dynamodb, cfg, stage))
+    spec = ec2_spec(cfg, stage)
+    if spec is not None:
+        from pipeline_tools.ops import teardown_ec2
+
+        if c.ec2 is None:
+            raise UsageError(f"stage {stage} names EC2 resources (teardown.ec2) but no EC2 client was given")
+        inv.ec2 = teardown_ec2.discover(c.ec2, spec, cfg.project, stage)
     return inv
+
+
+def ec2_spec(cfg: Config, stage: str) -> Any:
+    """The stage's `teardown.ec2`, or None."""
+    td = getattr(cfg.stages[stage], "teardown", None)
+    return getattr(td, "ec2", None)
 
 
 def list_object_versions(s3, bucket: str) -> list[dict]:
@@ -453,7 +473,7 @@ def check_allowed(cfg: Config, stage: str) -> None:
 def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float], sleep: Callable[[float], None],
              dry_run: bool = False, purge_ledger: bool = False, archive_to: str | None = None,
              evidence_dir: str | Path = "reports", stack_timeout: float = 1800.0,
-             ledger_purge: Callable[[Any, Config, str], int] | None = None) -> Evidence:
+             ledger_purge: Callable[[Any, Config, str], int] | None = None, actor: dict | None = None) -> Evidence:
     """Tear the stage down (see the module doc for the order). Returns the evidence, also written
     as JSON + markdown to `evidence_dir` and, with `archive_to`, next to the archived logs."""
     from pipeline_tools.ops import logs as ops_logs
@@ -502,6 +522,10 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
     for fn in inv.functions:
         run.do("stop-traffic", "lambda:function", fn, "set reserved concurrency 0",
                lambda fn=fn: c.lambda_client.put_function_concurrency(FunctionName=fn, ReservedConcurrentExecutions=0))
+
+    # 1b. EC2: instances (terminated, waited for), then their AMIs, then the AMIs' snapshots
+    if inv.ec2 is not None:
+        _teardown_ec2(run, c.ec2, inv.ec2, ev, clock, sleep)
 
     # 2. archive logs (after traffic stopped, so the archive is complete)
     logs_archived = True
@@ -593,7 +617,56 @@ def teardown(cfg: Config, stage: str, c: Clients, *, clock: Callable[[], float],
         ev.remaining += [{"type": n, "name": "not checked (no client)"} for n in after_svc.unchecked]
     ev.finished_at = _iso(clock())
     write_evidence(ev, evidence_dir, c.s3 if (archive_to and not dry_run) else None, archive_to)
+    if c.dynamodb is not None and not dry_run and not purge_ledger:
+        ev.ledger_record = _ledger_record(c.dynamodb, cfg, stage, ev, actor, clock)
     return ev
+
+
+def _ledger_record(dynamodb: Any, cfg: Config, stage: str, ev: Evidence, actor: dict | None,
+                   clock: Callable[[], float]) -> str:
+    """A `teardown` record in the ledger (`pt history --kind teardown`); its failure is noted, never
+    fatal: the evidence files are the record of the teardown itself."""
+    from pipeline_tools.release.ledger import Ledger
+
+    data = {"operation": "teardown", "ok": ev.ok, "failed": len(ev.failed), "bucket": cfg.bucket(stage),
+            "found": len(ev.found), "remaining": len(ev.remaining), "kept": [k["name"] for k in ev.kept],
+            "evidence": ev.files}
+    try:
+        rec = Ledger(dynamodb, cfg.ledger_table(), clock).put_record(
+            "teardown", stage, data, actor=actor, state="completed" if ev.ok else "incomplete")
+    except Exception as e:
+        err = translate(e)
+        return f"not written: {err.message if err else f'{type(e).__name__}: {e}'}"
+    return rec.id
+
+
+def _teardown_ec2(run: _Run, ec2: Any, inv: Any, ev: Evidence, clock, sleep) -> None:
+    from pipeline_tools.ops import teardown_ec2 as te
+
+    for ref in inv.not_found:
+        run.record("scope", "ec2", ref, "none", "absent", "named in teardown.ec2; nothing (left) to delete")
+    ids = sorted(inv.instances)
+    if ids:
+        run.do("terminate-instances", "ec2:instance", ", ".join(ids), "terminate_instances + wait",
+               lambda: te.terminate_and_wait(ec2, ids, clock, sleep))
+    deregistered: set[str] = set()
+    for ami in sorted(inv.amis):
+        if run.do("deregister-amis", "ec2:image", ami, "deregister_image",
+                  lambda ami=ami: ec2.deregister_image(ImageId=ami)):
+            deregistered.add(ami)
+    snaps = [(s, ami) for ami in sorted(inv.amis) for s in inv.amis[ami]["snapshots"]]
+    in_use = te.snapshots_in_use(ec2, [s for s, _ in snaps], set(inv.amis))
+    for snap, ami in snaps:
+        if snap in in_use:
+            why = f"still used by AMI {in_use[snap]}, which teardown.ec2 does not name"
+            ev.kept.append({"type": "ec2:snapshot", "name": snap, "why": why})
+            run.record("delete-snapshots", "ec2:snapshot", snap, "none (in use)", "kept", why)
+        elif ami not in deregistered:
+            run.record("delete-snapshots", "ec2:snapshot", snap, "delete_snapshot", "skipped",
+                       f"AMI {ami} was not deregistered")
+        else:
+            run.do("delete-snapshots", "ec2:snapshot", snap, "delete_snapshot",
+                   lambda snap=snap: ec2.delete_snapshot(SnapshotId=snap), detail=f"of {ami}")
 
 
 S3_BATCH = 1000  # delete_objects takes at most 1,000 keys

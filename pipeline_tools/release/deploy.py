@@ -264,6 +264,7 @@ class Deps:
     actor: dict = field(default_factory=dict)
     lease: float = field(default_factory=lease_from_env)
     update_timeout: float = UPDATE_TIMEOUT
+    s3: Any = None  # reads the gate's report signals (gate.signals with `report:`)
 
 
 @dataclass(frozen=True)
@@ -387,6 +388,7 @@ class _Run:
         self.record_written = False
         self.rec: Record | None = None
         self.heartbeat: _Heartbeat | None = None
+        self.finishing_deferred = False  # "finishing" goes into the final write (nothing to prune)
 
     # ledger helpers
     def mark(self, state: str, reason: str | None = None, **data: Any) -> Record:
@@ -485,7 +487,15 @@ class _Run:
             self.d.sleep(max(0.0, min(self.plan.poll, end - now)))
 
     def finish(self) -> dict[str, list[str]]:
+        """Prune old versions. "finishing" is written first only when pruning makes requests (a
+        process dying in between leaves a record `pt recover` rolls forward); otherwise the final
+        write records it (`finishing_deferred`)."""
+        if not any(lo.prune_needed(self.versions.get(f.function), self.plan.keep_versions)
+                   for f in self.plan.changing()):
+            self.finishing_deferred = True
+            return {}
         self.mark("finishing", verdict=self.last_verdict.to_dict() if self.last_verdict else None)
+
         def one(f: FunctionPlan) -> list[str]:
             try:
                 return lo.prune_versions(self.d.lambda_client, f.name, self.plan.keep_versions, self.d.sleep,
@@ -529,7 +539,7 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
     d, stage = deps, plan.stage
     started = d.clock()
     with _Signals() as sig:
-        watch = GateWatch(d.cloudwatch, plan.policy, started, sleep=d.sleep)
+        watch = GateWatch(d.cloudwatch, plan.policy, started, sleep=d.sleep, s3=d.s3)
         firing = watch.start()
         if firing and plan.policy.preexisting_alarm == "block":
             names_ = ", ".join(f"{a.name} (since {iso(a.since)})" for a in firing)
@@ -564,16 +574,19 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
             overridden = bool(window and window.get("overridden"))
             if window:
                 data["window"] = window
+            # locked and updating in one write unless an override event goes between them
             run.rec = d.ledger.put_record(DEPLOY, stage, data, actor=d.actor, state="locked", record_id=run.id,
                                           reason=f"window override: {window.get('reason')}"
-                                          if overridden and window else None, lock=run.lock)
+                                          if overridden and window else None, lock=run.lock,
+                                          then=() if overridden else ("updating",))
             run.record_written = True
             if overridden and window:
                 run.rec = d.ledger.append_event(stage, run.id, "window-override", actor=d.actor,
                                                 reason=window.get("reason"), lock=run.lock)
             d.log(f"deploy {run.id}: locked stage {stage}")
             phase = "updating"
-            run.mark("updating")
+            if run.rec.state != "updating":
+                run.mark("updating")
             run.update()
             phase = "shifting"
             run.shift()
@@ -595,18 +608,20 @@ def deploy(cfg: Any, plan: DeployPlan, deps: Deps, *, window: dict | None = None
         pruned = run.finish()
         run.stop_heartbeat()
         note = f" ({signal.Signals(sig.received).name} received while finishing)" if sig.received else ""
+        final = {"functions": _function_data(plan, run.versions), "pruned": pruned,
+                 # the start of `pt gate`'s window
+                 "gate_snapshot": watch.snapshot_now().to_dict()}
+        if run.finishing_deferred:
+            final["verdict"] = run.last_verdict.to_dict() if run.last_verdict else None
         try:  # fenced, not check_lock(): a renewal hiccup after the bake must not undo a good deploy
+            # the lock is released in the same transaction
             run.rec = d.ledger.transition(stage, run.id, "succeeded", reason="gate PASS after bake" + note,
-                                          actor=d.actor, data={"functions": _function_data(plan, run.versions),
-                                                               "pruned": pruned,
-                                                               # the start of `pt gate`'s window
-                                                               "gate_snapshot": watch.snapshot_now().to_dict()},
-                                          current=run.rec, lock=run.lock)
+                                          actor=d.actor, data=final, current=run.rec, lock=run.lock,
+                                          via=("finishing",) if run.finishing_deferred else (), release=True)
         except FenceLost as e:
             raise _failed(f"deploy {run.id} to {stage} reached 100% and baked, but {e.message}",
                           f"the process that took it over (`pt recover --stage {stage}`) finishes it "
                           "forward; see `pt status`", run.id) from None
-        d.ledger.release(run.lock)
         d.log(f"deploy {run.id} succeeded")
         return DeployResult(run.id, "succeeded", plan, dict(run.versions),
                             run.last_verdict.to_dict() if run.last_verdict else None, None, started,
@@ -658,8 +673,15 @@ def _abort(run: _Run, reason: str, verdict: dict | None) -> bool:
     # every write is fenced by the lock's token: after a take-over they fail instead of clobbering
     lock = run.lock
     funcs = _function_data(run.plan, run.versions)
-    if not run.record_written:  # died before the record was written: nothing moved
-        return release()
+    if not run.record_written:
+        # a signal can land while put_record's response is in flight: the record may exist
+        try:
+            written = bool(run.id) and d.ledger.get(stage, run.id) is not None
+        except Exception as e:
+            d.log(f"warning: could not read the ledger ({e}); the stage will need `pt recover --stage {stage}`")
+            return False
+        if not written:  # died before the record was written: nothing moved
+            return release()
     if not run.alias_touched:
         ok = write(lambda: d.ledger.transition(stage, run.id, "failed", reason=f"{reason}; traffic untouched",
                                                actor=d.actor, data={"functions": funcs, "verdict": verdict},

@@ -92,12 +92,16 @@ class GatePolicy:
     preexisting_alarm: Literal["block", "ignore"] = "block"
     poll: float = 5.0
     allow_no_alarms: bool = False
+    signals: tuple = ()  # signals.Signal: metric(-math) and report signals judged with the alarms
 
     @classmethod
     def from_config(cls, cfg: Any, stage: str) -> GatePolicy:
+        from pipeline_tools.release import signals
+
         g = cfg.stages[stage].gate
         return cls(tuple(cfg.gate_patterns(stage)), g.insufficient_data, g.preexisting_alarm, g.poll,
-                   bool(getattr(g, "allow_no_alarms", False)))
+                   bool(getattr(g, "allow_no_alarms", False)),
+                   signals.from_config(cfg, stage) if getattr(g, "signals", None) else ())
 
 
 @dataclass(frozen=True)
@@ -306,8 +310,10 @@ def _worst(reasons: Iterable[AlarmVerdict]) -> Status:
 def verdict(alarms: Sequence[AlarmState] | None, history: Iterable[Transition], policy: GatePolicy,
             now: float, window_start: float, *, preexisting: Iterable[str] = (),
             error: str | ReadError | None = None, history_note: str | None = None,
-            snapshot: Snapshot | None = None, history_error: ReadError | None = None) -> Verdict:
-    """Decide PASS/FAIL/WAIT from what was read. Pure: no I/O, no clock."""
+            snapshot: Snapshot | None = None, history_error: ReadError | None = None,
+            signals: Sequence[tuple[Any, Any]] = ()) -> Verdict:
+    """Decide PASS/FAIL/WAIT from what was read. Pure: no I/O, no clock.
+    `signals`: (signals.Signal, signals.Reading) pairs, judged with the alarms (one line each)."""
     history_source = history_note or "polling"
     notes: list[str] = []
     reasons: list[AlarmVerdict] = []
@@ -320,8 +326,14 @@ def verdict(alarms: Sequence[AlarmState] | None, history: Iterable[Transition], 
         if t.new == ALARM and t.alarm not in into_alarm and t.at >= window_floor(t.alarm, snapshot, window_start):
             into_alarm[t.alarm] = t
 
+    from pipeline_tools.release.signals import judge
+
+    judged = tuple(judge(sig, reading) for sig, reading in signals)
+    errors += [r.error for _s, r in signals if r.error is not None]
+
     def done(status: Status) -> Verdict:
-        return Verdict(status, tuple(reasons), now, window_start, history_source, tuple(notes), snapshot,
+        worst = _worst([*judged, AlarmVerdict("", status, None, None, None, None, "", "")])
+        return Verdict(worst, tuple(reasons) + judged, now, window_start, history_source, tuple(notes), snapshot,
                        tuple(hist), tuple(errors), tuple(sorted(pre)))
 
     if error is not None or alarms is None:
@@ -560,13 +572,13 @@ def _parse_history_item(item: dict) -> Transition | None:
 
 def evaluate(cloudwatch: Any, policy: GatePolicy, now: float, window_start: float,
              preexisting: Iterable[str] = (), *, snapshot: Snapshot | None = None,
-             sleep: Callable[[float], None] = time.sleep) -> Verdict:
+             sleep: Callable[[float], None] = time.sleep, s3: Any = None) -> Verdict:
     """Read alarms (+ history for alarms that changed) once and decide. Errors → FAIL/WAIT verdict.
 
     `snapshot` is the state at window start (from the deploy record); without it, an alarm whose
     state timestamp is at/after `window_start` counts as changed during the window.
     """
-    w = GateWatch(cloudwatch, policy, window_start, snapshot=snapshot, preexisting=preexisting, sleep=sleep)
+    w = GateWatch(cloudwatch, policy, window_start, snapshot=snapshot, preexisting=preexisting, sleep=sleep, s3=s3)
     return w.poll(now)
 
 
@@ -575,8 +587,9 @@ class GateWatch:
 
     def __init__(self, cloudwatch: Any, policy: GatePolicy, window_start: float, *,
                  snapshot: Snapshot | None = None, preexisting: Iterable[str] = (),
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, s3: Any = None):
         self.cloudwatch = cloudwatch
+        self.s3 = s3  # reads report signals; without it they fail closed, saying so
         self.policy = policy
         self.window_start = window_start
         self.sleep = sleep
@@ -606,12 +619,17 @@ class GateWatch:
         return Snapshot(self._last_at, tuple(self._last[n] for n in sorted(self._last)), "deploy's last gate poll")
 
     def poll(self, now: float) -> Verdict:
+        sig: list = []
+        if self.policy.signals:
+            from pipeline_tools.release import signals
+
+            sig = signals.read_all(self.policy.signals, cloudwatch=self.cloudwatch, s3=self.s3, now=now)
         try:
             alarms = read_alarms(self.cloudwatch, self.policy.patterns)
         except Exception as e:  # any read failure: FAIL, or WAIT where a later read may succeed
             return verdict(None, self.seen, self.policy, now, self.window_start, preexisting=self.preexisting,
                            error=classify("describe_alarms", e), history_note=self.history_note,
-                           snapshot=self.snapshot)
+                           snapshot=self.snapshot, signals=sig)
         watched = self._watched(alarms)
         self._observe(watched, now)
         need = [a for a in watched if a.state != ALARM and a.name not in self._alarm_seen()
@@ -634,7 +652,8 @@ class GateWatch:
             if history_error is not None:
                 self.history_note = f"polling only: alarm history unreadable ({history_error})"
         return verdict(alarms, self.seen, self.policy, now, self.window_start, preexisting=self.preexisting,
-                       history_note=self.history_note, snapshot=self.snapshot, history_error=history_error)
+                       history_note=self.history_note, snapshot=self.snapshot, history_error=history_error,
+                       signals=sig)
 
     def _alarm_seen(self) -> set[str]:
         return {t.alarm for t in self.seen

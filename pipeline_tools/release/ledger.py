@@ -278,18 +278,21 @@ class Ledger:
     def _lock_key(self, stage: str) -> dict:
         return {PK: {"S": stage}, SK: {"S": LOCK_SK}}
 
-    def _put(self, item: dict, cond: str, values: dict | None, lock: Lock | None) -> None:
+    def _put(self, item: dict, cond: str, values: dict | None, lock: Lock | None, release: bool = False) -> None:
         """put_item under `cond`; with a fenced `lock`, in one transaction with a ConditionCheck that
-        the lock item still carries its token. FenceLost / ConditionalCheckFailed (as ClientError)."""
+        the lock item still carries its token (with `release`, a Delete of the lock under that same
+        condition: the last write and the release in one request). FenceLost / ConditionalCheckFailed
+        (as ClientError)."""
         extra = {"ExpressionAttributeValues": values} if values else {}
         if lock is None or not lock.token:
             self.client.put_item(TableName=self.table, Item=item, ConditionExpression=cond, **extra)
+            if release and lock is not None:
+                self.release(lock)
             return
+        fence = {"TableName": self.table, "Key": self._lock_key(lock.stage), **self._fence(lock)}
         try:
             self.client.transact_write_items(TransactItems=[
-                {"ConditionCheck": {"TableName": self.table, "Key": self._lock_key(lock.stage),
-                                    "ConditionExpression": "#tok = :tok", "ExpressionAttributeNames": {"#tok": "token"},
-                                    "ExpressionAttributeValues": {":tok": {"S": lock.token}}}},
+                {"Delete" if release else "ConditionCheck": fence},
                 {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": cond, **extra}}])
         except Exception as e:
             reasons = _cancel_reasons(e)
@@ -318,12 +321,15 @@ class Ledger:
 
     def put_record(self, kind: str, stage: str, data: dict, *, actor: dict | None = None,
                    state: str | None = None, reason: str | None = None, record_id: str | None = None,
-                   lock: Lock | None = None) -> Record:
+                   lock: Lock | None = None, then: tuple[str, ...] = ()) -> Record:
+        """`then`: states entered right after `state`, recorded in the same write (one request
+        instead of a put and a transition per state); the record ends in the last one."""
         now = self.clock()
         rid = record_id or new_id(now)
-        trans = ({"state": state, "at": iso(now), "ts": now, "reason": reason,
-                  "actor": (actor or {}).get("name")},) if state else ()
-        rec = Record(rid, stage, kind, state, now, now, actor or {}, reason, dict(data), trans)
+        trans = tuple({"state": s, "at": iso(now), "ts": now, "reason": reason if s == state else None,
+                       "actor": (actor or {}).get("name")} for s in (state, *then)) if state else ()
+        rec = Record(rid, stage, kind, trans[-1]["state"] if trans else state, now, now, actor or {}, reason,
+                     dict(data), trans)
         try:
             self._put(self._item(rec), "attribute_not_exists(sk)", None, lock)
         except Exception as e:
@@ -416,10 +422,10 @@ class Ledger:
             batch = min(max(batch * 2, 25), 1000)  # a selective filter: fewer round trips
         return out, (out[-1].id if out else None)
 
-    def _rewrite(self, old: Record, new: Record, lock: Lock | None = None) -> Record:
+    def _rewrite(self, old: Record, new: Record, lock: Lock | None = None, release: bool = False) -> Record:
         cond = "attribute_exists(sk) AND updated = :u"
         try:
-            self._put(self._item(new), cond, {":u": {"N": repr(old.updated)}}, lock)
+            self._put(self._item(new), cond, {":u": {"N": repr(old.updated)}}, lock, release)
         except Exception as e:
             if _conditional_failed(e) or isinstance(e, _RecordCondition):
                 stored = self.get(new.stage, new.id)
@@ -431,7 +437,7 @@ class Ledger:
         return new
 
     def _amend(self, stage: str, record_id: str, change: Callable[[Record], Record], *,
-               current: Record | None, expected: str | None, lock: Lock | None) -> Record:
+               current: Record | None, expected: str | None, lock: Lock | None, release: bool = False) -> Record:
         """Read (or take `current`), apply `change`, write conditionally; when only someone else's
         events were appended in between (the state is unchanged), re-read and apply again."""
         old = current if current is not None and current.id == record_id else self.get(stage, record_id)
@@ -441,7 +447,7 @@ class Ledger:
             if expected is not None and old.state != expected:
                 raise LedgerConflict(f"ledger record {record_id} is {old.state}, expected {expected}")
             try:
-                return self._rewrite(old, change(old), lock)
+                return self._rewrite(old, change(old), lock, release)
             except FenceLost:
                 raise
             except LedgerConflict:
@@ -453,21 +459,26 @@ class Ledger:
 
     def transition(self, stage: str, record_id: str, state: str, *, reason: str | None = None,
                    actor: dict | None = None, data: dict | None = None, expected: str | None = None,
-                   current: Record | None = None, lock: Lock | None = None) -> Record:
+                   current: Record | None = None, lock: Lock | None = None, via: tuple[str, ...] = (),
+                   release: bool = False) -> Record:
         """`current`: the caller's copy of the record (saves a read; the write still checks it).
-        `lock`: the caller's lock; the write happens only while it still holds it (fence)."""
+        `lock`: the caller's lock; the write happens only while it still holds it (fence).
+        `via`: states passed through on the way, recorded (without reason) in the same write.
+        `release`: the lock is deleted in the same transaction (the deploy's last write)."""
         def change(old: Record) -> Record:
             now = max(self.clock(), old.updated + 1e-6)
-            entry = {"state": state, "at": iso(now), "ts": now, "reason": reason,
-                     "actor": (actor or {}).get("name") if actor else None}
+            who = (actor or {}).get("name") if actor else None
+            passed = tuple({"state": s, "at": iso(now), "ts": now, "reason": None, "actor": who} for s in via)
+            entry = {"state": state, "at": iso(now), "ts": now, "reason": reason, "actor": who}
             # scalar data (e.g. the traffic percent of a step) is kept on the transition too
             entry.update({k: v for k, v in (data or {}).items()
                           if isinstance(v, int | float | str | bool) and k not in entry})
             return Record(old.id, stage, old.kind, state, old.created, now, old.actor,
                           reason if reason is not None else old.reason, {**old.data, **(data or {})},
-                          (*old.transitions, entry))
+                          (*old.transitions, *passed, entry))
 
-        return self._amend(stage, record_id, change, current=current, expected=expected, lock=lock)
+        return self._amend(stage, record_id, change, current=current, expected=expected, lock=lock,
+                           release=release)
 
     def append_event(self, stage: str, record_id: str, event: str, *, actor: dict | None = None,
                      reason: str | None = None, data: dict | None = None, lock: Lock | None = None) -> Record:

@@ -159,7 +159,7 @@ def _threshold(r: gate_mod.AlarmVerdict) -> str:
 
 def evaluate_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock: Callable[[], float],
                   bake: float | None = None, watches: dict | None = None,
-                  sleep: Callable[[float], None] = time.sleep) -> GateReport:
+                  sleep: Callable[[float], None] = time.sleep, s3: Any = None) -> GateReport:
     """PASS/FAIL/WAIT for `stage` over its bake window since its last succeeded deploy. Fails closed.
 
     The window starts when the deploy succeeded; the alarm states at that moment come from the
@@ -181,12 +181,13 @@ def evaluate_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, c
     snapshot = gate_mod.Snapshot.from_dict(rec.data.get("gate_snapshot"), f"deploy {rec.id}'s last gate poll")
     try:
         if watches is None:
-            v = gate_mod.evaluate(cloudwatch, policy, now, start, preexisting=pre, snapshot=snapshot, sleep=sleep)
+            v = gate_mod.evaluate(cloudwatch, policy, now, start, preexisting=pre, snapshot=snapshot, sleep=sleep,
+                                  s3=s3)
         else:
             w = watches.get(rec.id)
             if w is None:
                 w = watches[rec.id] = gate_mod.GateWatch(cloudwatch, policy, start, snapshot=snapshot,
-                                                         preexisting=pre, sleep=sleep)
+                                                         preexisting=pre, sleep=sleep, s3=s3)
             v = w.poll(now)
     except Exception as e:  # evaluate turns API errors into FAIL/WAIT; anything else also fails closed
         v = gate_mod.verdict(None, (), policy, now, start, error=f"{type(e).__name__}: {e}", snapshot=snapshot)
@@ -219,12 +220,12 @@ def evaluate_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, c
 
 def wait_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock: Callable[[], float],
               sleep: Callable[[float], None], bake: float | None = None, timeout: float | None = None,
-              on_poll: Callable[[GateReport], None] | None = None) -> GateReport:
+              on_poll: Callable[[GateReport], None] | None = None, s3: Any = None) -> GateReport:
     """Poll `evaluate_gate` until PASS/FAIL or the deadline (default: bake end + 10 min)."""
     start = clock()
     watches: dict = {}
     report = evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cloudwatch, clock=clock, bake=bake, watches=watches,
-                           sleep=sleep)
+                           sleep=sleep, s3=s3)
     if timeout is None:
         end = report.decides_at if report.decides_at is not None else start
         deadline = max(end, start) + 600.0
@@ -240,7 +241,7 @@ def wait_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock
                                  f"{report.explanation} (still WAIT at the deadline {iso(deadline)})"})
         sleep(min(poll, max(0.0, deadline - now)) or poll)
         report = evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cloudwatch, clock=clock, bake=bake,
-                               watches=watches, sleep=sleep)
+                               watches=watches, sleep=sleep, s3=s3)
     return report
 
 
@@ -741,6 +742,8 @@ def promote(cfg: Config, target: str, *, ledger: Ledger, cloudwatch: Any, deploy
 def _record_notification(ledger: Ledger, stage: str, record_id: str, result: Any) -> None:
     """Keep what the notification did on the record (never raises: a notification is best effort)."""
     if result is None or not hasattr(result, "to_dict"):
+        return
+    if getattr(result, "channels", None) == ():  # no channel configured: nothing was sent, nothing to keep
         return
     try:
         ledger.append_event(stage, record_id, "notification", data={"notification": result.to_dict()},

@@ -3,19 +3,22 @@
 Public API (every function takes the boto3 `lambda_client`; waits use injected clock/sleep):
 - `AliasState(name, exists, version, weights, digest, weight_digests)`; `read_alias(lc, name)`.
 - `version_digest(lc, name, version) -> str | None`: the image digest a version runs (from the
-  `pt …` version description we write, else the version's Code.ImageUri).
+  `pt …` version description we write, else the version's Code.ImageUri): one GetFunction, then
+  cached per client (a numbered version's code is immutable).
 - `wait_updated(lc, name, clock, sleep, timeout)`: until LastUpdateStatus is Successful (deadline).
 - `update_code(lc, name, image_uri, clock, sleep, timeout) -> dict`: update (a conflict waits and
   retries), then wait for Successful.
 - `publish(lc, name, description, clock, sleep) -> str`: publish_version, returns the version.
 - `set_alias(lc, name, primary, extra_weights, *, exists)`: create/update alias `live`.
-- `delete_alias(lc, name)`; `prune_versions(lc, name, keep) -> list[str]` (deleted versions).
+- `delete_alias(lc, name)`; `prune_versions(lc, name, keep) -> list[str]` (deleted versions);
+  `prune_needed(newest, keep)`: whether pruning would make any request.
 - `retrying(fn, sleep, **kw)`: ResourceConflictException retried, bounded (throttling: botocore).
 """
 
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,17 +86,29 @@ def function_exists(lc: Any, name: str, hint: str) -> dict:
         raise
 
 
+# A published version's code never changes, so its digest is read once per client (one GetFunction:
+# its Configuration has the description, its Code the image URI). Keyed by the client object: a
+# new client (another account, a reset test server) starts empty.
+_DIGESTS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], str | None]] = weakref.WeakKeyDictionary()
+
+
 def version_digest(lc: Any, name: str, version: str | None) -> str | None:
     if version is None:
         return None
-    cfg = lc.get_function_configuration(FunctionName=name, Qualifier=version)
-    desc = cfg.get("Description") or ""
+    try:
+        cache = _DIGESTS.setdefault(lc, {})
+    except TypeError:  # a client that cannot be weakly referenced: no cache
+        cache = {}
+    key = (name, str(version))
+    if key in cache and version.isdigit():  # `$LATEST` changes: never cached
+        return cache[key]
+    resp = lc.get_function(FunctionName=name, Qualifier=version)
+    desc = (resp.get("Configuration") or {}).get("Description") or ""
     m = DIGEST_IN_TEXT.search(desc) if desc.startswith("pt ") else None
-    if m:
-        return m.group(0)
-    code = lc.get_function(FunctionName=name, Qualifier=version).get("Code", {})
-    m = DIGEST_IN_TEXT.search(code.get("ImageUri") or "")
-    return m.group(0) if m else None
+    if not m:
+        m = DIGEST_IN_TEXT.search((resp.get("Code") or {}).get("ImageUri") or "")
+    cache[key] = found = m.group(0) if m else None
+    return found
 
 
 def wait_updated(lc: Any, name: str, clock: Callable[[], float], sleep: Callable[[float], None],
@@ -144,7 +159,16 @@ def publish(lc: Any, name: str, description: str, sleep: Callable[[float], None]
     kw: dict[str, Any] = {"FunctionName": name, "Description": description[:256]}
     if code_sha256:
         kw["CodeSha256"] = code_sha256
-    return str(retrying(lc.publish_version, sleep, **kw)["Version"])
+    version = str(retrying(lc.publish_version, sleep, **kw)["Version"])
+    _forget(lc, name, version)  # a reused number (moto reuses pruned ones) must not answer an old digest
+    return version
+
+
+def _forget(lc: Any, name: str, version: str) -> None:
+    try:
+        _DIGESTS.get(lc, {}).pop((name, version), None)
+    except TypeError:
+        pass
 
 
 def set_alias(lc: Any, name: str, primary: str, extra: dict[str, float], *, exists: bool,
@@ -172,6 +196,12 @@ def delete_alias(lc: Any, name: str, sleep: Callable[[float], None]) -> None:
             raise
 
 
+def prune_needed(newest: str | None, keep: int) -> bool:
+    """False when pruning after publishing `newest` makes no request: version numbers only grow,
+    so a function whose newest version is ≤ keep has at most `keep` versions."""
+    return not (newest is not None and newest.isdigit() and int(newest) <= keep)
+
+
 def prune_versions(lc: Any, name: str, keep: int, sleep: Callable[[float], None],
                    newest: str | None = None) -> list[str]:
     """Delete numbered versions beyond the newest `keep` that no alias references.
@@ -179,7 +209,7 @@ def prune_versions(lc: Any, name: str, keep: int, sleep: Callable[[float], None]
     `newest`: the version just published. Version numbers only grow, so a function whose newest
     version is ≤ keep has at most `keep` versions: nothing to list or delete (saves 2 requests).
     """
-    if newest is not None and newest.isdigit() and int(newest) <= keep:
+    if not prune_needed(newest, keep):
         return []
     versions: list[int] = []
     marker = None
@@ -209,5 +239,6 @@ def prune_versions(lc: Any, name: str, keep: int, sleep: Callable[[float], None]
         if str(v) in referenced:
             continue
         retrying(lc.delete_function, sleep, FunctionName=name, Qualifier=str(v))
+        _forget(lc, name, str(v))
         deleted.append(str(v))
     return deleted

@@ -22,7 +22,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +36,9 @@ from pipeline_tools.targets import lambda_ops as lo
 from pipeline_tools.targets.zoo_plan import (
     COPY_SUFFIX,
     NEW_VERSION,
+    UNKNOWN,
     Deployed,
+    LedgerView,
     ModelInput,
     ModelPlan,
     ZooPlan,
@@ -44,8 +46,10 @@ from pipeline_tools.targets.zoo_plan import (
     gc_candidates,
     lambda_time,
     plan_models,
+    protected_versions,
     select,
     short,
+    split_waves,
 )
 
 ZOO = "zoo"
@@ -297,39 +301,91 @@ def _existing_functions(lc: Any, wanted: set[str]) -> set[str] | None:
 
 
 def plan_stage(cfg: Any, stage: str, *, deps: ZooDeps, models: Iterable[str] | None = None,
-               image_uri: str | None = None, artifacts: Mapping[str, Artifacts] | None = None) -> ZooPlan:
-    """Resolve and verify every selected model's artifacts, read what runs, plan (no changes)."""
+               image_uri: str | None = None, artifacts: Mapping[str, Artifacts] | None = None,
+               cached: bool = False) -> ZooPlan:
+    """Resolve and verify every selected model's artifacts, read what runs, plan (no changes).
+
+    `cached`: take what runs from the ledger where it can tell (`LedgerView`: a few Query pages
+    instead of two Lambda reads per model) and read AWS only for the rest — for `pt zoo plan`;
+    an apply always reads AWS (it acts on what it reads).
+    """
+    import threading
+
     from pipeline_tools.release.deploy import parse_image_uri
 
     zoo = require_zoo(cfg)
     names_ = select(zoo.models, models)
     ref = parse_image_uri(image_uri) if image_uri else None
     cons = consumers(cfg, stage)
-
+    # a copy: false model's `_copy` function plays no part in its plan: not read
+    wanted = {fn for n in names_ for fn in function_names(cfg, stage, n)[:2 if zoo.models[n].copy_alongside else 1]}
+    reads = {"ledger": 0, "aws": 0}
+    view = _ledger_view(deps.ledger, stage, wanted) if cached else None
+    from_ledger = {fn: st for fn in wanted if view is not None and (st := view.state(fn)) is not UNKNOWN}
+    unknown = wanted - set(from_ledger)
     # Which model functions exist at all: one ListFunctions page per 50 functions instead of two
     # NotFound round trips per missing function (a first rollout of 500 models: 10 requests, not 2,000).
-    wanted = {fn for n in names_ for fn in function_names(cfg, stage, n)}
-    existing = _existing_functions(deps.lambda_client, wanted) if len(names_) >= LIST_FUNCTIONS_FROM else None
+    existing = _existing_functions(deps.lambda_client, unknown) if len(unknown) >= LIST_FUNCTIONS_FROM else None
+    lock = threading.Lock()
 
     def read_fn(fn: str) -> Deployed:
-        return Deployed(fn) if existing is not None and fn not in existing else read_deployed(deps.lambda_client, fn)
+        if fn in from_ledger:
+            where, out = "ledger", from_ledger[fn]
+        elif existing is not None and fn not in existing:
+            where, out = "aws", Deployed(fn)  # not in the listing
+        else:
+            where, out = "aws", read_deployed(deps.lambda_client, fn)
+        with lock:
+            reads[where] += 1
+        return out
+
+    # Artifacts verified once per location: models sharing one (a common base) are not re-hashed
+    resolved: dict[str, Any] = {}
+
+    def resolve(name: str) -> Artifacts:
+        given = (artifacts or {}).get(name)
+        if given is not None:
+            return given
+        key = zoo.models[name].artifacts
+        with lock:
+            cell = resolved.setdefault(key, {"lock": threading.Lock(), "value": None})
+        with cell["lock"]:
+            if cell["value"] is None:
+                cell["value"] = resolve_artifacts(cfg, stage, name, s3=deps.s3)
+        return replace(cell["value"], model=name)
 
     def read(name: str) -> tuple[ModelInput, tuple[Deployed, Deployed]]:
-        a = (artifacts or {}).get(name) or resolve_artifacts(cfg, stage, name, s3=deps.s3)
+        a = resolve(name)
         main, copy = function_names(cfg, stage, name)
         return (ModelInput(name, zoo.models[name].copy_alongside, a.sha256, ref.digest if ref else None,
                            ref.uri if ref else None, tuple(c.key for c in cons if c.model == name), a.location),
-                (read_fn(main), read_fn(copy)))
+                (read_fn(main), read_fn(copy) if copy in wanted else Deployed(copy)))
 
     # Reads only: bounded parallelism (each model is a few round trips; 500 models in sequence is seconds)
-    if deps.parallel > 1 and len(names_) > 1:
+    if deps.parallel > 1 and len(names_) > 1 and len(from_ledger) < len(wanted):
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(deps.parallel, len(names_))) as pool:
             got = list(pool.map(read, names_))
     else:
         got = [read(n) for n in names_]
-    return plan_models(stage, [i for i, _ in got], {i.name: st for i, st in got})
+    plan = plan_models(stage, [i for i, _ in got], {i.name: st for i, st in got})
+    return replace(plan, reads={**reads, "functions": len(wanted), "cached": cached})
+
+
+def _ledger_view(led: Ledger, stage: str, wanted: set[str], page: int = 25) -> LedgerView:
+    """Feed the stage's zoo records, newest first, until every wanted function is settled."""
+    view = LedgerView(wanted)
+    before = None
+    for _ in range(10_000):
+        recs, before = led.page(stage, ZOO, limit=page, before=before)
+        for r in recs:
+            view.feed({**r.data, "state": r.state})
+            if view.done:
+                return view
+        if before is None:
+            return view
+    return view
 
 
 def require_zoo(cfg: Any) -> Any:
@@ -403,7 +459,8 @@ def _deploy_model(cfg: Any, stage: str, m: ModelPlan, where: str, rid: str, d: Z
     if m.previous_version is not None and version == m.previous_version:
         raise DeployFailed(f"publishing {m.function} returned the live version v{version} (nothing new published)",
                            "check the function's code and configuration")
-    lo.set_alias(lc, m.function, version, {}, exists=lo.read_alias(lc, m.function).exists, sleep=d.sleep)
+    # the plan (read just before) knows whether alias live exists; creating it falls back to an update
+    lo.set_alias(lc, m.function, version, {}, exists=m.previous_version is not None, sleep=d.sleep)
     return version
 
 
@@ -433,21 +490,26 @@ def qualified(function: str, version: str) -> str:
     return f"{function}:{version}"
 
 
-def apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, *, window: dict | None = None) -> Record | None:
-    """Roll the plan out on its stage: lock, each model (recorded), consumers all-or-none, done.
+def apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, *, window: dict | None = None,
+                preexisting: frozenset[str] = frozenset()) -> Record | None:
+    """Roll the plan out on its stage: lock, each model (recorded), consumers wave by wave, done.
 
-    Any failure, Ctrl-C or SIGTERM rolls back what this apply changed (aliases, created functions,
-    consumers) and raises DeployFailed; the record ends `rolled_back`. None when nothing changes.
+    Consumers move in the waves of `zoo.waves` (one wave when unset), the stage's gate between
+    waves. Any failure — a model, a consumer, a gate between waves that is not PASS —, Ctrl-C or
+    SIGTERM rolls back everything this apply changed (every wave's consumers, aliases, created
+    functions) and raises DeployFailed; the record ends `rolled_back` with each consumer's outcome.
+    None when nothing changes. `preexisting`: alarms already firing before (per gate policy).
     """
     from pipeline_tools.release.deploy import _Signals  # the deploy engine's SIGTERM/SIGINT → rollback handling
 
     if plan.noop:
         return None
     with _Signals() as sig:
-        return _apply_stage(cfg, plan, d, window, sig)
+        return _apply_stage(cfg, plan, d, window, sig, preexisting)
 
 
-def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: Any) -> Record:
+def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: Any,
+                 preexisting: frozenset[str]) -> Record:
     stage = plan.stage
     led = d.ledger
     check_startable(led, stage, d.clock)
@@ -455,7 +517,7 @@ def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: 
     sig.shielded = True  # no lock without its record: a signal here is handled once inside `try`
     lock = led.acquire(stage, rid, d.actor, d.lease)
     steps: list[dict] = []
-    changes: list[tuple[Consumer, str | None, str | None]] = []
+    rollout = _Repoint(cfg, stage, d, rid, lock, preexisting)
     rec = None
     try:
         sig.shielded = False
@@ -471,38 +533,23 @@ def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: 
                              if window and window.get("overridden") else None, lock=lock)
         rec = led.transition(stage, rid, "applying", actor=d.actor, current=rec, lock=lock)
         rec = _roll_models(cfg, plan, d, rid, rec, steps, lock=lock)
-        cons = {c.key: c for c in consumers(cfg, stage)}
-        for s in steps:
-            if s["action"] != NEW_VERSION:
-                continue
-            for c in cons.values():
-                if c.model == s["model"]:
-                    try:
-                        old = read_consumer(c, ssm=d.ssm, lc=d.lambda_client)
-                    except Exception as e:
-                        raise DeployFailed(f"re-pointing consumers failed at {c.key} (reading it): "
-                                           f"{getattr(e, 'message', None) or e}") from e
-                    changes.append((c, old, qualified(s["function"], s["version"])))
-        if changes:
-            rec = led.transition(stage, rid, "repointing", actor=d.actor, current=rec,
-                                 data={"consumers": [_change(c, o, n) for c, o, n in changes]}, lock=lock)
-            set_consumers(changes, ssm=d.ssm, lc=d.lambda_client, clock=d.clock, sleep=d.sleep)
+        rec = rollout.run(steps, rec)
         rec = led.transition(stage, rid, "succeeded", actor=d.actor, current=rec,
                              reason=f"{len(steps)} model(s) rolled out", data={"finished": d.clock()}, lock=lock)
     except BaseException as exc:
         sig.shielded = True  # a second signal must not interrupt the rollback
         reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        errors = []
+        errors = rollout.undo()  # every wave's consumers back first: they name the new versions
         for s in reversed(steps):
             try:
                 _undo_model(d.lambda_client, s, d.sleep)
             except Exception as e:  # keep undoing the others
                 errors.append(f"{s['function']}: {e}")
-        final = "rolled_back" if steps and not errors else "failed"
+        final = "rolled_back" if (steps or rollout.items) and not errors else "failed"
         try:
             if rec is not None:
                 led.transition(stage, rid, final, actor=d.actor, reason=reason,
-                               data={"undo_errors": errors}, lock=lock)
+                               data={"undo_errors": errors, **rollout.data()}, lock=lock)
         finally:
             if not errors:
                 led.release(lock)
@@ -511,6 +558,150 @@ def _apply_stage(cfg: Any, plan: ZooPlan, d: ZooDeps, window: dict | None, sig: 
             from (exc if isinstance(exc, Exception) else None)
     led.release(lock)
     return rec
+
+
+class _Repoint:
+    """Re-point the consumers of the models an apply published, wave by wave (`zoo.waves`).
+
+    Every consumer is in the record with its wave and outcome (pending → set → reverted, or
+    failed / undo-failed / untouched) before any is changed, and again after each wave. Inside a
+    wave up to `d.parallel` targets change at once (the consumers of one Lambda one after the
+    other: its environment is one document). Between waves the stage's gate decides (fail closed:
+    anything but PASS stops); a failure anywhere undoes every wave (`undo`), not only the last —
+    the earlier waves run the same new versions the gate just failed.
+    """
+
+    def __init__(self, cfg: Any, stage: str, d: ZooDeps, rid: str, lock: Lock | None,
+                 preexisting: frozenset[str]):
+        self.cfg, self.stage, self.d, self.rid, self.lock, self.pre = cfg, stage, d, rid, lock, preexisting
+        self.items: list[dict] = []     # one per consumer: the ledger's view, updated in place
+        self.waves: list[dict] = []
+        self._cons: dict[str, Consumer] = {}
+
+    def data(self) -> dict:
+        return {"consumers": self.items, "waves": self.waves} if self.items else {}
+
+    def run(self, steps: list[dict], rec: Record) -> Record:
+        d, led = self.d, self.d.ledger
+        cons = consumers(self.cfg, self.stage)
+        for s in steps:
+            if s["action"] != NEW_VERSION:
+                continue
+            for c in cons:
+                if c.model == s["model"]:
+                    try:
+                        old = read_consumer(c, ssm=d.ssm, lc=d.lambda_client)
+                    except Exception as e:
+                        raise DeployFailed(f"re-pointing consumers failed at {c.key} (reading it): "
+                                           f"{getattr(e, 'message', None) or e}") from e
+                    self._cons[c.key] = c
+                    self.items.append({**_change(c, old, qualified(s["function"], s["version"])),
+                                       "outcome": "pending"})
+        if not self.items:
+            return rec
+        try:
+            waves = split_waves(self.items, self.cfg.zoo.waves)
+        except ValueError as e:
+            raise UsageError(f"zoo.waves: {e}", "fix zoo.waves in pipeline.yml (`pt config validate`)") from None
+        for n, wave in enumerate(waves, 1):
+            for it in wave:
+                it["wave"] = n
+        self.waves = [{"wave": n, "consumers": [it["consumer"] for it in w], "gate": None}
+                      for n, w in enumerate(waves, 1)]
+        for n, wave in enumerate(waves, 1):
+            head = f"{self.stage}: wave {n}/{len(waves)}"
+            d.log(f"{head}: re-pointing {len(wave)} consumer(s): " + ", ".join(it["consumer"] for it in wave[:5])
+                  + (f" and {len(wave) - 5} more" if len(wave) > 5 else ""))
+            rec = led.transition(self.stage, self.rid, "repointing", actor=d.actor, current=rec,
+                                 reason=f"wave {n}/{len(waves)}: {len(wave)} consumer(s)", data=self.data(),
+                                 lock=self.lock)
+            try:
+                self._wave(wave)
+            finally:  # what this wave set (or failed) is on the record, even when it stops here
+                rec = self._save(rec, f"wave {n}/{len(waves)}: " + ", ".join(
+                    f"{sum(1 for it in wave if it['outcome'] == o)} {o}" for o in ("set", "failed", "pending")
+                    if any(it["outcome"] == o for it in wave)))
+            if n == len(waves):
+                break
+            status, why, _ = stage_gate(self.cfg, self.stage, d.clock(), d, wait=True, preexisting=self.pre,
+                                        bake=self.cfg.zoo.wave_bake)
+            self.waves[n - 1]["gate"] = {"status": status, "explanation": why}
+            d.log(f"{head}: gate {status}: {why}")
+            rec = self._save(rec, f"wave {n}/{len(waves)} gate {status}: {why}")
+            if status != "PASS":  # WAIT after the bake cannot move on: fail closed
+                raise DeployFailed(f"gate {status} after wave {n}/{len(waves)} ({why}): stopped before wave "
+                                   f"{n + 1}; every wave is undone")
+        return rec
+
+    def _save(self, rec: Record, reason: str) -> Record:
+        try:
+            return self.d.ledger.transition(self.stage, self.rid, "repointing", actor=self.d.actor, current=rec,
+                                            reason=reason, data=self.data(), lock=self.lock)
+        except Exception as e:  # keep the consumer's own error; the outcome is written with the final state
+            self.d.log(f"warning: could not record {reason}: {e}")
+            return rec
+
+    def _wave(self, wave: list[dict]) -> None:
+        import threading
+
+        groups: dict[str, list[dict]] = {}
+        for it in wave:  # one Lambda's variables one after the other
+            groups.setdefault(f"{it['kind']}:{it['target']}", []).append(it)
+        stop = threading.Event()
+
+        def run_group(items: list[dict]) -> None:
+            for it in items:
+                if stop.is_set():
+                    return
+                try:
+                    write_consumer(self._cons[it["consumer"]], it["value"], ssm=self.d.ssm, lc=self.d.lambda_client,
+                                   clock=self.d.clock, sleep=self.d.sleep)
+                except BaseException as e:
+                    it["outcome"], it["error"] = "failed", str(getattr(e, "message", None) or e)
+                    stop.set()
+                    raise
+                it["outcome"] = "set"
+
+        par = max(1, min(self.d.parallel, len(groups)))
+        errors: list[BaseException] = []
+        if par == 1:
+            try:
+                for items in groups.values():
+                    run_group(items)
+            except Exception as e:
+                errors.append(e)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=par, thread_name_prefix="pt-zoo-wave") as pool:
+                futures = [pool.submit(run_group, items) for items in groups.values()]
+            errors = [e for e in (f.exception() for f in futures) if e is not None]
+            for e in errors:
+                if not isinstance(e, Exception):
+                    raise e
+        if errors:
+            failed = [it["consumer"] for it in wave if it["outcome"] == "failed"]
+            raise DeployFailed(f"re-pointing consumers failed at {', '.join(failed)}: "
+                               f"{getattr(errors[0], 'message', None) or errors[0]}") from errors[0]
+
+    def undo(self) -> list[str]:
+        """Every consumer this apply set (or may have half set) back to its previous value, newest
+        first; outcomes recorded. Returns the ones that could not be undone."""
+        errors = []
+        for it in reversed(self.items):
+            if it["outcome"] == "pending":
+                it["outcome"] = "untouched"
+                continue
+            if it["outcome"] not in ("set", "failed"):
+                continue
+            try:
+                write_consumer(self._cons[it["consumer"]], it["previous"], ssm=self.d.ssm, lc=self.d.lambda_client,
+                               clock=self.d.clock, sleep=self.d.sleep)
+                it["outcome"] = "reverted" if it["outcome"] == "set" else "failed, reverted"
+            except Exception as e:  # keep undoing the others; report every failure
+                it["outcome"], it["undo_error"] = "undo-failed", str(e)
+                errors.append(f"{it['consumer']}: {e}")
+        return errors
 
 
 def _record_plan(plan: ZooPlan) -> dict:
@@ -570,7 +761,8 @@ def _roll_models(cfg: Any, plan: ZooPlan, d: ZooDeps, rid: str, rec: Record, ste
     for i in range(0, len(changing), wave):
         batch = [(m, {"model": m.model, "action": m.action, "function": m.function, "created": m.create,
                       "apply_id": rid, "previous_version": m.previous_version, "version": None,
-                      "artifacts": m.artifacts, "artifacts_location": m.location, "image_digest": m.image_digest})
+                      "artifacts": m.artifacts, "artifacts_location": m.location, "image_digest": m.image_digest,
+                      "image_repo": (m.image_uri or "").split("@", 1)[0] or None})
                  for m in changing[i:i + wave]]
         steps.extend(step for _, step in batch)
         names_ = ", ".join(m.model for m, _ in batch)
@@ -778,11 +970,11 @@ def gc(cfg: Any, stage: str, d: ZooDeps, *, older_than: float, dry_run: bool = F
         v = read_consumer(c, ssm=d.ssm, lc=lc)
         if v:
             used_by_consumers.add(v)
-    keep_for_revert: set[str] = set()
-    last = last_apply(d.ledger, stage)
-    for s in (last.data.get("models") or []) if last else []:
-        if s.get("previous_version"):
-            keep_for_revert.add(qualified(s["function"], s["previous_version"]))
+    # Not only the last apply's previous versions: per function, whichever record touched it last,
+    # and every unreverted apply's previous version (revert walks back through them).
+    keep_for_revert = protected_versions(
+        {**r.data, "state": r.state} for r in d.ledger.query(stage, ZOO)
+        if r.data.get("operation") in ("apply", "revert"))
     plan = []
     for model in select(zoo.models, models):
         for fn in function_names(cfg, stage, model):
@@ -859,10 +1051,10 @@ def preflight(cfg: Any, stage: str, d: ZooDeps) -> frozenset[str]:
 
 
 def stage_gate(cfg: Any, stage: str, since: float, d: ZooDeps, *, wait: bool,
-               preexisting: frozenset[str] = frozenset()) -> tuple[str, str, dict | None]:
-    """Gate of `stage` over its bake since `since`: (PASS|FAIL|WAIT, explanation, verdict)."""
+               preexisting: frozenset[str] = frozenset(), bake: float | None = None) -> tuple[str, str, dict | None]:
+    """Gate of `stage` over its bake (default deploy.bake) since `since`: (PASS|FAIL|WAIT, explanation, verdict)."""
     policy = gate_mod.GatePolicy.from_config(cfg, stage)
-    bake = cfg.stages[stage].deploy.bake
+    bake = cfg.stages[stage].deploy.bake if bake is None else bake
     watch = gate_mod.GateWatch(d.cloudwatch, policy, since)
     watch.preexisting = preexisting
     while True:
@@ -988,9 +1180,11 @@ def rollout(cfg: Any, deps_for: Callable[[str], ZooDeps], *, stages: list[str] |
         if dry_run:
             continue
         pre = preflight(cfg, stage, d) if not plan.noop else frozenset()
-        rec = apply_stage(cfg, plan, d, window=window)
+        rec = apply_stage(cfg, plan, d, window=window, preexisting=pre)
         entry["apply_id"] = rec.id if rec else None
         entry["state"] = rec.state if rec else "noop"
+        if rec is not None and rec.data.get("waves"):
+            entry["waves"] = rec.data["waves"]
         nxt = order[i + 1] if i + 1 < len(order) else None
         gates_next = nxt is not None and cfg.stages[nxt].promote_from == stage
         if rec is None and not gates_next:

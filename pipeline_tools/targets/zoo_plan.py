@@ -102,6 +102,7 @@ class ZooPlan:
     stage: str
     models: tuple[ModelPlan, ...]
     set_digest: str
+    reads: dict | None = None         # where what runs was read: {"ledger": n, "aws": m, ...}
 
     @property
     def noop(self) -> bool:
@@ -115,7 +116,7 @@ class ZooPlan:
 
     def to_dict(self) -> dict:
         return {"stage": self.stage, "set_digest": self.set_digest, "noop": self.noop, "counts": self.counts(),
-                "models": [m.to_dict() for m in self.models]}
+                "models": [m.to_dict() for m in self.models], **({"reads": self.reads} if self.reads else {})}
 
     def rows(self) -> list[list[str]]:
         return [[m.model, m.action, m.function, short(m.artifacts), m.reason] for m in self.models]
@@ -236,3 +237,193 @@ def gc_candidates(versions: Iterable[tuple[str, float | None]], in_use: set[str]
         if at is not None and now - at >= older_than:
             out.append(v)
     return sorted(out, key=int)
+
+
+# --- consumer waves --------------------------------------------------------------------------
+
+REST = "rest"
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def parse_wave(item: Any) -> tuple[str, float]:
+    """One `zoo.waves` entry → ("count", n) | ("percent", p) | ("rest", 0); ValueError says why not."""
+    if isinstance(item, bool):
+        raise ValueError(f"wave {item!r}: expected a count (1), a percentage (\"10%\") or \"rest\"")
+    if isinstance(item, int):
+        if item < 1:
+            raise ValueError(f"wave {item}: a count must be at least 1")
+        return "count", float(item)
+    if isinstance(item, str):
+        if item.strip().lower() == REST:
+            return REST, 0.0
+        m = _PERCENT.match(item)
+        if m:
+            p = float(m[1])
+            if not 0 < p <= 100:
+                raise ValueError(f"wave {item!r}: a percentage must be above 0 and at most 100")
+            return "percent", p
+    raise ValueError(f"wave {item!r}: expected a count (1), a percentage (\"10%\") or \"rest\"")
+
+
+def check_waves(spec: Iterable[Any]) -> list[tuple[str, float]]:
+    """Parse a wave plan; `rest` only as the last wave."""
+    parsed = [parse_wave(i) for i in spec]
+    if not parsed:
+        raise ValueError("waves is empty: give at least one wave, e.g. [1, \"10%\", \"rest\"]")
+    for i, (kind, _) in enumerate(parsed):
+        if kind == REST and i != len(parsed) - 1:
+            raise ValueError(f"\"rest\" must be the last wave (it is wave {i + 1} of {len(parsed)})")
+    return parsed
+
+
+def wave_sizes(spec: Iterable[Any], n: int) -> list[int]:
+    """How many of `n` consumers each wave re-points (pure; empty waves dropped).
+
+    A count takes that many; a percentage takes ceil(p% of n) — of all n, not of what is left, so
+    ["10%", "10%", "rest"] moves 10 %, then 10 % more; `rest` takes what is left. The waves stop once
+    every consumer is placed. A plan that places fewer than n (no `rest`, too small a sum) is a
+    ValueError: a rollout must never leave consumers on the old version silently.
+    """
+    import math
+
+    sizes, left = [], n
+    for kind, value in check_waves(spec):
+        if left <= 0:
+            break
+        if kind == REST:
+            take = left
+        elif kind == "count":
+            take = int(value)
+        else:
+            take = max(1, math.ceil(value * n / 100 - 1e-9))
+        take = min(take, left)
+        sizes.append(take)
+        left -= take
+    if left > 0:
+        raise ValueError(f"waves place {n - left} of {n} consumer(s): add \"rest\" as the last wave "
+                         f"or make the waves add up to {n} (or 100%)")
+    return sizes
+
+
+def split_waves(items: list[Any], spec: Iterable[Any] | None) -> list[list[Any]]:
+    """`items` in order, cut into the waves of `spec` (None or empty → one wave with all of them)."""
+    if not items:
+        return []
+    if not spec:
+        return [list(items)]
+    out, i = [], 0
+    for size in wave_sizes(spec, len(items)):
+        out.append(list(items[i:i + size]))
+        i += size
+    return out
+
+
+def check_coverage(spec: Iterable[Any], n: int) -> None:
+    """ValueError unless the waves place every consumer of any rollout: a rollout re-points the
+    consumers of the models that change, so any count from 1 to n (rounding makes coverage of n
+    not imply coverage of fewer: 40%+40% places 6 of 6 but 4 of 5)."""
+    spec = list(spec)
+    check_waves(spec)
+    for k in range(1, n + 1):
+        wave_sizes(spec, k)
+
+
+# --- what gc must keep -----------------------------------------------------------------------
+
+
+def protected_versions(records: Iterable[Mapping[str, Any]]) -> set[str]:
+    """`function:version` strings gc must never delete, from the stage's zoo records (newest first;
+    each: {"operation", "state", "models", "reverted_by"}) — pure.
+
+    * per function, the versions of the newest record that touched it, whatever its state (an
+      apply: the version it published and the one it replaced; a revert: the one it went back to) — so an apply
+      of another model never frees this model's live or previous version;
+    * the previous version of every succeeded apply not reverted yet: `pt zoo revert` walks back
+      through them one by one, so each must still be there.
+    """
+    keep: set[str] = set()
+    seen: set[str] = set()
+    for r in records:
+        op = r.get("operation")
+        for m in r.get("models") or []:
+            fn = m.get("function")
+            if not fn:
+                continue
+            if op == "apply":
+                ends = (m.get("version"), m.get("previous_version"))
+                if r.get("state") == "succeeded" and not r.get("reverted_by") and m.get("previous_version"):
+                    keep.add(f"{fn}:{m['previous_version']}")
+            elif op == "revert":
+                ends = (m.get("to_version"),)  # what it reverted from is the version nobody wants back
+            else:
+                continue
+            if fn not in seen:
+                seen.add(fn)
+                keep.update(f"{fn}:{v}" for v in ends if v)
+    return keep
+
+
+# --- what runs, as the ledger left it (plan's cache) -----------------------------------------
+
+UNKNOWN = object()  # a function whose state the ledger cannot tell: read it from AWS
+
+
+class LedgerView:
+    """What each zoo function runs according to the stage's zoo records (fed newest first) — pure.
+
+    pt zoo is the only writer of its functions' alias `live` and records every move, so the newest
+    record that touched a function tells what runs, as long as it ended cleanly:
+    * a succeeded apply: the version it published (and its artifacts, image);
+    * an apply rolled back or reverted (and its revert record) changed nothing in the end: look
+      further back, expecting the version it went back to;
+    * anything else (running, failed with undo errors, older records without the image) → unknown.
+    `state(fn)` is a Deployed, or UNKNOWN (read it from AWS). A hand-moved alias is not seen here:
+    `pt zoo plan --refresh` and every `pt zoo apply` read AWS instead.
+    """
+
+    def __init__(self, functions: Iterable[str]):
+        self.wanted = set(functions)
+        self.known: dict[str, Any] = {}
+        self._expect: dict[str, str | None] = {}  # version a transparent record went back to (None: no function)
+
+    @property
+    def done(self) -> bool:
+        return len(self.known) == len(self.wanted)
+
+    def state(self, fn: str) -> Any:
+        if fn in self.known:
+            return self.known[fn]
+        return Deployed(fn) if self._expect.get(fn, "?") is None else UNKNOWN
+
+    def _settle(self, fn: str, value: Any) -> None:
+        if fn not in self.wanted or fn in self.known:
+            return
+        if fn in self._expect and value is not UNKNOWN:
+            exp = self._expect[fn]
+            got = value.version if value.exists else None
+            value = value if got == exp else UNKNOWN
+        self.known[fn] = value
+
+    def feed(self, rec: Mapping[str, Any]) -> None:
+        op, st = rec.get("operation"), rec.get("state")
+        models = rec.get("models") or []
+        if op not in ("apply", "revert") or (op == "apply" and rec.get("refused")):
+            return
+        if op == "revert":
+            if st != "succeeded":
+                for m in models:
+                    self._settle(m.get("function"), UNKNOWN)
+            return  # a succeeded revert: the apply it reverted is marked reverted_by, see below
+        transparent = st == "rolled_back" or (st == "succeeded" and rec.get("reverted_by"))
+        for m in models:
+            fn = m.get("function")
+            if fn not in self.wanted or fn in self.known:
+                continue
+            if transparent:
+                if fn not in self._expect:
+                    self._expect[fn] = None if m.get("created") else m.get("previous_version")
+            elif st == "succeeded" and m.get("version") and m.get("image_repo") and m.get("image_digest"):
+                self._settle(fn, Deployed(fn, True, m["version"], m.get("artifacts"), m["image_digest"],
+                                          f"{m['image_repo']}@{m['image_digest']}"))
+            else:
+                self._settle(fn, UNKNOWN)

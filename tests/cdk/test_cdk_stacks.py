@@ -205,7 +205,7 @@ def test_deploy_role_grants_exactly_what_pt_needs(synthesized):
     # `*` resources only for read-only / account-level calls without resource scope
     star = sorted(a for s in policy["Statement"] if s["Resource"] == "*" for a in as_list(s["Action"]))
     assert star == ["cloudwatch:DescribeAlarmHistory", "cloudwatch:DescribeAlarms", "cloudwatch:GetMetricData",
-                    "ecr:GetAuthorizationToken", "logs:DescribeLogGroups", "sns:ListTopics"]
+                    "cloudwatch:ListMetrics", "ecr:GetAuthorizationToken", "logs:DescribeLogGroups", "sns:ListTopics"]
 
 
 def test_no_wildcard_actions_on_wildcard_resources(synthesized):
@@ -278,6 +278,11 @@ def test_prod_pipeline_approves_then_promotes_without_rebuilding(synthesized):
     approve = p["Stages"][1]["Actions"][0]
     assert approve["ActionTypeId"]["Provider"] == "Manual"
     assert "iris-prod-events" in str(approve["Configuration"]["NotificationArn"])
+    # approvers land on the change record `pt change-record --stage prod --next --publish` wrote
+    assert approve["Configuration"]["ExternalEntityLink"] == (
+        "https://us-east-1.console.aws.amazon.com/s3/object/iris-prod-artifacts?region=us-east-1"
+        "&bucketType=general&prefix=change-records/prod/latest.md")
+    assert "change record" in approve["Configuration"]["CustomData"]
     projects = resources(raw, "AWS::CodeBuild::Project").values()
     specs = " ".join(str(pr["Properties"]["Source"]["BuildSpec"]) for pr in projects)
     assert "pt promote --to prod" in specs and "build-push" not in specs

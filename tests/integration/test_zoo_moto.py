@@ -518,3 +518,53 @@ def test_prod_window_and_override(zoo, run_pt):
     rec = zoo.records("prod", "apply")[0]
     assert rec.state == "succeeded" and rec.data["window"]["overridden"] and rec.data["window"]["reason"] == "INC-7"
     assert rec.transitions[0]["reason"] == "window override: INC-7"
+
+
+def test_gc_keeps_the_previous_version_of_a_model_another_apply_did_not_touch(zoo, run_pt):
+    """apply A (resnet v1 → v2), apply B (bert's copy), gc: resnet v1 is no alias's and no consumer's,
+    and B is the newest apply — still v1 stays, so reverting B then A works."""
+    from pipeline_tools.core import config
+    from pipeline_tools.release.ledger import Ledger
+    from pipeline_tools.targets import zoo as z
+
+    assert pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1).exit_code == 0
+    zoo.set_resnet("weights-2")
+    assert pt(run_pt, zoo, "apply", "--stage", "staging", "--model", "resnet").exit_code == 0  # A
+    zoo.set_bert("bert-2")
+    assert pt(run_pt, zoo, "apply", "--stage", "staging", "--model", "bert").exit_code == 0  # B
+    assert zoo.alias("zz-staging-resnet") == "2" and zoo.exists("zz-staging-bert_copy")
+
+    cfg = config.load(zoo.config)
+    d = z.ZooDeps(lambda_client=zoo.lam, ssm=zoo.ssm, ledger=Ledger(zoo.aws.client("dynamodb"), "zz-ledger"),
+                  clock=lambda: time.time() + 15 * 86400, sleep=lambda _s: None, actor={"name": "alice"})
+    done = z.gc(cfg, "staging", d, older_than=14 * 86400)
+    assert ("zz-staging-resnet", "1") not in {(p["function"], p["version"]) for p in done["deleted"]}
+
+    assert pt(run_pt, zoo, "revert", "--stage", "staging").exit_code == 0  # B: the copy goes
+    assert not zoo.exists("zz-staging-bert_copy")
+    r = pt(run_pt, zoo, "revert", "--stage", "staging")  # A: resnet back to v1, which gc kept
+    assert r.exit_code == 0, r
+    assert zoo.alias("zz-staging-resnet") == "1"
+    assert zoo.consumers("staging") == ("zz-staging-resnet:1", "zz-staging-resnet:1")
+
+
+def test_apply_in_waves_cli_progress_and_json(zoo, run_pt):
+    text = zoo.config.read_text().replace("    - {model: resnet, function: api, variable: RESNET_FN}\n",
+                                          "    - {model: resnet, function: api, variable: RESNET_FN}\n"
+                                          "  waves: [1, rest]\n  wave_bake: 0.1s\n  parallel: 2\n")
+    zoo.config.write_text(text)
+    r = pt(run_pt, zoo, "apply", "--stage", "staging", "--image-uri", IMG1, "--output", "json")
+    assert r.exit_code == 0, r
+    st = r.json()["stages"][0]
+    assert [len(w["consumers"]) for w in st["waves"]] == [1, 1]
+    assert st["waves"][0]["gate"]["status"] == "PASS" and st["waves"][1]["gate"] is None
+    assert "staging: wave 1/2: re-pointing 1 consumer(s): ssm:/zz/staging/resnet" in r.stderr
+    assert "staging: wave 1/2: gate PASS" in r.stderr and "staging: wave 2/2: re-pointing" in r.stderr
+    assert zoo.consumers("staging") == ("zz-staging-resnet:1", "zz-staging-resnet:1")
+    rec = zoo.records("staging", "apply")[0]
+    assert [(c["consumer"], c["wave"], c["outcome"]) for c in rec.data["consumers"]] == [
+        ("ssm:/zz/staging/resnet", 1, "set"), ("lambda:zz-staging-api#RESNET_FN", 2, "set")]
+    zoo.set_resnet("weights-2")
+    r = pt(run_pt, zoo, "apply", "--stage", "staging")
+    assert r.exit_code == 0, r
+    assert "wave 1: 1 consumer(s); gate PASS" in r.stdout and "wave 2: 1 consumer(s)" in r.stdout

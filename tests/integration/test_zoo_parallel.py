@@ -164,3 +164,260 @@ def test_a_zoo_apply_whose_lock_was_taken_over_writes_nothing_more(setup):
     assert rec.state != "succeeded"  # the old holder did not finish the record under bob's lock
     lock = led.current_lock("staging")
     assert lock is not None and lock.token == lc.took.token  # bob's lock was not released by the old holder
+
+
+# --- consumers in waves ------------------------------------------------------------------------
+
+WAVE_MODELS = MODELS[:3]
+PARAMS = [f"/zp/staging/c{i}" for i in range(8)]  # 8 consumers: waves [1, "25%", rest] → 1, 2, 5
+
+
+@pytest.fixture(name="waves")
+def waves_fixture(setup, tmp_path):
+    aws, _cfg, led = setup
+    cw = aws.client("cloudwatch")
+    cw.put_metric_alarm(AlarmName="zp-staging-errors", MetricName="Errors", Namespace="AWS/Lambda", Statistic="Sum",
+                        Period=60, EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold")
+    cw.set_alarm_state(AlarmName="zp-staging-errors", StateValue="OK", StateReason="seed")
+    cfg_text = (tmp_path / "pipeline.yml").read_text()
+    cons = "\n".join(f"    - {{model: {WAVE_MODELS[i % 3]}, ssm: \"{p}\"}}" for i, p in enumerate(PARAMS))
+    text = cfg_text.replace("staging: {account: '111111111111', branch: main, gate: {alarms: [zp-staging-]}}",
+                            "staging: {account: '111111111111', branch: main, deploy: {bake: 0s}, "
+                            "gate: {alarms: [zp-staging-*], insufficient_data: pass, poll: 0.05s}}")
+    text += f"  consumers:\n{cons}\n  waves: [1, \"25%\", rest]\n  wave_bake: 0.2s\n"
+    (tmp_path / "pipeline.yml").write_text(text)
+    ssm = aws.client("ssm")
+    for p in PARAMS[:4]:  # half of them held a value before (the other half are new)
+        ssm.put_parameter(Name=p, Value="old:1", Type="String")
+    return aws, config.load(tmp_path / "pipeline.yml"), led
+
+
+def _values(aws) -> dict[str, str | None]:
+    ssm, out = aws.client("ssm"), {}
+    for p in PARAMS:
+        try:
+            out[p] = ssm.get_parameter(Name=p)["Parameter"]["Value"]
+        except ssm.exceptions.ParameterNotFound:
+            out[p] = None
+    return out
+
+
+class Ssm:
+    """The real SSM client; counts writes in flight, can fail one parameter or run a hook on a write."""
+
+    def __init__(self, real, fail: str | None = None, on_write=None, meet: int = 0):
+        self.real, self.fail, self.on_write = real, fail, on_write
+        self.lock = threading.Lock()
+        self.running = self.peak = self.writes = 0
+        self.met = False
+        self.barrier = threading.Barrier(meet, timeout=20) if meet else None
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def put_parameter(self, **kw):
+        with self.lock:
+            self.running += 1
+            self.writes += 1
+            self.peak = max(self.peak, self.running)
+            n = self.writes
+        try:
+            if self.barrier is not None and n > 1 and not self.met:  # wave 1 is a single write
+                try:
+                    self.barrier.wait()  # only passes if two writes of a wave run at the same time
+                    self.met = True
+                except threading.BrokenBarrierError:
+                    pass
+            if self.on_write:
+                self.on_write(n, kw)
+            if kw["Name"] == self.fail and kw["Value"].startswith("zp-"):
+                raise RuntimeError(f"injected failure writing {self.fail}")
+            return self.real.put_parameter(**kw)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def _wave_deps(aws, led, ssm, parallel: int, log=None) -> z.ZooDeps:
+    return z.ZooDeps(lambda_client=aws.client("lambda"), ssm=ssm, ledger=led, s3=s3_client(aws),
+                     cloudwatch=aws.client("cloudwatch"), sleep=lambda _s: None, actor={"name": "alice"},
+                     parallel=parallel, log=log or (lambda _m: None))
+
+
+def test_consumers_move_in_waves_with_the_gate_between_them(waves):
+    aws, cfg, led = waves
+    lines: list[str] = []
+    ssm = Ssm(aws.client("ssm"), meet=2)
+    d = _wave_deps(aws, led, ssm, 4, lines.append)
+    rec = z.apply_stage(cfg, z.plan_stage(cfg, "staging", deps=d, image_uri=IMG, models=WAVE_MODELS), d)
+    assert rec.state == "succeeded"
+    stored = led.get("staging", rec.id)
+    assert [len(w["consumers"]) for w in stored.data["waves"]] == [1, 2, 5]
+    assert [w["gate"]["status"] if w["gate"] else None for w in stored.data["waves"]] == ["PASS", "PASS", None]
+    assert sorted(c["wave"] for c in stored.data["consumers"]) == [1, 2, 2, 3, 3, 3, 3, 3]
+    assert {c["outcome"] for c in stored.data["consumers"]} == {"set"}
+    assert all(v and v.startswith("zp-staging-m0") and v.endswith(":1") for v in _values(aws).values())
+    assert 2 <= ssm.peak <= 4 and ssm.met  # writes inside a wave run at once, bounded
+    assert [ln.split(": re-pointing")[0] for ln in lines if "re-pointing" in ln] == \
+        [f"staging: wave {n}/3" for n in (1, 2, 3)]
+    assert sum("gate PASS" in ln for ln in lines) == 2
+    # the waves are written to the record before each one acts: a repointing transition per wave
+    assert [t.get("reason", "").split(":")[0] for t in stored.transitions if t["state"] == "repointing"][:1] == \
+        ["wave 1/3"]
+
+
+def test_a_gate_fail_between_waves_undoes_every_wave_and_records_each_consumer(waves):
+    aws, cfg, led = waves
+    before = _values(aws)
+    cw = aws.client("cloudwatch")
+
+    def alarm_after_wave_one(n, _kw):
+        if n == 1:  # the first consumer moved: the alarm goes off during the gate after wave 1
+            cw.set_alarm_state(AlarmName="zp-staging-errors", StateValue="ALARM", StateReason="test")
+
+    d = _wave_deps(aws, led, Ssm(aws.client("ssm"), on_write=alarm_after_wave_one), 4)
+    plan = z.plan_stage(cfg, "staging", deps=d, image_uri=IMG, models=WAVE_MODELS)
+    with pytest.raises(z.DeployFailed, match=r"gate FAIL after wave 1/3 .*stopped before wave 2"):
+        z.apply_stage(cfg, plan, d)
+    assert _values(aws) == before  # wave 1 is put back too (old value, or no parameter)
+    rec = led.query("staging", "zoo")[0]
+    assert rec.state == "rolled_back"
+    outcomes = {c["consumer"]: (c["wave"], c["outcome"]) for c in rec.data["consumers"]}
+    assert sorted(outcomes.values()) == [(1, "reverted")] + [(2, "untouched")] * 2 + [(3, "untouched")] * 5
+    assert rec.data["waves"][0]["gate"]["status"] == "FAIL"
+    assert not {f["FunctionName"] for f in aws.client("lambda").list_functions()["Functions"]} & \
+        {f"zp-staging-{m}" for m in WAVE_MODELS}  # the models this apply created are gone
+    assert led.current_lock("staging") is None
+
+
+def test_a_gate_that_cannot_read_its_alarms_between_waves_fails_closed(waves):
+    aws, cfg, led = waves
+    before = _values(aws)
+
+    class Broken:
+        def __getattr__(self, name):
+            def fail(**_kw):
+                raise RuntimeError("cloudwatch unreachable")
+            return fail
+
+    d = _wave_deps(aws, led, aws.client("ssm"), 2)
+    d.cloudwatch = Broken()
+    with pytest.raises(z.DeployFailed, match="cloudwatch unreachable"):
+        z.apply_stage(cfg, z.plan_stage(cfg, "staging", deps=d, image_uri=IMG, models=WAVE_MODELS), d)
+    assert _values(aws) == before
+    rec = led.query("staging", "zoo")[0]
+    assert rec.state == "rolled_back" and rec.data["consumers"][0]["outcome"] == "reverted"
+
+
+def test_a_consumer_failing_in_a_later_wave_undoes_the_earlier_waves(waves):
+    aws, cfg, led = waves
+    before = _values(aws)
+    d = _wave_deps(aws, led, Ssm(aws.client("ssm"), fail=None), 3)
+    plan = z.plan_stage(cfg, "staging", deps=d, image_uri=IMG, models=WAVE_MODELS)
+    # which parameter lands in wave 3 follows the plan's order: fail the last one
+    order = [c for s in sorted(WAVE_MODELS) for c in PARAMS if WAVE_MODELS[PARAMS.index(c) % 3] == s]
+    d.ssm = Ssm(aws.client("ssm"), fail=order[-1])
+    with pytest.raises(z.DeployFailed, match=f"failed at ssm:{order[-1]}"):
+        z.apply_stage(cfg, plan, d)
+    assert _values(aws) == before
+    rec = led.query("staging", "zoo")[0]
+    by = {c["consumer"]: c for c in rec.data["consumers"]}
+    assert by[f"ssm:{order[-1]}"]["outcome"] == "failed, reverted" and by[f"ssm:{order[-1]}"]["wave"] == 3
+    assert by[f"ssm:{order[0]}"]["outcome"] == "reverted" and by[f"ssm:{order[0]}"]["wave"] == 1
+    assert all(c["outcome"] in ("reverted", "failed, reverted", "untouched") for c in by.values())
+    assert [w["gate"]["status"] for w in rec.data["waves"][:2]] == ["PASS", "PASS"]
+
+
+# --- plan at scale: request counts (not timings) -----------------------------------------------
+
+class Count:
+    """Requests sent by the given clients, per operation (botocore before-send)."""
+
+    def __init__(self, *clients):
+        self.calls: list[str] = []
+        for c in clients:
+            c.meta.events.register("before-send", self._on)
+
+    def _on(self, event_name, **_kw):
+        self.calls.append(".".join(event_name.split(".")[1:]))
+
+    def clear(self):
+        self.calls.clear()
+
+    def of(self, service: str) -> list[str]:
+        return [c for c in self.calls if c.startswith(service + ".")]
+
+
+def test_a_cached_plan_reads_the_ledger_not_lambda(setup, monkeypatch):
+    aws, cfg, led = setup
+    lc, ddb = aws.client("lambda"), aws.client("dynamodb")
+    led = Ledger(ddb, "zp-ledger")
+    n = Count(lc, ddb)
+    d = _deps(aws, led, lc, 4)
+    monkeypatch.setattr(z, "LIST_FUNCTIONS_FROM", 1)  # as at hundreds of models
+    first = z.plan_stage(cfg, "staging", deps=d, image_uri=IMG, cached=True)
+    # nothing deployed, no records: one ListFunctions pass tells every function is missing
+    assert n.of("lambda") == ["lambda.ListFunctions"] and len(n.of("dynamodb")) <= 2
+    assert first.reads == {"ledger": 0, "aws": len(MODELS), "functions": len(MODELS), "cached": True}
+    z.apply_stage(cfg, first, d)
+
+    n.clear()
+    cached = z.plan_stage(cfg, "staging", deps=d, image_uri=IMG, cached=True)
+    assert n.of("lambda") == [] and n.of("dynamodb") == ["dynamodb.Query"]  # one page: the apply's record
+    assert cached.reads["ledger"] == len(MODELS) and cached.counts()["skip"] == len(MODELS)
+    n.clear()
+    fresh = z.plan_stage(cfg, "staging", deps=d, image_uri=IMG)
+    assert len(n.of("lambda")) == 1 + 2 * len(MODELS)  # ListFunctions, then GetAlias + GetFunction per model
+    assert fresh.to_dict()["models"] == cached.to_dict()["models"] and fresh.set_digest == cached.set_digest
+
+
+def test_the_cache_looks_through_a_revert_and_apply_reads_lambda(setup):
+    aws, cfg, led = setup
+    lc = aws.client("lambda")
+    d = _deps(aws, led, lc, 4)
+    z.apply_stage(cfg, z.plan_stage(cfg, "staging", deps=d, image_uri=IMG, models=MODELS[:2]), d)
+    img2 = REPO + "@sha256:" + hashlib.sha256(b"zp-img2").hexdigest()
+    z.apply_stage(cfg, z.plan_stage(cfg, "staging", deps=d, image_uri=img2, models=MODELS[:2]), d)
+    z.revert(cfg, "staging", d)  # back to IMG's v1
+    cached = z.plan_stage(cfg, "staging", deps=d, image_uri=IMG, models=MODELS[:2], cached=True)
+    assert cached.reads["ledger"] == 2 and cached.counts()["skip"] == 2
+    assert cached.to_dict()["models"] == z.plan_stage(cfg, "staging", deps=d, image_uri=IMG,
+                                                      models=MODELS[:2]).to_dict()["models"]
+    # an alias moved by hand: the cache cannot see it, a refresh (and so every apply) does
+    lc.update_alias(FunctionName="zp-staging-m00", Name="live", FunctionVersion="2")
+    assert z.plan_stage(cfg, "staging", deps=d, image_uri=IMG, models=MODELS[:1], cached=True).noop
+    fresh = z.plan_stage(cfg, "staging", deps=d, image_uri=IMG, models=MODELS[:1])
+    assert fresh.models[0].action == "new-version" and fresh.models[0].previous_version == "2"
+
+
+class Throttled(Watching):
+    """Lambda answers TooManyRequestsException to the first two PublishVersion calls of every model."""
+
+    def __init__(self, real):
+        super().__init__(real)
+        self.throttled: dict[str, int] = {}
+
+    def publish_version(self, **kw):
+        from botocore.exceptions import ClientError
+
+        with self.lock:
+            n = self.throttled.get(kw["FunctionName"], 0)
+            self.throttled[kw["FunctionName"]] = n + 1
+        if n < 2:
+            raise ClientError({"Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"},
+                               "ResponseMetadata": {"HTTPStatusCode": 429}}, "PublishVersion")
+        return self.real.publish_version(**kw)
+
+
+def test_throttling_under_parallel_apply_is_retried_and_every_model_recorded(setup):
+    aws, cfg, led = setup
+    lc = Throttled(aws.client("lambda"))
+    slept: list[float] = []
+    d = _deps(aws, led, lc, 4)
+    d.sleep = slept.append
+    rec = z.apply_stage(cfg, z.plan_stage(cfg, "staging", deps=d, image_uri=IMG), d)
+    assert rec.state == "succeeded"
+    assert all(n == 3 for n in lc.throttled.values()) and len(lc.throttled) == len(MODELS)
+    assert slept.count(0.2) >= len(MODELS) and slept.count(0.4) >= len(MODELS)  # backed off, then went on
+    stored = led.get("staging", rec.id)
+    assert sorted(m["model"] for m in stored.data["models"] if m["version"]) == MODELS

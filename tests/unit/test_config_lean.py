@@ -92,3 +92,36 @@ def test_artifacts_commands_do_not_import_pydantic(tmp_path):
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == ["shop-art-prod", "us-east-1", False]
+
+
+def test_status_fields_function_names_and_images(tmp_path):
+    path = _write(tmp_path, GOOD.replace("{predict: {image: model}}", "{predict: {image: model, memory: 1024}, "
+                                                                        "batch-score: {image: model}}"))
+    lean, full = load_lean(path), load(path)
+    assert {k: f.image for k, f in lean.functions.items()} == {k: f.image for k, f in full.functions.items()}
+    assert lean.function_name("dev", "predict") == full.function_name("dev", "predict")
+    assert lean.targets.sagemaker is None and full.targets.sagemaker is None
+    assert lean.functions["predict"].memory == 1024  # any other field: from the validated file
+
+
+def test_function_keys_the_lean_view_cannot_vouch_for_go_to_the_full_loader(tmp_path):
+    path = _write(tmp_path, GOOD.replace("{predict: {image: model}}", "{Predict_1: {image: model}}"))
+    lean = load_lean(path)
+    assert lean.bucket("dev") == "shop-art-dev"
+    assert type(lean.functions["Predict_1"]).__name__ == "FunctionConfig"  # the full model's answer
+
+
+def test_status_does_not_import_pydantic(tmp_path):
+    path = _write(tmp_path, GOOD)
+    probe = (
+        "import json, sys\n"
+        "from pipeline_tools.core.context import App\n"
+        "from pipeline_tools.release.deploy import _fn_names, _split\n"
+        f"app = App(config_path={path!r}, stage='dev', lean_config=True)\n"
+        "cfg = app.config()\n"
+        "print(json.dumps([_fn_names(cfg, 'dev'), _split(cfg, []), cfg.targets.sagemaker,\n"
+        "                  'pydantic' in sys.modules]))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [{"predict": "shop-dev-predict"}, None, None, False]

@@ -266,6 +266,10 @@ def test_zoo_config_section():
     assert cfg.zoo.models["resnet"].copy_alongside and not cfg.zoo.models["bert"].copy_alongside
     assert [c.key for c in z.consumers(cfg, "staging")] == ["ssm:/zz/staging/resnet", "lambda:zz-staging-api#BERT_FN"]
     assert parse(BASE).zoo is None
+    assert cfg.zoo.waves is None and cfg.zoo.parallel == 8 and cfg.zoo.wave_bake is None
+    waved = parse(BASE + "zoo:\n  models: {m: {artifacts: d}}\n  consumers: [{model: m, ssm: /a}]\n"
+                         "  waves: [1, \"10%\", rest]\n  wave_bake: 30s\n  parallel: 3\n")
+    assert waved.zoo.waves == [1, "10%", "rest"] and waved.zoo.wave_bake == 30 and waved.zoo.parallel == 3
 
 
 @pytest.mark.parametrize("zoo, message", [
@@ -277,6 +281,11 @@ def test_zoo_config_section():
     ("models: {resnet: {artifacts: d, copy: maybe}}", "must be true or false"),
     ("models: {resnet: {}}", "required key is missing"),
     ("gc_older_than: soon", "must be a duration"),
+    ("models: {resnet: {artifacts: d}}\n  consumers: [{model: resnet, ssm: /a}, {model: resnet, ssm: /b}]\n"
+     "  waves: [1]", ":9: zoo.waves: waves place 1 of 2 consumer(s)"),
+    ("models: {resnet: {artifacts: d}}\n  waves: [rest, 1]", ":8: zoo.waves: \"rest\" must be the last wave"),
+    ("models: {resnet: {artifacts: d}}\n  waves: [\"10\"]", "expected a count (1), a percentage"),
+    ("models: {resnet: {artifacts: d}}\n  parallel: 0", "zoo.parallel"),
 ])
 def test_zoo_config_errors(zoo, message):
     with pytest.raises(ConfigError) as e:

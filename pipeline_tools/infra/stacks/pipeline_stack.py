@@ -110,11 +110,17 @@ class PipelineStack(Stack):
 
         def approve() -> None:
             if st.approvals:
+                from pipeline_tools.ops.change_record import latest_url
+
+                # the link opens the newest change record `pt change-record --publish` wrote for the stage
                 self.pipeline.add_stage(stage_name="Approve", actions=[actions.ManualApprovalAction(
-                    action_name="Approve", notification_topic=topic,
+                    action_name="Approve", notification_topic=topic, external_entity_link=latest_url(cfg, stage),
                     additional_information=(f"{st.approvals.required} approval(s) needed for {stage}"
                                             + (" (not the commit author)" if st.approvals.two_person_rule else "")
-                                            + f"; record them with `pt approve --stage {stage}`"))])
+                                            + f"; record them with `pt approve --stage {stage}`. Review the change "
+                                              "record (link; check its digest and time): what changes, the commits, "
+                                              "rollback conditions and procedure, approvals and test evidence; "
+                                              f"`pt change-record --stage {stage} --next --publish` refreshes it"))])
 
         conditions = alarm_rules(cfg, stage)
         if st.promote_from:

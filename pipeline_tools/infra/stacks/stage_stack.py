@@ -193,6 +193,9 @@ class StageStack(Stack):
                     }],
                 })
 
+        # --- log shipping to OpenSearch (stages.<s>.logs.opensearch) ---
+        self.log_shipping = self._log_shipping(cfg, stage, conditions)
+
         # --- deploy role ---
         self.deploy_role = DeployRole(self, "Deploy", stage_stack=self).role
 
@@ -206,6 +209,27 @@ class StageStack(Stack):
         CfnOutput(self, "DeployRoleArn", value=self.deploy_role.role_arn)
         CfnOutput(self, "TopicArn", value=self.topic.topic_arn)
         CfnOutput(self, "ArtifactsBucket", value=self.artifacts.bucket.bucket_name)
+
+    def _log_shipping(self, cfg: Config, stage: str, conditions: dict[str, CfnCondition]):
+        ship = getattr(getattr(cfg.stages[stage], "logs", None), "opensearch", None)
+        if ship is None:
+            return None
+        from pipeline_tools.infra.stacks.log_shipping import LogShipping
+
+        own = {f"/aws/lambda/{cfg.function_name(stage, fname)}": (fn, conditions.get(cfg.functions[fname].image))
+               for fname, fn in self.functions.items()}
+        groups = ship.groups or list(own)
+        index = ship.index.replace("{project}", cfg.project).replace("{stage}", stage)
+        shipping = LogShipping(self, "LogShipping", domain_arn=ship.domain_arn, endpoint=ship.endpoint, groups=groups,
+                               index=index, filter_pattern=ship.filter_pattern)
+        for group, filt in zip(groups, shipping.filters, strict=True):
+            if group in own:  # the function's log group exists only with its image: so does its filter
+                fn, cond = own[group]
+                cfn_filter = filt.node.default_child
+                cfn_filter.add_dependency(fn.log_group.node.default_child)  # type: ignore[union-attr]
+                if cond is not None:
+                    cfn_filter.cfn_options.condition = cond  # type: ignore[union-attr]
+        return shipping
 
 
 class ModelFunction(Construct):
@@ -358,7 +382,8 @@ class DeployRole(Construct):
                                                           "cloudwatch:DescribeAlarmHistory"],
                                 resources=["*"]),
             iam.PolicyStatement(sid="ReadOnlyUnscoped", resources=["*"], actions=[
-                "cloudwatch:GetMetricData", "logs:DescribeLogGroups", "sns:ListTopics"]),
+                # GetMetricData/ListMetrics: gate signals (ListMetrics tells "no data" from "no such metric")
+                "cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "logs:DescribeLogGroups", "sns:ListTopics"]),
             *ledger_statements(st),
             iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
             iam.PolicyStatement(
@@ -413,7 +438,8 @@ class DeployRole(Construct):
             "each wildcard is scoped: versions/aliases (`:*`) of this stage's functions, their log groups' "
             "streams, objects in this stage's artifacts bucket, approval actions of this stage's pipeline, "
             "the AWS-managed SSM key only via SSM; `*` only for calls without resource scope "
-            "(read-only cloudwatch:DescribeAlarms/DescribeAlarmHistory/GetMetricData, logs:DescribeLogGroups, "
+            "(read-only cloudwatch:DescribeAlarms/DescribeAlarmHistory/GetMetricData/ListMetrics, "
+            "logs:DescribeLogGroups, "
             "sns:ListTopics; ecr:GetAuthorizationToken)"),
             findings)
 
