@@ -152,3 +152,22 @@ def sagemaker_candidate_variant(taken: set[str] | frozenset[str] = frozenset()) 
 def sagemaker_capture_prefix(endpoint: str) -> str:
     """Key prefix of the endpoint's data capture (model outputs) in the stage bucket."""
     return f"datacapture/{endpoint}"
+
+
+def targets_stack(project: str, stage: str) -> str:
+    """Per-stage stack of the Batch path and of state machines no service of the stage owns."""
+    return f"{project}-{stage}-targets"
+
+
+def dashboard_stack(project: str, stage: str) -> str:
+    return f"{project}-{stage}-dashboard"
+
+
+def batch_outcome_rule(project: str, stage: str, outcome: str) -> str:
+    """EventBridge rule matching the stage's Batch jobs ending in `outcome` (succeeded/failed);
+    its TriggeredRules metric is the dashboard's job-outcome count."""
+    return f"{project}-{stage}-batch-{outcome}"
+
+
+def state_machine_log_group(project: str, stage: str, name: str) -> str:
+    return f"/aws/vendedlogs/states/{state_machine(project, stage, name)}"

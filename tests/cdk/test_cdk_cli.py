@@ -40,7 +40,7 @@ def test_npx_cdk_synth_from_the_repository_root(tmp_path):
     stacks = sorted(k for k, v in manifest["artifacts"].items() if v["type"] == "aws:cloudformation:stack")
     # cdk.json's default_config is examples/iris/pipeline.yml; `-c stages=prod` keeps this test to the
     # prod stage's stacks (the in-process fixture synthesizes all of them).
-    assert stacks == ["iris-github-oidc-222222222222", "iris-prod-pipeline", "iris-prod-stage"]
+    assert stacks == ["iris-github-oidc-222222222222", "iris-prod-dashboard", "iris-prod-pipeline", "iris-prod-stage"]
     template = json.loads((out / "iris-prod-stage.template.json").read_text())
     fns = sorted(r["Properties"]["FunctionName"] for r in template["Resources"].values()
                  if r["Type"] == "AWS::Lambda::Function")

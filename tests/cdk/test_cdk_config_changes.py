@@ -15,7 +15,7 @@ def variant(tmp_path_factory):
     data["functions"]["explain"] = {"image": "model", "handler": "app.explain", "memory": 512, "timeout": 60}
     data["stages"]["qa"] = {"account": "333333333333", "region": "eu-west-1", "branch": "qa",
                             "gate": {"alarms": ["iris-qa-*"]}}
-    del data["cdk"]  # StageStacks only: no repository/connection -> no pipeline or OIDC stacks
+    del data["cdk"]  # StageStacks (+ dashboards) only: no repository/connection -> no pipeline or OIDC stacks
     d = tmp_path_factory.mktemp("variant")
     s = synth_app(write_config(d / "pipeline.yml", data), d / "cdk.out", nag=False, image_digests={"model": DIGEST})
     print(f"\n[cdk] synth of {len(s.templates)} stage stacks (variant): {s.seconds:.1f}s")
@@ -27,7 +27,8 @@ def kinds(template: dict, kind: str) -> dict[str, dict]:
 
 
 def test_only_stage_stacks_without_repository(variant):
-    assert sorted(variant.templates) == ["iris-prod-stage", "iris-qa-stage", "iris-staging-stage"]
+    assert sorted(variant.templates) == ["iris-prod-dashboard", "iris-prod-stage", "iris-qa-dashboard",
+                                         "iris-qa-stage", "iris-staging-dashboard", "iris-staging-stage"]
 
 
 def test_new_function_adds_its_lambda_alias_alarms_and_permissions(synthesized, variant):

@@ -109,3 +109,23 @@ def test_cdk_nag_and_cfn_lint_clean(sm_synth):
     proc = subprocess.run([*cfn_lint, "--format", "parseable", "--ignore-checks", "W3005", "--", *files],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dashboard_shows_the_endpoint_variants_and_its_alarms(sm_synth):
+    from .test_cdk_services import dashboard_widgets, metrics_of
+
+    _, synth = sm_synth
+    widgets = dashboard_widgets(synth, "staging")
+    graphs = {w["properties"]["title"]: w for w in widgets if w["type"] == "metric"}
+    latency = graphs["SageMaker iris-staging-vision: ModelLatency p50/p99 (µs)"]["properties"]["metrics"]
+    production = TARGET.get("production_variant", "production")
+    want = {(v, s) for v in (production, "shadow") for s in ("p50", "p99")}
+    assert {(m[5], m[-1]["stat"]) for m in latency} == want
+    assert set(metrics_of(graphs["SageMaker iris-staging-vision: invocations"])) == {("AWS/SageMaker", "Invocations")}
+    alarm = next(w for w in widgets if w["type"] == "alarm")
+    from pipeline_tools.targets.sagemaker import alarm_names
+
+    watched = {a.rsplit(":", 1)[1] for a in alarm["properties"]["alarms"]}
+    assert set(alarm_names("iris", "staging", "vision").values()) <= watched
+    prod = dashboard_widgets(synth, "prod")  # the target is staging-only
+    assert not any(w["properties"].get("title", "").startswith("SageMaker") for w in prod)

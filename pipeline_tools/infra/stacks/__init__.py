@@ -2,10 +2,16 @@
 
 Stacks (one module each):
   stage_stack.StageStack            `<project>-<stage>-stage`    per stage, in its account/region
-  pipeline_stack.PipelineStack      `<project>-<stage>-pipeline` per stage (needs repository + connection)
+  pipeline_stack.PipelineStack      `<project>-<stage>-pipeline` per stage (needs repository + connection);
+                                    in the tooling account when `accounts:` is set
   github_oidc_stack.GitHubOidcStack `<project>-github-oidc`      per account hosting stages (needs repository):
                                     one role `<project>-<stage>-github` per stage there
   ledger_stack.LedgerStack          `<project>-ledger`           in the tooling account (when `accounts:` is set)
+  service_stack.ServiceStack        `<project>-<service>-<stage>-service` per service (`services:`) and stage:
+                                    bucket, state machine, REST API, Cognito access (functions stay in StageStack)
+  targets_stack.TargetsStack        `<project>-<stage>-targets`  per stage with Batch jobs or state machines no
+                                    service owns: Batch compute/queue/roles/job definitions/schedules
+  dashboard_stack.DashboardStack    `<project>-<stage>-dashboard` per stage: the dashboard `<project>-<stage>`
 
 Entry points:
   build_app(app, cfg, ...)  adds every stack for `cfg` to a cdk.App (used by cdk/app.py and tests).
@@ -113,10 +119,16 @@ def build_app(app: cdk.App, cfg: Config, *, repository: str | None = None, conne
         name = names.stage_stack(cfg.project, stage)
         out[name] = StageStack(app, name, cfg=cfg, stage=stage, image_digests=image_digests, env=env,
                                description=f"{cfg.project} {stage}: images, functions, alarms, ledger (pt)")
+        stage_stack = out[name]
+        out.update(_service_stacks(app, cfg, stage, env, stage_stack, image_digests))
         if repository and connection_arn:
             name = names.pipeline_stack(cfg.project, stage)
+            # With `accounts:` the pipelines live in the tooling account (in the stage's region) and
+            # reach the stage through its deploy role, which trusts their CodeBuild role (ledger_stack).
+            pipeline_env = env if cfg.accounts is None else cdk.Environment(
+                account=cfg.accounts.tooling, region=cfg.stage_region(stage))
             out[name] = PipelineStack(app, name, cfg=cfg, stage=stage, repository=repository,
-                                      connection_arn=connection_arn, env=env,
+                                      connection_arn=connection_arn, env=pipeline_env,
                                       description=f"{cfg.project} {stage}: CodePipeline running pt")
     if repository:
         by_account: dict[str, list[str]] = {}
@@ -129,6 +141,31 @@ def build_app(app: cdk.App, cfg: Config, *, repository: str | None = None, conne
             out[name] = GitHubOidcStack(app, name, cfg=cfg, repository=repository, stages=acc_stages, env=env,
                                         provider_arn=provider,
                                         description=f"{cfg.project}: GitHub OIDC for {repository}")
+    return out
+
+
+def _service_stacks(app: cdk.App, cfg: Config, stage: str, env: cdk.Environment, stage_stack: Any,
+                    image_digests: dict[str, str] | None) -> dict[str, Any]:
+    """The ServiceStacks, TargetsStack and DashboardStack of one stage; each depends on the StageStack
+    (deploy role, function aliases, topic: all referenced by name, no exports)."""
+    from pipeline_tools.infra.stacks.dashboard_stack import DashboardStack
+    from pipeline_tools.infra.stacks.service_stack import ServiceStack
+    from pipeline_tools.infra.stacks.targets_stack import TargetsStack, needs_targets_stack
+
+    out: dict[str, Any] = {}
+    for service in cfg.services_for(stage):
+        name = names.service_stack(cfg.project, service, stage)
+        out[name] = ServiceStack(app, name, cfg=cfg, service=service, stage=stage, env=env,
+                                 description=f"{cfg.project} {service} ({stage}): bucket, workflow, API, access (pt)")
+    if needs_targets_stack(cfg, stage):
+        name = names.targets_stack(cfg.project, stage)
+        out[name] = TargetsStack(app, name, cfg=cfg, stage=stage, image_digests=image_digests, env=env,
+                                 description=f"{cfg.project} {stage}: Batch jobs and schedules, state machines (pt)")
+    name = names.dashboard_stack(cfg.project, stage)
+    out[name] = DashboardStack(app, name, cfg=cfg, stage=stage, env=env,
+                               description=f"{cfg.project} {stage}: CloudWatch dashboard (pt)")
+    for stack in out.values():
+        stack.add_dependency(stage_stack)
     return out
 
 

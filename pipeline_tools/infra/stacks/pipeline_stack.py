@@ -56,7 +56,10 @@ class PipelineStack(Stack):
         super().__init__(scope, id, **kwargs)
         st = cfg.stages[stage]
         owner, repo = repository.split("/", 1)
-        self.deploy_role_arn = arn(self, "iam", f"role/{names.deploy_role(cfg.project, stage)}", region=False)
+        # The stage's deploy role, in the stage's account (the pipeline may live in the tooling account).
+        self.deploy_role_arn = st.role or names.role_arn(st.account, names.deploy_role(cfg.project, stage),
+                                                         self.partition)
+        in_stage_account = st.account == self.account
 
         store = SecureBucket(self, "ArtifactStore", kms_key=True, noncurrent_days=30,
                              removal_policy=RemovalPolicy.DESTROY)
@@ -90,7 +93,20 @@ class PipelineStack(Stack):
             # (the two-person rule needs it); CDK grants the build role UseConnection for it
             code_build_clone_output=True)])
 
-        topic = sns.Topic.from_topic_arn(self, "Events", arn(self, "sns", cfg.sns_topic(stage)))
+        # The approval notifies the stage's topic only from the stage's own account: the topic's key and
+        # policy do not admit a pipeline role of another account (`pt gate` announces approvals there).
+        topic = sns.Topic.from_topic_arn(self, "Events", arn(self, "sns", cfg.sns_topic(stage))) \
+            if in_stage_account else None
+        if not in_stage_account:
+            # `pt approvals sync-codepipeline` reads this pipeline's state where it lives: the build role
+            # (its own credentials, not the deploy role of the stage account) may read and answer it.
+            pipeline_arn = arn(self, "codepipeline", names.pipeline_stack(cfg.project, stage))
+            self.role.add_to_policy(iam.PolicyStatement(
+                sid="Approvals", actions=["codepipeline:GetPipelineState", "codepipeline:PutApprovalResult"],
+                resources=[pipeline_arn, f"{pipeline_arn}/*"]))
+            own = nag_arn(self, "codepipeline", names.pipeline_stack(cfg.project, stage))
+            acknowledge_wildcards(self.role, "the approval actions of this stage's own pipeline",
+                                  [f"Resource::{own}/*"])
 
         def approve() -> None:
             if st.approvals:

@@ -31,6 +31,7 @@ from aws_cdk import (
     Duration,
     Fn,
     RemovalPolicy,
+    Size,
     Stack,
 )
 from aws_cdk import aws_cloudwatch as cw
@@ -249,6 +250,27 @@ class ModelFunction(Construct):
             resources=[self.log_group.log_group_arn, f"{self.log_group.log_group_arn}:log-stream:*"]))
         acknowledge_wildcards(self.role, "streams of the function's own log group; Lambda names them at run time",
                               [f"Resource::{ref(self.log_group)}:log-stream:*"])
+        # A function that serves model services reads their hyperparameters (SSM, params path) and
+        # their buckets; the service stacks reference it by name (services own no function).
+        services = [sv for sv, svc in cfg.services_for(stage).items() if svc.function == function]
+        service_env: dict[str, str] = {}
+        if services:
+            service_env = {"PT_SERVICE": services[0], "PT_PARAMS_PATH": names.params_path(services[0], stage)}
+            if len(services) > 1:
+                service_env["PT_PARAMS_PATHS"] = ",".join(f"{sv}={names.params_path(sv, stage)}" for sv in services)
+            paths = [names.params_path(sv, stage).rstrip("/") for sv in services]
+            self.role.add_to_policy(iam.PolicyStatement(
+                sid="ServiceParameters", actions=["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
+                resources=[arn(Stack.of(self), "ssm", f"parameter{p}{q}") for p in paths for q in ("", "/*")]))
+            buckets = [f"arn:{Stack.of(self).partition}:s3:::{cfg.service_bucket(sv, stage)}" for sv in services]
+            self.role.add_to_policy(iam.PolicyStatement(sid="ServiceBuckets", actions=["s3:ListBucket"],
+                                                        resources=buckets))
+            self.role.add_to_policy(iam.PolicyStatement(sid="ServiceObjects", actions=["s3:GetObject", "s3:PutObject"],
+                                                        resources=[f"{b}/*" for b in buckets]))
+            acknowledge_wildcards(self.role, "the service's own parameters (params path) and its bucket's objects",
+                                  [f"Resource::{nag_arn(Stack.of(self), 'ssm', f'parameter{p}/*')}" for p in paths]
+                                  + [f"Resource::arn:<AWS::Partition>:s3:::{cfg.service_bucket(sv, stage)}/*"
+                                     for sv in services])
         self.function = lambda_.DockerImageFunction(
             self, "Function",
             function_name=name,
@@ -259,7 +281,9 @@ class ModelFunction(Construct):
             timeout=Duration.seconds(fcfg.timeout),
             role=self.role,
             log_group=self.log_group,
-            environment={**fcfg.environment, "PT_PROJECT": cfg.project, "PT_STAGE": stage},
+            environment={**fcfg.environment, "PT_PROJECT": cfg.project, "PT_STAGE": stage, **service_env},
+            ephemeral_storage_size=Size.mebibytes(fcfg.ephemeral_storage),
+            reserved_concurrent_executions=fcfg.reserved_concurrency,
         )
         # The image is addressed by digest, never by tag (the bootstrap tag above is replaced).
         self.function.node.default_child.add_property_override(  # type: ignore[union-attr]
