@@ -292,10 +292,11 @@ def recover(app: App, force: bool, dry_run: bool, target: str | None = None) -> 
 @stage_option(required=False, help="Stage (default: every stage).")
 @click.option("--target", "targets", metavar="ID|KIND", multiple=True,
               help="Show only these targets, repeatable: an id (lambda:predict) or a kind (lambda); needs --stage.")
+@click.option("--open", "open_", is_flag=True,
+              help="Print each stage's CloudWatch dashboard URL (and open it in a browser when run in a terminal).")
 @output_option
-@lean_config
 @pass_app
-def status(app: App, targets: tuple[str, ...] = ()) -> int:
+def status(app: App, targets: tuple[str, ...] = (), open_: bool = False) -> int:
     """Show what runs where: live version, digest, weights, last deploy, lock."""
     from pipeline_tools.core.errors import NotFoundError
     from pipeline_tools.release import deploy as dp
@@ -335,6 +336,10 @@ def status(app: App, targets: tuple[str, ...] = ()) -> int:
             from pipeline_tools.targets import sagemaker as sm
 
             result[-1]["sagemaker"] = sm.status(cfg, st, app.aws(st).client("sagemaker"), led)
+        if open_:
+            from pipeline_tools.ops.dashboard import dashboard_url
+
+            result[-1]["dashboard_url"] = dashboard_url(cfg, st)
 
     def human(o):
         rows = []
@@ -348,6 +353,8 @@ def status(app: App, targets: tuple[str, ...] = ()) -> int:
                              last.get("actor") or "-", _age(last.get("age_s"))))
         o.table(rows, ["stage", "function", "live", "digest", "weights", "last deploy", "actor", "age"])
         for s in result:
+            if s.get("dashboard_url"):
+                o.info(f"{s['stage']}: dashboard {s['dashboard_url']}")
             e = s.get("sagemaker")
             if e:
                 shadow = f", shadow {e['shadow']['digest'][:19]}… since {e['shadow']['since']}" if e.get("shadow") \
@@ -374,6 +381,11 @@ def status(app: App, targets: tuple[str, ...] = ()) -> int:
                        + (" — stale, run `pt recover`" if lk["stale"] else ""))
 
     app.out.result({"stages": result}, human)
+    if open_ and app.out.is_tty():
+        import webbrowser
+
+        for s in result:
+            webbrowser.open(s["dashboard_url"])
     return 0
 
 

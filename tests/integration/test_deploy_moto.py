@@ -41,6 +41,11 @@ def test_canary_deploy_end_to_end(stage, run_pt):
     s = run_pt("status", "--config", stage.config, "--stage", "staging", "--output", "json").json()
     fns = s["stages"][0]["functions"]
     assert {f["digest"] for f in fns} == {digest(2)} and s["stages"][0]["last_deploy"]["actor"] == "alice"
+    assert "dashboard_url" not in s["stages"][0]
+    opened = run_pt("status", "--config", stage.config, "--stage", "staging", "--open")
+    assert opened.exit_code == 0
+    assert ("staging: dashboard https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1"
+            "#dashboards/dashboard/") in opened.stdout
     h = run_pt("history", "--config", stage.config, "--stage", "staging")
     assert h.exit_code == 0 and data["deploy_id"] in h.stdout and "succeeded" in h.stdout
 
