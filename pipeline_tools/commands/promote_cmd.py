@@ -93,10 +93,12 @@ GATE_COLUMNS = ["alarm", "status", "state", "since", "threshold", "why"]
 @click.option("--approval-action", default=None, help="Name of the approval action (if several wait).")
 @click.option("--shadow", is_flag=True, help="SageMaker target: compare the shadow variant with production "
               "(latency p50/p99, 5XX rate, user metric) plus the stage alarms.")
+@click.option("--target", "targets", metavar="ID|KIND", multiple=True,
+              help="Judge the newest deploy that changed these targets (repeatable: lambda:predict, or a kind).")
 @output_option
 @pass_app
 def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, approval_action,
-         shadow: bool = False) -> int:
+         shadow: bool = False, targets: tuple[str, ...] = ()) -> int:
     """Decide PASS/FAIL/WAIT for a stage from its CloudWatch alarms over the bake window.
 
     The window starts when the stage's last deploy succeeded (ledger), from the alarm states
@@ -110,6 +112,11 @@ def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, a
         return _gate_shadow(app, wait_, timeout, bake)
     cfg = app.config()
     stage = app.stage
+    only = None
+    if targets:
+        from pipeline_tools.targets import select_ids
+
+        only = set(select_ids(cfg, stage, list(targets)))   # bad id/kind: one line, exit 2
     if cp_approve:
         pipeline = pipeline or _pipeline_from_env()
     ledger = None
@@ -120,9 +127,11 @@ def gate(app: App, bake, wait_, timeout, cp_approve, pipeline, approval_stage, a
         if wait_:
             report = p.wait_gate(cfg, stage, ledger=ledger, cloudwatch=cw, clock=time.time, sleep=time.sleep,
                                  bake=bake, timeout=timeout,
-                                 on_poll=lambda r: app.out.log(f"gate {stage}: {r.explanation}"), s3=s3)
+                                 on_poll=lambda r: app.out.log(f"gate {stage}: {r.explanation}"), s3=s3,
+                                 targets=only)
         else:
-            report = p.evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cw, clock=time.time, bake=bake, s3=s3)
+            report = p.evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cw, clock=time.time, bake=bake, s3=s3,
+                                     targets=only)
     except Exception as e:  # fail closed: any error is a FAIL verdict, printed like one
         from pipeline_tools.core.errors import translate
 

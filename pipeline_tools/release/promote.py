@@ -57,13 +57,23 @@ def succeeded_at(rec: Record) -> float:
     return rec.updated
 
 
-def current_deploy(ledger: Ledger, stage: str) -> Record:
-    """The stage's newest deploy record, which must be a succeeded deploy.
+def current_deploy(ledger: Ledger, stage: str, targets: set[str] | None = None) -> Record:
+    """The stage's newest deploy record, which must be a succeeded deploy; with `targets`, the
+    newest one that changed any of those target ids (`pt gate --target`).
 
     Raises with a precise reason when nothing was deployed, a deploy is still running, or the
     newest deploy rolled back / failed (then the stage no longer runs what was last pushed).
     """
-    recs = ledger.query(stage, DEPLOY, limit=1)
+    if targets:
+        from pipeline_tools.release.deploy import _record_targets
+
+        recs = ledger.query(stage, DEPLOY, limit=1, where=lambda r: bool(set(_record_targets(r)) & targets))
+        if not recs:
+            raise PromotionRefused("deployed", f"no deploy to {stage} changed {', '.join(sorted(targets))}",
+                                   f"deploy it first: `pt deploy --stage {stage} --target {sorted(targets)[0]} "
+                                   "--image-uri REPO@sha256:…`")
+    else:
+        recs = ledger.query(stage, DEPLOY, limit=1)
     if not recs:
         raise PromotionRefused("deployed", f"nothing has been deployed to {stage} yet (no deploy in the ledger)",
                                f"deploy an image to {stage} first: "
@@ -159,8 +169,10 @@ def _threshold(r: gate_mod.AlarmVerdict) -> str:
 
 def evaluate_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock: Callable[[], float],
                   bake: float | None = None, watches: dict | None = None,
-                  sleep: Callable[[float], None] = time.sleep, s3: Any = None) -> GateReport:
-    """PASS/FAIL/WAIT for `stage` over its bake window since its last succeeded deploy. Fails closed.
+                  sleep: Callable[[float], None] = time.sleep, s3: Any = None,
+                  targets: set[str] | None = None) -> GateReport:
+    """PASS/FAIL/WAIT for `stage` over its bake window since its last succeeded deploy (of `targets`,
+    when given). Fails closed.
 
     The window starts when the deploy succeeded; the alarm states at that moment come from the
     deploy record (`gate_snapshot`, the deploy's last gate poll), and the alarms already firing
@@ -171,7 +183,7 @@ def evaluate_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, c
     now = clock()
     bake_s = cfg.stages[stage].deploy.bake if bake is None else bake
     try:
-        rec = current_deploy(ledger, stage)
+        rec = current_deploy(ledger, stage, targets)
     except PromotionRefused as e:
         status = "WAIT" if e.exit_code == GateWait.exit_code else "FAIL"
         return GateReport(stage, status, None, None, bake_s, None, now, f"{e.message} ({e.hint})")
@@ -220,12 +232,13 @@ def evaluate_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, c
 
 def wait_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock: Callable[[], float],
               sleep: Callable[[float], None], bake: float | None = None, timeout: float | None = None,
-              on_poll: Callable[[GateReport], None] | None = None, s3: Any = None) -> GateReport:
+              on_poll: Callable[[GateReport], None] | None = None, s3: Any = None,
+              targets: set[str] | None = None) -> GateReport:
     """Poll `evaluate_gate` until PASS/FAIL or the deadline (default: bake end + 10 min)."""
     start = clock()
     watches: dict = {}
     report = evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cloudwatch, clock=clock, bake=bake, watches=watches,
-                           sleep=sleep, s3=s3)
+                           sleep=sleep, s3=s3, targets=targets)
     if timeout is None:
         end = report.decides_at if report.decides_at is not None else start
         deadline = max(end, start) + 600.0
@@ -241,7 +254,7 @@ def wait_gate(cfg: Config, stage: str, *, ledger: Ledger, cloudwatch: Any, clock
                                  f"{report.explanation} (still WAIT at the deadline {iso(deadline)})"})
         sleep(min(poll, max(0.0, deadline - now)) or poll)
         report = evaluate_gate(cfg, stage, ledger=ledger, cloudwatch=cloudwatch, clock=clock, bake=bake,
-                               watches=watches, sleep=sleep, s3=s3)
+                               watches=watches, sleep=sleep, s3=s3, targets=targets)
     return report
 
 

@@ -201,3 +201,16 @@ def test_pt_deploy_notifies_start_and_success_and_records_delivery(world, run_pt
     assert rec.state == "succeeded"
     assert [t["event"] for t in rec.transitions if t.get("event")] == ["notification"]
     assert rec.data["notification"]["ok"] is True
+
+
+def test_gate_target_judges_the_newest_deploy_of_those_targets(world, run_pt):
+    st, closed, _ = world
+    deploy_staging(st, closed, 2)    # changes lambda:predict (and every function of the image)
+    r = run_pt("gate", "--config", closed, "--stage", "staging", "--target", "lambda:predict", "--output", "json")
+    assert r.exit_code == 0 and r.json()["status"] == "PASS", r
+    r = run_pt("gate", "--config", closed, "--stage", "staging", "--target", "lambda", "--output", "json")
+    assert r.exit_code == 0 and r.json()["status"] == "PASS", r
+    bad = run_pt("gate", "--config", closed, "--stage", "staging", "--target", "lambda:nope")
+    assert bad.exit_code == 2 and "lambda:nope" in bad.stderr and "Traceback" not in bad.stderr
+    r = run_pt("gate", "--config", closed, "--stage", "staging", "--target", "batch")
+    assert r.exit_code == 2 and "Traceback" not in r.stderr
