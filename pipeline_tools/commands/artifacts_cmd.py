@@ -130,7 +130,27 @@ def push(app: App, path: str | None, prefix: str, scenarios: tuple[str, ...], se
 
     app.out.result(report, human)
     app.out.github_output({"artifacts_manifest": f"{loc.url}/manifest.json"} if not dry_run else {})
+    if not dry_run:
+        _record(app, _stage, {"operation": "push", "destination": loc.url, "uploaded": report.get("upload"),
+                              "upload_bytes": report.get("upload_bytes"), "unchanged": report.get("unchanged"),
+                              "deleted": report.get("delete"), "manifest": f"{loc.url}/manifest.json"})
     return 0
+
+
+def _record(app: App, stage: str, data: dict) -> None:
+    """An `artifacts` record in the stage's ledger (`pt history --kind artifacts`). Never fatal: the
+    manifest in S3 is the evidence of the transfer itself; a record that cannot be written is a warning."""
+    try:
+        from pipeline_tools.commands import _deploy_common as common
+
+        led = common.ledger(app, stage)
+        led.put_record("artifacts", stage, data, actor=common.who(app, stage), state="completed")
+    except Exception as e:
+        from pipeline_tools.core.errors import translate
+
+        err = translate(e)
+        app.out.warn(f"artifacts record not written to the {stage} ledger: "
+                     f"{err.message if err else f'{type(e).__name__}: {e}'}")
 
 
 def _push_scenarios(app: App, names: list[str], service: str | None, delete: bool, multipart_threshold: int,
@@ -289,4 +309,9 @@ def copy(app: App, from_stage: str, prefix: str, to_stage: str | None, to_url: s
             out.info(line)
 
     app.out.result(report, human)
+    if not dry_run:
+        _record(app, from_stage, {"operation": "copy", "source": src.url, "destination": dst.url,
+                                  "copied": report.get("copy"), "copy_bytes": report.get("copy_bytes"),
+                                  "deleted": report.get("delete"),
+                                  "profiles": {"source": source_profile, "destination": dest_profile}})
     return 0

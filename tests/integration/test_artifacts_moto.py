@@ -61,6 +61,13 @@ def test_push_uploads_only_changes_and_writes_manifest_last(s3, cfg, tmp_path, r
     head = s3.head_object(Bucket=STAGING, Key="iris/v1/d0/f000.bin", ChecksumMode="ENABLED")
     assert art.b64_to_hex(head["ChecksumSHA256"]) == remote.by_path["d0/f000.bin"].sha256
 
+    # the transfer is in the stage's ledger (pt history --kind artifacts)
+    h = run_pt("history", "--stage", "staging", "--config", cfg, "--kind", "artifacts", "--output", "json")
+    assert h.exit_code == 0, h
+    (rec,) = h.json()["records"]
+    assert rec["kind"] == "artifacts" and rec["state"] == "completed"
+    assert "push" in rec["what"] and "iris/v1" in rec["what"]
+
     # nothing changed: nothing uploaded, manifest not rewritten
     r = run_pt("artifacts", "push", tree, "-s", "staging", "-p", "iris/v1", "-c", cfg, "--output", "json")
     assert r.json()["uploaded"] == 0 and r.json()["unchanged"] == 10
