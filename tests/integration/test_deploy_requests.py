@@ -43,14 +43,17 @@ def test_all_at_once_two_functions_request_budget(stage, run_pt, counted):
     assert data["state"] == "succeeded"
     assert dict(counted) == {
         "ecr.DescribeImages": 1, "sts.GetCallerIdentity": 1,
-        # plan (alias + the live version's digest), then the aliases again under the lock
+        # what runs: alias + the live version's digest, then again under the lock
         "lambda.GetAlias": 4, "lambda.GetFunction": 2,
+        # the functions' configuration and reserved concurrency (a config change is a release of its own):
+        # existence, the live configuration, LastUpdateStatus after the code update, under the lock
+        "lambda.GetFunctionConfiguration": 10, "lambda.GetFunctionConcurrency": 4,
         "lambda.UpdateFunctionCode": 2, "lambda.PublishVersion": 2, "lambda.UpdateAlias": 2,
-        # gate: alarms at the start and after the shift
-        "cloudwatch.DescribeAlarms": 2,
-        # ledger: table check, startable check, lock, the check under it; record (locked+updating),
-        # shifting, baking, finishing+succeeded with the lock released in the same transaction
-        "dynamodb.DescribeTable": 1, "dynamodb.Query": 2, "dynamodb.PutItem": 1, "dynamodb.TransactWriteItems": 4,
+        # gate: alarms at the start and after the shift; the candidates' own errors (ExecutedVersion)
+        "cloudwatch.DescribeAlarms": 2, "cloudwatch.GetMetricData": 1,
+        # ledger: table check, startable check and the check under the lock; lock, record, transitions
+        "dynamodb.DescribeTable": 1, "dynamodb.Query": 2, "dynamodb.PutItem": 1, "dynamodb.TransactWriteItems": 6,
+        "dynamodb.DeleteItem": 1,
     }
     rec = stage.ledger().get("staging", data["deploy_id"])
     assert [t["state"] for t in rec.transitions if "state" in t] == [
