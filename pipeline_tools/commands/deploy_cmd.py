@@ -40,8 +40,9 @@ sagemaker_deps = common.sagemaker_deps
               help="Why the window is overridden / the glass is broken (recorded in the ledger).")
 @click.option("--target", "targets", metavar="ID|KIND", multiple=True,
               help="What to release, repeatable: a target id (lambda:predict, stepfunctions:flow, batch:score) "
-                   "or a kind (lambda = all of the stage's functions; sagemaker = its endpoint, as a shadow "
-                   "variant). Default: every target of the stage, in stages.<s>.targets order.")
+                   "or a kind (lambda = all of the stage's functions). `sagemaker` alone: the endpoint's step-by-step "
+                   "shadow walk (then pt gate/promote --shadow); sagemaker:<endpoint>: through the engine. "
+                   "Default: every target of the stage, in stages.<s>.targets order.")
 @dry_run_option
 @output_option
 @pass_app
@@ -85,17 +86,10 @@ def deploy(app: App, image_uri: str | None, from_build: str | None, image_name: 
 
 
 def _legacy_sagemaker(targets: tuple[str, ...]) -> bool:
-    """`--target sagemaker` alone: the endpoint's shadow deploy (targets/sagemaker.py) until a
-    SageMakerTarget exists for the engine."""
-    if tuple(targets) != ("sagemaker",):
-        return False
-    from pipeline_tools.targets import target_class
-
-    try:
-        target_class("sagemaker")
-        return False
-    except (ImportError, AttributeError):
-        return True
+    """`--target sagemaker` alone keeps its old meaning: the endpoint's step-by-step shadow walk
+    (targets/sagemaker.py: deploy shadow, `pt gate --shadow`, `pt promote --shadow`, rollback).
+    `--target sagemaker:<endpoint>` (or no --target) releases the endpoint through the engine."""
+    return tuple(targets) == ("sagemaker",)
 
 
 def _deploy_targets(app: App, ids: list[str], image: str, ref, strategy: str | None, override_window: bool,

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
@@ -199,7 +198,8 @@ class Output:
 
     @contextlib.contextmanager
     def group(self, title: str) -> Iterator[None]:
-        """A collapsible group around a long step in GitHub Actions; a timestamped line elsewhere in CI."""
+        """A collapsible group around a long step in GitHub Actions (elsewhere the step's own progress
+        lines, timestamped in CI, say where it is)."""
         if in_github_actions() and not self.json:
             self._write(self.stdout, f"::group::{_gh_escape(title)}")
             try:
@@ -207,8 +207,6 @@ class Output:
             finally:
                 self._write(self.stdout, "::endgroup::")
             return
-        if os.environ.get("CI") and not self.quiet:
-            self.log(f"[{time.strftime('%H:%M:%S')}] {title}")
         yield
 
     def document(self, text: str, out_file: str | None, wrote: str) -> None:

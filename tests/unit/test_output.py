@@ -2,7 +2,6 @@
 
 import io
 import json
-import re
 
 import pytest
 
@@ -99,7 +98,7 @@ def test_resolved_secrets_are_masked_in_github_actions(monkeypatch, capsys):
     assert output.redact("x another-secret-value y") == "x **** y"
 
 
-def test_group_wraps_long_steps_in_actions_and_timestamps_in_other_ci(monkeypatch):
+def test_group_wraps_long_steps_in_actions_only(monkeypatch):
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     o = Output("human", stdout=io.StringIO(), stderr=io.StringIO())
     with o.group("build model"):
@@ -109,8 +108,8 @@ def test_group_wraps_long_steps_in_actions_and_timestamps_in_other_ci(monkeypatc
     monkeypatch.setenv("CI", "true")
     o = Output("human", stdout=io.StringIO(), stderr=io.StringIO())
     with o.group("push model"):
-        pass
-    assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] push model\n", o.stderr.getvalue())
+        o.info("step 2")
+    assert o.stdout.getvalue() == "step 2\n" and o.stderr.getvalue() == ""   # the first error line stays first
 
 
 def test_config_errors_become_file_line_annotations(monkeypatch):
