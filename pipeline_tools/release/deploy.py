@@ -24,13 +24,13 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline_tools.core.errors import DeployFailed, LockedError, NotFoundError, UsageError
+from pipeline_tools.release import engine as _engine
 from pipeline_tools.release import schedule
 from pipeline_tools.release.gate import GatePolicy, GateWatch, Verdict
 from pipeline_tools.release.ledger import (
@@ -238,12 +238,9 @@ def replan(cfg: Any, plan: DeployPlan, lambda_client: Any) -> DeployPlan:
 # --- execution -----------------------------------------------------------------------------
 
 
-class Interrupted(BaseException):
-    """SIGTERM (or SIGINT) arrived: roll back. BaseException so no library swallows it."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+# One signal handling for both engines: SIGTERM/SIGINT become `Interrupted` unless shielded.
+Interrupted = _engine.Interrupted
+_Signals = _engine.Signals
 
 
 class GateFailed(Exception):
@@ -288,39 +285,6 @@ class DeployResult:
                               for f in self.plan.functions],
                 "verdict": self.verdict, "pruned": self.pruned, "started": iso(self.started),
                 "duration_s": round(self.finished - self.started, 3)}
-
-
-class _Signals:
-    """Turns SIGTERM/SIGINT into Interrupted; while shielded (rolling back) they only set a flag."""
-
-    def __init__(self) -> None:
-        self.shielded = False
-        self.received: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def _handler(self, signum: int, _frame: Any) -> None:
-        self.received = signum
-        if not self.shielded:
-            self.shielded = True  # one interruption; later signals wait for the rollback
-            raise Interrupted(signum)
-
-    def __enter__(self) -> _Signals:
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
-                self._old[s] = signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-    @contextmanager
-    def shield(self) -> Iterator[None]:
-        prev, self.shielded = self.shielded, True
-        try:
-            yield
-        finally:
-            self.shielded = prev
 
 
 def _function_data(plan: DeployPlan, versions: dict[str, str]) -> dict:

@@ -123,7 +123,10 @@ def test_two_processes_granting_at_once_both_land(aws, tmp_path, moto_server):
     # read-modify-write cycles overlap, and every grant must survive.
     script = ("import os, sys, time\n"
               "from pipeline_tools import cli\n"
-              f"while not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
+              "deadline = time.monotonic() + 60\n"
+              f"while not os.path.exists({str(go)!r}):\n"
+              "    assert time.monotonic() < deadline, 'no start signal'\n"
+              "    time.sleep(0.005)\n"
               "for g in sys.argv[1:]:\n"
               f"    rc = cli.main(['access', 'grant', '--stage', 'val', '--group', g, '--config', {str(cfg)!r}])\n"
               "    assert rc == 0, rc\n")
