@@ -1,22 +1,23 @@
-"""`pt`: the click group, lazy command registry and the one top-level error handler.
+"""`pt`: the entry point, the command registry and the one top-level error handler.
 
-Commands live in `pipeline_tools.commands.*` and are imported only when invoked, so
-`pt --help` imports neither boto3, docker nor aws_cdk.
+Commands live in `pipeline_tools.commands.*` and are imported only when invoked; the click group
+(cligroup.py) is imported only when a command runs. `pt --help` and `pt --version` are printed
+here from the registry without importing click (fast_path), laid out exactly as click lays out
+the group's help (tests/unit/test_startup.py compares the two at many widths).
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import os
 import sys
-
-import click
+from typing import TYPE_CHECKING, Any
 
 from pipeline_tools import __version__
-from pipeline_tools.clikit import Region, non_empty
-from pipeline_tools.core.context import App
-from pipeline_tools.core.errors import EXIT_FAILURE, EXIT_USAGE
+
+if TYPE_CHECKING:
+    import click
+
+    from pipeline_tools.core.context import App
 
 # name -> ("module:attribute", one-line help shown by `pt --help` without importing the module)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -72,123 +73,85 @@ def available_commands() -> dict[str, tuple[str, str]]:
     return out
 
 
-def _setter(attr: str):
-    def callback(ctx: click.Context, _param: click.Parameter, value):
-        if value is not None and value is not False:
-            setattr(ctx.ensure_object(App), attr, value)
-        return value
 
-    return callback
+# The group's help text (already clean: click's inspect.cleandoc leaves it as it is).
+GROUP_HELP = """pt: build, test, deploy, gate and promote ML model services on AWS.
 
+One pipeline.yml describes the service and its stages; every command reads it.
+Every option can also be set from the environment with a PT_ prefix
+(PT_STAGE, PT_OUTPUT, PT_DEPLOY_STRATEGY, …).
 
-# Group options that every subcommand also accepts, so `pt config validate --config F` works.
-_COMMON = [
-    (("--config", "-c"), "config_path", {"metavar": "FILE", "help": "pipeline.yml to use (env PT_CONFIG)."}),
-    (("--output",), "output_mode", {"type": click.Choice(["human", "json"]), "help": "Output format."}),
-    (("--region",), "region", {"metavar": "REGION", "type": Region(), "help": "AWS region."}),
-    (("--profile",), "profile", {"metavar": "NAME", "help": "AWS profile."}),
-    (("--verbose", "-v"), "verbose", {"is_flag": True, "default": None, "help": "More detail on stderr."}),
-    (("--quiet", "-q"), "quiet", {"is_flag": True, "default": None, "help": "Results and errors only."}),
-    (("--no-color",), "no_color", {"is_flag": True, "default": None, "help": "No colour (also NO_COLOR=1)."}),
-    (("--debug",), "debug", {"is_flag": True, "default": None,
-                             "help": "Log every AWS request (secrets redacted) and show tracebacks."}),
-]
-
-
-def with_common_options(cmd: click.Command) -> click.Command:
-    """Add the group's common options to a command (and its subcommands), once."""
-    if getattr(cmd, "_pt_common", False):
-        return cmd
-    cmd._pt_common = True  # type: ignore[attr-defined]
-    taken = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
-    for decls, attr, kw in _COMMON:
-        decls = tuple(d for d in decls if d not in taken)
-        if not decls or decls[0] != _COMMON_FIRST[attr]:
-            continue
-        cmd.params.append(click.Option([*decls, f"_common_{attr}"], expose_value=False, is_eager=True,
-                                       allow_from_autoenv=False, callback=_setter(attr), **kw))
-    if isinstance(cmd, click.Group):
-        for sub in cmd.commands.values():
-            with_common_options(sub)
-    return cmd
+\b
+Exit codes: 0 ok, 1 failure, 2 usage/config error, 3 gate WAIT, 4 stage locked.
+Shell completion:  eval "$(_PT_COMPLETE=bash_source pt)"   (zsh_source, fish_source)"""
+MAX_CONTENT_WIDTH = 100
+# The help records of the group's options (cligroup.cli), in click's order; a test checks they are
+# what click makes of the decorators, so the fast help cannot drift from the real group.
+HELP_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("-V, --version", "Show the version and exit."),
+    ("-c, --config FILE", "pipeline.yml to use (default ./pipeline.yml; env PT_CONFIG)."),
+    ("-s, --stage STAGE", "Stage to act on (env PT_STAGE)."),
+    ("--region REGION", "AWS region (default: stage, then config)."),
+    ("--profile NAME", "AWS profile (env PT_PROFILE or AWS_PROFILE)."),
+    ("--output [human|json]", "Output format; json prints one document on stdout.  [default: human]"),
+    ("-v, --verbose", "More detail on stderr."),
+    ("-q, --quiet", "Results and errors only (no progress lines)."),
+    ("--no-color", "No colour in output (also NO_COLOR=1)."),
+    ("--debug", "Log every AWS request and response status on stderr (secrets redacted); tracebacks on errors."),
+    ("-h, --help", "Show this message and exit."),
+)
+VERSION_MESSAGE = f"pt {__version__}"
 
 
-_COMMON_FIRST = {attr: decls[0] for decls, attr, _ in _COMMON}
+def __getattr__(name: str) -> Any:
+    """`cli.cli`, `cli.LazyGroup`, `cli.with_common_options`: from cligroup, imported on first use."""
+    if name in ("cli", "LazyGroup", "with_common_options"):
+        from pipeline_tools import cligroup
+
+        return getattr(cligroup, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(available_commands())
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        entry = available_commands().get(name)
-        if entry is None:
-            return None
-        module, attr = entry[0].split(":")
-        return with_common_options(getattr(importlib.import_module(module), attr))
-
-    def resolve_command(self, ctx: click.Context, args: list[str]):
-        name = args[0] if args else ""
-        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
-            match = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.5)
-            hint = f" (did you mean '{match[0]}'?)" if match else ""
-            raise click.UsageError(f"unknown command '{name}'{hint}", ctx)
-        return super().resolve_command(ctx, args)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, help_) for name, (_, help_) in available_commands().items()]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
+def fast_path(argv: list[str]) -> str | None:
+    """The text `pt --help` / `pt -h` / `pt --version` / `pt -V` prints, without click; None for
+    anything else (shell completion included), which click handles."""
+    if len(argv) != 1 or "_PT_COMPLETE" in os.environ:
+        return None
+    if argv[0] in ("--version", "-V"):
+        return VERSION_MESSAGE
+    if argv[0] in ("--help", "-h"):
+        return group_help()
+    return None
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, "--version", "-V", prog_name="pt", message="%(prog)s %(version)s")
-@click.option("--config", "-c", "config_path", metavar="FILE", envvar="PT_CONFIG",
-              help="pipeline.yml to use (default ./pipeline.yml; env PT_CONFIG).")
-@click.option("--stage", "-s", metavar="STAGE", envvar="PT_STAGE", callback=non_empty,
-              help="Stage to act on (env PT_STAGE).")
-@click.option("--region", metavar="REGION", type=Region(), envvar="PT_REGION",
-              help="AWS region (default: stage, then config).")
-@click.option("--profile", metavar="NAME", envvar="PT_PROFILE", help="AWS profile (env PT_PROFILE or AWS_PROFILE).")
-@click.option("--output", "output_mode", type=click.Choice(["human", "json"]), default="human", envvar="PT_OUTPUT",
-              show_default=True, help="Output format; json prints one document on stdout.")
-@click.option("--verbose", "-v", is_flag=True, envvar="PT_VERBOSE", help="More detail on stderr.")
-@click.option("--quiet", "-q", is_flag=True, envvar="PT_QUIET", help="Results and errors only (no progress lines).")
-@click.option("--no-color", "no_color", is_flag=True, help="No colour in output (also NO_COLOR=1).")
-@click.option("--debug", is_flag=True, envvar="PT_DEBUG",
-              help="Log every AWS request and response status on stderr (secrets redacted); tracebacks on errors.")
-@click.pass_context
-def cli(ctx: click.Context, config_path, stage, region, profile, output_mode, verbose, quiet, no_color,
-        debug) -> None:
-    """pt: build, test, deploy, gate and promote ML model services on AWS.
+def group_help(width: int | None = None) -> str:
+    """The group's help page as click's HelpFormatter writes it (no trailing newline)."""
+    from pipeline_tools import _helpfmt
 
-    One pipeline.yml describes the service and its stages; every command reads it.
-    Every option can also be set from the environment with a PT_ prefix
-    (PT_STAGE, PT_OUTPUT, PT_DEPLOY_STRATEGY, …).
+    if width is None:
+        import shutil
 
-    \b
-    Exit codes: 0 ok, 1 failure, 2 usage/config error, 3 gate WAIT, 4 stage locked.
-    Shell completion:  eval "$(_PT_COMPLETE=bash_source pt)"   (zsh_source, fish_source)
-    """
-    app = ctx.ensure_object(App)
-    app.config_path = config_path
-    app.stage = stage
-    app.region = region
-    app.profile = profile
-    app.output_mode = output_mode
-    app.verbose = verbose
-    app.quiet = app.quiet or quiet
-    app.no_color = app.no_color or no_color
-    app.debug = app.debug or debug
-    _state["app"] = app
+        width = max(min(shutil.get_terminal_size().columns, MAX_CONTENT_WIDTH) - 2, 50)
+    commands = [(name, help_) for name, (_, help_) in available_commands().items()]
+    return _helpfmt.page(width, "pt", "[OPTIONS] COMMAND [ARGS]...", GROUP_HELP,
+                         [("Options", list(HELP_OPTIONS)), ("Commands", commands)])
 
 
-_state: dict[str, App] = {}
+_state: dict[str, App] = {}  # the invocation's App (cligroup.cli sets it)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pt` console script: one clear error line, never a traceback."""
+    fast = fast_path(list(sys.argv[1:] if argv is None else argv))
+    if fast is not None:
+        sys.stdout.write(fast + "\n")
+        sys.stdout.flush()
+        return 0
+    import click
+
+    from pipeline_tools.cligroup import cli
+    from pipeline_tools.core.errors import EXIT_USAGE
+
     debug = os.environ.get("PT_DEBUG") == "1"
     try:
         rv = cli.main(args=argv, prog_name="pt", standalone_mode=False, auto_envvar_prefix="PT")
@@ -244,7 +207,7 @@ def _json_requested(argv: list[str] | None) -> bool:
 
 
 def _report(e: BaseException, debug: bool) -> int:
-    from pipeline_tools.core.errors import translate
+    from pipeline_tools.core.errors import EXIT_FAILURE, translate
     from pipeline_tools.core.output import Output
 
     app = _state.get("app")
