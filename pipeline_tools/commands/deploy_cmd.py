@@ -283,6 +283,7 @@ def recover(app: App, force: bool, dry_run: bool, target: str | None = None) -> 
 
 
 @click.command()
+@lean_config
 @stage_option(required=False, help="Stage (default: every stage).")
 @click.option("--target", "targets", metavar="ID|KIND", multiple=True,
               help="Show only these targets, repeatable: an id (lambda:predict) or a kind (lambda); needs --stage.")
@@ -319,7 +320,7 @@ def status(app: App, targets: tuple[str, ...] = (), open_: bool = False) -> int:
         if only is not None:
             result[-1]["functions"] = [f for f in result[-1]["functions"] if f"lambda:{f['function']}" in only]
         others = [i for i in _stage_ids(cfg, st) if i.split(":", 1)[0] not in ("lambda", "sagemaker")
-                  and (only is None or i in only)]
+                  and (only is None or i in only)] if _has_other_targets(cfg, st) else []
         if others:  # state machines, Batch jobs: their own describe()
             from pipeline_tools.release import engine
             from pipeline_tools.targets import build_targets
@@ -383,10 +384,20 @@ def status(app: App, targets: tuple[str, ...] = (), open_: bool = False) -> int:
     return 0
 
 
+def _has_other_targets(cfg, stage: str) -> bool:
+    """Whether the stage may have targets besides its Lambdas and the SageMaker endpoint (state
+    machines, Batch jobs): a `stages.<s>.targets` list, or a `targets.<kind>` section of another
+    kind. Without either, status imports none of those kinds' modules (or the full config)."""
+    from pipeline_tools.targets import KINDS
+
+    return bool(cfg.stage(stage).targets) or any(getattr(cfg.targets, k, None)
+                                                 for k in KINDS if k not in ("lambda", "sagemaker"))
+
+
 def _age(seconds: Any) -> str:
     if seconds is None:
         return "-"
-    from pipeline_tools.core.config import format_duration
+    from pipeline_tools.core.config_lean import format_duration
 
     return format_duration(seconds)
 

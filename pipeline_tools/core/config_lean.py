@@ -48,6 +48,8 @@ class LeanStage:
         self.account: str = account
         self.region: str | None = region
         self.role: str | None = None
+        if "targets" not in raw:  # the full model's default; a list is checked there (via __getattr__)
+            self.targets: list[str] | None = None
 
     def __getattr__(self, attr: str) -> Any:  # any other field: from the validated full config
         return getattr(self._owner.full().stages[self._name], attr)
@@ -120,7 +122,7 @@ class LeanConfig:
             return self.full().targets
         from types import SimpleNamespace
 
-        return SimpleNamespace(sagemaker=None, stepfunctions={})
+        return SimpleNamespace(sagemaker=None, stepfunctions={}, batch={})
 
     def function_name(self, stage: str, function: str) -> str:
         return names.function_name(self.project, stage, function)
@@ -154,6 +156,15 @@ class LeanConfig:
         if attr.startswith("_"):
             raise AttributeError(attr)
         return getattr(self.full(), attr)
+
+
+def format_duration(seconds: float) -> str:
+    """1h2m3s (same as `config.format_duration`, without importing the pydantic models)."""
+    seconds = round(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    parts = [f"{h}h" if h else "", f"{m}m" if m else "", f"{s}s" if s or not (h or m) else ""]
+    return "".join(parts)
 
 
 def _find(path: str | None) -> Path:
