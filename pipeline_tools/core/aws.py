@@ -2,7 +2,9 @@
 
 Region/profile resolution, AWS_ENDPOINT_URL (local mode and tests), adaptive retries with a
 bounded attempt count, a `pipeline-tools/<version>` user agent, clients cached per service.
-Nothing here runs at import time; boto3 is imported on first use.
+Nothing here runs at import time. One botocore session per factory makes its clients; boto3
+(and s3transfer under it, ~0.1 s of imports) is imported only for S3 clients, which carry
+boto3's managed transfers (`upload_file`, `upload_fileobj`), or when `session` is asked for.
 """
 
 from __future__ import annotations
@@ -50,21 +52,37 @@ class AwsFactory:
             raise ValueError("role and source go together")
         self.role = role
         self.source = source
-        self._session = None
+        self._session = None  # a boto3 Session over _core (or one set from outside: local stack, tests)
+        self._core = None     # the botocore session every client of this factory comes from
         self._clients: dict[tuple[str, str | None], Any] = {}
+
+    def _core_session(self):
+        """The factory's botocore session: the profile's (or default) credential chain, or the
+        assumed role's refreshing credentials."""
+        if self._core is None:
+            if self.role is not None:
+                self._core = self._assumed_core()
+            else:
+                import botocore.exceptions
+                import botocore.session
+
+                try:
+                    core = botocore.session.Session(profile=self.profile)
+                    if self.region:
+                        core.set_config_variable("region", self.region)
+                    core.get_scoped_config()  # an unknown profile fails here, as boto3.Session(...) did
+                except botocore.exceptions.ProfileNotFound as e:
+                    raise UsageError(str(e), "list profiles with `aws configure list-profiles`") from None
+                self._core = core
+        return self._core
 
     @property
     def session(self):
-        if self._session is None and self.role is not None:
-            self._session = self._assumed_session()
+        """A boto3 Session sharing the factory's botocore session (credentials, caches)."""
         if self._session is None:
             import boto3
-            import botocore.exceptions
 
-            try:
-                self._session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
-            except botocore.exceptions.ProfileNotFound as e:
-                raise UsageError(str(e), "list profiles with `aws configure list-profiles`") from None
+            self._session = boto3.session.Session(botocore_session=self._core_session(), region_name=self.region)
         return self._session
 
     def client_config(self):
@@ -80,7 +98,8 @@ class AwsFactory:
     def client(self, service: str, region: str | None = None):
         key = (service, region)
         if key not in self._clients:
-            region = region or self.region or self.session.region_name
+            region = region or self.region or (self._session.region_name if self._session is not None else
+                                               self._core_session().get_config_variable("region"))
             if not region:
                 raise AwsError("no AWS region configured",
                                "set `region:` in pipeline.yml, pass --region or set AWS_REGION",
@@ -88,7 +107,10 @@ class AwsFactory:
             kwargs: dict[str, Any] = {"region_name": region, "config": self.client_config()}
             if self.endpoint:
                 kwargs["endpoint_url"] = self.endpoint
-            client = self.session.client(service, **kwargs)
+            if service == "s3" or self._session is not None:
+                client = self.session.client(service, **kwargs)  # S3: boto3's managed transfers
+            else:
+                client = self._core_session().create_client(service, **kwargs)
             if os.environ.get("PT_DEBUG") == "1":
                 from pipeline_tools.core import wirelog
 
@@ -112,7 +134,14 @@ class AwsFactory:
         return self.caller_arn().split(":")[4]
 
     def _assumed_session(self):
+        """A boto3 Session holding the role's refreshing credentials."""
         import boto3
+
+        return boto3.session.Session(botocore_session=self._assumed_core(), region_name=self.region)
+
+    def _assumed_core(self):
+        """A botocore session holding the role's credentials, assumed through the source factory's
+        STS client on first use and refreshed before they expire."""
         import botocore.session
         from botocore.credentials import RefreshableCredentials
 
@@ -130,7 +159,9 @@ class AwsFactory:
         core = botocore.session.Session()
         core._credentials = RefreshableCredentials.create_from_metadata(
             metadata=fetch(), refresh_using=fetch, method="sts-assume-role")
-        return boto3.session.Session(botocore_session=core, region_name=self.region)
+        if self.region:
+            core.set_config_variable("region", self.region)
+        return core
 
 
 def _assume_error(exc: BaseException, role: Any, source: AwsFactory) -> BaseException:
