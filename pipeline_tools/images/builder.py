@@ -90,6 +90,10 @@ def detect(wanted: str = "auto", *, env: dict | None = None, run: Run = subproce
             bx = run([cli, "buildx", "version"], capture_output=True, text=True, timeout=20, env=probe_env)
             if bx.returncode == 0 and "buildx" not in found:
                 found["buildx"] = Builder("buildx", cli, bx.stdout.strip().splitlines()[0] if bx.stdout else "")
+            if wanted in ("auto", "buildx"):  # the CLI version matters only to `buildkit`
+                if "buildx" in found:
+                    break
+                continue
             ver = run([cli, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True,
                       timeout=20, env=probe_env)
         except (OSError, subprocess.TimeoutExpired):

@@ -95,3 +95,24 @@ def test_builtin_buildkit_uses_inline_cache_and_no_attestation_flags():
     assert "--cache-from r/m:old" in " ".join(args) and "BUILDKIT_INLINE_CACHE=1" in args
     assert not any(a.startswith("--provenance") for a in args)
     assert b.cli_env(b.Builder("buildkit", "x"), {})["DOCKER_BUILDKIT"] == "1"
+
+
+
+@pytest.mark.parametrize("has_buildx", ["first", "none"])
+def test_auto_asks_each_cli_only_for_buildx_and_stops_at_the_first(clis, has_buildx):
+    """`auto` never needs the CLI version (a daemon round trip): one probe per CLI, and none after
+    the first CLI that has buildx."""
+    new, old = clis
+    env, which = {"PT_DOCKER_CLI": old}, (lambda _n: new)
+    candidates = b._cli_candidates(env, which)
+    inner = fake_run({new: "28.2.2", old: "20.10.24+dfsg1"}, {old} if has_buildx == "first" else set())
+    calls = []
+
+    def run(args, **kw):
+        calls.append(list(args))
+        return inner(args, **kw)
+
+    got = b.detect("auto", env=env, run=run, which=which)
+    probed = candidates[:1] if has_buildx == "first" else candidates
+    assert got.kind == ("buildx" if has_buildx == "first" else "classic")
+    assert calls == [[c, "buildx", "version"] for c in probed]
