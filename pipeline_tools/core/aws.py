@@ -20,6 +20,22 @@ DEFAULT_MAX_ATTEMPTS = 5
 MAX_ATTEMPTS_LIMIT = 20
 
 
+# botocore's data loader per data path, shared by every botocore session pt makes: a second
+# factory (another region, a stage role, the ledger's account) reuses the parsed endpoints.json
+# and service models instead of loading them again. Credentials stay per session.
+_LOADERS: dict[str, Any] = {}
+
+
+def _share_loader(core: Any) -> Any:
+    path = str(core.get_config_variable("data_path"))
+    loader = _LOADERS.get(path)
+    if loader is None:
+        _LOADERS[path] = core.get_component("data_loader")
+    else:
+        core.register_component("data_loader", loader)
+    return core
+
+
 def endpoint_url() -> str | None:
     """AWS_ENDPOINT_URL if set (a malformed one is a usage error)."""
     from pipeline_tools.core.envvars import endpoint_url as checked
@@ -73,7 +89,7 @@ class AwsFactory:
                     core.get_scoped_config()  # an unknown profile fails here, as boto3.Session(...) did
                 except botocore.exceptions.ProfileNotFound as e:
                     raise UsageError(str(e), "list profiles with `aws configure list-profiles`") from None
-                self._core = core
+                self._core = _share_loader(core)
         return self._core
 
     @property
@@ -161,7 +177,7 @@ class AwsFactory:
             metadata=fetch(), refresh_using=fetch, method="sts-assume-role")
         if self.region:
             core.set_config_variable("region", self.region)
-        return core
+        return _share_loader(core)
 
 
 def _assume_error(exc: BaseException, role: Any, source: AwsFactory) -> BaseException:

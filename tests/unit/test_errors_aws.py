@@ -76,3 +76,22 @@ def test_factory_without_region_is_a_usage_error(monkeypatch):
 
 def test_caller_arn_against_moto_server(aws):
     assert aws.caller_arn().startswith("arn:aws:sts::123456789012:")
+
+
+def test_factories_share_botocore_data_but_not_sessions(monkeypatch):
+    """A second factory (another region, a stage role) reuses the parsed service data (one
+    loader per data path) and keeps its own session (credentials); no boto3 for non-S3 clients."""
+    import sys
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    a, b = AwsFactory(region="eu-west-1"), AwsFactory(region="us-west-2")
+    ca, cb = a.client("dynamodb"), b.client("dynamodb")
+    assert ca.meta.region_name == "eu-west-1" and cb.meta.region_name == "us-west-2"
+    assert a._core is not b._core
+    assert a._core.get_component("data_loader") is b._core.get_component("data_loader")
+    assert a._session is None and b._session is None  # botocore clients: no boto3 Session built
+    s3 = a.client("s3")
+    assert hasattr(s3, "upload_fileobj") and "boto3" in sys.modules  # S3: boto3's managed transfers
+    assert a.session._session is a._core  # the boto3 Session wraps the factory's botocore session
