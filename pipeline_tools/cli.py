@@ -142,17 +142,20 @@ _state: dict[str, App] = {}  # the invocation's App (cligroup.cli sets it)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pt` console script: one clear error line, never a traceback."""
+    debug = os.environ.get("PT_DEBUG") == "1"
     fast = fast_path(list(sys.argv[1:] if argv is None else argv))
     if fast is not None:
-        sys.stdout.write(fast + "\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(fast + "\n")
+            sys.stdout.flush()
+        except Exception as e:  # a closed or full stdout: one line, as for any command
+            return _report(e, debug)
         return 0
     import click
 
     from pipeline_tools.cligroup import cli
     from pipeline_tools.core.errors import EXIT_USAGE
 
-    debug = os.environ.get("PT_DEBUG") == "1"
     try:
         rv = cli.main(args=argv, prog_name="pt", standalone_mode=False, auto_envvar_prefix="PT")
     except click.exceptions.Exit as e:

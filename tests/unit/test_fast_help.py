@@ -104,3 +104,17 @@ def test_usage_errors_still_go_through_click(run_pt):
     r = run_pt("statuss")
     assert r.exit_code == 2
     assert "unknown command 'statuss' (did you mean 'status'?)" in r.stderr
+
+
+def test_fast_help_on_a_full_stdout_is_one_error_line_not_a_traceback(monkeypatch, capsys):
+    class Full:
+        def write(self, _s):
+            raise OSError(28, "No space left on device")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Full())
+    assert cli.main(["--help"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "No space left on device" in err and "Traceback" not in err
