@@ -3,7 +3,7 @@
 Commands live in `pipeline_tools.commands.*` and are imported only when invoked; the click group
 (cligroup.py) is imported only when a command runs. `pt --help` and `pt --version` are printed
 here from the registry without importing click (fast_path), laid out exactly as click lays out
-the group's help (tests/unit/test_startup.py compares the two at many widths).
+the group's help (tests/unit/test_fast_help.py compares the two at many widths).
 """
 
 from __future__ import annotations
