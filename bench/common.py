@@ -61,6 +61,10 @@ class Moto:
     def __init__(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        from pipeline_tools.local.motoserver import patch_lambda_versions
+
+        patch_lambda_versions()  # as `pt local up` runs moto: AWS's version numbering, per-version code
+
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log = RequestLog()

@@ -1,18 +1,25 @@
-"""Benchmark: `pt deploy` (all-at-once, 2 functions) vs the equivalent awscli sequence, and the
-alarm → rollback latency in the worst case. Both against one moto server (real HTTP).
+"""Benchmark: `pt deploy` (all-at-once, 2 functions) vs awscli, and the alarm → rollback latency
+in the worst case. Everything against one moto server (real HTTP).
 
     python bench/deploy.py [--runs 3] [--trials 20] [--poll 1.0]
 
-Deploy. Baseline: what a hand-written pipeline runs per function — `aws lambda
-update-function-code`, `aws lambda wait function-updated`, `publish-version`, `update-alias`
-(8 awscli processes for 2 functions). `pt deploy` also checks the digest in ECR, takes the stage
-lock, writes the ledger at every transition, reads the gate and prunes old versions.
-Requests are counted on both sides with the moto server's request log; pt's are also counted
-in-process (botocore `before-send`, per operation). Goals: pt requests ≤ awscli requests;
-wall time ≤ 0.2× the awscli sequence's.
+Deploy, two baselines, each run as the processes a pipeline script would start:
+- the bare sequence (8 awscli processes for 2 functions): `update-function-code`, `wait
+  function-updated`, `publish-version`, `update-alias` per function. It moves traffic and
+  nothing else: no lock, no record, no gate, no rollback target.
+- the same work as `pt deploy` (19 awscli processes): the caller's identity, the digest in ECR, a
+  conditional lock item, the check for an unfinished deploy, the live alias and version of each
+  function (the rollback target), the alarms before, a record of the placements, update +
+  publish (`--publish`) and `wait published-version-active`, the alias, the alarms after, the
+  final record, the lock deleted. (pt's records are also fenced by the lock's token and its first
+  alias write is conditional on the RevisionId it read; the script has neither.)
+Requests are counted on every side with the moto server's request log; pt's are also counted
+in-process (botocore `before-send`, per operation). Goals (issue 20): pt requests ≤ the bare
+sequence's; pt wall time ≤ 0.2× the bare sequence's.
 
-Alarm → rollback. The alarm is flipped right after a gate poll returned OK (the worst case:
-the change waits a whole poll interval to be seen), over --trials deploys. Latency = flip →
+Alarm → rollback. `pt deploy`'s engine (release/engine.py with the Lambda target) bakes with a
+gate poll of --poll seconds; the alarm is flipped right after a poll read OK (the worst case: the
+change waits a whole poll interval to be seen), over --trials deploys. Latency = flip →
 `rolled_back` in the ledger. Goal: worst ≤ poll + 1 s.
 """
 
@@ -41,11 +48,13 @@ os.environ.update(PT_ACTOR="bench", PT_COMMIT_AUTHOR="bench@example.com", PT_GIT
 AWSCLI_ALSO = {"lambda.UpdateFunctionCode", "lambda.PublishVersion", "lambda.UpdateAlias",
                "lambda.GetFunctionConfiguration"}
 WHY = {"ecr.DescribeImages": "digest exists in ECR", "sts.GetCallerIdentity": "who deploys (ledger actor)",
-       "lambda.GetAlias": "what runs (plan, and again under the lock)",
-       "lambda.GetFunction": "digest of the live version (rollback target)",
-       "cloudwatch.DescribeAlarms": "gate before/after the shift", "dynamodb.DescribeTable": "ledger table exists",
-       "dynamodb.Query": "no unfinished deploy (before and under the lock)", "dynamodb.PutItem": "stage lock",
-       "dynamodb.TransactWriteItems": "ledger record at each state, fenced by the lock (the last one releases it)",
+       "lambda.GetAlias": "what runs (alias, its RevisionId fences the first alias write)",
+       "lambda.GetFunction": "the live version's digest and configuration (rollback target, no-op check)",
+       "cloudwatch.DescribeAlarms": "gate before/after the shift", "cloudwatch.GetMetricData": "candidate metrics",
+       "dynamodb.DescribeTable": "ledger table exists",
+       "dynamodb.Query": "no unfinished deploy (under the lock)", "dynamodb.PutItem": "stage lock",
+       "dynamodb.TransactWriteItems": "ledger records fenced by the lock: locked+updating, placements and "
+                                      "candidates before traffic moves, the last state with the lock's release",
        "dynamodb.GetItem": "ledger read", "dynamodb.DeleteItem": "lock release"}
 
 
@@ -99,47 +108,113 @@ def main() -> int:
                     "--query", "FunctionVersion")
             return time.perf_counter() - t, len(moto.log.since(mark))
 
-        pt_runs, cli_runs = [], []
+        def cli_same_work(n: int) -> tuple[float, int, int]:
+            """What `pt deploy` does, as an awscli script (19 processes). Returns (s, requests, processes)."""
+            mark = moto.log.mark()
+            t = time.perf_counter()
+            calls = 0
+
+            def call(*a: str) -> str:
+                nonlocal calls
+                calls += 1
+                return aws(*a)
+
+            def item(**kv: str) -> str:
+                return json.dumps({k: {"S": v} for k, v in kv.items()})
+
+            rid = f"CLI#{time.time():.6f}"
+            call("sts", "get-caller-identity", "--query", "Arn")
+            call("ecr", "describe-images", "--repository-name", "rel-model", "--image-ids",
+                 f"imageDigest={digest(n)}", "--query", "imageDetails[0].imageDigest")
+            call("dynamodb", "put-item", "--table-name", "rel-ledger", "--condition-expression",
+                 "attribute_not_exists(sk)", "--item", item(pk="staging", sk="CLI-LOCK", holder=rid))
+            call("dynamodb", "query", "--table-name", "rel-ledger", "--limit", "20", "--no-scan-index-forward",
+                 "--key-condition-expression", "pk = :p AND begins_with(sk, :r)", "--expression-attribute-values",
+                 json.dumps({":p": {"S": "staging"}, ":r": {"S": "R#"}}), "--query", "Count")
+            live = {}
+            for fn in ("predict", "batch-score"):
+                name = st.fname(fn)
+                v = call("lambda", "get-alias", "--function-name", name, "--name", "live", "--query",
+                         "FunctionVersion")
+                live[name] = (v, call("lambda", "get-function", "--function-name", name, "--qualifier", v,
+                                      "--query", "Code.ImageUri"))
+            call("cloudwatch", "describe-alarms", "--alarm-name-prefix", "rel-staging-", "--query",
+                 "MetricAlarms[].StateValue")
+            call("dynamodb", "put-item", "--table-name", "rel-ledger", "--item",
+                 item(pk="staging", sk=rid, state="shifting", placements=json.dumps(live)))
+            new = {}
+            for fn in ("predict", "batch-score"):
+                name = st.fname(fn)
+                new[name] = call("lambda", "update-function-code", "--function-name", name, "--image-uri", uri(n),
+                                 "--publish", "--query", "Version")
+                call("lambda", "wait", "published-version-active", "--function-name", name, "--qualifier",
+                     new[name])
+            for name, v in new.items():
+                call("lambda", "update-alias", "--function-name", name, "--name", "live", "--function-version", v,
+                     "--query", "FunctionVersion")
+            call("cloudwatch", "describe-alarms", "--alarm-name-prefix", "rel-staging-", "--query",
+                 "MetricAlarms[].StateValue")
+            call("dynamodb", "put-item", "--table-name", "rel-ledger", "--item",
+                 item(pk="staging", sk=rid, state="succeeded", placements=json.dumps(live), candidates=json.dumps(new)))
+            call("dynamodb", "delete-item", "--table-name", "rel-ledger", "--key", item(pk="staging", sk="CLI-LOCK"))
+            return time.perf_counter() - t, len(moto.log.since(mark)), calls
+
+        pt_runs, cli_runs, same_runs = [], [], []
         images = [2, 3, 4, 1]
         for i in range(args.runs):
-            pt_runs.append(pt_deploy(images[(2 * i) % 4]))
-            cli_runs.append(cli_deploy(images[(2 * i + 1) % 4]))
+            pt_runs.append(pt_deploy(images[(3 * i) % 4]))
+            cli_runs.append(cli_deploy(images[(3 * i + 1) % 4]))
+            same_runs.append(cli_same_work(images[(3 * i + 2) % 4]))
         # one more pt deploy, counted in-process per operation
         out = tmp / "counted.json"
         mark = moto.log.mark()
         run([sys.executable, str(HERE / "counted.py"), str(out), *deploy_args,
-             "--image-uri", uri(images[(2 * args.runs) % 4])], env=env)
+             "--image-uri", uri(images[(3 * args.runs) % 4])], env=env)
         counted = json.loads(out.read_text())
         server_seen = len(moto.log.since(mark))
         pt_t = [t for t, _ in pt_runs]
         cli_t = [t for t, _ in cli_runs]
+        same_t = [t for t, _, _ in same_runs]
         pt_req = max(n for _, n in pt_runs)
         cli_req = max(n for _, n in cli_runs)
+        same_req = max(n for _, n, _ in same_runs)
+        same_procs = same_runs[0][2]
         ops = ", ".join(f"{k} {v}" for k, v in sorted(counted["ops"].items()))
-        same = sum(v for k, v in counted["ops"].items() if k in AWSCLI_ALSO)
+        same = sum(v for k, v in counted["ops"].items() if k.startswith("lambda.") and k in AWSCLI_ALSO)
         extra = {k: v for k, v in counted["ops"].items() if k not in AWSCLI_ALSO}
-        print(f"pt requests that the awscli sequence also makes (Lambda update/publish/alias): {same}; "
+        print(f"pt requests that the bare awscli sequence also makes (Lambda update/publish/alias): {same}; "
               f"the rest are pt's checks and records: "
               + ", ".join(f"{WHY.get(k, k)} {v}" for k, v in sorted(extra.items())))
         print(f"pt deploy all-at-once, 2 functions: {dist(pt_t)}; requests (server log) "
               f"{sorted({n for _, n in pt_runs})}; before-send {counted['total']} (server saw {server_seen}): {ops}")
-        print(f"awscli sequence (8 processes): {dist(cli_t)}; requests (server log) {sorted({n for _, n in cli_runs})}")
-        pt_med, cli_med = statistics.median(pt_t), statistics.median(cli_t)
+        print(f"awscli bare sequence (8 processes): {dist(cli_t)}; requests (server log) "
+              f"{sorted({n for _, n in cli_runs})}")
+        print(f"awscli script doing pt's work ({same_procs} processes): {dist(same_t)}; requests (server log) "
+              f"{sorted({n for _, n, _ in same_runs})}")
+        pt_med, cli_med, same_med = statistics.median(pt_t), statistics.median(cli_t), statistics.median(same_t)
         ratio = pt_med / cli_med
-        print(f"wall ratio pt/awscli {ratio:.2f}x (goal <= 0.2x); requests pt {pt_req} vs awscli {cli_req}"
-              f" (goal pt <= awscli)")
-        method = ("1 pt process vs 8 aws processes (the sequence a pipeline script runs), same moto server; "
-                  f"median of {args.runs}; requests from the server log (pt also via before-send); "
-                  "keep_versions 50: no pruning (awscli does not prune; pruning adds 2 lists per function "
-                  "+ the deletes when versions pass keep_versions)")
+        print(f"wall ratio pt/awscli bare {ratio:.2f}x (goal <= 0.2x), pt/same-work script {pt_med / same_med:.2f}x; "
+              f"requests pt {pt_req} vs bare {cli_req} (goal pt <= bare) vs same-work {same_req}")
+        method = ("1 pt process vs 8 aws processes (the bare sequence a pipeline script runs), same moto server; "
+                  f"process start counted on both sides; median of {args.runs}; keep_versions 50: no pruning "
+                  "(awscli does not prune)")
         row("deploy all-at-once, 2 functions: wall", f"{pt_med:.2f} s (worst {max(pt_t):.2f})",
             f"{cli_med:.2f} s (worst {max(cli_t):.2f})", "<= 0.2x", ratio <= 0.2, method, ratio=f"{ratio:.2f}x",
             requests=f"pt {pt_req} / aws {cli_req}")
-        row("deploy all-at-once, 2 functions: AWS requests", str(pt_req), str(cli_req), "pt <= awscli",
-            pt_req <= cli_req, f"moto server request log; pt before-send {counted['total']}: {ops}; "
-            f"{same} of them are the Lambda writes the awscli sequence makes too, the rest pt's checks: "
-            + ", ".join(f"{WHY.get(k, k)} {v}" for k, v in sorted(extra.items())),
+        row("deploy all-at-once, 2 functions: AWS requests vs the bare sequence", str(pt_req), str(cli_req),
+            "pt <= awscli", pt_req <= cli_req,
+            f"moto server request log; pt before-send {counted['total']}: {ops}; {same} of them are the Lambda "
+            "writes the bare sequence makes too (update+publish in one call), the rest is what the bare sequence "
+            "does not do: " + ", ".join(f"{WHY.get(k, k)} {v}" for k, v in sorted(extra.items())),
             ratio=f"{pt_req / cli_req:.2f}x", requests=f"pt {pt_req} / aws {cli_req}")
+        row("deploy all-at-once, 2 functions: vs an awscli script doing the same work",
+            f"{pt_med:.2f} s, {pt_req} requests", f"{same_med:.2f} s (worst {max(same_t):.2f}), {same_req} requests",
+            "pt <= script (requests)", pt_req <= same_req,
+            f"{same_procs} aws processes: identity, ECR digest, conditional lock item, unfinished-deploy query, "
+            "alias + live version per function, alarms before, placements record, update --publish + "
+            "wait published-version-active, alias, alarms after, final record, lock deleted; "
+            f"median of {args.runs}, same moto server", ratio=f"{pt_med / same_med:.2f}x (wall)",
+            requests=f"pt {pt_req} / aws {same_req}")
 
     # Fresh moto state for the latency trials: moto reuses version numbers once versions were
     # pruned (publish then answers an existing number, which pt refuses as "no code change").
@@ -172,31 +247,37 @@ def main() -> int:
 
 
 def rollback_latency(st, poll: float, trials: int, failed: list[str]) -> list[float]:
-    """Flip the alarm right after a gate poll read OK, while baking; time until rolled_back."""
+    """Flip the alarm right after a gate poll read OK, while baking; time until rolled_back. The
+    engine `pt deploy` runs (release/engine.py, Lambda targets), in this process."""
     from pipeline_tools.core.config import load
-    from pipeline_tools.release import deploy as dp
+    from pipeline_tools.core.errors import DeployFailed
+    from pipeline_tools.release import engine
     from pipeline_tools.release.ledger import Ledger, ensure_table
-    from tests.integration.conftest_deploy import uri
+    from pipeline_tools.release.target import Release
+    from pipeline_tools.targets import TargetEnv, build_targets
+    from tests.integration.conftest_deploy import digest, uri
 
     # keep 50: moto reuses version numbers after deletes, which breaks publish after a prune
     st.write_config(strategy="all-at-once", bake="60s", poll=f"{poll}s", keep=50)
     cfg = load(st.config)
     ensure_table(st.ddb, "rel-ledger", project="rel", stage="staging", local=True)
     led = Ledger(st.ddb, "rel-ledger")
+    env = TargetEnv(client=lambda svc: st.lam, clock=time.time, sleep=time.sleep)
     out = []
     for _ in range(trials):
         st.set_alarm("OK")
         live = next(iter(st.live_digests()))
         target = next(n for n in (1, 2, 3, 4) if uri(n).endswith(live)) % 4 + 1
-        plan = dp.plan_deploy(cfg, "staging", "model", dp.parse_image_uri(uri(target)), st.lam)
+        targets = build_targets(cfg, "staging", env)  # what `pt deploy` builds: a LambdaTarget per function
+        plan = engine.plan(cfg, "staging", targets, Release(uri(target), digest(target), "", "model"))
         flipped: dict = {}
         before = led.query("staging", "deploy", limit=1)
         cw = _FlipAfterPoll(st, led, flipped, before[0].id if before else None)
-        deps = dp.Deps(st.lam, cw, led, actor={"name": "bench"}, lease=60)
+        deps = engine.EngineDeps(cloudwatch=cw, ledger=led, actor={"name": "bench"}, lease=60)
         why = "deploy succeeded"
         try:
-            dp.deploy(cfg, plan, deps)
-        except dp.DeployFailed as e:
+            engine.run(plan, deps)
+        except DeployFailed as e:
             why = e.message
         rec = led.query("staging", "deploy", limit=1)[0]
         done = next((tr["ts"] for tr in rec.transitions if tr.get("state") == "rolled_back"), None)

@@ -11,6 +11,9 @@ _step() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 _step "pip install -e .[dev,cdk]"
 python3 -m pip install -q --disable-pip-version-check -e "$_root[dev,cdk]" >>"$_log" 2>&1 \
   || { echo "setup: pip install failed, see $_log" >&2; tail -20 "$_log" >&2; return 1 2>/dev/null || exit 1; }
+# An editable install has no bytecode, and where PYTHONDONTWRITEBYTECODE is set (CI images often
+# do) every `pt` process would compile its modules again; a wheel install compiles them itself.
+python3 -m compileall -q "$_root/pipeline_tools" >>"$_log" 2>&1 || true
 
 if [ -f "$_root/package.json" ]; then
   if ! command -v node >/dev/null; then

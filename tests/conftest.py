@@ -28,6 +28,13 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("GITHUB_ACTIONS", None)
+
+# moto as AWS behaves (local/motoserver.py): Lambda version numbers never reused, and each
+# published version keeps its own Code.ImageUri (moto 5.2 shares $LATEST's). In-process
+# mock_aws and the ThreadedMotoServer of this process both use the patched storage.
+from pipeline_tools.local.motoserver import patch_lambda_versions  # noqa: E402
+
+patch_lambda_versions()
 # Unimplemented moto calls answer HTML 500s that botocore would retry: keep attempts low.
 os.environ.setdefault("PT_AWS_MAX_ATTEMPTS", "2")
 

@@ -17,8 +17,12 @@ def ledger(app: App, stage: str, *, create: bool = True):
 
     cfg = app.config()
     client = app.ledger_aws(stage).client("dynamodb")
-    ledger_mod.ensure_table(client, cfg.ledger_table(), project=cfg.project, stage=stage,
-                            local=aws.is_local() and create, stack=app.ledger_stack(stage))
+    if create:  # checked by the first call that finds no table (no DescribeTable up front)
+        client = ledger_mod.TableGuard(client, cfg.ledger_table(), project=cfg.project, stage=stage,
+                                       local=aws.is_local(), stack=app.ledger_stack(stage))
+    else:  # readers: a missing table is reported here, so they can go on without the ledger
+        ledger_mod.ensure_table(client, cfg.ledger_table(), project=cfg.project, stage=stage, local=False,
+                                stack=app.ledger_stack(stage))
     return ledger_mod.Ledger(client, cfg.ledger_table())
 
 
@@ -34,16 +38,15 @@ def who(app: App, stage: str) -> dict:
 
 
 def begin(app: App, stage: str, plan: Any, window_cfg: Any, override_window: bool, reason: str | None):
-    """Before a deploy starts: the deploy window (or its recorded override), the ledger, and no
-    dead deploy in the way; then the plan is logged. Returns (window decision, ledger)."""
-    from pipeline_tools.release import deploy as dp
+    """Before a deploy starts: the deploy window (or its recorded override) and the ledger; then
+    the plan is logged. Returns (window decision, ledger)."""
     from pipeline_tools.release import windows
 
     decision = windows.check(window_cfg, datetime.now(UTC), override=override_window, reason=reason)
     if decision.overridden:
         app.out.warn(f"deploying outside the window ({decision.window}): {decision.reason}")
     led = ledger(app, stage)
-    dp.check_startable(led, stage, time.time)
+    # a dead deploy in the way is found under the lock (Ledger.acquire), with the same message
     for line in plan.lines():
         app.out.log(line)
     return decision, led

@@ -146,7 +146,9 @@ class FunctionConfig(_Strict):
     environment: dict[str, str] = Field(default_factory=dict)
     alarms: list[AlarmConfig] = Field(default_factory=list)
     ephemeral_storage: int = Field(512, ge=512, le=10240, description="/tmp size in MB (512–10,240)")
-    reserved_concurrency: int | None = Field(None, ge=0, description="reserved concurrent executions (default: none)")
+    reserved_concurrency: int | None = Field(
+        None, ge=0, description="reserved concurrent executions; pt deploy sets it with the release. Absent: pt "
+        "leaves the function's setting alone; an explicit null removes it")
     smoke: SmokeConfig | None = Field(None, description="invoke the new version before traffic moves; "
                                                         "a failure ends the deploy at the old version")
 

@@ -381,6 +381,7 @@ class _Run:
         self.heartbeat: _Heartbeat | None = None
         self.metrics: MetricCheck | None = None
         self.restored: dict[str, str] = {}
+        self.passed: list[tuple[str, float]] = []  # states the next write records (pass_through)
 
     @property
     def stage(self) -> str:
@@ -402,9 +403,15 @@ class _Run:
 
     def mark(self, state: str, reason: str | None = None, **data: Any) -> Record:
         self.check_lock()
+        via, self.passed = tuple(self.passed), []
         self.rec = self.d.ledger.transition(self.stage, self.id, state, reason=reason, actor=self.d.actor,
-                                            data=data or None, current=self.rec, lock=self.lock)
+                                            data=data or None, current=self.rec, lock=self.lock, via=via)
         return self.rec
+
+    def pass_through(self, state: str) -> None:
+        """A state entered and left with nothing in between worth a write of its own (no request,
+        no wait): recorded, with its time, by the next write."""
+        self.passed.append((state, self.d.clock()))
 
     def target_data(self) -> dict:
         return {"placements": {k: v.to_dict() for k, v in self.plan.placements.items()},
@@ -463,7 +470,10 @@ class _Run:
     def bake(self) -> None:
         if self.watch is None:  # a rollback: no gate, no bake
             return
-        self.mark("baking")
+        if self.plan.bake:
+            self.mark("baking")
+        else:  # one gate poll, no wait: the next write records it
+            self.pass_through("baking")
         if self.plan.bake:
             self.d.log(f"baking {self.plan.bake:g}s")
         if not self.watch_for(self.plan.bake, "baking"):
@@ -479,8 +489,13 @@ class _Run:
             self.check_lock()
             now = self.d.clock()
             v = self.watch.poll(now)
-            fails, errors = self.metrics.read(now) if self.metrics else ([], [])
-            self.last_verdict = {**v.to_dict(), "candidate_metrics": {"failures": fails, "errors": errors}}
+            if self.metrics and seconds > 0:
+                fails, errors = self.metrics.read(now)
+                metrics: dict = {"failures": fails, "errors": errors}
+            else:  # no window to observe (a 0 s bake or step): a new version's metrics cannot exist yet
+                fails, errors = [], []
+                metrics = {"failures": [], "errors": [], "skipped": "no observation window (0 s)"}
+            self.last_verdict = {**v.to_dict(), "candidate_metrics": metrics}
             self.last_summary = "; ".join([v.summary(), *fails, *errors])
             if v.failed or fails:
                 raise GateFailed("; ".join([v.summary()] * v.failed + fails), phase, self.last_verdict)
@@ -492,7 +507,19 @@ class _Run:
                 return v.passed and not errors
             self.d.sleep(max(0.0, min(self.plan.poll, end - now)))
 
+    def finish_work(self) -> bool:
+        """Whether any target's finish makes requests (e.g. pruning versions beyond keep_versions).
+        A target without `finish_needed` is assumed to."""
+        for t in self.plan.changing():
+            needed = getattr(t, "finish_needed", None)
+            if not callable(needed) or needed(self.plan.placements[t.id], self.candidates[t.id]):
+                return True
+        return False
+
     def finish(self) -> dict[str, list[str]]:
+        if not self.finish_work():  # nothing to clean up: `finishing` goes with the last write
+            self.pass_through("finishing")
+            return {}
         self.mark("finishing", verdict=self.last_verdict)
         out: dict[str, list[str]] = {}
         for t in self.plan.changing():
@@ -559,8 +586,18 @@ def run(plan_: Plan, deps: EngineDeps, *, window: dict | None = None, extra: dic
             sig.shielded = False
             if sig.received:
                 raise Interrupted(sig.received)
-            # under the lock: what runs now (another release may have finished since the plan)
-            fresh = {t.id: t.current() for t in plan_.targets}
+            # under the lock: what runs now (another release may have finished since the plan). A
+            # target that can make its first traffic write conditional on what the plan read
+            # (`arm_fence`) is not read again: a change in between fails that write, before any
+            # traffic moves.
+            fresh = {}
+            for t in plan_.targets:
+                arm = getattr(t, "arm_fence", None)
+                if callable(arm):
+                    arm(plan_.placements[t.id])
+                    fresh[t.id] = plan_.placements[t.id]
+                else:
+                    fresh[t.id] = t.current()
             if fresh != dict(plan_.placements):
                 d.log("the stage changed while waiting for the lock: using what runs now")
             import dataclasses
@@ -577,17 +614,17 @@ def run(plan_: Plan, deps: EngineDeps, *, window: dict | None = None, extra: dic
             overridden = bool(window and window.get("overridden"))
             if window:
                 data["window"] = window
+            updating = any(t.id not in plan_.reuse for t in plan_.changing())
             r.rec = d.ledger.put_record(DEPLOY, stage, data, actor=d.actor, state="locked", record_id=r.id,
                                         reason=(f"window override: {window.get('reason')}" if overridden and window
-                                                else (extra or {}).get("reason")), lock=r.lock)
+                                                else (extra or {}).get("reason")), lock=r.lock,
+                                        then=("updating",) if updating else ())
             r.record_written = True
             if overridden and window:
                 r.rec = d.ledger.append_event(stage, r.id, "window-override", actor=d.actor,
                                               reason=window.get("reason"), lock=r.lock)
             d.log(f"{plan_.operation} {r.id}: locked stage {stage}")
             phase = "preparing"
-            if any(t.id not in plan_.reuse for t in plan_.changing()):
-                r.mark("updating")
             r.prepare()
             if watch is not None:
                 for t in plan_.changing():
@@ -615,14 +652,18 @@ def run(plan_: Plan, deps: EngineDeps, *, window: dict | None = None, extra: dic
         r.stop_heartbeat()
         note = f" ({signal.Signals(sig.received).name} received while finishing)" if sig.received else ""
         why = "gate PASS after bake" if watch is not None else f"{plan_.operation} done"
+        current = (extra or {}).get("current")
+        superseding = plan_.operation == "rollback" and bool(current)
         try:  # fenced, not check_lock(): a renewal hiccup after the bake must not undo a good release
             done = {**r.target_data(), "cleaned": cleaned}
             if watch is not None:
                 done["gate_snapshot"] = watch.snapshot_now().to_dict()
+                done["verdict"] = r.last_verdict
+            via, r.passed = tuple(r.passed), []
+            # the last write releases the lock in the same transaction (unless a fenced event follows)
             r.rec = d.ledger.transition(stage, r.id, "succeeded", reason=why + note, actor=d.actor, data=done,
-                                        current=r.rec, lock=r.lock)
-            current = (extra or {}).get("current")
-            if plan_.operation == "rollback" and current:
+                                        current=r.rec, lock=r.lock, via=via, release=not superseding)
+            if superseding:
                 d.ledger.append_event(stage, current, "rolled-back", actor=d.actor,
                                       reason=f"superseded by rollback {r.id}", data={"rolled_back_by": r.id},
                                       lock=r.lock)
@@ -630,7 +671,8 @@ def run(plan_: Plan, deps: EngineDeps, *, window: dict | None = None, extra: dic
             raise failed(f"{plan_.operation} {r.id} to {stage} reached 100% but {e.message}",
                          f"the process that took it over (`pt recover --stage {stage}`) finishes it forward",
                          r.id) from None
-        d.ledger.release(r.lock)
+        if superseding:
+            d.ledger.release(r.lock)
         d.log(f"{plan_.operation} {r.id} succeeded")
         return Result(r.id, "succeeded", plan_, dict(r.candidates), r.last_verdict, None, started, d.clock(), cleaned)
 
@@ -689,13 +731,13 @@ def _abort(r: _Run, reason: str, verdict: dict | None) -> bool:
     if not r.touched:
         ok = write(lambda: d.ledger.transition(stage, r.id, "failed", reason=f"{reason}; traffic untouched",
                                                actor=d.actor, data={**r.target_data(), "verdict": verdict},
-                                               lock=lock))
+                                               lock=lock, via=tuple(r.passed)))
         d.log(f"{r.plan.operation} {r.id} failed before traffic moved: {reason}")
         return ok and release()
     d.log(f"rolling back {stage}: {reason}")
     write(lambda: d.ledger.transition(stage, r.id, "rolling_back", reason=reason, actor=d.actor,
                                       data={**r.target_data(), "verdict": verdict, "touched": list(r.touched)},
-                                      lock=lock))
+                                      lock=lock, via=tuple(r.passed)))
     errors = r.restore_touched()
     if errors:
         write(lambda: d.ledger.append_event(stage, r.id, "rollback-error", actor=d.actor, reason="; ".join(errors),

@@ -7,6 +7,7 @@ Each record item: pk, sk, id, kind, state, created (N), updated (N), body (S, JS
 
 Public API
 - `new_id(now) -> str`: a time-ordered record id.
+- `TableGuard(client, table, …)`: the same check, made only when a call finds no table.
 - `ensure_table(client, table, *, project, stage, local)`: exists? else create it in local mode,
   else `NotFoundError` naming the stack that creates it (`names.stage_stack`).
 - `Ledger(client, table, clock=time.time)` — `client` is a boto3 DynamoDB *client*:
@@ -195,6 +196,35 @@ def ensure_table(client: Any, table: str, *, project: str, stage: str, local: bo
             break
         sleep(0.5)
     return True
+
+
+class TableGuard:
+    """A ledger's DynamoDB client whose table is not checked up front (no DescribeTable per
+    command): the first call that finds no table creates it in local mode and is retried, or
+    fails with how to create it (the stack's name). Everything else passes through."""
+
+    def __init__(self, client: Any, table: str, *, project: str, stage: str, local: bool,
+                 stack: str | None = None, sleep: Callable[[float], None] = time.sleep):
+        self._client, self._table, self._local, self._sleep = client, table, local, sleep
+        self._project, self._stage, self._stack = project, stage, stack
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name.startswith("_") or not callable(attr) or name in ("get_paginator", "get_waiter", "can_paginate"):
+            return attr
+
+        def call(*a: Any, **kw: Any) -> Any:
+            try:
+                return attr(*a, **kw)
+            except Exception as e:
+                if getattr(e, "response", {}).get("Error", {}).get("Code") != "ResourceNotFoundException":
+                    raise
+            # the table is missing: created here (local mode; raises NotFoundError otherwise), then once more
+            ensure_table(self._client, self._table, project=self._project, stage=self._stage, local=self._local,
+                         sleep=self._sleep, stack=self._stack)
+            return attr(*a, **kw)
+
+        return call
 
 
 def _conditional_failed(e: BaseException) -> bool:
@@ -459,16 +489,21 @@ class Ledger:
 
     def transition(self, stage: str, record_id: str, state: str, *, reason: str | None = None,
                    actor: dict | None = None, data: dict | None = None, expected: str | None = None,
-                   current: Record | None = None, lock: Lock | None = None, via: tuple[str, ...] = (),
-                   release: bool = False) -> Record:
+                   current: Record | None = None, lock: Lock | None = None,
+                   via: tuple[str | tuple[str, float], ...] = (), release: bool = False) -> Record:
         """`current`: the caller's copy of the record (saves a read; the write still checks it).
         `lock`: the caller's lock; the write happens only while it still holds it (fence).
-        `via`: states passed through on the way, recorded (without reason) in the same write.
+        `via`: states passed through on the way, recorded (without reason) in the same write; a
+        (state, ts) pair keeps the time it was entered.
         `release`: the lock is deleted in the same transaction (the deploy's last write)."""
         def change(old: Record) -> Record:
-            now = max(self.clock(), old.updated + 1e-6)
             who = (actor or {}).get("name") if actor else None
-            passed = tuple({"state": s, "at": iso(now), "ts": now, "reason": None, "actor": who} for s in via)
+            prev, passed = old.updated, []
+            for v in via:  # each at its own time, never before the record's last write
+                state_, ts = (v, self.clock()) if isinstance(v, str) else v
+                prev = max(ts, prev + 1e-6)
+                passed.append({"state": state_, "at": iso(prev), "ts": prev, "reason": None, "actor": who})
+            now = max(self.clock(), prev + 1e-6)
             entry = {"state": state, "at": iso(now), "ts": now, "reason": reason, "actor": who}
             # scalar data (e.g. the traffic percent of a step) is kept on the transition too
             entry.update({k: v for k, v in (data or {}).items()

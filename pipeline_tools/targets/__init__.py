@@ -44,16 +44,36 @@ def target_class(kind: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
+def _lambda_names(cfg: Any, stage: str) -> list[str]:
+    cfg.stage(stage)
+    return list(cfg.functions)  # every function is in every stage
+
+
+def _sagemaker_names(cfg: Any, stage: str) -> list[str]:
+    t = cfg.targets.sagemaker
+    return [] if t is None or (t.stages is not None and stage not in t.stages) else [t.endpoint]
+
+
+def _by_stages(section: str) -> Callable[[Any, str], list[str]]:
+    def names(cfg: Any, stage: str) -> list[str]:
+        return [n for n, t in getattr(cfg.targets, section).items() if t.stages is None or stage in t.stages]
+    return names
+
+
+# kind -> names(cfg, stage): read from the config alone, so finding a stage's targets imports no
+# target module (a Lambda-only deploy never loads the SageMaker, Step Functions or Batch code);
+# each module's own names() says the same
+NAMES: dict[str, Callable[[Any, str], list[str]]] = {
+    "lambda": _lambda_names, "sagemaker": _sagemaker_names,
+    "stepfunctions": _by_stages("stepfunctions"), "batch": _by_stages("batch"),
+}
+
+
 def kinds_in(cfg: Any, stage: str) -> dict[str, list[str]]:
-    """{kind: names of that kind in the stage}, for the kinds whose module exists, in KINDS order.
-    A kind whose module is not installed yet is left out (it cannot have targets to release)."""
+    """{kind: names of that kind in the stage}, in KINDS order, kinds without targets left out."""
     out: dict[str, list[str]] = {}
     for kind in KINDS:
-        try:
-            mod = load_kind(kind)
-        except ImportError:
-            continue
-        names = list(mod.names(cfg, stage))
+        names = list(NAMES[kind](cfg, stage))
         if names:
             out[kind] = names
     return out

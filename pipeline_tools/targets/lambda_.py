@@ -112,24 +112,40 @@ class LambdaTarget:
         self.image = self.spec.image
         self.name = cfg.function_name(stage, name)
         self.keep = cfg.stages[stage].deploy.keep_versions
+        self._fence: tuple[bool, str | None] | None = None  # set by arm_fence, spent by the first shift
 
     @property
     def lc(self) -> Any:
         return self.env.client("lambda")
 
-    def check(self) -> None:
-        lo.function_exists(self.lc, self.name, HINT_MISSING)
+    @property
+    def manages_concurrency(self) -> bool:
+        """`reserved_concurrency` is in the config (a number sets it, an explicit null removes it);
+        absent, pt leaves the function's setting alone and does not read it."""
+        return "reserved_concurrency" in getattr(self.spec, "model_fields_set", {"reserved_concurrency"})
 
     def current(self) -> Placement:
+        """Alias `live` (GetAlias) and the live version's digest and configuration (one GetFunction,
+        cached: a numbered version is immutable). Without an alias: $LATEST's configuration, which
+        also says the function exists (NotFoundError otherwise)."""
         alias = lo.read_alias(self.lc, self.name)
-        latest = lo.function_exists(self.lc, self.name, HINT_MISSING)
-        data: dict[str, Any] = {"reserved_concurrency": self._reserved(), "latest_config": config_of(latest)}
+        data: dict[str, Any] = {}
+        if self.manages_concurrency:
+            data["reserved_concurrency"] = self._reserved()
         if not alias.exists:
+            data["latest_config"] = config_of(lo.function_exists(self.lc, self.name, HINT_MISSING))
             return Placement(self.id, self.name, False, data=data)
-        live = self.lc.get_function_configuration(FunctionName=self.name, Qualifier=alias.version)
+        digest, live = lo.version_info(self.lc, self.name, str(alias.version))
         data["config"] = config_of(live)
-        return Placement(self.id, self.name, True, alias.version,
-                         lo.version_digest(self.lc, self.name, alias.version), dict(alias.weights), data)
+        if alias.revision:
+            data["revision"] = alias.revision
+        return Placement(self.id, self.name, True, alias.version, digest, dict(alias.weights), data)
+
+    def arm_fence(self, placement: Placement) -> None:
+        """The engine read `placement` before taking the lock and does not read it again: the first
+        alias write of this release is conditional on the alias being what was read (RevisionId),
+        so a change in between fails the release before any traffic moves (lo.AliasChanged)."""
+        self._fence = (placement.exists, placement.data.get("revision"))
 
     def _reserved(self) -> int | None:
         try:
@@ -147,7 +163,7 @@ class LambdaTarget:
     def changes(self, placement: Placement) -> list[str]:
         """The configuration settings a deploy would change (for the plan)."""
         out = config_diff(placement.data.get("config") or {}, self.wanted(placement)) if placement.exists else []
-        if placement.data.get("reserved_concurrency") != self.spec.reserved_concurrency:
+        if self.manages_concurrency and placement.data.get("reserved_concurrency") != self.spec.reserved_concurrency:
             out.append("reserved_concurrency")
         return out
 
@@ -155,24 +171,37 @@ class LambdaTarget:
         return placement.serves(release.digest) and not self.changes(placement)
 
     def prepare(self, release: Release, placement: Placement) -> Candidate:
+        """Configuration first (only when it differs from what runs), then the code with
+        `Publish`: one call updates and publishes exactly that code. If $LATEST's configuration
+        was changed behind pt's back, the published version shows it: the configuration is put
+        right and a version published again (CodeSha256-pinned)."""
         lc, e = self.lc, self.env
-        updated = lo.update_code(lc, self.name, release.image_uri, e.clock, e.sleep, e.update_timeout)
         want = self.wanted(placement)
-        if config_diff(config_of(updated), want):
-            lo.retrying(lc.update_function_configuration, e.sleep, FunctionName=self.name,
-                        MemorySize=want["memory"], Timeout=want["timeout"],
-                        EphemeralStorage={"Size": want["ephemeral_storage"]},
-                        Environment={"Variables": want["environment"]})
-            updated = lo.wait_updated(lc, self.name, e.clock, e.sleep, e.update_timeout)
-            e.log(f"{self.id}: configuration applied")
-        # CodeSha256: publish exactly what we updated, not a concurrent writer's code
-        version = lo.publish(lc, self.name, f"pt {release.deploy_id} {release.digest}", e.sleep,
-                             code_sha256=updated.get("CodeSha256"))
+        have = placement.data.get("config") if placement.exists else placement.data.get("latest_config")
+        if config_diff(have or {}, want):
+            self._apply_config(want)
+        published = lo.update_code(lc, self.name, release.image_uri, e.clock, e.sleep, e.update_timeout,
+                                   publish=True)
+        version = str(published.get("Version") or "")
+        if not version.isdigit() or config_diff(config_of(published), want):
+            self._apply_config(want)
+            version = lo.publish(lc, self.name, f"pt {release.deploy_id} {release.digest}", e.sleep,
+                                 code_sha256=published.get("CodeSha256"))
         if placement.exists and version == placement.version:
-            raise DeployFailed(f"publish_version of {self.name} returned the live version {version}: Lambda saw "
+            raise DeployFailed(f"publishing {self.name} returned the live version {version}: Lambda saw "
                                "no change", "check the function's code with `pt status`")
         return Candidate(self.id, version, release.digest,
-                         {"config": want, "reserved_concurrency": self.spec.reserved_concurrency})
+                         {"config": want, "reserved_concurrency": self.spec.reserved_concurrency}
+                         if self.manages_concurrency else {"config": want})
+
+    def _apply_config(self, want: dict) -> None:
+        lc, e = self.lc, self.env
+        lo.retrying(lc.update_function_configuration, e.sleep, FunctionName=self.name,
+                    MemorySize=want["memory"], Timeout=want["timeout"],
+                    EphemeralStorage={"Size": want["ephemeral_storage"]},
+                    Environment={"Variables": want["environment"]})
+        lo.wait_updated(lc, self.name, e.clock, e.sleep, e.update_timeout)
+        e.log(f"{self.id}: configuration applied")
 
     def check_candidate(self, candidate: Candidate) -> None:
         """A recorded version a rollback returns to must still exist."""
@@ -203,9 +232,16 @@ class LambdaTarget:
     def shift(self, placement: Placement, candidate: Candidate, percent: int) -> None:
         old = placement.version if placement.exists else None
         primary, extra = schedule.weights(percent, old, candidate.version)
-        lo.set_alias(self.lc, self.name, primary, extra, exists=placement.exists or self._alias_exists(),
-                     sleep=self.env.sleep)
-        if percent >= 100:
+        fence = self._fence
+        if fence is not None:  # the first write of an armed release: conditional
+            existed, revision = fence
+            self._fence = None
+            lo.set_alias(self.lc, self.name, primary, extra, exists=existed, sleep=self.env.sleep,
+                         revision=revision, create_only=not existed)
+        else:
+            lo.set_alias(self.lc, self.name, primary, extra, exists=placement.exists or self._alias_exists(),
+                         sleep=self.env.sleep)
+        if percent >= 100 and self.manages_concurrency:
             self._set_reserved(candidate.data.get("reserved_concurrency"), placement.data.get("reserved_concurrency"))
 
     def _alias_exists(self) -> bool:
@@ -228,6 +264,10 @@ class LambdaTarget:
         if "reserved_concurrency" in placement.data:
             self._set_reserved(placement.data.get("reserved_concurrency"), self._reserved())
 
+    def finish_needed(self, placement: Placement, candidate: Candidate) -> bool:
+        """Pruning makes requests only once version numbers pass keep_versions."""
+        return lo.prune_needed(candidate.version, self.keep)
+
     def finish(self, placement: Placement, candidate: Candidate) -> list[str]:
         try:
             return lo.prune_versions(self.lc, self.name, self.keep, self.env.sleep, newest=candidate.version)
@@ -237,6 +277,8 @@ class LambdaTarget:
 
     def describe(self) -> dict:
         p = self.current()
+        if not self.manages_concurrency:
+            p.data["reserved_concurrency"] = self._reserved()
         out: dict[str, Any] = {"name": self.name, "alias": p.exists, "version": p.version, "digest": p.digest,
                                "weights": p.weights, "config": p.data.get("config"),
                                "reserved_concurrency": p.data.get("reserved_concurrency")}

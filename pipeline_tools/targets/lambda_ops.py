@@ -1,7 +1,8 @@
 """Lambda calls the deploy engine makes, each waiting and retrying the way lambroll does.
 
 Public API (every function takes the boto3 `lambda_client`; waits use injected clock/sleep):
-- `AliasState(name, exists, version, weights, digest, weight_digests)`; `read_alias(lc, name)`.
+- `AliasState(name, exists, version, weights, revision)`; `read_alias(lc, name)`.
+- `version_info(lc, name, version) -> (digest, Configuration)`: one GetFunction, cached.
 - `version_digest(lc, name, version) -> str | None`: the image digest a version runs (from the
   `pt …` version description we write, else the version's Code.ImageUri): one GetFunction, then
   cached per client (a numbered version's code is immutable).
@@ -9,7 +10,8 @@ Public API (every function takes the boto3 `lambda_client`; waits use injected c
 - `update_code(lc, name, image_uri, clock, sleep, timeout) -> dict`: update (a conflict waits and
   retries), then wait for Successful.
 - `publish(lc, name, description, clock, sleep) -> str`: publish_version, returns the version.
-- `set_alias(lc, name, primary, extra_weights, *, exists)`: create/update alias `live`.
+- `set_alias(lc, name, primary, extra_weights, *, exists, revision, create_only) -> RevisionId`:
+  create/update alias `live`, conditionally (AliasChanged) when asked.
 - `delete_alias(lc, name)`; `prune_versions(lc, name, keep) -> list[str]` (deleted versions);
   `prune_needed(newest, keep)`: whether pruning would make any request.
 - `retrying(fn, sleep, **kw)`: ResourceConflictException retried, bounded (throttling: botocore).
@@ -59,6 +61,7 @@ class AliasState:
     exists: bool
     version: str | None = None
     weights: dict[str, float] = field(default_factory=dict)
+    revision: str | None = field(default=None, compare=False)  # the alias's RevisionId (a write's fence)
 
     @property
     def settled(self) -> bool:
@@ -74,7 +77,7 @@ def read_alias(lc: Any, name: str) -> AliasState:
             return AliasState(name, False)
         raise
     w = (a.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
-    return AliasState(name, True, a["FunctionVersion"], {k: float(v) for k, v in w.items()})
+    return AliasState(name, True, a["FunctionVersion"], {k: float(v) for k, v in w.items()}, a.get("RevisionId"))
 
 
 def function_exists(lc: Any, name: str, hint: str) -> dict:
@@ -89,12 +92,12 @@ def function_exists(lc: Any, name: str, hint: str) -> dict:
 # A published version's code never changes, so its digest is read once per client (one GetFunction:
 # its Configuration has the description, its Code the image URI). Keyed by the client object: a
 # new client (another account, a reset test server) starts empty.
-_DIGESTS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], str | None]] = weakref.WeakKeyDictionary()
+_DIGESTS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], tuple[str | None, dict]]] = \
+    weakref.WeakKeyDictionary()
 
 
-def version_digest(lc: Any, name: str, version: str | None) -> str | None:
-    if version is None:
-        return None
+def version_info(lc: Any, name: str, version: str) -> tuple[str | None, dict]:
+    """(image digest, Configuration) of a version: one GetFunction, cached for numbered versions."""
     try:
         cache = _DIGESTS.setdefault(lc, {})
     except TypeError:  # a client that cannot be weakly referenced: no cache
@@ -103,20 +106,29 @@ def version_digest(lc: Any, name: str, version: str | None) -> str | None:
     if key in cache and version.isdigit():  # `$LATEST` changes: never cached
         return cache[key]
     resp = lc.get_function(FunctionName=name, Qualifier=version)
-    desc = (resp.get("Configuration") or {}).get("Description") or ""
+    conf = resp.get("Configuration") or {}
+    desc = conf.get("Description") or ""
     m = DIGEST_IN_TEXT.search(desc) if desc.startswith("pt ") else None
     if not m:
         m = DIGEST_IN_TEXT.search((resp.get("Code") or {}).get("ImageUri") or "")
-    cache[key] = found = m.group(0) if m else None
+    cache[key] = found = (m.group(0) if m else None, conf)
     return found
 
 
+def version_digest(lc: Any, name: str, version: str | None) -> str | None:
+    if version is None:
+        return None
+    return version_info(lc, name, version)[0]
+
+
 def wait_updated(lc: Any, name: str, clock: Callable[[], float], sleep: Callable[[float], None],
-                 timeout: float = 300.0) -> dict:
+                 timeout: float = 300.0, qualifier: str | None = None) -> dict:
+    """Poll until LastUpdateStatus is Successful (`qualifier`: a published version, else $LATEST)."""
     deadline = clock() + timeout
     delay = 0.1
+    kw = {"Qualifier": qualifier} if qualifier else {}
     while True:
-        c = lc.get_function_configuration(FunctionName=name)
+        c = lc.get_function_configuration(FunctionName=name, **kw)
         status, state = c.get("LastUpdateStatus"), c.get("State")
         if status == "Failed" or state == "Failed":
             why = c.get("LastUpdateStatusReason") or c.get("StateReason") or "no reason given"
@@ -132,15 +144,18 @@ def wait_updated(lc: Any, name: str, clock: Callable[[], float], sleep: Callable
 
 
 def update_code(lc: Any, name: str, image_uri: str, clock: Callable[[], float], sleep: Callable[[float], None],
-                timeout: float = 300.0) -> dict:
+                timeout: float = 300.0, *, publish: bool = False) -> dict:
     """update_function_code, then wait for LastUpdateStatus=Successful.
 
     An update already in progress answers ResourceConflictException: wait for it, then retry
-    (bounded) — cheaper than a status read before every update.
+    (bounded) — cheaper than a status read before every update. `publish`: the same call
+    publishes a version of exactly this code (atomic: no concurrent writer's code can slip in);
+    the answer is that version's configuration, and the wait is on that version.
     """
+    extra = {"Publish": True} if publish else {}
     for attempt in range(MAX_CONFLICT_RETRIES):
         try:
-            resp = lc.update_function_code(FunctionName=name, ImageUri=image_uri)
+            resp = lc.update_function_code(FunctionName=name, ImageUri=image_uri, **extra)
             break
         except Exception as e:
             if _code(e) not in _RETRY_CODES or attempt == MAX_CONFLICT_RETRIES - 1:
@@ -150,8 +165,13 @@ def update_code(lc: Any, name: str, image_uri: str, clock: Callable[[], float], 
             else:
                 sleep(min(0.2 * 2 ** attempt, 3.0))
     if resp.get("LastUpdateStatus") == "Successful" and resp.get("State") in (None, "Active"):
+        if publish:
+            _forget(lc, name, str(resp.get("Version")))
         return resp
-    return wait_updated(lc, name, clock, sleep, timeout)
+    version = str(resp.get("Version")) if publish and str(resp.get("Version", "")).isdigit() else None
+    if version:
+        _forget(lc, name, version)
+    return wait_updated(lc, name, clock, sleep, timeout, qualifier=version)
 
 
 def publish(lc: Any, name: str, description: str, sleep: Callable[[float], None],
@@ -171,21 +191,43 @@ def _forget(lc: Any, name: str, version: str) -> None:
         pass
 
 
+class AliasChanged(DeployFailed):
+    """The alias is not what the deploy read (RevisionId no longer matches): nothing was moved."""
+
+
 def set_alias(lc: Any, name: str, primary: str, extra: dict[str, float], *, exists: bool,
-              sleep: Callable[[float], None]) -> None:
+              sleep: Callable[[float], None], revision: str | None = None,
+              create_only: bool = False) -> str | None:
+    """Point `live` at primary (+ extra weights); returns the alias's new RevisionId.
+    `revision`: update only if the alias is still at that RevisionId; `create_only`: the alias
+    must not exist yet (AliasChanged otherwise, and nothing is moved)."""
     routing = {"AdditionalVersionWeights": dict(extra)}
     if exists:
-        retrying(lc.update_alias, sleep, FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=primary,
-                 RoutingConfig=routing)
-        return
-    try:
-        retrying(lc.create_alias, sleep, FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=primary,
-                 RoutingConfig=routing, Description="pipeline-tools traffic alias")
+        fence = {"RevisionId": revision} if revision else {}
+        try:
+            resp = retrying(lc.update_alias, sleep, FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=primary,
+                            RoutingConfig=routing, **fence)
+        except Exception as e:
+            if _code(e) == "PreconditionFailedException":
+                raise AliasChanged(f"alias {LIVE_ALIAS} of {name} changed since this deploy read it (another "
+                                   "deploy or a manual change); no traffic was moved",
+                                   "check what runs with `pt status`, then run `pt deploy` again") from None
+            raise
+        return resp.get("RevisionId") if isinstance(resp, dict) else None
+    try:  # a conflict here is mostly an alias that exists: with create_only, one attempt says so
+        resp = retrying(lc.create_alias, sleep, attempts=1 if create_only else MAX_CONFLICT_RETRIES,
+                        FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=primary,
+                        RoutingConfig=routing, Description="pipeline-tools traffic alias")
     except Exception as e:
         if _code(e) != "ResourceConflictException":
             raise
-        retrying(lc.update_alias, sleep, FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=primary,
-                 RoutingConfig=routing)
+        if create_only:
+            raise AliasChanged(f"alias {LIVE_ALIAS} of {name} was created since this deploy read the function "
+                               "(another deploy or a manual change); no traffic was moved",
+                               "check what runs with `pt status`, then run `pt deploy` again") from None
+        resp = retrying(lc.update_alias, sleep, FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=primary,
+                        RoutingConfig=routing)
+    return resp.get("RevisionId") if isinstance(resp, dict) else None
 
 
 def delete_alias(lc: Any, name: str, sleep: Callable[[float], None]) -> None:

@@ -462,3 +462,110 @@ def test_rollback_stopping_part_way_is_left_for_recover_forward(env):
     assert out["action"] == "finish-rollback" and out["state"] == "succeeded"
     assert a.live["version"] == "1" and b.live["version"] == "1"
     assert deps.ledger.get("staging", rec.data["current"]).data["rolled_back_by"] == rec.id
+
+
+class FencedTarget(FakeTarget):
+    """A FakeTarget whose first traffic write is conditional on what `current()` returned (like the
+    Lambda alias's RevisionId): `moved_by_someone` models a change between the plan and the lock."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.armed = None
+        self.moved_by_someone = False
+
+    def arm_fence(self, placement) -> None:
+        self.calls.append((self.id, "arm_fence"))
+        self.armed = placement
+
+    def shift(self, placement, candidate, percent: int) -> None:
+        if self.armed is not None:
+            self.armed = None
+            if self.moved_by_someone:
+                self.calls.append((self.id, "shift-refused", percent))
+                raise DeployFailed(f"{self.id} changed since this deploy read it; no traffic was moved")
+        super().shift(placement, candidate, percent)
+
+
+def test_a_fenced_target_is_read_once_and_its_first_write_is_conditional(env):
+    deps, _cw, _clock = env
+    calls: list = []
+    a, b = FencedTarget("fake:a", OLD, calls=calls), FakeTarget("fake:b", OLD, calls=calls)
+    res = run(cfg_for(), [a, b], deps)
+    assert res.state == "succeeded"
+    # the fenced target: read for the plan only, armed under the lock; the other read again under it
+    assert calls.count(("fake:a", "current")) == 1 and ("fake:a", "arm_fence") in calls
+    assert calls.count(("fake:b", "current")) == 2
+    assert calls.index(("fake:a", "arm_fence")) < calls.index(("fake:a", "shift", 100))
+
+
+def test_a_stale_fenced_write_ends_every_target_on_the_old_version(env):
+    deps, _cw, _clock = env
+    calls: list = []
+    a, b = FakeTarget("fake:a", OLD, calls=calls), FencedTarget("fake:b", OLD, calls=calls)
+    b.moved_by_someone = True
+    with pytest.raises(DeployFailed, match="rolled back"):
+        run(cfg_for(), [a, b], deps)
+    assert a.live["digest"] == OLD and b.live["digest"] == OLD
+    assert ("fake:b", "shift-refused", 100) in calls
+    rec = last(deps)
+    assert rec.state == "rolled_back" and "changed since this deploy read it" in (rec.reason or "")
+    assert deps.ledger.current_lock("staging") is None
+
+
+def test_folded_states_keep_their_order_and_the_lock_goes_with_the_last_write(env):
+    deps, _cw, _clock = env
+    a = FakeTarget("fake:a", OLD)
+    a.finish_needed = lambda placement, candidate: False  # nothing to clean up: no `finishing` write
+    res = run(cfg_for(), [a], deps)
+    rec = last(deps)
+    states = [t for t in rec.transitions if "state" in t]
+    assert [t["state"] for t in states] == ["locked", "updating", "shifting", "baking", "finishing", "succeeded"]
+    assert [t["ts"] for t in states] == sorted(t["ts"] for t in states)
+    assert rec.data["verdict"]["status"] == "PASS" and res.state == "succeeded"
+    assert deps.ledger.current_lock("staging") is None
+
+
+def test_no_candidate_metric_read_without_an_observation_window(env):
+    deps, cw, _clock = env
+    a = FakeTarget("fake:a", OLD)
+    a.error_metrics = Metric.error_metrics
+    reads: list = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(cw, name)
+
+        def get_metric_data(self, **kw):
+            reads.append(kw)
+            return cw.get_metric_data(**kw)
+
+    deps.cloudwatch = Counting()
+    run(cfg_for(bake="0s"), [a], deps)  # all-at-once, 0 s bake: alarms read, metrics cannot exist yet
+    assert reads == []
+    assert last(deps).data["verdict"]["candidate_metrics"]["skipped"].startswith("no observation window")
+    run(cfg_for(bake="30s"), [FakeTarget("fake:b", OLD)], deps)  # a bake: read (the fake has no metrics)
+    a2 = FakeTarget("fake:c", OLD)
+    a2.error_metrics = Metric.error_metrics
+    run(cfg_for(bake="30s"), [a2], deps)
+    assert reads and "skipped" not in last(deps).data["verdict"]["candidate_metrics"]
+
+
+def test_target_names_without_importing_target_modules():
+    """kinds_in answers from the config: the same names as each module's names(), and a
+    Lambda-only deploy imports no SageMaker/Step Functions/Batch code."""
+    import subprocess
+    import sys
+
+    from pipeline_tools import targets as tg
+
+    cfg = cfg_for()
+    for kind in tg.KINDS:
+        assert tg.NAMES[kind](cfg, "staging") == tg.load_kind(kind).names(cfg, "staging")
+    probe = ("import sys\nfrom pipeline_tools.core import config\nfrom pipeline_tools import targets\n"
+             f"cfg = config.parse({CONFIG.format(strategy='all-at-once', percent='', bake='0s')!r})\n"
+             "print(targets.stage_ids(cfg, 'staging'))\n"
+             "print(sorted(m for m in sys.modules if m.startswith('pipeline_tools.targets.')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[0] == "['lambda:predict']"
+    kind_modules = {tg.KINDS[k].partition(":")[0] for k in tg.KINDS} | {"pipeline_tools.targets.sagemaker"}
+    assert not kind_modules & set(eval(out.splitlines()[1]))

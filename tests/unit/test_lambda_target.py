@@ -130,7 +130,7 @@ def test_missing_function_is_a_clear_error(cfg, lam):
     lam.delete_function(FunctionName="lt-staging-explain")
     t = lt.LambdaTarget(cfg, "staging", "explain", env_for(lam))
     with pytest.raises(Exception, match="does not exist") as e:
-        t.check()
+        t.current()
     assert "cdk deploy" in e.value.hint
 
 
@@ -144,7 +144,7 @@ def test_config_update_waits_for_last_update_status_with_deadline(cfg):
     p = Placement("lambda:predict", t.name, True, "1", OLD, {}, {"config": {}, "reserved_concurrency": None})
     base = {"FunctionName": t.name, "CodeSha256": "abc", "MemorySize": 512, "Timeout": 30}
     with Stubber(lc) as stub:
-        stub.add_response("update_function_code", {**base, "LastUpdateStatus": "Successful", "State": "Active"})
+        # the configuration differs from the live version's: applied (and waited for) before the code
         stub.add_response("update_function_configuration", {**base, "LastUpdateStatus": "InProgress"})
         for _ in range(30):
             stub.add_response("get_function_configuration", {**base, "LastUpdateStatus": "InProgress",
@@ -221,3 +221,84 @@ def test_stage_order_and_build(cfg):
     with pytest.raises(UsageError, match="unknown function 'nope'"):
         build_targets(cfg, "staging", TargetEnv(client=lambda s: None, clock=lambda: 0.0, sleep=lambda s: None),
                       ["lambda:nope"])
+
+
+def _stub_current(stub, name: str, revision: str | None = "rev-1", version: str = "1") -> None:
+    alias = {"Name": "live", "FunctionVersion": version, "AliasArn": f"arn:aws:lambda:us-east-1:1:function:{name}:live"}
+    if revision:
+        alias["RevisionId"] = revision
+    stub.add_response("get_alias", alias, {"FunctionName": name, "Name": "live"})
+    stub.add_response("get_function", {"Configuration": {"FunctionName": name, "Version": version, "MemorySize": 128,
+                                                         "Timeout": 3},
+                                       "Code": {"ImageUri": f"{REPO}@{OLD}"}},
+                      {"FunctionName": name, "Qualifier": version})
+
+
+def test_the_first_alias_write_of_an_armed_release_is_conditional_on_the_revision(cfg):
+    lc = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    t = lt.LambdaTarget(cfg, "staging", "explain", env_for(lc))
+    from pipeline_tools.release.target import Candidate
+
+    c = Candidate(t.id, "2", NEW, {})
+    with Stubber(lc) as stub:
+        _stub_current(stub, t.name)
+        p = t.current()
+        assert p.data["revision"] == "rev-1" and "reserved_concurrency" not in p.data  # not managed: not read
+        t.arm_fence(p)
+        routing = {"AdditionalVersionWeights": {"2": 0.1}}
+        stub.add_response("update_alias", {"Name": "live", "FunctionVersion": "1", "RevisionId": "rev-2"},
+                          {"FunctionName": t.name, "Name": "live", "FunctionVersion": "1", "RoutingConfig": routing,
+                           "RevisionId": "rev-1"})
+        t.shift(p, c, 10)
+        # later steps are this release's own writes: unconditional
+        stub.add_response("update_alias", {"Name": "live", "FunctionVersion": "2", "RevisionId": "rev-3"},
+                          {"FunctionName": t.name, "Name": "live", "FunctionVersion": "2",
+                           "RoutingConfig": {"AdditionalVersionWeights": {}}})
+        t.shift(p, c, 100)
+        stub.assert_no_pending_responses()
+
+
+def test_an_alias_changed_since_the_read_fails_the_shift_with_nothing_moved(cfg):
+    from pipeline_tools.release.target import Candidate
+    from pipeline_tools.targets.lambda_ops import AliasChanged
+
+    lc = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    t = lt.LambdaTarget(cfg, "staging", "explain", env_for(lc))
+    with Stubber(lc) as stub:
+        _stub_current(stub, t.name)
+        p = t.current()
+        t.arm_fence(p)
+        stub.add_client_error("update_alias", "PreconditionFailedException", "The RevisionId provided does not match",
+                              http_status_code=412)
+        with pytest.raises(AliasChanged, match=r"changed since this deploy read it .*no traffic was moved") as e:
+            t.shift(p, Candidate(t.id, "2", NEW, {}), 100)
+        assert "pt status" in e.value.hint
+
+
+def test_a_first_deploy_whose_alias_appeared_meanwhile_fails_the_shift(cfg):
+    from pipeline_tools.release.target import Candidate, Placement
+    from pipeline_tools.targets.lambda_ops import AliasChanged
+
+    lc = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    t = lt.LambdaTarget(cfg, "staging", "explain", env_for(lc))
+    p = Placement(t.id, t.name, False, data={"latest_config": {}})
+    t.arm_fence(p)
+    with Stubber(lc) as stub:
+        stub.add_client_error("create_alias", "ResourceConflictException", "Alias already exists", http_status_code=409)
+        with pytest.raises(AliasChanged, match="was created since this deploy read the function"):
+            t.shift(p, Candidate(t.id, "1", NEW, {}), 100)
+        stub.assert_no_pending_responses()
+
+
+def test_reserved_concurrency_absent_is_left_alone(cfg, lam):
+    lam.put_function_concurrency(FunctionName="lt-staging-explain", ReservedConcurrentExecutions=7)
+    t = lt.LambdaTarget(cfg, "staging", "explain", env_for(lam))
+    assert not t.manages_concurrency
+    p = t.current()
+    c = t.prepare(Release(f"{REPO}@{NEW}", NEW, "d", "model"), p)
+    t.shift(p, c, 100)
+    assert lam.get_function_concurrency(FunctionName=t.name)["ReservedConcurrentExecutions"] == 7
+    explicit = config_mod.parse(CONFIG.replace("explain: {image: model}",
+                                               "explain: {image: model, reserved_concurrency: null}"))
+    t2 = lt.LambdaTarget(explicit, "staging", "explain", env_for(lam))
+    assert t2.manages_concurrency and "reserved_concurrency" in t2.changes(t2.current())
