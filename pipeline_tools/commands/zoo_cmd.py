@@ -87,6 +87,15 @@ def _checked(app: App, ref) -> str:
     return ref.uri
 
 
+def _lean_config(app: App) -> None:
+    """`pt zoo plan` loads pipeline.yml through targets/zoo_config.py (no pydantic; the full loader
+    whenever that view cannot vouch for the file). Done before anything else reads the config."""
+    if app._config is None:
+        from pipeline_tools.targets.zoo_config import load
+
+        app._config = load(app.config_path)
+
+
 def _stages(app: App) -> list[str]:
     from pipeline_tools.targets.zoo import stage_order
 
@@ -153,6 +162,7 @@ def plan(app: App, models: tuple[str, ...], image_uri: str | None, from_build: s
     """
     from pipeline_tools.targets import zoo as z
 
+    _lean_config(app)
     cfg = app.config()
     z.require_zoo(cfg)
     uri = _image_uri(app, image_uri, from_build, models)

@@ -120,7 +120,7 @@ def resolve_artifacts(cfg: Any, stage: str, model: str, *, s3: Any = None, worke
 
     Missing artifacts → NotFoundError; a file that differs from the manifest → ArtifactsMismatch.
     """
-    from pipeline_tools.core.config import render
+    from pipeline_tools.core.names import render
     from pipeline_tools.ops import artifacts as art
     from pipeline_tools.ops import manifest as mf
 
@@ -178,7 +178,7 @@ class Consumer:
 
 
 def consumers(cfg: Any, stage: str) -> list[Consumer]:
-    from pipeline_tools.core.config import render
+    from pipeline_tools.core.names import render
 
     out = []
     for c in cfg.zoo.consumers:
