@@ -11,7 +11,9 @@ from pipeline_tools.clikit import dry_run_option, output_option, pass_app, stage
 from pipeline_tools.core.context import App
 
 
-def _deps(app: App, stage: str, parallel: int = 1):
+def _deps(app: App, stage: str, parallel: int = 1, *, records: bool = True):
+    """`records=False` for verbs that write no ledger record (`plan`): no actor, so no STS client
+    or GetCallerIdentity request."""
     from pipeline_tools.core import aws
     from pipeline_tools.ops.artifacts import s3_client
     from pipeline_tools.release import actor, ledger
@@ -25,17 +27,17 @@ def _deps(app: App, stage: str, parallel: int = 1):
     return ZooDeps(lambda_client=factory.client("lambda"), ssm=_Lazy(lambda: factory.client("ssm")),
                    ledger=ledger.Ledger(ddb, cfg.ledger_table()),
                    cloudwatch=_Lazy(lambda: factory.client("cloudwatch")), s3=_Lazy(lambda: s3_client(factory)),
-                   clock=time.time, sleep=time.sleep, log=app.out.log, actor=actor.identify(factory.caller_arn()),
-                   parallel=parallel)
+                   clock=time.time, sleep=time.sleep, log=app.out.log,
+                   actor=actor.identify(factory.caller_arn()) if records else {}, parallel=parallel)
 
 
-def _deps_for(app: App, parallel: int = 1):
+def _deps_for(app: App, parallel: int = 1, *, records: bool = True):
     """`stage -> ZooDeps`, built once per stage for this command."""
     cache: dict[str, Any] = {}
 
     def get(stage: str):
         if stage not in cache:
-            cache[stage] = _deps(app, stage, parallel)
+            cache[stage] = _deps(app, stage, parallel, records=records)
         return cache[stage]
 
     return get
@@ -83,6 +85,15 @@ def _checked(app: App, ref) -> str:
     region = ecr_region(ref)
     check_image(ref, ecr=app.aws(app.stage).client("ecr", region=region) if region else None)
     return ref.uri
+
+
+def _lean_config(app: App) -> None:
+    """`pt zoo plan` loads pipeline.yml through targets/zoo_config.py (no pydantic; the full loader
+    whenever that view cannot vouch for the file). Done before anything else reads the config."""
+    if app._config is None:
+        from pipeline_tools.targets.zoo_config import load
+
+        app._config = load(app.config_path)
 
 
 def _stages(app: App) -> list[str]:
@@ -151,10 +162,11 @@ def plan(app: App, models: tuple[str, ...], image_uri: str | None, from_build: s
     """
     from pipeline_tools.targets import zoo as z
 
+    _lean_config(app)
     cfg = app.config()
     z.require_zoo(cfg)
     uri = _image_uri(app, image_uri, from_build, models)
-    deps = _deps_for(app, parallel or cfg.zoo.parallel)
+    deps = _deps_for(app, parallel or cfg.zoo.parallel, records=False)
     plans = [z.plan_stage(cfg, st, deps=deps(st), models=models or None, image_uri=uri, cached=not refresh).to_dict()
              for st in _stages(app)]
 

@@ -754,8 +754,7 @@ class Config(_Strict):
 _TEMPLATE_RE = re.compile(r"\{([^{}]*)\}")
 
 
-def render(template: str, **values: str) -> str:
-    return _TEMPLATE_RE.sub(lambda m: values.get(m[1], m[0]), template)
+render = names.render  # pure (core/names.py): importable without pydantic
 
 
 def _did_you_mean(word: str, choices) -> str | None:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 LIVE_ALIAS = "live"
+_TEMPLATE_RE = re.compile(r"\{([^{}]*)\}")
+
+
+def render(template: str, **values: str) -> str:
+    """`{project}`-style placeholders filled from `values`; an unknown one is left as it is."""
+    return _TEMPLATE_RE.sub(lambda m: values.get(m[1], m[0]), template)
 
 
 def ecr_repository(project: str, image: str) -> str:

@@ -29,8 +29,6 @@ from typing import Any
 from pipeline_tools.core import names
 from pipeline_tools.core.errors import DeployFailed, GateWait, LockedError, NotFoundError, PtError, UsageError
 from pipeline_tools.release import approvals as rules
-from pipeline_tools.release import gate as gate_mod
-from pipeline_tools.release import windows
 from pipeline_tools.release.ledger import Ledger, Lock, Record, RecoveryNeeded, lease_from_env, new_id
 from pipeline_tools.targets import lambda_ops as lo
 from pipeline_tools.targets.zoo_plan import (
@@ -122,7 +120,7 @@ def resolve_artifacts(cfg: Any, stage: str, model: str, *, s3: Any = None, worke
 
     Missing artifacts → NotFoundError; a file that differs from the manifest → ArtifactsMismatch.
     """
-    from pipeline_tools.core.config import render
+    from pipeline_tools.core.names import render
     from pipeline_tools.ops import artifacts as art
     from pipeline_tools.ops import manifest as mf
 
@@ -180,7 +178,7 @@ class Consumer:
 
 
 def consumers(cfg: Any, stage: str) -> list[Consumer]:
-    from pipeline_tools.core.config import render
+    from pipeline_tools.core.names import render
 
     out = []
     for c in cfg.zoo.consumers:
@@ -361,8 +359,13 @@ def plan_stage(cfg: Any, stage: str, *, deps: ZooDeps, models: Iterable[str] | N
                            ref.uri if ref else None, tuple(c.key for c in cons if c.model == name), a.location),
                 (read_fn(main), read_fn(copy) if copy in wanted else Deployed(copy)))
 
-    # Reads only: bounded parallelism (each model is a few round trips; 500 models in sequence is seconds)
-    if deps.parallel > 1 and len(names_) > 1 and len(from_ledger) < len(wanted):
+    # Reads only: bounded parallelism (each model is a few round trips; 500 models in sequence is seconds).
+    # Threads only when there is waiting to overlap: Lambda reads, or more than one artifacts location
+    # to verify. Functions settled by the ledger or missing from the listing cost no request, and
+    # 500 thread hand-offs for pure work only add CPU.
+    to_read = [fn for fn in wanted if fn not in from_ledger and (existing is None or fn in existing)]
+    locations = {zoo.models[n].artifacts for n in names_ if n not in (artifacts or {})}
+    if deps.parallel > 1 and len(names_) > 1 and (len(to_read) > 1 or len(locations) > 1):
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(deps.parallel, len(names_))) as pool:
@@ -1041,6 +1044,8 @@ def source_apply(led: Ledger, source: str, digest: str) -> Record | None:
 def preflight(cfg: Any, stage: str, d: ZooDeps) -> frozenset[str]:
     """Alarms already firing before an apply: refused (`preexisting_alarm: block`, as `pt deploy`
     does) or returned, so the gate after the apply treats them per policy. API errors raise."""
+    from pipeline_tools.release import gate as gate_mod  # apply only: `pt zoo plan` does not load it
+
     policy = gate_mod.GatePolicy.from_config(cfg, stage)
     firing = gate_mod.GateWatch(d.cloudwatch, policy, d.clock()).start()
     if firing and policy.preexisting_alarm == "block":
@@ -1053,6 +1058,8 @@ def preflight(cfg: Any, stage: str, d: ZooDeps) -> frozenset[str]:
 def stage_gate(cfg: Any, stage: str, since: float, d: ZooDeps, *, wait: bool,
                preexisting: frozenset[str] = frozenset(), bake: float | None = None) -> tuple[str, str, dict | None]:
     """Gate of `stage` over its bake (default deploy.bake) since `since`: (PASS|FAIL|WAIT, explanation, verdict)."""
+    from pipeline_tools.release import gate as gate_mod
+
     policy = gate_mod.GatePolicy.from_config(cfg, stage)
     bake = cfg.stages[stage].deploy.bake if bake is None else bake
     watch = gate_mod.GateWatch(d.cloudwatch, policy, since)
@@ -1097,6 +1104,8 @@ def promotion_checks(cfg: Any, target: str, digest: str, d: ZooDeps, *, override
             raise PtError(f"approvals for {target} not satisfied for zoo set {short(digest)}: {st.explain()}",
                           f"each approver runs `pt zoo approve --stage {target}`")
         checks.append({"check": "approvals", "ok": True, "detail": st.explain()})
+    from pipeline_tools.release import windows
+
     decision = windows.check(cfg.stages[target].window, datetime.fromtimestamp(d.clock(), UTC),
                              override=override_window, reason=reason)
     checks.append({"check": "window", "ok": True, "detail": decision.window or "no window",

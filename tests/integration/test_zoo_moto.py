@@ -568,3 +568,32 @@ def test_apply_in_waves_cli_progress_and_json(zoo, run_pt):
     r = pt(run_pt, zoo, "apply", "--stage", "staging")
     assert r.exit_code == 0, r
     assert "wave 1: 1 consumer(s); gate PASS" in r.stdout and "wave 2: 1 consumer(s)" in r.stdout
+
+
+def test_plan_reads_no_caller_identity_and_plans_as_the_full_config_does(zoo, run_pt, monkeypatch):
+    """`pt zoo plan` records nothing, so it asks STS for no actor; it reads pipeline.yml through the
+    lean zoo view (targets/zoo_config.py) and plans exactly what the fully validated config plans."""
+    from pipeline_tools.core.aws import AwsFactory
+    from pipeline_tools.core.config import load
+    from pipeline_tools.targets import zoo_config
+
+    assert isinstance(zoo_config.load(str(zoo.config)), zoo_config.ZooLeanConfig)  # this file takes the view
+    sent: list[str] = []
+    orig = AwsFactory.client
+
+    def client(self, service, region=None):
+        c = orig(self, service, region)
+        if not getattr(c, "_zoo_counted", False):
+            c.meta.events.register("before-send", lambda event_name, **_: sent.append(event_name.split(".", 1)[1]))
+            c._zoo_counted = True
+        return c
+
+    monkeypatch.setattr(AwsFactory, "client", client)
+    r = pt(run_pt, zoo, "plan", "--image-uri", IMG1, "--output", "json")
+    assert r.exit_code == 0, r
+    assert "lambda.GetAlias" in sent and "ecr.DescribeImages" in sent  # counted (every client)
+    assert not [s for s in sent if s.startswith("sts.")], sent
+    monkeypatch.setattr(zoo_config, "load", load)  # the same command over the full loader
+    full = pt(run_pt, zoo, "plan", "--image-uri", IMG1, "--output", "json")
+    assert full.exit_code == 0, full
+    assert r.json() == full.json()
