@@ -89,21 +89,15 @@ def s3_client(factory, workers: int = DEFAULT_WORKERS):
 
 def lean_s3_client(factory, workers: int = DEFAULT_WORKERS):
     """`s3_client` without importing boto3 (~0.05-0.1 s of a push process) when the factory is a
-    plain one (no assumed role, no session built yet): a botocore client, same credential chain.
-    It has no managed transfers (`upload_file`, `copy`): `upload_one` drives s3transfer itself."""
-    if factory.role is not None or factory._session is not None:
-        return s3_client(factory, workers)
-    import botocore.exceptions
-    import botocore.session
+    plain one (no assumed role, no session built yet): a botocore client, same credential chain,
+    on the factory's lean botocore session (core/aws.py `lean_client`: the ledger record's
+    DynamoDB and STS clients share it). It has no managed transfers (`upload_file`, `copy`):
+    `upload_one` drives s3transfer itself."""
     from botocore.config import Config as BotoConfig
 
-    config = factory.client_config().merge(BotoConfig(max_pool_connections=max(10, workers * 2)))
-    try:
-        session = botocore.session.Session(profile=factory.profile)
-        region = factory.region or session.get_config_variable("region")
-        return session.create_client("s3", region_name=region, endpoint_url=factory.endpoint or None, config=config)
-    except botocore.exceptions.ProfileNotFound as e:
-        raise UsageError(str(e), "list profiles with `aws configure list-profiles`") from None
+    from pipeline_tools.core.aws import lean_client
+
+    return lean_client(factory, "s3", BotoConfig(max_pool_connections=max(10, workers * 2)))
 
 
 # --- small helpers ---------------------------------------------------------------------------
