@@ -31,7 +31,9 @@ from pipeline_tools import cli
 try:
     code = cli.main({args!r})
 finally:
-    sys.stderr.write("PROBE=" + json.dumps({{"ops": ops, "modules": sorted({{m.split(".")[0] for m in sys.modules}})}}) + "\\n")
+    mods = sorted({{m.split(".")[0] for m in sys.modules}})
+    sys.stderr.write("PROBE=" + json.dumps({{"ops": ops, "modules": mods}}) + "\\n")
+sys.exit(code)
 """
 
 
@@ -59,7 +61,7 @@ def test_incremental_push_process_imports_and_requests(aws, cfg, tmp_path):
         p = tree / f"d{i % 4}" / f"f{i:03d}.bin"
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(bytes([i]) * (1000 + i))
-    r, first = _push(tree, cfg)
+    r, _ = _push(tree, cfg)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["uploaded"] == 40
 

@@ -88,8 +88,15 @@ def test_a_tree_deeper_than_the_recursion_limit(tmp_path):
         os.mkdir(p)
     with open(p + "/leaf", "wb") as fh:
         fh.write(b"leaf")
-    m = mf.build(root, jobs=1)
-    assert [e.path for e in m.files] == ["d/" * depth + "leaf"]
+    try:
+        m = mf.build(root, jobs=1)
+        assert [e.path for e in m.files] == ["d/" * depth + "leaf"]
+    finally:  # bottom up: shutil.rmtree (pytest's tmp cleanup) recurses once per level
+        os.unlink(p + "/leaf")
+        while p != root:
+            os.rmdir(p)
+            p = p[:-2]
+        os.rmdir(root)
 
 
 def test_files_grown_or_shrunk_after_the_walk_are_hashed_as_they_are(tmp_path):
