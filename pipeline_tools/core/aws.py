@@ -188,7 +188,12 @@ def lean_client(factory: AwsFactory, service: str, config: Any = None, *, cache:
     key = (service, None)
     if config is None and key in factory._clients:
         return factory._clients[key]
-    sess = lean_session(factory)
+    import botocore.exceptions
+
+    try:
+        sess = lean_session(factory)
+    except botocore.exceptions.ProfileNotFound as e:
+        raise UsageError(str(e), "list profiles with `aws configure list-profiles`") from None
     if sess is None:
         if config is None:
             return factory.client(service)
@@ -197,8 +202,6 @@ def lean_client(factory: AwsFactory, service: str, config: Any = None, *, cache:
         if factory.endpoint:
             kwargs["endpoint_url"] = factory.endpoint
         return factory.session.client(service, **kwargs)
-    import botocore.exceptions
-
     try:
         region = factory.region or sess.get_config_variable("region")
         if not region:
