@@ -4,7 +4,8 @@ Remote layout under `s3://<bucket>/<prefix>/`: every file at its relative path (
 vendors and SageMaker see a normal tree), plus `SHA256SUMS` and `manifest.json`, written LAST:
 a reader never sees a manifest naming objects that are not there yet.
 
-- push: hash locally, GET the remote manifest once, upload only files whose (sha256, size)
+- push: hash locally, GET the remote manifest once (a missing bucket or a denied read fails
+  there: no separate HeadBucket), upload only files whose (sha256, size)
   differ. Small files go up with put_object carrying `ChecksumSHA256` (S3 rejects the body
   if it does not match the manifest hash); big files go multipart through the boto3 transfer
   manager with `ChecksumAlgorithm=SHA256` (S3 verifies every part). Every object carries its
@@ -127,9 +128,7 @@ def check_bucket(s3, loc: Location, stack: str | None = None) -> None:
     except Exception as e:
         code = _code(e)
         if code in ("404", "NoSuchBucket", "NotFound"):
-            hint = (f"it is created by the stack {stack}: deploy it (`npx cdk deploy {stack}`)"
-                    if stack else "create the bucket or fix the URL")
-            raise NotFoundError(f"artifacts bucket {loc.bucket} does not exist", hint) from None
+            raise _no_bucket(loc, stack) from None
         if code in ("403", "AccessDenied", "Forbidden"):
             raise AwsError(f"access denied to bucket {loc.bucket}",
                            "the role needs s3:ListBucket, s3:GetObject and s3:PutObject on it "
@@ -137,11 +136,21 @@ def check_bucket(s3, loc: Location, stack: str | None = None) -> None:
         raise
 
 
-def get_manifest(s3, loc: Location) -> Manifest | None:
-    """The remote manifest (one GET), or None when there is none yet."""
+def _no_bucket(loc: Location, stack: str | None) -> NotFoundError:
+    hint = (f"it is created by the stack {stack}: deploy it (`npx cdk deploy {stack}`)"
+            if stack else "create the bucket or fix the URL")
+    return NotFoundError(f"artifacts bucket {loc.bucket} does not exist", hint)
+
+
+def get_manifest(s3, loc: Location, stack: str | None = None) -> Manifest | None:
+    """The remote manifest (one GET), or None when there is none yet. A missing bucket is the
+    same error as check_bucket's (`stack`: the stack that creates it), so a caller may skip
+    the HeadBucket: a GET's error names the bucket (`NoSuchBucket`) where a HEAD's cannot."""
     try:
         body = s3.get_object(Bucket=loc.bucket, Key=loc.manifest_key)["Body"].read()
     except Exception as e:
+        if _code(e) == "NoSuchBucket":
+            raise _no_bucket(loc, stack) from None
         if _code(e) in ("NoSuchKey", "404"):
             return None
         if _code(e) in ("403", "AccessDenied"):
@@ -328,8 +337,7 @@ def push(s3, root: str | os.PathLike, loc: Location, *, delete: bool = False, dr
         own = ThreadPoolExecutor(max_workers=1)
         local = own.submit(mf.build, root, progress=progress, warn=warn, clock=clock)
     try:
-        check_bucket(s3, loc, stack)
-        remote = get_manifest(s3, loc)
+        remote = get_manifest(s3, loc, stack)  # and the bucket check: one request, not HeadBucket + GET
     finally:
         if isinstance(local, Future):
             local = local.result()  # a local problem (bad names, unreadable file) wins
