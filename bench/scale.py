@@ -81,7 +81,12 @@ def bench_manifest(n: int) -> None:
                   f"{w / count * 1e6:.1f} µs/file, peak RSS {rss / 1024:.0f} MiB", flush=True)
         per = [results[c][1] / c for c in sub]  # CPU per file: load-independent
         linear = per[-1] / per[0]
-        w_full, c_full, rss_full = results[n]
+        # the full tree once more: the best of 2 runs, like sha256sum below (same method both sides)
+        again = maxrss_run([*pt_cmd(), "artifacts", "manifest", str(tree), "-o", str(work / f"m{n}.json"),
+                            "--jobs", "1"], env)
+        print(f"pt manifest --jobs 1, {n:6} files (2nd run): wall {again[0]:.2f} s, CPU {again[1]:.2f} s", flush=True)
+        w_full, c_full = min((results[n][0], results[n][1]), (again[0], again[1]))  # the faster run
+        rss_full = max(results[n][2], again[2])
         sums = []
         for _ in range(2):
             r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -107,8 +112,8 @@ def bench_manifest(n: int) -> None:
             f"--jobs {jobs} (the larger; pool workers are separate processes)")
         thr = s_wall / w_full
         row(f"manifest {n} files: hashing vs sha256sum, one core", f"{w_full:.2f} s", f"{s_wall:.2f} s",
-            ">= 0.8x sha256sum throughput", thr >= 0.8, method + "; --jobs 1 vs `find | xargs sha256sum` "
-            f"(CPU {c_full:.2f} s vs {s_cpu:.2f} s)", ratio=f"{thr:.2f}x")
+            ">= 0.8x sha256sum throughput", thr >= 0.8, method + "; --jobs 1 vs `find | xargs sha256sum`, "
+            f"best of 2 runs each (CPU {c_full:.2f} s vs {s_cpu:.2f} s: {s_cpu / c_full:.2f}x)", ratio=f"{thr:.2f}x")
         row(f"manifest {n} files: --jobs {jobs}", f"{jw:.2f} s, {jc / jw:.2f} cores busy", f"--jobs 1 {w_full:.2f} s",
             f"uses all {jobs} cores", jc / jw >= 0.8 * jobs and same, f"same manifest as --jobs 1: {same}; "
             "speed-up is bounded by the serial directory walk and by other load on the machine",

@@ -142,7 +142,13 @@ def _record(app: App, stage: str, data: dict) -> None:
     manifest in S3 is the evidence of the transfer itself; a record that cannot be written is a warning."""
     try:
         from pipeline_tools.commands import _deploy_common as common
+        from pipeline_tools.core.aws import lean_client
 
+        # the ledger's DynamoDB client and the STS caller's client as botocore clients on the
+        # push's own botocore session (no boto3 import, no second session): what common.ledger
+        # and common.who then get from factory.client()
+        lean_client(app.ledger_aws(stage), "dynamodb")
+        lean_client(app.aws(stage), "sts")
         led = common.ledger(app, stage)
         led.put_record("artifacts", stage, data, actor=common.who(app, stage), state="completed")
     except Exception as e:

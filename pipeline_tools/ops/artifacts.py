@@ -4,7 +4,8 @@ Remote layout under `s3://<bucket>/<prefix>/`: every file at its relative path (
 vendors and SageMaker see a normal tree), plus `SHA256SUMS` and `manifest.json`, written LAST:
 a reader never sees a manifest naming objects that are not there yet.
 
-- push: hash locally, GET the remote manifest once, upload only files whose (sha256, size)
+- push: hash locally, GET the remote manifest once (a missing bucket or a denied read fails
+  there: no separate HeadBucket), upload only files whose (sha256, size)
   differ. Small files go up with put_object carrying `ChecksumSHA256` (S3 rejects the body
   if it does not match the manifest hash); big files go multipart through the boto3 transfer
   manager with `ChecksumAlgorithm=SHA256` (S3 verifies every part). Every object carries its
@@ -89,21 +90,15 @@ def s3_client(factory, workers: int = DEFAULT_WORKERS):
 
 def lean_s3_client(factory, workers: int = DEFAULT_WORKERS):
     """`s3_client` without importing boto3 (~0.05-0.1 s of a push process) when the factory is a
-    plain one (no assumed role, no session built yet): a botocore client, same credential chain.
-    It has no managed transfers (`upload_file`, `copy`): `upload_one` drives s3transfer itself."""
-    if factory.role is not None or factory._session is not None:
-        return s3_client(factory, workers)
-    import botocore.exceptions
-    import botocore.session
+    plain one (no assumed role, no session built yet): a botocore client, same credential chain,
+    on the factory's lean botocore session (core/aws.py `lean_client`: the ledger record's
+    DynamoDB and STS clients share it). It has no managed transfers (`upload_file`, `copy`):
+    `upload_one` drives s3transfer itself."""
     from botocore.config import Config as BotoConfig
 
-    config = factory.client_config().merge(BotoConfig(max_pool_connections=max(10, workers * 2)))
-    try:
-        session = botocore.session.Session(profile=factory.profile)
-        region = factory.region or session.get_config_variable("region")
-        return session.create_client("s3", region_name=region, endpoint_url=factory.endpoint or None, config=config)
-    except botocore.exceptions.ProfileNotFound as e:
-        raise UsageError(str(e), "list profiles with `aws configure list-profiles`") from None
+    from pipeline_tools.core.aws import lean_client
+
+    return lean_client(factory, "s3", BotoConfig(max_pool_connections=max(10, workers * 2)))
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -133,9 +128,7 @@ def check_bucket(s3, loc: Location, stack: str | None = None) -> None:
     except Exception as e:
         code = _code(e)
         if code in ("404", "NoSuchBucket", "NotFound"):
-            hint = (f"it is created by the stack {stack}: deploy it (`npx cdk deploy {stack}`)"
-                    if stack else "create the bucket or fix the URL")
-            raise NotFoundError(f"artifacts bucket {loc.bucket} does not exist", hint) from None
+            raise _no_bucket(loc, stack) from None
         if code in ("403", "AccessDenied", "Forbidden"):
             raise AwsError(f"access denied to bucket {loc.bucket}",
                            "the role needs s3:ListBucket, s3:GetObject and s3:PutObject on it "
@@ -143,11 +136,21 @@ def check_bucket(s3, loc: Location, stack: str | None = None) -> None:
         raise
 
 
-def get_manifest(s3, loc: Location) -> Manifest | None:
-    """The remote manifest (one GET), or None when there is none yet."""
+def _no_bucket(loc: Location, stack: str | None) -> NotFoundError:
+    hint = (f"it is created by the stack {stack}: deploy it (`npx cdk deploy {stack}`)"
+            if stack else "create the bucket or fix the URL")
+    return NotFoundError(f"artifacts bucket {loc.bucket} does not exist", hint)
+
+
+def get_manifest(s3, loc: Location, stack: str | None = None) -> Manifest | None:
+    """The remote manifest (one GET), or None when there is none yet. A missing bucket is the
+    same error as check_bucket's (`stack`: the stack that creates it), so a caller may skip
+    the HeadBucket: a GET's error names the bucket (`NoSuchBucket`) where a HEAD's cannot."""
     try:
         body = s3.get_object(Bucket=loc.bucket, Key=loc.manifest_key)["Body"].read()
     except Exception as e:
+        if _code(e) == "NoSuchBucket":
+            raise _no_bucket(loc, stack) from None
         if _code(e) in ("NoSuchKey", "404"):
             return None
         if _code(e) in ("403", "AccessDenied"):
@@ -334,8 +337,7 @@ def push(s3, root: str | os.PathLike, loc: Location, *, delete: bool = False, dr
         own = ThreadPoolExecutor(max_workers=1)
         local = own.submit(mf.build, root, progress=progress, warn=warn, clock=clock)
     try:
-        check_bucket(s3, loc, stack)
-        remote = get_manifest(s3, loc)
+        remote = get_manifest(s3, loc, stack)  # and the bucket check: one request, not HeadBucket + GET
     finally:
         if isinstance(local, Future):
             local = local.result()  # a local problem (bad names, unreadable file) wins

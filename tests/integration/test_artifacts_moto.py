@@ -306,12 +306,20 @@ def test_access_denied_is_reported_with_the_permission_needed(tmp_path):
     client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
     tree = make_tree(tmp_path / "model", n=1)
     loc = art.Location.of(STAGING, "p")
+    with Stubber(client) as stub:  # push: the manifest GET is its bucket check (no HeadBucket)
+        stub.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
+        with pytest.raises(AwsError, match=r"access denied reading s3://iris-staging-artifacts/p/manifest\.json"):
+            art.push(client, tree, loc)
+        stub.assert_no_pending_responses()
+    with Stubber(client) as stub:
+        stub.add_client_error("get_object", service_error_code="NoSuchBucket", http_status_code=404)
+        with pytest.raises(NotFoundError, match="artifacts bucket iris-staging-artifacts does not exist"):
+            art.push(client, tree, loc, stack="iris-staging-stage")
     with Stubber(client) as stub:
         stub.add_client_error("head_bucket", service_error_code="403", http_status_code=403)
         with pytest.raises(AwsError, match="access denied to bucket iris-staging-artifacts"):
-            art.push(client, tree, loc)
+            art.verify(client, loc)
     with Stubber(client) as stub:
-        stub.add_response("head_bucket", {})
         stub.add_client_error("get_object", service_error_code="NoSuchKey", http_status_code=404)
         stub.add_client_error("head_object", service_error_code="404", http_status_code=404)
         stub.add_client_error("put_object", service_error_code="AccessDenied", http_status_code=403,
