@@ -30,6 +30,11 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("GITHUB_ACTIONS", None)
 # Unimplemented moto calls answer HTML 500s that botocore would retry: keep attempts low.
 os.environ.setdefault("PT_AWS_MAX_ATTEMPTS", "2")
+# moto's EC2 backend loads ~1,370 canned AMIs (each with a snapshot owned by the test account) on every
+# reset: ~10 s of CPU before the first EC2 answer, and 1,366 snapshots in every DescribeSnapshots(self).
+# Three public AMIs (Owners=["amazon"]) are all the tests use. Set before moto is imported; inherited by
+# the moto servers that `pt local up` starts in subprocesses.
+os.environ.setdefault("MOTO_AMIS_PATH", str(ROOT / "tests" / "data" / "moto-amis.json"))
 
 
 def free_port() -> int:
