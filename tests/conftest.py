@@ -37,6 +37,11 @@ from pipeline_tools.local.motoserver import patch_lambda_versions  # noqa: E402
 patch_lambda_versions()
 # Unimplemented moto calls answer HTML 500s that botocore would retry: keep attempts low.
 os.environ.setdefault("PT_AWS_MAX_ATTEMPTS", "2")
+# moto's EC2 backend loads ~1,370 canned AMIs (each with a snapshot owned by the test account) on every
+# reset: ~10 s of CPU before the first EC2 answer, and 1,366 snapshots in every DescribeSnapshots(self).
+# Three public AMIs (Owners=["amazon"]) are all the tests use. Set before moto is imported; inherited by
+# the moto servers that `pt local up` starts in subprocesses.
+os.environ.setdefault("MOTO_AMIS_PATH", str(ROOT / "tests" / "data" / "moto-amis.json"))
 
 
 def free_port() -> int:
@@ -61,11 +66,39 @@ def pytest_runtest_makereport(item, call):
 # --- moto server -----------------------------------------------------------------------------
 
 
+def _atomic_dynamodb_writes() -> None:
+    """DynamoDB applies a conditional write atomically; moto checks the condition and then writes, with
+    no lock, while ThreadedMotoServer answers requests on many threads. Two racing
+    `attribute_not_exists` puts could then both succeed (seen under load: 2 lock holders in
+    test_lock_race_in_threads). One lock around moto's write calls gives the real service's guarantee."""
+    import functools
+    import threading
+
+    from moto.dynamodb.models import DynamoDBBackend
+
+    if getattr(DynamoDBBackend, "_pt_atomic", False):
+        return
+    lock = threading.RLock()
+
+    def locked(fn):
+        @functools.wraps(fn)
+        def wrapper(*a, **kw):
+            with lock:
+                return fn(*a, **kw)
+        return wrapper
+
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item",
+                 "execute_statement", "execute_transaction"):
+        setattr(DynamoDBBackend, name, locked(getattr(DynamoDBBackend, name)))
+    DynamoDBBackend._pt_atomic = True
+
+
 @pytest.fixture(scope="session")
 def moto_server():
     """A ThreadedMotoServer on a free loopback port; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
+    _atomic_dynamodb_writes()
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

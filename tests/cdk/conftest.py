@@ -100,6 +100,19 @@ def synthesized(cdk_config, tmp_path_factory) -> Synth:
     return s
 
 
+def cfn_lint(*templates: Path | str) -> list[str]:
+    """cfn-lint's findings on the templates (as the CLI's `--ignore-checks W3005`), one string each.
+
+    Run in this process through cfnlint's API: importing cfn-lint and loading its rules and schemas costs
+    ~3 s of CPU, paid once per session here instead of once per check in a `python -m cfnlint` subprocess.
+    The same rules, the same default regions, the same findings (tests/cdk/test_cdk_checks.py shows a
+    finding comes back)."""
+    from cfnlint.api import ManualArgs, lint_by_config
+
+    return [str(m) for m in lint_by_config(ManualArgs(templates=[str(t) for t in templates],
+                                                      ignore_checks=["W3005"]))]
+
+
 def need_node() -> str:
     npx = shutil.which("npx")
     if not npx or not (ROOT / "node_modules" / "aws-cdk").is_dir():

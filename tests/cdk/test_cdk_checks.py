@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 
 import pytest
+
+from .conftest import cfn_lint
 
 pytestmark = pytest.mark.cdk
 
@@ -35,7 +36,19 @@ def test_cfn_lint_is_clean_on_every_template(synthesized):
     files = sorted(str(p) for p in synthesized.outdir.glob("*.template.json"))
     assert len(files) == len(synthesized.templates) == 8  # + a DashboardStack per stage
     # W3005: CDK itself writes DependsOn next to GetAtt for IAM policies (harmless; not our code).
-    cfn_lint = [sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())"]
-    proc = subprocess.run([*cfn_lint, "--format", "parseable", "--ignore-checks", "W3005", "--", *files],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert cfn_lint(*files) == []
+
+
+def test_cfn_lint_helper_reports_findings(tmp_path):
+    """The in-process cfn-lint (conftest.cfn_lint) is not a no-op: a bad property and a bad reference
+    come back as findings, and the clean version of the same template has none."""
+    good = {"Resources": {"B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "pt-lint-check"}}}}
+    bad = {"Resources": {"B": {"Type": "AWS::S3::Bucket", "Properties": {"Nope": 1}},
+                         "Q": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": {"Ref": "Missing"}}}}}
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert cfn_lint(tmp_path / "good.json") == []
+    findings = cfn_lint(tmp_path / "good.json", tmp_path / "bad.json")
+    assert any("E3002" in f and "Nope" in f for f in findings), findings
+    assert any("E1020" in f and "Missing" in f for f in findings), findings
+    assert all("bad.json" in f for f in findings), findings
