@@ -160,4 +160,5 @@ def test_undefined_variable_is_refused_at_start(world, run_pt, tmp_path):
     r = _pt(run_pt, world, "runbook", "start", f, "--stage", "dev")
     assert r.exit_code == 2 and "undefined variable {missing}" in r.stderr and "--var missing=VALUE" in r.stderr, r
     ddb = world["aws"].client("dynamodb")  # refused before the ledger was touched: no table, or no record
-    assert "val-ledger" not in ddb.list_tables()["TableNames"] or Ledger(ddb, "val-ledger").query("dev", "runbook") == []
+    assert ("val-ledger" not in ddb.list_tables()["TableNames"]
+            or Ledger(ddb, "val-ledger").query("dev", "runbook") == [])
