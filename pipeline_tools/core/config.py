@@ -49,12 +49,7 @@ def parse_duration(value: Any) -> float:
     raise ValueError(f"must be a duration like 30s, 5m or 1h (got {value!r})")
 
 
-def format_duration(seconds: float) -> str:
-    seconds = round(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    parts = [f"{h}h" if h else "", f"{m}m" if m else "", f"{s}s" if s or not (h or m) else ""]
-    return "".join(parts)
+format_duration = names.format_duration  # 1h2m3s; pure, shared with the lean views
 
 
 Duration = Annotated[

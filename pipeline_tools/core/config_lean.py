@@ -158,13 +158,7 @@ class LeanConfig:
         return getattr(self.full(), attr)
 
 
-def format_duration(seconds: float) -> str:
-    """1h2m3s (same as `config.format_duration`, without importing the pydantic models)."""
-    seconds = round(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    parts = [f"{h}h" if h else "", f"{m}m" if m else "", f"{s}s" if s or not (h or m) else ""]
-    return "".join(parts)
+format_duration = names.format_duration  # 1h2m3s, without importing the pydantic models
 
 
 def _find(path: str | None) -> Path:

@@ -179,3 +179,12 @@ def batch_outcome_rule(project: str, stage: str, outcome: str) -> str:
 
 def state_machine_log_group(project: str, stage: str, name: str) -> str:
     return f"/aws/vendedlogs/states/{state_machine(project, stage, name)}"
+
+
+def format_duration(seconds: float) -> str:
+    """1h2m3s (0s for zero)."""
+    seconds = round(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    parts = [f"{h}h" if h else "", f"{m}m" if m else "", f"{s}s" if s or not (h or m) else ""]
+    return "".join(parts)
